@@ -1,0 +1,244 @@
+"""TFLite flatbuffer bytes -> a validated tinyengine_tf IR Graph.
+
+Parsing uses the TFLite schema's generated Python (shipped in the tflite-micro wheel) and the
+flatbuffers runtime. Nothing downstream trusts the bytes: every index, buffer bound, shape and
+quantization parameter is checked here, and any failure becomes an InvalidModelError.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+from tinyengine_tf.errors import InvalidModelError, QuantizationError, TinyEngineError
+from tinyengine_tf.ir import DTYPE_BYTES, Graph, Op, Tensor
+
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+_NUMPY = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "int32": np.int32,
+          "float32": np.float32, "int64": np.int64, "bool": np.bool_, "float16": np.float16,
+          "float64": np.float64, "uint16": np.uint16, "uint32": np.uint32}
+_PADDING = {v: k for k, v in vars(schema.Padding).items() if not k.startswith("_")}
+_ACTIVATION = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+MAX_DIM = 1 << 24
+MAX_ELEMENTS = 1 << 28
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _options(op_t) -> dict:
+    """Builtin options as a plain dict with snake_case keys and enum names resolved."""
+    opts = {}
+    if op_t.builtinOptions is not None:
+        for key, value in vars(op_t.builtinOptions).items():
+            key = _snake(key)
+            if isinstance(value, np.ndarray):
+                value = [int(v) for v in value]
+            opts[key] = value
+    if "padding" in opts:
+        opts["padding"] = _PADDING.get(opts["padding"], opts["padding"])
+    if "fused_activation_function" in opts:
+        opts["fused_activation_function"] = _ACTIVATION.get(
+            opts["fused_activation_function"], opts["fused_activation_function"])
+    return opts
+
+
+def _unpack(data: bytes):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidModelError(f"expected .tflite bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < 16:
+        raise InvalidModelError(
+            f"the model is {len(data)} bytes long, too short to be a TFLite flatbuffer; "
+            "pass the bytes of a .tflite file written by tf.lite.TFLiteConverter")
+    if data[4:8] != b"TFL3":
+        raise InvalidModelError(
+            "the bytes are not a TFLite model (no 'TFL3' file identifier at offset 4); "
+            "pass a .tflite file written by tf.lite.TFLiteConverter")
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    except TinyEngineError:
+        raise
+    except Exception as exc:  # the generated reader raises anything on corrupt offsets
+        raise InvalidModelError(
+            f"the TFLite flatbuffer is corrupt or truncated ({type(exc).__name__}: {exc}); "
+            "re-export the model") from None
+    return data, model
+
+
+def _buffer_bytes(data: bytes, model, index: int, where: str) -> bytes | None:
+    if index == 0:
+        return None
+    if not model.buffers or index >= len(model.buffers) or index < 0:
+        raise InvalidModelError(f"{where} refers to buffer {index}, but the model has "
+                                f"{len(model.buffers or [])} buffers")
+    buf = model.buffers[index]
+    if buf.offset and buf.offset > 1:
+        if buf.offset + buf.size > len(data):
+            raise InvalidModelError(f"{where}: buffer {index} runs past the end of the file "
+                                    f"(offset {buf.offset} + {buf.size} > {len(data)}); the file is truncated")
+        return data[buf.offset:buf.offset + buf.size]
+    if buf.data is None or len(buf.data) == 0:
+        return None
+    return np.asarray(buf.data, dtype=np.uint8).tobytes()
+
+
+def _tensor(data: bytes, model, index: int, t) -> Tensor:
+    where = f"tensor #{index}"
+    name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else (t.name or "")
+    if t.type not in _TYPE_NAMES:
+        raise InvalidModelError(f"{where} ({name}) has unknown element type {t.type}")
+    dtype = _TYPE_NAMES[t.type]
+    shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
+    if any(d < 0 or d > MAX_DIM for d in shape):
+        raise InvalidModelError(f"{where} ({name}) has an invalid shape {list(shape)}; "
+                                "dynamic shapes are not supported, convert with a fixed batch size")
+    numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if numel > MAX_ELEMENTS:
+        raise InvalidModelError(f"{where} ({name}) claims {numel} elements, more than any MCU model")
+    if t.sparsity is not None:
+        raise InvalidModelError(f"{where} ({name}) is sparse; densify the model before converting")
+
+    raw = _buffer_bytes(data, model, t.buffer, f"{where} ({name})")
+    array = None
+    if raw is not None:
+        if dtype not in _NUMPY:
+            raise InvalidModelError(f"{where} ({name}) is a constant of unsupported type {dtype}")
+        expected = numel * DTYPE_BYTES[dtype]
+        if len(raw) != expected:
+            raise InvalidModelError(f"{where} ({name}): buffer holds {len(raw)} bytes but shape "
+                                    f"{list(shape)} of {dtype} needs {expected}")
+        array = np.frombuffer(raw, dtype=_NUMPY[dtype]).reshape(shape).copy()
+
+    scale = zero_point = None
+    qdim = 0
+    q = t.quantization
+    if q is not None and q.scale is not None and len(q.scale) > 0:
+        scale = np.asarray(q.scale, dtype=np.float32)
+        zp = q.zeroPoint if q.zeroPoint is not None else np.zeros(len(scale), np.int64)
+        zero_point = np.asarray(zp, dtype=np.int64)
+        qdim = int(q.quantizedDimension)
+        if len(zero_point) != len(scale):
+            raise InvalidModelError(f"{where} ({name}) has {len(scale)} scales but "
+                                    f"{len(zero_point)} zero points")
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise InvalidModelError(f"{where} ({name}) has a non-positive or non-finite "
+                                    f"quantization scale {scale[:4].tolist()}")
+        if len(scale) > 1:
+            if not (0 <= qdim < len(shape)) or shape[qdim] != len(scale):
+                raise InvalidModelError(
+                    f"{where} ({name}) is quantized per channel along dimension {qdim} with "
+                    f"{len(scale)} scales, which does not match its shape {list(shape)}")
+        lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}.get(
+            dtype, (-2**31, 2**31 - 1))
+        if np.any(zero_point < lo) or np.any(zero_point > hi):
+            raise InvalidModelError(f"{where} ({name}) has zero point {zero_point[:4].tolist()} "
+                                    f"outside the {dtype} range")
+    return Tensor(index=index, name=name, shape=shape, dtype=dtype, scale=scale,
+                  zero_point=zero_point, quantized_dim=qdim, data=array)
+
+
+def read_tflite(data: bytes, name: str = "model") -> Graph:
+    """Parse and validate; returns the graph with ops in a valid execution order."""
+    data, model = _unpack(data)
+    if model.version != 3:
+        raise InvalidModelError(f"unsupported TFLite schema version {model.version} (expected 3)")
+    subgraphs = model.subgraphs or []
+    if len(subgraphs) != 1:
+        raise InvalidModelError(
+            f"the model has {len(subgraphs)} subgraphs; tinyengine-tf compiles single-subgraph "
+            "models (no control flow: remove tf.cond/tf.while_loop from the Keras model)")
+    sg = subgraphs[0]
+    raw_tensors = sg.tensors or []
+    tensors = {i: _tensor(data, model, i, t) for i, t in enumerate(raw_tensors)}
+    n = len(tensors)
+
+    def check_index(i, where):
+        if not (-1 <= i < n):
+            raise InvalidModelError(f"{where} refers to tensor {i}, but the subgraph has {n} tensors")
+        return int(i)
+
+    opcodes = model.operatorCodes or []
+    ops = []
+    for k, op_t in enumerate(sg.operators or []):
+        if not (0 <= op_t.opcodeIndex < len(opcodes)):
+            raise InvalidModelError(f"op #{k} uses operator code {op_t.opcodeIndex}, but the model "
+                                    f"defines {len(opcodes)}")
+        oc = opcodes[op_t.opcodeIndex]
+        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
+        kind = _OP_NAMES.get(code, f"BUILTIN_{code}")
+        if kind == "CUSTOM":
+            custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
+            kind = f"CUSTOM:{custom}"
+        ins = [check_index(i, f"{kind} (op #{k}) input") for i in (op_t.inputs if op_t.inputs is not None else [])]
+        outs = [check_index(i, f"{kind} (op #{k}) output") for i in (op_t.outputs if op_t.outputs is not None else [])]
+        if not outs or any(o < 0 for o in outs):
+            raise InvalidModelError(f"{kind} (op #{k}) has no valid output tensor")
+        ops.append(Op(index=k, kind=kind, inputs=ins, outputs=outs, options=_options(op_t)))
+
+    inputs = [check_index(i, "subgraph input") for i in (sg.inputs if sg.inputs is not None else [])]
+    outputs = [check_index(i, "subgraph output") for i in (sg.outputs if sg.outputs is not None else [])]
+    if not inputs or not outputs or min(inputs + outputs) < 0:
+        raise InvalidModelError("the subgraph must declare at least one input and one output tensor")
+    graph = Graph(tensors=tensors, ops=_execution_order(ops, tensors, inputs), inputs=inputs,
+                  outputs=outputs, name=name)
+    _check_dataflow(graph)
+    return graph
+
+
+def _execution_order(ops, tensors, inputs):
+    """Ops sorted so every input is ready before use; the file's order wins among ready ops."""
+    producer = {}
+    for op in ops:
+        for o in op.outputs:
+            if o in producer:
+                raise InvalidModelError(f"tensor #{o} is written by both {producer[o].label()} and "
+                                        f"{op.label()}")
+            if tensors[o].is_const:
+                raise InvalidModelError(f"{op.label()} writes into constant tensor #{o}")
+            producer[o] = op
+    ready = set(inputs) | {i for i, t in tensors.items() if t.is_const}
+    pending, order = list(ops), []
+    while pending:
+        for j, op in enumerate(pending):
+            if all(i < 0 or i in ready or i not in producer for i in op.inputs):
+                order.append(op)
+                ready.update(op.outputs)
+                del pending[j]
+                break
+        else:
+            raise InvalidModelError(f"the graph has a cycle through {pending[0].label()}")
+    return order
+
+
+def _check_dataflow(graph: Graph):
+    produced = set(graph.inputs) | {o for op in graph.ops for o in op.outputs}
+    for op in graph.ops:
+        for i in op.inputs:
+            if i >= 0 and not graph.t(i).is_const and i not in produced:
+                raise InvalidModelError(f"{op.label()} reads tensor #{i} ({graph.t(i).name}), which "
+                                        "is neither a constant, a model input nor any op's output")
+    for o in graph.outputs:
+        if o not in produced and not graph.t(o).is_const:
+            raise InvalidModelError(f"model output tensor #{o} is never written")
+    for i in graph.inputs:
+        if graph.t(i).is_const:
+            raise InvalidModelError(f"model input tensor #{i} is a constant")
+
+
+def check_quantized(graph: Graph):
+    """A float model cannot be compiled; say how to quantize it."""
+    for op in graph.ops:
+        if op.kind in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        for i in op.inputs + op.outputs:
+            if i >= 0 and graph.t(i).dtype == "float32":
+                raise QuantizationError(
+                    f"{op.label()} computes in float32: the model is not fully int8-quantized. "
+                    "Pass the Keras model with representative_dataset=... to tinyengine_tf.convert(), "
+                    "or convert with converter.optimizations=[tf.lite.Optimize.DEFAULT] and "
+                    "target_spec.supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]")

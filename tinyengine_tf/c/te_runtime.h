@@ -1,0 +1,51 @@
+/* tinyengine-tf runtime helpers: TFLite Micro's integer arithmetic, header-only, C99.
+ * Every function is static inline, so a model links exactly what its layers use.
+ * Shifts and multiplies go through unsigned types where the C standard would call signed
+ * overflow undefined; the results equal TFLM's on two's-complement targets. */
+#ifndef TE_RUNTIME_H
+#define TE_RUNTIME_H
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define TE_INLINE static inline __attribute__((always_inline))
+#else
+#define TE_INLINE static inline
+#endif
+
+TE_INLINE int32_t te_min_i32(int32_t a, int32_t b) { return a < b ? a : b; }
+TE_INLINE int32_t te_max_i32(int32_t a, int32_t b) { return a > b ? a : b; }
+TE_INLINE int32_t te_clamp(int32_t x, int32_t lo, int32_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+/* x * 2^s for s >= 0, wrapping like TFLM's int32 multiply does on every real target. */
+TE_INLINE int32_t te_shl(int32_t x, int s) { return (int32_t)((uint32_t)x << s); }
+
+/* gemmlowp SaturatingRoundingDoublingHighMul. */
+TE_INLINE int32_t te_srdhm(int32_t a, int32_t b) {
+    if (a == b && a == INT32_MIN) return INT32_MAX;
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+/* gemmlowp RoundingDivideByPOT: round half away from zero. */
+TE_INLINE int32_t te_rdbpot(int32_t x, int e) {
+    int32_t mask = (int32_t)(((uint32_t)1 << e) - 1u);
+    int32_t rem = x & mask;
+    int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> e) + (rem > thr ? 1 : 0);
+}
+
+/* MultiplyByQuantizedMultiplier, double rounding (TFLM's default). */
+TE_INLINE int32_t te_mbqm(int32_t x, int32_t q, int shift) {
+    int left = shift > 0 ? shift : 0;
+    int right = shift > 0 ? 0 : -shift;
+    return te_rdbpot(te_srdhm(te_shl(x, left), q), right);
+}
+
+/* Same with the shift known to be <= 0 (the common requantization case). */
+TE_INLINE int32_t te_mbqm_r(int32_t x, int32_t q, int right) {
+    return te_rdbpot(te_srdhm(x, q), right);
+}
+
+#endif

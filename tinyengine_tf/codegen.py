@@ -1,0 +1,244 @@
+"""Graph + memory plan -> C sources: one specialized function per layer, one static arena.
+
+The generated C is C99 with no heap, no recursion and no mutable state but the arena. It compiles
+cleanly with -Wall -Wextra -Werror on gcc, clang and arm-none-eabi-gcc.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from tinyengine_tf import kernels  # noqa: F401  (registers every kernel module)
+from tinyengine_tf.errors import UnsupportedOpError
+from tinyengine_tf.ir import C_TYPES, Graph
+from tinyengine_tf.kernels.base import KERNELS, VIEW_OPS, EmitContext, LayerCode, supported_ops
+from tinyengine_tf.memory import Plan, plan_memory
+
+
+@dataclass
+class Generated:
+    sources: dict          # file name -> text
+    plan: Plan
+    flash_bytes: int
+    layers: list           # (op, LayerCode or None) in execution order
+    prefix: str
+
+
+def c_identifier(name: str) -> str:
+    ident = re.sub(r"\W", "_", name or "model")
+    return ident if ident and not ident[0].isdigit() else f"m_{ident}"
+
+
+def emit_layers(graph: Graph, ctx: EmitContext) -> list:
+    layers = []
+    for pos, op in enumerate(graph.ops):
+        if op.kind in VIEW_OPS:
+            x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+            if x.numel != y.numel or x.dtype != y.dtype:
+                raise UnsupportedOpError(f"{op.label()}: reshapes {x.describe()} into {y.describe()}, "
+                                         "which changes the element count or type", op.kind, op.index)
+            layers.append((op, None))
+            continue
+        fn = KERNELS.get(op.kind)
+        if fn is None:
+            raise UnsupportedOpError(
+                f"{op.label()} is not supported by tinyengine-tf. Supported ops: "
+                f"{', '.join(supported_ops())}. Replace the layer in the Keras model with supported "
+                "ones, or open an issue with the model attached", op.kind, op.index)
+        ctx.layer = f"L{pos}"
+        layers.append((op, fn(op, graph, ctx)))
+    ctx.layer = ""
+    return layers
+
+
+def _signature(graph: Graph, op, code: LayerCode, fname: str) -> tuple[str, list]:
+    params, voids = [], []
+    for k, t in enumerate(op.inputs):
+        if t >= 0 and not graph.t(t).is_const:
+            params.append(f"const {C_TYPES[graph.t(t).dtype]} *in{k}")
+            voids.append(f"in{k}")
+    for k, t in enumerate(op.outputs):
+        params.append(f"{C_TYPES[graph.t(t).dtype]} *out{k}")
+        voids.append(f"out{k}")
+    if code.scratch_bytes:
+        params.append("int8_t *scratch")
+        voids.append("scratch")
+    return f"static void {fname}({', '.join(params) or 'void'})", voids
+
+
+def generate(graph: Graph, name: str = "model") -> Generated:
+    prefix = c_identifier(name)
+    ctx = EmitContext(graph, prefix)
+    layers = emit_layers(graph, ctx)
+    scratch = {pos: code.scratch_bytes for pos, (op, code) in enumerate(layers) if code}
+    in_place = {pos: code.in_place for pos, (op, code) in enumerate(layers) if code}
+    plan = plan_memory(graph, scratch, in_place)
+
+    functions, calls = [], []
+    for pos, (op, code) in enumerate(layers):
+        if code is None:
+            continue
+        fname = f"{prefix}_L{pos}_{op.kind.lower()}"
+        sig, voids = _signature(graph, op, code, fname)
+        ins = ", ".join(graph.t(i).describe() for i in op.inputs if i >= 0 and not graph.t(i).is_const)
+        outs = ", ".join(graph.t(i).describe() for i in op.outputs)
+        unused = "".join(f"\n  (void){v};" for v in voids)
+        functions.append(f"/* {op.label()}: {ins} -> {outs} */\n{sig} {{{unused}{code.body}\n}}\n")
+        args = []
+        for k, t in enumerate(op.inputs):
+            if t >= 0 and not graph.t(t).is_const:
+                args.append(_pointer(graph, plan, t, prefix, const=True))
+        for t in op.outputs:
+            args.append(_pointer(graph, plan, t, prefix, const=False))
+        if code.scratch_bytes:
+            args.append(f"TE_ARENA + {plan.scratch_offset[pos]}")
+        calls.append(f"  {fname}({', '.join(args)});")
+
+    text_bodies = "\n".join(functions)
+    used = [(s, c, v) for s, c, v in ctx.constants if re.search(rf"\b{re.escape(s)}\b", text_bodies)]
+    flash = sum(int(np.asarray(v).size) * _bytes(c) for s, c, v in used)
+    consts = "\n".join(f"static const {c} {s}[{max(np.asarray(v).size, 1)}] = {_literal(c, v)};"
+                       for s, c, v in used)
+
+    header = _header(graph, plan, prefix, flash)
+    model_c = _model_c(graph, plan, prefix, consts, functions, calls)
+    runtime = resources.files("tinyengine_tf").joinpath("c/te_runtime.h").read_text()
+    sources = {f"{prefix}.h": header, f"{prefix}.c": model_c, "te_runtime.h": runtime}
+    return Generated(sources, plan, flash, layers, prefix)
+
+
+def _bytes(ctype: str) -> int:
+    return {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4,
+            "float": 4, "int64_t": 8}[ctype]
+
+
+def _literal(ctype: str, values) -> str:
+    arr = np.asarray(values).ravel()
+    if ctype == "float":
+        vals = [repr(float(np.float32(v))) + "f" for v in arr]
+    else:
+        # INT32_MIN has no literal form in C; spell it as an expression.
+        vals = [str(int(v)) if int(v) != -2**31 else "(-2147483647 - 1)" for v in arr]
+        if ctype == "int64_t":
+            vals = [v + "LL" if not v.startswith("(") else v for v in vals]
+    if not vals:
+        return "{0}"
+    rows = [", ".join(vals[i:i + 24]) for i in range(0, len(vals), 24)]
+    return "{\n  " + ",\n  ".join(rows) + "\n}"
+
+
+def io_params(graph: Graph):
+    """(C parameter list, [(tensor, param name, is_input)]) of the invoke entry point."""
+    params, io = [], []
+    for j, t in enumerate(graph.inputs):
+        params.append(f"const {C_TYPES[graph.t(t).dtype]} *in{j}")
+        io.append((t, f"in{j}", True))
+    for j, t in enumerate(graph.outputs):
+        params.append(f"{C_TYPES[graph.t(t).dtype]} *out{j}")
+        io.append((t, f"out{j}", False))
+    return ", ".join(params), io
+
+
+def _pointer(graph, plan, t, prefix, const):
+    ctype = C_TYPES[graph.t(t).dtype]
+    if t in plan.external:
+        if t in graph.inputs:
+            return f"in{graph.inputs.index(t)}"
+        return f"out{graph.outputs.index(t)}"
+    q = "const " if const else ""
+    return f"({q}{ctype} *)(void *)(TE_ARENA + {plan.tensor_offset[t]})"
+
+
+def _header(graph, plan, prefix, flash) -> str:
+    P = prefix.upper()
+    params, io = io_params(graph)
+    lines = [f"#define {P}_ARENA_BYTES {plan.arena_size}", f"#define {P}_FLASH_BYTES {flash}",
+             f"#define {P}_NUM_INPUTS {len(graph.inputs)}", f"#define {P}_NUM_OUTPUTS {len(graph.outputs)}"]
+    for t, pname, is_in in io:
+        tt = graph.t(t)
+        tag = pname.upper()
+        lines.append(f"#define {P}_{tag}_BYTES {tt.nbytes}  /* {tt.describe()} */")
+    return f"""/* Generated by tinyengine-tf. Do not edit. */
+#ifndef {P}_H
+#define {P}_H
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+{chr(10).join(lines)}
+
+/* Runs one inference: copies the inputs into the arena, runs every layer, copies the outputs out.
+ * Returns 0. Not reentrant: the model owns one static arena. */
+int {prefix}_invoke({params});
+
+/* Where input/output i lives inside the arena (NULL for float tensors, which stay with the
+ * caller): firmware can write inputs there directly and call {prefix}_invoke with the same pointers. */
+void *{prefix}_input(int i);
+void *{prefix}_output(int i);
+
+#ifdef __cplusplus
+}}
+#endif
+#endif
+"""
+
+
+def _model_c(graph, plan, prefix, consts, functions, calls) -> str:
+    params, io = io_params(graph)
+    words = max((plan.arena_size + 3) // 4, 1)
+    copy_in, copy_out, in_cases, out_cases = [], [], [], []
+    for t, pname, is_in in io:
+        tt = graph.t(t)
+        if t in plan.external:
+            continue
+        ptr = f"TE_ARENA + {plan.tensor_offset[t]}"
+        if is_in:
+            copy_in.append(f"  if ((const void *){pname} != (const void *)({ptr})) memcpy({ptr}, {pname}, {tt.nbytes});")
+            in_cases.append(f"    case {pname[2:]}: return {ptr};")
+        else:
+            copy_out.append(f"  if ((void *){pname} != (void *)({ptr})) memcpy({pname}, {ptr}, {tt.nbytes});")
+            out_cases.append(f"    case {pname[3:]}: return {ptr};")
+    body = "\n".join(copy_in + calls + copy_out)
+    return f"""/* Generated by tinyengine-tf for model '{graph.name}'. Do not edit.
+ * Arena: {plan.arena_size} bytes. Constants: see {prefix}.h. */
+#include <stddef.h>
+#include <string.h>
+#include "te_runtime.h"
+#include "{prefix}.h"
+
+#if defined(__GNUC__)
+#define TE_ALIGN16 __attribute__((aligned(16)))
+#else
+#define TE_ALIGN16
+#endif
+
+/* int32_t storage keeps word accesses to scratch well-defined; bytes alias it freely. */
+static int32_t {prefix}_arena[{words}] TE_ALIGN16;
+#define TE_ARENA ((int8_t *){prefix}_arena)
+
+{consts}
+
+{chr(10).join(functions)}
+int {prefix}_invoke({params}) {{
+{body}
+  return 0;
+}}
+
+void *{prefix}_input(int i) {{
+  switch (i) {{
+{chr(10).join(in_cases)}
+    default: return NULL;
+  }}
+}}
+
+void *{prefix}_output(int i) {{
+  switch (i) {{
+{chr(10).join(out_cases)}
+    default: return NULL;
+  }}
+}}
+"""

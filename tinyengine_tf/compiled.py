@@ -1,0 +1,272 @@
+"""CompiledModel: what convert() returns. Runs the generated C on this host, saves C projects."""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tinyengine_tf import toolchain
+from tinyengine_tf.codegen import Generated, io_params
+from tinyengine_tf.errors import TinyEngineError
+from tinyengine_tf.ir import Graph
+
+_NP = {"int8": np.int8, "float32": np.float32, "int16": np.int16, "int32": np.int32, "uint8": np.uint8}
+
+
+class CompiledModel:
+    def __init__(self, graph: Graph, generated: Generated, tflite: bytes, source_graph: Graph):
+        self.graph = graph
+        self.name = graph.name
+        self._gen = generated
+        self.tflite = tflite                 # the int8 flatbuffer this was compiled from
+        self.source_graph = source_graph     # before passes, op for op as TFLM runs it
+        self._lib = None
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def sources(self) -> dict:
+        return dict(self._gen.sources)
+
+    @property
+    def plan(self):
+        return self._gen.plan
+
+    @property
+    def peak_sram(self) -> int:
+        return self._gen.plan.arena_size
+
+    @property
+    def flash(self) -> int:
+        return self._gen.flash_bytes
+
+    @property
+    def prefix(self) -> str:
+        return self._gen.prefix
+
+    def _io(self, which):
+        ids = self.graph.inputs if which == "in" else self.graph.outputs
+        return [self.graph.t(i) for i in ids]
+
+    @property
+    def input_details(self) -> list:
+        return [_details(t) for t in self._io("in")]
+
+    @property
+    def output_details(self) -> list:
+        return [_details(t) for t in self._io("out")]
+
+    def __repr__(self):
+        return (f"<CompiledModel {self.name!r}: {len(self.graph.ops)} ops, peak SRAM "
+                f"{self.peak_sram:,} B, Flash {self.flash:,} B>")
+
+    # -- running on the host -------------------------------------------------------------------
+    def host_sources(self) -> dict:
+        """The model plus a batch harness the ctypes runner calls."""
+        p = self.prefix
+        _, io = io_params(self.graph)
+        args = []
+        ni = no = 0
+        for t, pname, is_in in io:
+            base = f"ins[{ni}]" if is_in else f"outs[{no}]"
+            size = self.graph.t(t).nbytes
+            args.append(f"({'const ' if is_in else ''}{_ctype(self.graph.t(t))} *)"
+                        f"(({ 'const ' if is_in else ''}char *){base} + (size_t)i * {size})")
+            if is_in:
+                ni += 1
+            else:
+                no += 1
+        harness = f"""#include <stddef.h>
+#include <stdint.h>
+#include "{p}.h"
+int te_host_batch(const void *const *ins, void *const *outs, int n);
+int te_host_repeat(const void *const *ins, void *const *outs, int n);
+int te_host_batch(const void *const *ins, void *const *outs, int n) {{
+  for (int i = 0; i < n; ++i) {p}_invoke({', '.join(args)});
+  return 0;
+}}
+int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
+  for (int k = 0; k < n; ++k) {{ const int i = 0; {p}_invoke({', '.join(args)}); }}
+  return 0;
+}}
+"""
+        return {**self._gen.sources, "te_host.c": harness}
+
+    def _library(self):
+        if self._lib is None:
+            self._lib = toolchain.load(toolchain.build(self.host_sources()))
+            for fn in ("te_host_batch", "te_host_repeat"):
+                getattr(self._lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+                getattr(self._lib, fn).restype = ctypes.c_int
+        return self._lib
+
+    def _prepare_inputs(self, x):
+        ins = self._io("in")
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(ins):
+            raise TinyEngineError(f"the model takes {len(ins)} inputs, run() got {len(xs)}")
+        batched, n, arrays = None, None, []
+        for k, (a, t) in enumerate(zip(xs, ins)):
+            a = np.asarray(a)
+            want = _NP[t.dtype]
+            sample = _sample_shape(t)
+            if tuple(a.shape) == sample:
+                b, a = False, a[None]
+            elif tuple(a.shape[1:]) == sample:
+                b = True
+            else:
+                raise TinyEngineError(f"input {k} has shape {list(a.shape)}; the model expects "
+                                      f"{list(sample)} or a batch of it, (N, {', '.join(map(str, sample))})")
+            if a.dtype != want:
+                if want == np.int8 and np.issubdtype(a.dtype, np.integer) and a.size and \
+                        (a.min() < -128 or a.max() > 127):
+                    raise TinyEngineError(f"input {k} holds values outside int8 [-128, 127]; quantize it "
+                                          f"with scale {t.s:g} and zero point {t.zp} first")
+                if want == np.int8 and not np.issubdtype(a.dtype, np.integer):
+                    raise TinyEngineError(f"input {k} is {a.dtype}, but the model's input is int8: "
+                                          f"quantize it first, q = round(x / {t.s:g}) + {t.zp}")
+                a = a.astype(want)
+            if batched is not None and (b != batched or a.shape[0] != n):
+                raise TinyEngineError("all inputs must have the same batch size")
+            batched, n = b, a.shape[0]
+            arrays.append(np.ascontiguousarray(a))
+        return arrays, n, batched
+
+    def run(self, x, target: str = "host"):
+        """Run the generated C on x: (N, *input_shape) or input_shape; int8 in, int8 out."""
+        if target != "host":
+            raise TinyEngineError(f"target {target!r} is not available; use target='host'")
+        arrays, n, batched = self._prepare_inputs(x)
+        outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in self._io("out")]
+        lib = self._library()
+        in_ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+        out_ptrs = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
+        lib.te_host_batch(ctypes.cast(in_ptrs, ctypes.c_void_p), ctypes.cast(out_ptrs, ctypes.c_void_p), n)
+        if not batched:
+            outs = [o[0] for o in outs]
+        return outs[0] if len(outs) == 1 else outs
+
+    def time_host(self, x, iters: int) -> float:
+        """Seconds per inference of the compiled C on this host, same input repeated."""
+        import time
+        arrays, _, _ = self._prepare_inputs(x)
+        outs = [np.empty((1, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in self._io("out")]
+        lib = self._library()
+        in_ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+        out_ptrs = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
+        ip, op = ctypes.cast(in_ptrs, ctypes.c_void_p), ctypes.cast(out_ptrs, ctypes.c_void_p)
+        lib.te_host_repeat(ip, op, 1)
+        t0 = time.perf_counter()
+        lib.te_host_repeat(ip, op, iters)
+        return (time.perf_counter() - t0) / iters
+
+    # -- output -----------------------------------------------------------------------------
+    def save(self, out_dir) -> Path:
+        """Write a self-contained C project (sources, Makefile, README, the model's report)."""
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise TinyEngineError(f"{out_dir} exists and is not a directory")
+        files = dict(self.sources)
+        files["Makefile"] = _makefile(self.prefix, [n for n in files if n.endswith(".c")])
+        files["main.c"] = self._example_main()
+        files["README.md"] = self._project_readme()
+        # Write everything next to the target first, then move: no half-written project.
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".te_save_", dir=out_dir.parent))
+        try:
+            for name, text in files.items():
+                (tmp / name).write_text(text)
+            self._write_extras(tmp)
+            out_dir.mkdir(exist_ok=True)
+            for item in tmp.iterdir():
+                os.replace(item, out_dir / item.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out_dir
+
+    def _write_extras(self, directory: Path):
+        """Hook for the memory report files (written with the project)."""
+        report = getattr(self, "memory_report", None)
+        if report is None:
+            return
+        rep = report()
+        (directory / "memory_report.md").write_text(rep.to_markdown())
+
+    def _example_main(self) -> str:
+        p = self.prefix
+        params, io = io_params(self.graph)
+        decls, args = [], []
+        for t, pname, is_in in io:
+            tt = self.graph.t(t)
+            decls.append(f"static {_ctype(tt)} {pname}[{tt.numel}];")
+            args.append(pname)
+        del params
+        return f"""/* Example: one inference on zeros, prints the first output value. */
+#include <stdio.h>
+#include "{p}.h"
+{chr(10).join(decls)}
+int main(void) {{
+  {p}_invoke({', '.join(args)});
+  printf("out0[0] = %d\\n", (int)out0[0]);
+  return 0;
+}}
+"""
+
+    def _project_readme(self) -> str:
+        ins = ", ".join(t.describe() for t in self._io("in"))
+        outs = ", ".join(t.describe() for t in self._io("out"))
+        return f"""# {self.name}: generated by tinyengine-tf
+
+- inputs: {ins}
+- outputs: {outs}
+- arena (all activations, inputs, outputs and scratch): {self.peak_sram:,} bytes
+- constants (weights, biases, multipliers): {self.flash:,} bytes
+
+`make` builds `{self.prefix}_demo` for this machine; `make CROSS=arm-none-eabi- CPU=cortex-m4`
+builds an object file for a Cortex-M part. Call `{self.prefix}_invoke()` from your firmware.
+"""
+
+
+def _ctype(t) -> str:
+    from tinyengine_tf.ir import C_TYPES
+    return C_TYPES[t.dtype]
+
+
+def _sample_shape(t) -> tuple:
+    shape = tuple(t.shape)
+    return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+
+
+def _details(t) -> dict:
+    return {"name": t.name, "shape": tuple(t.shape), "dtype": t.dtype,
+            "scale": float(t.scale[0]) if t.quantized else None, "zero_point": t.zp}
+
+
+def _makefile(prefix: str, cfiles: list) -> str:
+    objs = " ".join(c[:-2] + ".o" for c in cfiles if c != "main.c")
+    return f"""# Generated by tinyengine-tf.
+CROSS ?=
+CC := $(CROSS)gcc
+CPU ?=
+CFLAGS ?= -O2
+WARN := -std=c99 -Wall -Wextra -Werror -Wno-unused-function
+ifneq ($(CPU),)
+ARCH := -mcpu=$(CPU) -mthumb
+endif
+
+all: $(if $(CROSS),{objs},{prefix}_demo)
+
+%.o: %.c {prefix}.h te_runtime.h
+\t$(CC) $(WARN) $(CFLAGS) $(ARCH) -c $< -o $@
+
+{prefix}_demo: {objs} main.o
+\t$(CC) $(CFLAGS) $^ -o $@
+
+clean:
+\trm -f *.o {prefix}_demo
+
+.PHONY: all clean
+"""

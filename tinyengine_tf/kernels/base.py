@@ -1,0 +1,128 @@
+"""The contract between the code generator and the kernel modules.
+
+A kernel module registers one function per op kind with ``@kernel("KIND", ...)``. The function
+receives the op, the graph and an EmitContext, validates everything it relies on (raising
+``ctx.unsupported(op, why)`` otherwise, never emitting something approximate) and returns a
+LayerCode whose ``body`` is the C statements of one layer function. Inside the body:
+
+- ``in0, in1, ...`` are pointers to the op's inputs by position, typed by element type
+  (``const int8_t *``, ``const float *``...). Ask ``ctx.operand(op, k)`` for the C expression of
+  input k: it is ``in<k>`` for activations and the name of a ``const`` array for constants.
+- ``out0, out1, ...`` are the outputs (``int8_t *`` ...).
+- ``scratch`` is an ``int8_t *`` to ``scratch_bytes`` of arena memory, 16-byte aligned, live only
+  during this layer.
+
+Shapes, strides, zero points and multipliers are known at generation time: bake them into the
+code as literals or ``const`` arrays (``ctx.const``) so the C compiler specializes every loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tinyengine_tf.errors import UnsupportedOpError
+from tinyengine_tf.ir import C_TYPES, Graph, Op, Tensor
+
+KERNELS: dict[str, Callable] = {}
+# Ops that only reinterpret the shape of a row-major buffer: the output aliases the input.
+VIEW_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+ALIGN = 16
+
+
+@dataclass
+class LayerCode:
+    body: str
+    scratch_bytes: int = 0
+    # The output may be written over input 0 (element-wise ops, in-place depthwise).
+    in_place: bool = False
+
+
+def kernel(*kinds: str):
+    def register(fn):
+        for kind in kinds:
+            if kind in KERNELS:
+                raise RuntimeError(f"two kernels registered for {kind}")
+            KERNELS[kind] = fn
+        return fn
+    return register
+
+
+def c_array_literal(values, per_line: int = 24) -> str:
+    vals = [str(int(v)) for v in np.asarray(values).ravel()]
+    if not vals:
+        return "{0}"
+    lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
+    return "{\n  " + ",\n  ".join(lines) + "\n}"
+
+
+class EmitContext:
+    """Collects the constant arrays of one model while its layers are generated."""
+
+    def __init__(self, graph: Graph, prefix: str):
+        self.graph = graph
+        self.prefix = prefix
+        self.constants: list = []      # (symbol, ctype, values)
+        self._dedup: dict = {}
+        self.flash_bytes = 0
+        self.layer = ""                # set by codegen: the current layer's symbol stem
+
+    def const(self, hint: str, values, ctype: str) -> str:
+        """A file-scope ``static const`` array; identical arrays are emitted once."""
+        arr = np.asarray(values)
+        if ctype in ("float", "double"):
+            key = (ctype, arr.astype(np.float32).tobytes())
+        else:
+            key = (ctype, np.asarray(arr, dtype=np.int64).tobytes())
+        if key in self._dedup:
+            return self._dedup[key]
+        symbol = f"{self.prefix}_{self.layer}_{hint}" if self.layer else f"{self.prefix}_{hint}"
+        self._dedup[key] = symbol
+        self.constants.append((symbol, ctype, arr))
+        self.flash_bytes += arr.size * _ctype_bytes(ctype)
+        return symbol
+
+    def operand(self, op: Op, k: int) -> str:
+        """C expression for input k of op: the parameter, or a const array for a constant."""
+        t = self.graph.t(op.inputs[k])
+        if t.is_const:
+            return self.const(f"in{k}", t.data, C_TYPES[t.dtype])
+        return f"in{k}"
+
+    def unsupported(self, op: Op, why: str, fix: str = "") -> UnsupportedOpError:
+        msg = f"{op.label()}: {why}"
+        if fix:
+            msg += f". {fix}"
+        return UnsupportedOpError(msg, op_kind=op.kind, op_index=op.index)
+
+    def t_in(self, op: Op, k: int) -> Tensor:
+        return self.graph.t(op.inputs[k])
+
+    def t_out(self, op: Op, k: int = 0) -> Tensor:
+        return self.graph.t(op.outputs[k])
+
+    def require_int8(self, op: Op, *tensors: Tensor):
+        for t in tensors:
+            if t.dtype != "int8":
+                raise self.unsupported(op, f"tensor {t.describe()} is {t.dtype}; only int8 is "
+                                           "supported here", "Quantize the model to int8")
+            if not t.quantized:
+                raise self.unsupported(op, f"tensor {t.describe()} has no quantization parameters",
+                                       "Quantize the model to int8 with a representative dataset")
+
+    def require_per_tensor(self, op: Op, *tensors: Tensor):
+        for t in tensors:
+            if t.per_channel:
+                raise self.unsupported(op, f"tensor {t.describe()} is quantized per channel, "
+                                           "which TFLite Micro does not allow for this op")
+
+
+def _ctype_bytes(ctype: str) -> int:
+    return {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4,
+            "float": 4, "int64_t": 8, "double": 8}[ctype]
+
+
+def supported_ops() -> list:
+    from tinyengine_tf import kernels  # noqa: F401  (imports every kernel module)
+    return sorted(set(KERNELS) | VIEW_OPS)

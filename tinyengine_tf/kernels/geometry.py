@@ -1,0 +1,98 @@
+"""Sliding-window geometry shared by conv, depthwise and pooling, and the requantize epilogue."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyengine_tf import quant
+from tinyengine_tf.errors import UnsupportedOpError
+
+
+@dataclass
+class Window:
+    ih: int
+    iw: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int   # rows of implicit padding before the input
+    pl: int
+    oh: int
+    ow: int
+
+    @classmethod
+    def from_op(cls, op, ih, iw, kh, kw, oh, ow) -> "Window":
+        o = op.options
+        sh, sw = int(o.get("stride_h", 1)), int(o.get("stride_w", 1))
+        dh, dw = int(o.get("dilation_h_factor", 1) or 1), int(o.get("dilation_w_factor", 1) or 1)
+        if min(sh, sw, dh, dw) < 1 or min(kh, kw) < 1:
+            raise UnsupportedOpError(f"{op.label()}: strides {sh}x{sw}, dilations {dh}x{dw} and kernel "
+                                     f"{kh}x{kw} must be positive", op.kind, op.index)
+        # explicit padding folded in from a preceding PAD op: (top, bottom, left, right)
+        et, eb, el, er = o.get("pad_extra", (0, 0, 0, 0))
+        ph, pw = ih + et + eb, iw + el + er
+        padding = o.get("padding", "VALID")
+        if padding not in ("SAME", "VALID"):
+            raise UnsupportedOpError(f"{op.label()}: unknown padding {padding!r}", op.kind, op.index)
+        eoh = quant.conv_output_size(ph, kh, sh, dh, padding)
+        eow = quant.conv_output_size(pw, kw, sw, dw, padding)
+        if (eoh, eow) != (oh, ow) or oh < 1 or ow < 1:
+            raise UnsupportedOpError(
+                f"{op.label()}: output is {oh}x{ow} but a {kh}x{kw} window with stride {sh}x{sw}, "
+                f"dilation {dh}x{dw} and {padding} padding on {ih}x{iw} gives {eoh}x{eow}; "
+                "the model is inconsistent, re-export it", op.kind, op.index)
+        pt = et + (quant.same_padding(ph, kh, sh, dh, oh) if padding == "SAME" else 0)
+        pl = el + (quant.same_padding(pw, kw, sw, dw, ow) if padding == "SAME" else 0)
+        return cls(ih, iw, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow)
+
+    def interior(self, axis: str) -> tuple[int, int]:
+        """[lo, hi) of output rows (axis 'y') or columns ('x') whose whole window is in bounds."""
+        size, k, s, d, p, out = ((self.ih, self.kh, self.sh, self.dh, self.pt, self.oh) if axis == "y"
+                                 else (self.iw, self.kw, self.sw, self.dw, self.pl, self.ow))
+        lo = -(-p // s)
+        hi = (size - 1 - (k - 1) * d + p) // s + 1
+        lo, hi = min(lo, out), max(min(hi, out), 0)
+        return (lo, hi) if lo < hi else (0, 0)
+
+    def loops(self, batch: int, interior: str, border: str) -> str:
+        """Loop nest over (b, oy, ox) with iy0/ix0 defined; interior pixels run `interior`."""
+        ylo, yhi = self.interior("y")
+        xlo, xhi = self.interior("x")
+        full = ylo == 0 and yhi == self.oh and xlo == 0 and xhi == self.ow
+        if full:
+            pick = interior
+        elif ylo == yhi or xlo == xhi:
+            pick = border
+        else:
+            pick = (f"\n      if (oy >= {ylo} && oy < {yhi} && ox >= {xlo} && ox < {xhi}) {{{interior}\n"
+                    f"      }} else {{{border}\n      }}")
+        return f"""
+  for (int b = 0; b < {batch}; ++b) {{
+    for (int oy = 0; oy < {self.oh}; ++oy) {{
+      const int iy0 = oy * {self.sh} - {self.pt};
+      for (int ox = 0; ox < {self.ow}; ++ox) {{
+        const int ix0 = ox * {self.sw} - {self.pl};{pick}
+      }}
+    }}
+  }}"""
+
+
+def requant_expr(acc: str, mult: str, shift_sym: str, shifts, zp: int, lo: int, hi: int,
+                 mults=None) -> str:
+    """int32 accumulator -> clamped int8 value, TFLM's MultiplyByQuantizedMultiplier path.
+
+    Literal constants replace the per-channel arrays when every channel shares them.
+    """
+    shifts = np.asarray(shifts).ravel()
+    if mults is not None and len(set(np.asarray(mults).ravel().tolist())) == 1 \
+            and len(set(shifts.tolist())) == 1:
+        mult, shift_sym = str(int(np.asarray(mults).ravel()[0])), str(int(shifts[0]))
+    if np.all(shifts <= 0):
+        inner = f"te_mbqm_r({acc}, {mult}, -({shift_sym}))"
+    else:
+        inner = f"te_mbqm({acc}, {mult}, {shift_sym})"
+    return f"te_clamp({inner} + {zp}, {lo}, {hi})"

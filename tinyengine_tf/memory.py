@@ -1,0 +1,149 @@
+"""Tensor lifetimes, one-arena planning, the op-by-op lower bound, and overlap verification.
+
+Steps: model inputs are live from step 0, op k (position in execution order) runs at step k,
+model outputs stay live to the last step. A buffer is live over the inclusive interval
+[producer step, last consumer step]; an op's inputs and outputs therefore never share bytes
+unless the kernel declared the op in place. View ops (RESHAPE...) alias their input: one buffer.
+Float model inputs/outputs are bound to the caller's pointers and take no arena bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tinyengine_tf.errors import TinyEngineError
+from tinyengine_tf.kernels.base import ALIGN, VIEW_OPS
+
+
+@dataclass
+class Buffer:
+    key: str               # "t12" for a tensor buffer, "s3" for op 3's scratch
+    size: int
+    first: int
+    last: int
+    tensors: list = field(default_factory=list)
+    offset: int = -1
+    in_place_of: str = ""  # key of the buffer this one may overwrite at step `first`
+
+
+@dataclass
+class Plan:
+    buffers: list
+    arena_size: int
+    tensor_offset: dict    # tensor index -> byte offset (views included)
+    scratch_offset: dict   # op position -> byte offset
+    external: set          # tensor indices bound to caller pointers
+    steps: int
+
+    def live_bytes(self) -> list:
+        """Arena bytes live at each step (after aliasing), for the report and the lower bound."""
+        return [sum(b.size for b in self.buffers if b.first <= s <= b.last) for s in range(self.steps)]
+
+    @property
+    def lower_bound(self) -> int:
+        return max(self.live_bytes(), default=0)
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def lifetimes(graph, scratch: dict, in_place: dict) -> tuple[list, set]:
+    """Buffers with their live intervals. scratch: op pos -> bytes; in_place: op pos -> bool."""
+    external = {i for i in list(graph.inputs) + list(graph.outputs) if graph.t(i).dtype == "float32"}
+    root = {}  # tensor -> the tensor whose buffer it shares (views)
+    for op in graph.ops:
+        if op.kind in VIEW_OPS:
+            src = op.inputs[0]
+            root[op.outputs[0]] = root.get(src, src)
+    last_step = max(len(graph.ops) - 1, 0)
+    buffers: dict = {}
+
+    def touch(t, step):
+        key = root.get(t, t)
+        if key in external or graph.t(key).is_const:
+            return
+        b = buffers.get(key)
+        if b is None:
+            b = buffers[key] = Buffer(f"t{key}", _align(graph.t(key).nbytes), step, step, [key])
+        b.first, b.last = min(b.first, step), max(b.last, step)
+        if t not in b.tensors:
+            b.tensors.append(t)
+
+    for t in graph.inputs:
+        touch(t, 0)
+    for step, op in enumerate(graph.ops):
+        for t in op.inputs + op.outputs:
+            if t >= 0:
+                touch(t, step)
+    for t in graph.outputs:
+        touch(t, last_step)
+    for step, op in enumerate(graph.ops):
+        if in_place.get(step) and op.kind not in VIEW_OPS:
+            src, dst = root.get(op.inputs[0], op.inputs[0]), root.get(op.outputs[0], op.outputs[0])
+            if src in buffers and dst in buffers and buffers[src].last == step:
+                buffers[dst].in_place_of = f"t{src}"
+    out = list(buffers.values())
+    for step, nbytes in scratch.items():
+        if nbytes:
+            out.append(Buffer(f"s{step}", _align(nbytes), step, step))
+    return out, external
+
+
+def _overlaps_in_time(a: Buffer, b: Buffer) -> bool:
+    if a.first > b.last or b.first > a.last:
+        return False
+    # An in-place output starts where its input ends: sharing bytes at that step is intended.
+    if a.in_place_of == b.key and a.first == b.last:
+        return False
+    if b.in_place_of == a.key and b.first == a.last:
+        return False
+    return True
+
+
+def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None) -> Plan:
+    """Greedy placement, largest buffer first, each at the lowest offset free over its lifetime."""
+    buffers, external = lifetimes(graph, scratch or {}, in_place or {})
+    placed: list = []
+    by_key = {b.key: b for b in buffers}
+    for b in sorted(buffers, key=lambda b: (-b.size, b.first, b.key)):
+        if b.in_place_of and by_key[b.in_place_of].offset >= 0 and by_key[b.in_place_of].size >= b.size:
+            candidate = by_key[b.in_place_of].offset
+            if all(not _overlaps_in_time(b, o) or candidate + b.size <= o.offset
+                   or o.offset + o.size <= candidate for o in placed):
+                b.offset = candidate
+                placed.append(b)
+                continue
+        busy = sorted((o.offset, o.offset + o.size) for o in placed if _overlaps_in_time(b, o))
+        offset = 0
+        for lo, hi in busy:
+            if offset + b.size <= lo:
+                break
+            offset = max(offset, hi)
+        b.offset = offset
+        placed.append(b)
+    arena = max((b.offset + b.size for b in buffers), default=0)
+    tensor_offset, scratch_offset = {}, {}
+    for b in buffers:
+        if b.key.startswith("s"):
+            scratch_offset[int(b.key[1:])] = b.offset
+        else:
+            for t in b.tensors:
+                tensor_offset[t] = b.offset
+    plan = Plan(buffers, arena, tensor_offset, scratch_offset, external, max(len(graph.ops), 1))
+    verify(plan)
+    return plan
+
+
+def verify(plan: Plan):
+    """No two buffers live at the same step may share a byte; everything inside the arena."""
+    bs = plan.buffers
+    for i, a in enumerate(bs):
+        if a.offset < 0 or a.offset + a.size > plan.arena_size or a.offset % ALIGN:
+            raise TinyEngineError(f"memory plan is invalid: buffer {a.key} at {a.offset}+{a.size} "
+                                  f"lies outside the {plan.arena_size}-byte arena or is misaligned")
+        for b in bs[i + 1:]:
+            if _overlaps_in_time(a, b) and a.offset < b.offset + b.size and b.offset < a.offset + a.size:
+                raise TinyEngineError(
+                    f"memory plan is invalid: buffers {a.key} [{a.offset}, {a.offset + a.size}) live "
+                    f"at steps {a.first}-{a.last} and {b.key} [{b.offset}, {b.offset + b.size}) live "
+                    f"at steps {b.first}-{b.last} overlap")

@@ -14,6 +14,12 @@ LayerCode whose ``body`` is the C statements of one layer function. Inside the b
 
 Shapes, strides, zero points and multipliers are known at generation time: bake them into the
 code as literals or ``const`` arrays (``ctx.const``) so the C compiler specializes every loop.
+
+Which constant arrays a kernel emits, and their sizes, must depend only on shapes, options and
+quantization granularity (per-tensor vs per-channel), never on the values: the NAS cost model
+predicts Flash and scratch from shapes alone. A family may register a fast shape-only
+``footprint(op, graph) -> (flash_bytes, scratch_bytes)`` with ``@kernel(..., footprint=fn)``; a test
+checks it against the emitted code. Without one, the footprint is measured by emitting the layer.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from tinyengine_tf.errors import UnsupportedOpError
 from tinyengine_tf.ir import C_TYPES, Graph, Op, Tensor
 
 KERNELS: dict[str, Callable] = {}
+FOOTPRINTS: dict[str, Callable] = {}
 # Ops that only reinterpret the shape of a row-major buffer: the output aliases the input.
 VIEW_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 ALIGN = 16
@@ -39,12 +46,14 @@ class LayerCode:
     in_place: bool = False
 
 
-def kernel(*kinds: str):
+def kernel(*kinds: str, footprint: Callable | None = None):
     def register(fn):
         for kind in kinds:
             if kind in KERNELS:
                 raise RuntimeError(f"two kernels registered for {kind}")
             KERNELS[kind] = fn
+            if footprint is not None:
+                FOOTPRINTS[kind] = footprint
         return fn
     return register
 
@@ -64,21 +73,15 @@ class EmitContext:
         self.graph = graph
         self.prefix = prefix
         self.constants: list = []      # (symbol, ctype, values)
-        self._dedup: dict = {}
         self.flash_bytes = 0
         self.layer = ""                # set by codegen: the current layer's symbol stem
 
     def const(self, hint: str, values, ctype: str) -> str:
-        """A file-scope ``static const`` array; identical arrays are emitted once."""
+        """A file-scope ``static const`` array named after the layer and the hint."""
         arr = np.asarray(values)
-        if ctype in ("float", "double"):
-            key = (ctype, arr.astype(np.float32).tobytes())
-        else:
-            key = (ctype, np.asarray(arr, dtype=np.int64).tobytes())
-        if key in self._dedup:
-            return self._dedup[key]
         symbol = f"{self.prefix}_{self.layer}_{hint}" if self.layer else f"{self.prefix}_{hint}"
-        self._dedup[key] = symbol
+        if any(s == symbol for s, _, _ in self.constants):
+            raise RuntimeError(f"constant {symbol} declared twice")
         self.constants.append((symbol, ctype, arr))
         self.flash_bytes += arr.size * _ctype_bytes(ctype)
         return symbol

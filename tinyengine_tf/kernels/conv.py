@@ -10,7 +10,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
-from tinyengine_tf.kernels.geometry import Window, requant_expr
+from tinyengine_tf.kernels.geometry import Window, requant
 from tinyengine_tf.ir import Op
 
 
@@ -52,8 +52,7 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
     W = ctx.const("w", w.data.ravel(), "int8_t")
     B = ctx.const("bias", bias, "int32_t")
     BF = ctx.const("bias_folded", folded, "int32_t")
-    M = ctx.const("mult", q, "int32_t")
-    S = ctx.const("shift", shift, "int8_t")
+    epilogue = requant(ctx, "acc", "oc", q, shift, w.per_channel, y.zp, lo, hi)
     ocpg = oc // groups
     g_off = f"(oc / {ocpg}) * {icf}" if groups > 1 else "0"
 
@@ -89,7 +88,7 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
       for (int oc = 0; oc < {oc}; ++oc) {{
         const int8_t *w = {W} + oc * {kh * kw * icf};
         int32_t acc = {init};{taps}
-        o[oc] = (int8_t){requant_expr("acc", f"{M}[oc]", f"{S}[oc]", shift, y.zp, lo, hi, mults=q)};
+        o[oc] = (int8_t){epilogue};
       }}"""
 
     body = win.loops(n, pixel(True), pixel(False))

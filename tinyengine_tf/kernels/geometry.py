@@ -81,16 +81,19 @@ class Window:
   }}"""
 
 
-def requant_expr(acc: str, mult: str, shift_sym: str, shifts, zp: int, lo: int, hi: int,
-                 mults=None) -> str:
+def requant(ctx, acc: str, index: str, mults, shifts, per_channel: bool, zp: int, lo: int,
+            hi: int) -> str:
     """int32 accumulator -> clamped int8 value, TFLM's MultiplyByQuantizedMultiplier path.
 
-    Literal constants replace the per-channel arrays when every channel shares them.
+    Per-channel multipliers become const arrays indexed by `index`; per-tensor ones literals.
     """
-    shifts = np.asarray(shifts).ravel()
-    if mults is not None and len(set(np.asarray(mults).ravel().tolist())) == 1 \
-            and len(set(shifts.tolist())) == 1:
-        mult, shift_sym = str(int(np.asarray(mults).ravel()[0])), str(int(shifts[0]))
+    mults, shifts = np.asarray(mults).ravel(), np.asarray(shifts).ravel()
+    if per_channel:
+        mult = f"{ctx.const('mult', mults, 'int32_t')}[{index}]"
+        shift_sym = f"{ctx.const('shift', shifts, 'int8_t')}[{index}]"
+    else:
+        mult, shift_sym = str(int(mults[0])), str(int(shifts[0]))
+    # Whether a left shift can occur is a property of the scales, not a sized array: safe to test.
     if np.all(shifts <= 0):
         inner = f"te_mbqm_r({acc}, {mult}, -({shift_sym}))"
     else:

@@ -103,10 +103,12 @@ def generate(graph: Graph, name: str = "model") -> Generated:
     consts = "\n".join(f"static const {c} {s}[{max(np.asarray(v).size, 1)}] = {_literal(c, v)};"
                        for s, c, v in used)
 
+    headers = ["te_runtime.h"] + sorted({h for _, code in layers if code for h in code.headers})
     header = _header(graph, plan, prefix, flash)
-    model_c = _model_c(graph, plan, prefix, consts, functions, calls)
-    runtime = resources.files("tinyengine_tf").joinpath("c/te_runtime.h").read_text()
-    sources = {f"{prefix}.h": header, f"{prefix}.c": model_c, "te_runtime.h": runtime}
+    model_c = _model_c(graph, plan, prefix, consts, functions, calls, headers)
+    cdir = resources.files("tinyengine_tf").joinpath("c")
+    sources = {f"{prefix}.h": header, f"{prefix}.c": model_c}
+    sources.update({h: cdir.joinpath(h).read_text() for h in headers})
     return Generated(sources, plan, flash, layers, prefix)
 
 
@@ -187,7 +189,7 @@ void *{prefix}_output(int i);
 """
 
 
-def _model_c(graph, plan, prefix, consts, functions, calls) -> str:
+def _model_c(graph, plan, prefix, consts, functions, calls, headers) -> str:
     params, io = io_params(graph)
     words = max((plan.arena_size + 3) // 4, 1)
     copy_in, copy_out, in_cases, out_cases = [], [], [], []
@@ -207,7 +209,7 @@ def _model_c(graph, plan, prefix, consts, functions, calls) -> str:
  * Arena: {plan.arena_size} bytes. Constants: see {prefix}.h. */
 #include <stddef.h>
 #include <string.h>
-#include "te_runtime.h"
+{chr(10).join(f'#include "{h}"' for h in headers)}
 #include "{prefix}.h"
 
 #if defined(__GNUC__)

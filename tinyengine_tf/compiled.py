@@ -252,14 +252,14 @@ CROSS ?=
 CC := $(CROSS)gcc
 CPU ?=
 CFLAGS ?= -O2
-WARN := -std=c99 -Wall -Wextra -Werror -Wno-unused-function
+WARN := -std=c99 -Wall -Wextra -Werror
 ifneq ($(CPU),)
 ARCH := -mcpu=$(CPU) -mthumb
 endif
 
 all: $(if $(CROSS),{objs},{prefix}_demo)
 
-%.o: %.c {prefix}.h te_runtime.h
+%.o: %.c $(wildcard *.h)
 \t$(CC) $(WARN) $(CFLAGS) $(ARCH) -c $< -o $@
 
 {prefix}_demo: {objs} main.o

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tinyengine_tf.errors import ToolchainError
 
-WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function"]
+WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 HOST_FLAGS = ["-O3", "-march=native", "-fno-strict-aliasing"]
 SANITIZE_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                   "-fno-omit-frame-pointer"]

@@ -9,6 +9,8 @@ LayerCode whose ``body`` is the C statements of one layer function. Inside the b
   (``const int8_t *``, ``const float *``...). Ask ``ctx.operand(op, k)`` for the C expression of
   input k: it is ``in<k>`` for activations and the name of a ``const`` array for constants.
 - ``out0, out1, ...`` are the outputs (``int8_t *`` ...).
+- Family-specific C helpers go in a header of their own, ``tinyengine_tf/c/te_<family>.h``
+  (static inline functions), named in ``LayerCode.headers``.
 - ``scratch`` is an ``int8_t *`` to ``scratch_bytes`` of arena memory, 16-byte aligned, live only
   during this layer.
 
@@ -44,6 +46,8 @@ class LayerCode:
     scratch_bytes: int = 0
     # The output may be written over input 0 (element-wise ops, in-place depthwise).
     in_place: bool = False
+    # Extra headers from tinyengine_tf/c/ this layer's code needs (te_runtime.h is always there).
+    headers: tuple = ()
 
 
 def kernel(*kinds: str, footprint: Callable | None = None):

@@ -48,7 +48,7 @@ def _key(sources: dict, flags: list, cc: str, kind: str) -> str:
     h = hashlib.sha256()
     for name in sorted(sources):
         h.update(name.encode() + b"\0" + sources[name].encode() + b"\0")
-    h.update(" ".join(flags).encode() + kind.encode() + _compiler_id(cc).encode())
+    h.update(" ".join(WARNINGS + flags).encode() + kind.encode() + _compiler_id(cc).encode())
     return h.hexdigest()[:24]
 
 

@@ -25,6 +25,7 @@ class CompiledModel:
         self.tflite = tflite                 # the int8 flatbuffer this was compiled from
         self.source_graph = source_graph     # before passes, op for op as TFLM runs it
         self._lib = None
+        self._report = None
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -187,13 +188,18 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
             shutil.rmtree(tmp, ignore_errors=True)
         return out_dir
 
+    def memory_report(self, measure_tflm: bool = True):
+        """TinyEngine's plan against TFLite Micro's measured arena, per layer and in total."""
+        from tinyengine_tf.report import build_report
+        if self._report is None or (measure_tflm and self._report.tflm is None):
+            self._report = build_report(self, measure_tflm=measure_tflm)
+        return self._report
+
     def _write_extras(self, directory: Path):
-        """Hook for the memory report files (written with the project)."""
-        report = getattr(self, "memory_report", None)
-        if report is None:
-            return
-        rep = report()
+        rep = self.memory_report()
         (directory / "memory_report.md").write_text(rep.to_markdown())
+        rep.to_html(directory / "memory_report.html")
+        rep.plot(directory / "memory_report.png")
 
     def _example_main(self) -> str:
         p = self.prefix

@@ -35,8 +35,21 @@ class Plan:
     steps: int
 
     def live_bytes(self) -> list:
-        """Arena bytes live at each step (after aliasing), for the report and the lower bound."""
-        return [sum(b.size for b in self.buffers if b.first <= s <= b.last) for s in range(self.steps)]
+        """Arena bytes live at each step (after aliasing), for the report and the lower bound.
+
+        An in-place pair (an output allowed to overwrite the input that dies at its step) needs
+        only the larger of the two at that step.
+        """
+        by_key = {b.key: b for b in self.buffers}
+        out = []
+        for s in range(self.steps):
+            total = sum(b.size for b in self.buffers if b.first <= s <= b.last)
+            for b in self.buffers:
+                src = by_key.get(b.in_place_of)
+                if src is not None and b.first == s == src.last:
+                    total -= min(b.size, src.size)
+            out.append(total)
+        return out
 
     @property
     def lower_bound(self) -> int:

@@ -113,17 +113,19 @@ def _overlaps_in_time(a: Buffer, b: Buffer) -> bool:
     return True
 
 
-def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None) -> Plan:
-    """Greedy placement, largest buffer first, each at the lowest offset free over its lifetime."""
-    buffers, external = lifetimes(graph, scratch or {}, in_place or {})
-    placed: list = []
+def _place(buffers: list, order) -> int:
+    """First fit in the given order; each buffer at the lowest offset free over its lifetime."""
     by_key = {b.key: b for b in buffers}
-    for b in sorted(buffers, key=lambda b: (-b.size, b.first, b.key)):
-        if b.in_place_of and by_key[b.in_place_of].offset >= 0 and by_key[b.in_place_of].size >= b.size:
-            candidate = by_key[b.in_place_of].offset
-            if all(not _overlaps_in_time(b, o) or candidate + b.size <= o.offset
-                   or o.offset + o.size <= candidate for o in placed):
-                b.offset = candidate
+    for b in buffers:
+        b.offset = -1
+    placed: list = []
+    for b in sorted(buffers, key=order):
+        src = by_key.get(b.in_place_of)
+        if src is not None and src.offset >= 0 and src.size >= b.size:
+            # Take over the dying input's bytes if nothing else live there objects.
+            if all(not _overlaps_in_time(b, o) or src.offset + b.size <= o.offset
+                   or o.offset + o.size <= src.offset for o in placed):
+                b.offset = src.offset
                 placed.append(b)
                 continue
         busy = sorted((o.offset, o.offset + o.size) for o in placed if _overlaps_in_time(b, o))
@@ -134,7 +136,31 @@ def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None
             offset = max(offset, hi)
         b.offset = offset
         placed.append(b)
-    arena = max((b.offset + b.size for b in buffers), default=0)
+    return max((b.offset + b.size for b in buffers), default=0)
+
+
+# Placement orders tried; the smallest arena wins. Largest-first is TFLM's; the others win on
+# chains where early big tensors should sit at one end of the arena.
+_ORDERS = (
+    lambda b: (-b.size, b.first, b.key),
+    lambda b: (b.first, -b.size, b.key),
+    lambda b: (-(b.last - b.first), -b.size, b.key),
+    lambda b: (-b.size * (b.last - b.first + 1), b.key),
+    lambda b: (-b.size, -b.first, b.key),
+)
+
+
+def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None) -> Plan:
+    """Arena offsets for every buffer: the best of several greedy orders, always verified."""
+    buffers, external = lifetimes(graph, scratch or {}, in_place or {})
+    best = None
+    for order in _ORDERS:
+        size = _place(buffers, order)
+        if best is None or size < best[0]:
+            best = (size, [b.offset for b in buffers])
+    arena, offsets = best
+    for b, off in zip(buffers, offsets):
+        b.offset = off
     tensor_offset, scratch_offset = {}, {}
     for b in buffers:
         if b.key.startswith("s"):

@@ -122,7 +122,7 @@ def _place(buffers: list, order) -> int:
     for b in sorted(buffers, key=order):
         src = by_key.get(b.in_place_of)
         if src is not None and src.offset >= 0 and src.size >= b.size:
-            # Take over the dying input's bytes if nothing else live there objects.
+            # Take over the dying input's bytes if nothing else live there overlaps.
             if all(not _overlaps_in_time(b, o) or src.offset + b.size <= o.offset
                    or o.offset + o.size <= src.offset for o in placed):
                 b.offset = src.offset

@@ -31,7 +31,7 @@ sysdeps-cc:
 demo: $(STAMP)
 	$(VENV)/bin/tinyengine-tf demo
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -66,7 +66,7 @@ def _signature(graph: Graph, op, code: LayerCode, fname: str) -> tuple[str, list
     if code.scratch_bytes:
         params.append("int8_t *scratch")
         voids.append("scratch")
-    return f"static void {fname}({', '.join(params) or 'void'})", voids
+    return f"static TE_LAYER void {fname}({', '.join(params) or 'void'})", voids
 
 
 def generate(graph: Graph, name: str = "model") -> Generated:
@@ -214,8 +214,11 @@ def _model_c(graph, plan, prefix, consts, functions, calls, headers) -> str:
 
 #if defined(__GNUC__)
 #define TE_ALIGN16 __attribute__((aligned(16)))
+/* Out of line so profiles attribute every instruction to its layer; one call per layer is free. */
+#define TE_LAYER __attribute__((noinline))
 #else
 #define TE_ALIGN16
+#define TE_LAYER
 #endif
 
 /* int32_t storage keeps word accesses to scratch well-defined; bytes alias it freely. */

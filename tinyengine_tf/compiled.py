@@ -137,11 +137,18 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
         return arrays, n, batched
 
     def run(self, x, target: str = "host"):
-        """Run the generated C on x: (N, *input_shape) or input_shape; int8 in, int8 out."""
-        if target != "host":
-            raise TinyEngineError(f"target {target!r} is not available; use target='host'")
+        """Run the generated C on x: (N, *input_shape) or input_shape; int8 in, int8 out.
+
+        target "host" runs it compiled for this machine; "cortex-m4", "cortex-m7" or "cortex-m55"
+        runs the firmware under QEMU.
+        """
         arrays, n, batched = self._prepare_inputs(x)
         outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in self._io("out")]
+        if target != "host":
+            self._run_firmware(target, arrays, n, outs)
+            if not batched:
+                outs = [o[0] for o in outs]
+            return outs[0] if len(outs) == 1 else outs
         lib = self._library()
         in_ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
         out_ptrs = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
@@ -149,6 +156,29 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
         if not batched:
             outs = [o[0] for o in outs]
         return outs[0] if len(outs) == 1 else outs
+
+    def build_firmware(self, target: str = "cortex-m4", sram: int = 320 * 1024,
+                       flash: int = 1024 * 1024, **kw):
+        """Link the model into Cortex-M firmware with exactly these budgets; sizes from the ELF."""
+        from tinyengine_tf.firmware import build_firmware
+        return build_firmware(self, target, sram=sram, flash=flash, **kw)
+
+    def _run_firmware(self, target, arrays, n, outs, trace=False, **kw):
+        from tinyengine_tf.firmware import run_qemu
+        fw = self.build_firmware(target, **kw)
+        sizes = [o[0].nbytes for o in outs]
+        data, counts = run_qemu(fw, arrays, n, sum(sizes), trace=trace)
+        rec = np.frombuffer(data, dtype=np.uint8).reshape(n, sum(sizes))
+        pos = 0
+        for o, size in zip(outs, sizes):
+            o[...] = rec[:, pos:pos + size].copy().view(o.dtype).reshape(o.shape)
+            pos += size
+        return counts
+
+    def profile(self, target: str = "cortex-m4", x=None, **kw):
+        """Instructions executed per inference and per layer under QEMU, and per MAC."""
+        from tinyengine_tf.profile import profile
+        return profile(self, target, x, **kw)
 
     def time_host(self, x, iters: int) -> float:
         """Seconds per inference of the compiled C on this host, same input repeated."""

@@ -28,7 +28,8 @@ def fold_pad(graph):
             continue
         x, pads, y = g.t(op.inputs[0]), g.t(op.inputs[1]), g.t(op.outputs[0])
         consumers = g.consumers(y.index)
-        if (not pads.is_const or len(x.shape) != 4 or x.dtype != "int8" or y.index in g.outputs
+        # TFLM reads paddings as int32 only; an int64 pad must reach the PAD kernel to be rejected.
+        if (not pads.is_const or pads.dtype != "int32" or len(x.shape) != 4 or x.dtype != "int8" or y.index in g.outputs
                 or len(consumers) != 1 or consumers[0].kind not in _CONVS
                 or consumers[0].inputs[0] != y.index):
             continue

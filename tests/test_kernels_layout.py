@@ -1,0 +1,400 @@
+"""PAD/PADV2, CONCATENATION, TRANSPOSE, SLICE/STRIDED_SLICE, SPLIT/SPLIT_V against TFLite Micro.
+
+Also home of two helpers the other kernel test files import: ``check_footprints`` (the shape-only
+footprint of every layer equals what its kernel emits) and ``sanitized_run`` (the generated C
+under -fsanitize=address,undefined).
+"""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinyengine_tf as te
+from reference import assert_matches_tflm, int8_inputs, tflm_run
+from tflite_builder import ModelBuilder
+from tinyengine_tf import toolchain
+from tinyengine_tf.kernels.base import FOOTPRINTS, KERNELS, VIEW_OPS, EmitContext
+
+RNG_SEED = 20240611
+
+
+# -- helpers shared with the other kernel test files ------------------------------------------
+
+def sample_shape(shape) -> tuple:
+    shape = tuple(int(d) for d in shape)
+    return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+
+
+def compile_and_check(model: bytes, n: int = 20, seed: int = 0):
+    """Convert, run >= 20 int8 samples (extremes first) through ours and TFLM, compare."""
+    cm = te.convert(model)
+    ins = [cm.graph.t(i) for i in cm.graph.inputs]
+    xs = [int8_inputs(sample_shape(t.shape), n, seed=seed + k) for k, t in enumerate(ins)]
+    assert_matches_tflm(cm, model, xs if len(xs) > 1 else xs[0])
+    check_footprints(cm)
+    return cm
+
+
+def check_footprints(cm):
+    """Every registered footprint equals the Flash and scratch its kernel really emits."""
+    g = cm.graph
+    emitted = {id(op): code for op, code in cm._gen.layers}
+    for op in g.ops:
+        if op.kind in VIEW_OPS or op.kind not in FOOTPRINTS:
+            continue
+        ctx = EmitContext(g, "fp")
+        ctx.layer = "L0"
+        code = KERNELS[op.kind](op, g, ctx)
+        assert FOOTPRINTS[op.kind](op, g) == (ctx.flash_bytes, code.scratch_bytes), op.label()
+        assert emitted[id(op)].scratch_bytes == code.scratch_bytes
+
+
+def _sanitizer_main(cm) -> str:
+    ins = [cm.graph.t(i).nbytes for i in cm.graph.inputs]
+    outs = [cm.graph.t(i).nbytes for i in cm.graph.outputs]
+    return f"""#include <stdio.h>
+#include <stdlib.h>
+int te_host_batch(const void *const *ins, void *const *outs, int n);
+static const long in_bytes[{len(ins)}] = {{{', '.join(map(str, ins))}}};
+static const long out_bytes[{len(outs)}] = {{{', '.join(map(str, outs))}}};
+int main(int argc, char **argv) {{
+  if (argc != 4) return 2;
+  const int n = atoi(argv[3]);
+  void *ins[{len(ins)}], *outs[{len(outs)}];
+  FILE *f = fopen(argv[1], "rb");
+  if (!f) return 3;
+  for (int k = 0; k < {len(ins)}; ++k) {{
+    ins[k] = malloc((size_t)(in_bytes[k] * n));
+    if (fread(ins[k], 1, (size_t)(in_bytes[k] * n), f) != (size_t)(in_bytes[k] * n)) return 4;
+  }}
+  fclose(f);
+  for (int k = 0; k < {len(outs)}; ++k) outs[k] = malloc((size_t)(out_bytes[k] * n));
+  te_host_batch((const void *const *)ins, outs, n);
+  f = fopen(argv[2], "wb");
+  if (!f) return 5;
+  for (int k = 0; k < {len(outs)}; ++k) fwrite(outs[k], 1, (size_t)(out_bytes[k] * n), f);
+  fclose(f);
+  for (int k = 0; k < {len(ins)}; ++k) free(ins[k]);
+  for (int k = 0; k < {len(outs)}; ++k) free(outs[k]);
+  return 0;
+}}
+"""
+
+
+def sanitized_run(cm, xs):
+    """Run the generated C built with ASan+UBSan (any report aborts); returns the outputs."""
+    xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
+    arrays, n, _ = cm._prepare_inputs(xs)
+    exe = toolchain.build({**cm.host_sources(), "te_san_main.c": _sanitizer_main(cm)}, kind="exe",
+                          flags=toolchain.SANITIZE_FLAGS)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "in.bin"), Path(tmp, "out.bin")
+        src.write_bytes(b"".join(a.tobytes() for a in arrays))
+        proc = subprocess.run([str(exe), str(src), str(dst), str(n)], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, f"sanitized run failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        raw = dst.read_bytes()
+    outs, pos = [], 0
+    for i in cm.graph.outputs:
+        t = cm.graph.t(i)
+        dt = {"int8": np.int8, "int16": np.int16, "float32": np.float32}[t.dtype]
+        size = t.nbytes * n
+        outs.append(np.frombuffer(raw[pos:pos + size], dtype=dt).reshape((n, *sample_shape(t.shape))))
+        pos += size
+    return outs
+
+
+def assert_unsupported(model: bytes, kind: str, words: str = ""):
+    with pytest.raises(te.UnsupportedOpError) as info:
+        te.convert(model)
+    assert info.value.op_kind == kind and kind in str(info.value)
+    assert words.lower() in str(info.value).lower()
+
+
+def _q(rng):
+    return float(rng.uniform(0.005, 0.2)), int(rng.integers(-128, 128))
+
+
+# -- PAD / PADV2 ------------------------------------------------------------------------------
+
+def _pad_model(shape, pads, s, zp, value=None, out_q=None):
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=s, zp=zp)
+    p = b.tensor((len(shape), 2), dtype="int32", data=pads)
+    out_shape = [d + lo + hi for d, (lo, hi) in zip(shape, pads)]
+    os_, oz = out_q or (s, zp)
+    y = b.tensor(out_shape, scale=os_, zp=oz)
+    if value is None:
+        b.op("PAD", [x, p], [y])
+    else:
+        v = b.tensor((), scale=os_, zp=oz, data=value)
+        b.op("PADV2", [x, p, v], [y])
+    return b.build([x], [y])
+
+
+def _pad_cases():
+    rng = np.random.default_rng(RNG_SEED)
+    cases = []
+    for k in range(14):
+        rank = 1 + k % 5
+        shape = [1] + [int(d) for d in rng.integers(1, 6, rank - 1)] if rank > 1 else [int(rng.integers(2, 9))]
+        pads = rng.integers(0, 4, (rank, 2))
+        if rank > 1 and k % 3 == 0:
+            pads[0] = 0
+        value = None if k % 2 == 0 else int(rng.integers(-128, 128))
+        s, zp = _q(rng)
+        cases.append((shape, pads.tolist(), s, zp, value))
+    return cases
+
+
+@pytest.mark.parametrize("shape, pads, s, zp, value", _pad_cases())
+def test_pad_matches_tflm(shape, pads, s, zp, value):
+    cm = compile_and_check(_pad_model(shape, pads, s, zp, value))
+    assert cm.graph.op_counts() == {("PAD" if value is None else "PADV2"): 1}
+
+
+def test_pad_without_padding_is_a_copy():
+    compile_and_check(_pad_model([1, 3, 4, 2], [[0, 0]] * 4, 0.05, 3))
+
+
+def test_pad_copies_raw_values_when_quantization_differs():
+    # TFLM does not requantize in PAD: it copies int8 values and fills with the output zero point
+    compile_and_check(_pad_model([1, 3, 3, 2], [[0, 0], [1, 1], [2, 0], [0, 0]], 0.05, -3,
+                                 out_q=(0.1, 9)))
+
+
+def test_pad_rejects_what_tflm_rejects():
+    assert_unsupported(_pad_model([1, 2, 2, 2, 2, 2], [[0, 0]] + [[1, 1]] * 5, 0.1, 0), "PAD", "rank")
+    b = ModelBuilder()
+    x = b.tensor((1, 4, 4, 1), scale=0.1, zp=0)
+    p = b.tensor((4, 2), dtype="int32", data=[[0, 0], [1, -1], [0, 0], [0, 0]])
+    y = b.tensor((1, 4, 4, 1), scale=0.1, zp=0)
+    b.op("PAD", [x, p], [y])
+    assert_unsupported(b.build([x], [y]), "PAD", "negative")
+    b = ModelBuilder()
+    x = b.tensor((1, 2, 2, 1), scale=0.1, zp=0)
+    p = b.tensor((4, 2), dtype="int64", data=[[0, 0], [1, 1], [0, 0], [0, 0]])
+    y = b.tensor((1, 4, 2, 1), scale=0.1, zp=0)
+    b.op("PAD", [x, p], [y])
+    assert_unsupported(b.build([x], [y]), "PAD", "int64")
+    b = ModelBuilder()
+    x = b.tensor((1, 2, 2, 1), scale=0.1, zp=0)
+    p = b.tensor((4, 2), dtype="int32", data=[[0, 0], [1, 1], [0, 0], [0, 0]])
+    v = b.tensor((), scale=0.2, zp=0, data=5)
+    y = b.tensor((1, 4, 2, 1), scale=0.1, zp=0)
+    b.op("PADV2", [x, p, v], [y])
+    assert_unsupported(b.build([x], [y]), "PADV2", "quantized differently")
+
+
+# -- CONCATENATION ----------------------------------------------------------------------------
+
+def _concat_model(shapes, axis, s, zp, const_index=None, rng=None, act=None):
+    b = ModelBuilder()
+    rank = len(shapes[0])
+    a = axis % rank
+    ins, all_t = [], []
+    for k, shp in enumerate(shapes):
+        if k == const_index:
+            all_t.append(b.tensor(shp, scale=s, zp=zp, data=rng.integers(-128, 128, shp)))
+        else:
+            t = b.tensor(shp, scale=s, zp=zp)
+            ins.append(t)
+            all_t.append(t)
+    out = list(shapes[0])
+    out[a] = sum(shp[a] for shp in shapes)
+    y = b.tensor(out, scale=s, zp=zp)
+    opts = {"axis": axis}
+    if act:
+        opts["fusedActivationFunction"] = act
+    b.op("CONCATENATION", all_t, [y], "ConcatenationOptions", **opts)
+    return b.build(ins, [y])
+
+
+def _concat_cases():
+    rng = np.random.default_rng(RNG_SEED + 1)
+    cases = []
+    for k in range(12):
+        rank = 1 + k % 6
+        base = [1] + [int(d) for d in rng.integers(1, 5, rank - 1)] if rank > 1 else [3]
+        axis = int(rng.integers(0, rank))
+        n_in = [1, 2, 3, 10][k % 4]
+        shapes = []
+        for _ in range(n_in):
+            shp = list(base)
+            shp[axis] = int(rng.integers(1, 4))
+            shapes.append(shp)
+        if k % 2:
+            axis -= rank  # negative axis
+        const_index = 1 if n_in > 2 and k % 3 == 0 else None
+        s, zp = _q(rng)
+        cases.append((shapes, axis, s, zp, const_index))
+    return cases
+
+
+@pytest.mark.parametrize("shapes, axis, s, zp, const_index", _concat_cases())
+def test_concatenation_matches_tflm(shapes, axis, s, zp, const_index):
+    model = _concat_model(shapes, axis, s, zp, const_index, np.random.default_rng(3))
+    cm = compile_and_check(model)
+    if const_index is not None:
+        assert cm.flash >= int(np.prod(shapes[const_index]))
+
+
+def test_concatenation_rejects_what_tflm_rejects():
+    b = ModelBuilder()
+    a = b.tensor((1, 2, 3), scale=0.05, zp=-3)
+    c = b.tensor((1, 2, 4), scale=0.1, zp=-3)
+    y = b.tensor((1, 2, 7), scale=0.05, zp=-3)
+    b.op("CONCATENATION", [a, c], [y], "ConcatenationOptions", axis=2)
+    assert_unsupported(b.build([a, c], [y]), "CONCATENATION", "quantized differently")
+    assert_unsupported(_concat_model([[1, 2, 3]] * 2, 2, 0.1, 0, act="RELU"), "CONCATENATION", "RELU")
+    assert_unsupported(_concat_model([[1, 2]] * 11, 1, 0.1, 0), "CONCATENATION", "at most")
+
+
+# -- TRANSPOSE --------------------------------------------------------------------------------
+
+def _transpose_model(shape, perm, s, zp):
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=s, zp=zp)
+    p = b.tensor((len(perm),), dtype="int32", data=perm)
+    y = b.tensor([shape[i] for i in perm], scale=s, zp=zp)
+    b.op("TRANSPOSE", [x, p], [y], "TransposeOptions")
+    return b.build([x], [y])
+
+
+def _transpose_cases():
+    rng = np.random.default_rng(RNG_SEED + 2)
+    cases = [([1, 3, 4, 5], [0, 3, 1, 2]), ([1, 3, 4, 5], [0, 2, 3, 1]), ([3, 5], [1, 0]),
+             ([1, 2, 3, 4, 5], [0, 1, 2, 3, 4])]
+    for rank in (2, 3, 4, 5, 5):
+        shape = [1] + [int(d) for d in rng.integers(2, 5, rank - 1)]
+        perm = [0] + [int(p) + 1 for p in rng.permutation(rank - 1)]
+        cases.append((shape, perm))
+    return cases
+
+
+@pytest.mark.parametrize("shape, perm", _transpose_cases())
+def test_transpose_matches_tflm(shape, perm):
+    compile_and_check(_transpose_model(shape, perm, 0.07, -5))
+
+
+# -- SLICE / STRIDED_SLICE --------------------------------------------------------------------
+
+def _slice_model(shape, begin, size, dtype="int32"):
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=0.05, zp=4)
+    bg = b.tensor((len(begin),), dtype=dtype, data=begin)
+    sz = b.tensor((len(size),), dtype=dtype, data=size)
+    out = [d - bb if s == -1 else s for d, bb, s in zip(shape, begin, size)]
+    y = b.tensor(out, scale=0.05, zp=4)
+    b.op("SLICE", [x, bg, sz], [y], "SliceOptions")
+    return b.build([x], [y])
+
+
+@pytest.mark.parametrize("shape, begin, size, dtype", [
+    ([1, 6, 7, 5], [0, 1, 2, 0], [1, 3, -1, 5], "int32"),
+    ([1, 6, 7, 5], [0, 0, 0, 2], [1, 6, 7, 2], "int32"),
+    ([4, 9], [1, 3], [2, 5], "int64"),
+    ([1, 2, 3, 4, 5], [0, 1, 1, 0, 2], [1, 1, 2, -1, 3], "int32"),
+])
+def test_slice_matches_tflm(shape, begin, size, dtype):
+    compile_and_check(_slice_model(shape, begin, size, dtype))
+
+
+def _numpy_strided_shape(shape, begin, end, strides, bmask, emask, smask):
+    idx = []
+    for d in range(len(shape)):
+        if (smask >> d) & 1:
+            idx.append(begin[d])
+        else:
+            idx.append(slice(None if (bmask >> d) & 1 else begin[d],
+                             None if (emask >> d) & 1 else end[d], strides[d]))
+    return list(np.empty(shape)[tuple(idx)].shape)
+
+
+def _strided_model(shape, begin, end, strides, bmask=0, emask=0, smask=0):
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=0.05, zp=-2)
+    ts = [b.tensor((len(v),), dtype="int32", data=v) for v in (begin, end, strides)]
+    y = b.tensor(_numpy_strided_shape(shape, begin, end, strides, bmask, emask, smask), scale=0.05, zp=-2)
+    b.op("STRIDED_SLICE", [x, *ts], [y], "StridedSliceOptions", beginMask=bmask, endMask=emask,
+         shrinkAxisMask=smask)
+    return b.build([x], [y])
+
+
+@pytest.mark.parametrize("shape, begin, end, strides, bmask, emask, smask", [
+    ([1, 6, 7, 5], [0, 1, -1, 0], [1, 6, 0, 5], [1, 2, -2, 1], 0, 0, 0),
+    ([1, 6, 7, 5], [0, 0, 0, 1], [1, 0, 0, 4], [1, 1, 1, 1], 0b0110, 0b0110, 0),
+    ([1, 6, 7, 5], [0, 2, 0, 0], [1, 3, 7, 5], [1, 1, 3, 2], 0, 0, 0b0010),
+    ([1, 8, 5], [0, -3, 1], [1, 100, 4], [1, 1, 1], 0, 0, 0),
+    ([1, 8, 5], [0, 7, 4], [1, -100, -100], [1, -3, -1], 0, 0, 0),
+    ([4, 3, 2], [1, 0, 1], [4, 3, 2], [2, 2, 1], 0, 0, 0b100),
+    ([1, 9, 4], [0, 20, -2], [1, 0, 4], [1, -2, 1], 0, 0, 0),
+    ([1, 9, 4], [0, 5, 3], [1, 1, 0], [1, -1, -1], 0b010, 0b100, 0),
+    ([1, 9, 4], [0, -20, -1], [1, -2, -5], [1, 3, -1], 0, 0, 0),
+    ([2, 6, 3], [-1, 0, 0], [0, 6, 3], [1, 1, 1], 0, 0, 0b001),
+])
+def test_strided_slice_matches_tflm(shape, begin, end, strides, bmask, emask, smask):
+    compile_and_check(_strided_model(shape, begin, end, strides, bmask, emask, smask))
+
+
+def test_strided_slice_rejects_what_tflm_rejects():
+    assert_unsupported(_strided_model([1, 4, 4, 3, 2], [0, 0, 1, 0, 1], [1, 4, 4, 3, 2],
+                                      [1, 2, 1, 2, 1]), "STRIDED_SLICE", "rank 5")
+    b = ModelBuilder()
+    x = b.tensor((1, 4, 4, 2), scale=0.05, zp=0)
+    ts = [b.tensor((4,), dtype="int32", data=v) for v in ([0, 0, 0, 0], [1, 2, 2, 2], [1, 1, 1, 1])]
+    y = b.tensor((1, 2, 2, 2), scale=0.05, zp=0)
+    b.op("STRIDED_SLICE", [x, *ts], [y], "StridedSliceOptions", ellipsisMask=2)
+    assert_unsupported(b.build([x], [y]), "STRIDED_SLICE", "ellipsis")
+
+
+# -- SPLIT / SPLIT_V --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, axis, n", [([1, 4, 6, 3], 2, 3), ([1, 4, 6, 4], -1, 2), ([6, 5], 0, 3)])
+def test_split_matches_tflm(shape, axis, n):
+    b = ModelBuilder()
+    ax = b.tensor((), dtype="int32", data=axis)
+    x = b.tensor(shape, scale=0.03, zp=7)
+    part = list(shape)
+    part[axis] //= n
+    ys = [b.tensor(part, scale=0.03, zp=7) for _ in range(n)]
+    b.op("SPLIT", [ax, x], ys, "SplitOptions", numSplits=n)
+    compile_and_check(b.build([x], ys))
+
+
+def test_split_v_matches_tflm():
+    b = ModelBuilder()
+    x = b.tensor((1, 5, 7, 2), scale=0.03, zp=7)
+    sizes = b.tensor((3,), dtype="int32", data=[2, 4, 1])
+    ax = b.tensor((), dtype="int32", data=2)
+    ys = [b.tensor((1, 5, w, 2), scale=0.03, zp=7) for w in (2, 4, 1)]
+    b.op("SPLIT_V", [x, sizes, ax], ys, "SplitVOptions", numSplits=3)
+    compile_and_check(b.build([x], ys))
+
+
+# -- memory safety ----------------------------------------------------------------------------
+
+def test_layout_kernels_are_clean_under_sanitizers():
+    b = ModelBuilder()
+    x = b.tensor((1, 3, 4, 2), scale=0.05, zp=-3)
+    p = b.tensor((4, 2), dtype="int32", data=[[0, 0], [1, 2], [2, 1], [1, 0]])
+    xp = b.tensor((1, 6, 7, 3), scale=0.05, zp=-3)
+    b.op("PAD", [x, p], [xp])
+    perm = b.tensor((4,), dtype="int32", data=[0, 2, 1, 3])
+    xt = b.tensor((1, 7, 6, 3), scale=0.05, zp=-3)
+    b.op("TRANSPOSE", [xp, perm], [xt], "TransposeOptions")
+    ts = [b.tensor((4,), dtype="int32", data=v) for v in ([0, 6, 5, 0], [1, -8, -7, 3], [1, -2, -1, 1])]
+    xs_ = b.tensor((1, 4, 6, 3), scale=0.05, zp=-3)
+    b.op("STRIDED_SLICE", [xt, *ts], [xs_], "StridedSliceOptions")
+    c = b.tensor((1, 4, 6, 2), scale=0.05, zp=-3)
+    y = b.tensor((1, 4, 6, 5), scale=0.05, zp=-3)
+    b.op("CONCATENATION", [xs_, c], [y], "ConcatenationOptions", axis=3)
+    model = b.build([x, c], [y])
+    cm = compile_and_check(model)
+    xs = [int8_inputs((3, 4, 2), 5), int8_inputs((4, 6, 2), 5, seed=9)]
+    ours = sanitized_run(cm, xs)[0]
+    assert np.array_equal(ours, tflm_run(model, xs))

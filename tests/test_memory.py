@@ -54,6 +54,11 @@ def test_verifier_accepts_declared_in_place_pair_only():
     b_late = Buffer("t1", 32, 0, 2, offset=0, in_place_of="t0")  # starts before t0 dies
     with pytest.raises(TinyEngineError):
         verify(_plan([a, b_late], 32))
+    # Shifted by a few bytes, the output would overwrite input slots not read yet.
+    a_big = Buffer("t0", 64, 0, 1, offset=0)
+    b_shifted = Buffer("t1", 32, 1, 2, offset=16, in_place_of="t0")
+    with pytest.raises(TinyEngineError, match="overlap"):
+        verify(_plan([a_big, b_shifted], 64))
 
 
 def test_disjoint_lifetimes_share_memory():

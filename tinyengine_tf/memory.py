@@ -105,11 +105,13 @@ def lifetimes(graph, scratch: dict, in_place: dict) -> tuple[list, set]:
 def _overlaps_in_time(a: Buffer, b: Buffer) -> bool:
     if a.first > b.last or b.first > a.last:
         return False
-    # An in-place output starts where its input ends: sharing bytes at that step is intended.
-    if a.in_place_of == b.key and a.first == b.last:
-        return False
-    if b.in_place_of == a.key and b.first == a.last:
-        return False
+    # An in-place output may start on its input's last step only at exactly the input's offset:
+    # the kernel reads each element before writing the same slot, never a shifted one.
+    if a.offset == b.offset >= 0:
+        if a.in_place_of == b.key and a.first == b.last:
+            return False
+        if b.in_place_of == a.key and b.first == a.last:
+            return False
     return True
 
 

@@ -1,0 +1,129 @@
+"""FULLY_CONNECTED int8: per-tensor or per-channel filter, optional bias, fused activation.
+
+The input (any rank) is read as [rows, K] with K the filter's second dimension; the output as
+[rows, N]. keep_num_dims only changes the output's declared shape, never the arithmetic.
+
+Specialization: every size is a literal, and the input zero point is folded into the bias at
+generation time (bias - zp_in * sum(w)), so the inner loop is a plain contiguous int8 dot
+product with an int32 accumulator that gcc vectorizes. The folded bias is added with wrapping
+arithmetic, which gives TFLM's int32 accumulator bit for bit even when that one wraps.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyengine_tf import quant
+from tinyengine_tf.ir import Op
+from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.geometry import requant
+
+# |sum(w * x)| <= K * 128 * 128 must stay below 2^31 for the int32 dot product.
+MAX_K = (1 << 31) // (128 * 128) - 1
+
+
+def _dims(op: Op, g) -> tuple[int, int, int]:
+    """(rows, K, N) from the shapes alone."""
+    w, y = g.t(op.inputs[1]), g.t(op.outputs[0])
+    n, k = int(w.shape[0]), int(w.shape[1])
+    return y.numel // max(n, 1), k, n
+
+
+def _has_bias(op: Op) -> bool:
+    return len(op.inputs) > 2 and op.inputs[2] >= 0
+
+
+def footprint(op: Op, g) -> tuple[int, int]:
+    """Weights (N*K int8) + folded bias (N int32) + per-channel multipliers (N int32 + N int8)."""
+    _, k, n = _dims(op, g)
+    flash = n * k + 4 * n
+    if g.t(op.inputs[1]).per_channel:
+        flash += 5 * n
+    return flash, 0
+
+
+def _check(op: Op, ctx: EmitContext):
+    x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    ctx.require_int8(op, x, w, y)
+    ctx.require_per_tensor(op, x, y)
+    if not w.is_const:
+        raise ctx.unsupported(op, "the filter is not a constant tensor",
+                              "Export the model with constant weights")
+    if len(w.shape) != 2:
+        raise ctx.unsupported(op, f"the filter must be 2-D [out, in], got {list(w.shape)}")
+    if op.options.get("weights_format", 0) not in (0, "DEFAULT"):
+        raise ctx.unsupported(op, "shuffled weights formats are not supported",
+                              "Convert with the default weights format")
+    n, k = int(w.shape[0]), int(w.shape[1])
+    if not y.shape or int(y.shape[-1]) != n or n == 0 or k == 0:
+        raise ctx.unsupported(op, f"output {list(y.shape)} does not end in the filter's {n} units")
+    rows = y.numel // n
+    if rows * k != x.numel:
+        raise ctx.unsupported(op, f"input {list(x.shape)} ({x.numel} values) is not {rows} rows of "
+                                  f"{k} as output {list(y.shape)} and filter {list(w.shape)} imply")
+    if k > MAX_K:
+        raise ctx.unsupported(op, f"{k} inputs per unit could overflow the int32 accumulator "
+                                  f"(at most {MAX_K})", "Split the layer")
+    if np.any(w.zero_point != 0):
+        raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)",
+                              "Quantize the weights symmetrically, as the TFLite converter does")
+    if w.per_channel and (w.quantized_dim != 0 or len(w.scale) != n):
+        raise ctx.unsupported(op, "per-channel filter scales must run along the output units "
+                                  "(quantized dimension 0)")
+    return x, w, y, rows, k, n
+
+
+def _bias(op: Op, ctx: EmitContext, n: int) -> np.ndarray:
+    if not _has_bias(op):
+        return np.zeros(n, np.int64)
+    b = ctx.t_in(op, 2)
+    if not b.is_const or b.dtype != "int32" or b.numel != n:
+        raise ctx.unsupported(op, f"bias must be a constant int32 vector of {n}, "
+                                  f"got {b.describe()}")
+    return b.data.astype(np.int64).ravel()
+
+
+def _check_bias_scale(op: Op, ctx: EmitContext, x, w, y):
+    """TFLM's Prepare rejects a per-tensor layer whose bias scale strays from in_s * w_s."""
+    if not _has_bias(op):
+        return
+    b = ctx.t_in(op, 2)
+    bias_scale = float(np.float32(b.scale[0])) if b.quantized else 0.0
+    product = float(np.float32(x.s)) * float(np.float32(w.scale[0]))
+    if abs(product - bias_scale) / float(np.float32(y.s)) > 0.02:
+        raise ctx.unsupported(op, f"bias scale {bias_scale:g} differs from input scale x filter "
+                                  f"scale {product:g} by more than 2% of the output scale, which "
+                                  "TFLite Micro rejects",
+                              "Re-quantize the model so the bias scale is their product")
+
+
+@kernel("FULLY_CONNECTED", footprint=footprint)
+def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
+    x, w, y, rows, k, n = _check(op, ctx)
+    bias = _bias(op, ctx, n)
+    if not w.per_channel:
+        _check_bias_scale(op, ctx, x, w, y)
+    # Per-tensor too: the TFLM interpreter multiplies the two scales in double (a float32
+    # product, which TFLM's GetQuantizedConvolutionMultipler source suggests, gives outputs that
+    # differ from it: tests/test_kernels_fully_connected.py checks which one it uses).
+    q, shift = quant.channel_multipliers(x.s, w.scale, y.s, n if w.per_channel else 1)
+    lo, hi = quant.activation_range(op.options.get("fused_activation_function"), y.s, y.zp)
+
+    weights = w.data.reshape(n, k).astype(np.int64)
+    # TFLM adds bias after sum(w * (x - zp)); modulo 2^32 that is sum(w * x) + folded.
+    folded = [quant.wrap32(int(v)) for v in bias - x.zp * weights.sum(axis=1)]
+    W = ctx.const("w", w.data.ravel(), "int8_t")
+    BF = ctx.const("bias_folded", folded, "int32_t")
+    epilogue = requant(ctx, "acc", "u", q, shift, w.per_channel, y.zp, lo, hi)
+    body = f"""
+  for (int r = 0; r < {rows}; ++r) {{
+    const int8_t *x = in0 + r * {k};
+    int8_t *o = out0 + r * {n};
+    for (int u = 0; u < {n}; ++u) {{
+      const int8_t *w = {W} + u * {k};
+      int32_t dot = 0;
+      for (int i = 0; i < {k}; ++i) dot += (int32_t)w[i] * (int32_t)x[i];
+      const int32_t acc = (int32_t)((uint32_t)dot + (uint32_t){BF}[u]);
+      o[u] = (int8_t){epilogue};
+    }}
+  }}"""
+    return LayerCode(body=body)

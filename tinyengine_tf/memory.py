@@ -125,11 +125,12 @@ def _place(buffers: list, order) -> int:
         src = by_key.get(b.in_place_of)
         if src is not None and src.offset >= 0 and src.size >= b.size:
             # Take over the dying input's bytes if nothing else live there overlaps.
-            if all(not _overlaps_in_time(b, o) or src.offset + b.size <= o.offset
-                   or o.offset + o.size <= src.offset for o in placed):
-                b.offset = src.offset
+            b.offset = src.offset
+            if all(not _overlaps_in_time(b, o) or b.offset + b.size <= o.offset
+                   or o.offset + o.size <= b.offset for o in placed):
                 placed.append(b)
                 continue
+            b.offset = -1
         busy = sorted((o.offset, o.offset + o.size) for o in placed if _overlaps_in_time(b, o))
         offset = 0
         for lo, hi in busy:

@@ -1,0 +1,169 @@
+"""int8 RELU, RELU6, LOGISTIC, TANH, HARD_SWISH: every one of the 256 input codes, under many
+quantizations, bit-exact with TFLite Micro; tables, in place, footprint, sanitizers, refusals."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import tinyengine_tf as te
+from reference import assert_matches_tflm, int8_inputs, tflm_run
+from test_kernels_elementwise import assert_footprint, assert_unsupported, sanitized_run
+from tflite_builder import ModelBuilder
+from tinyengine_tf.kernels import activations
+
+KINDS = ["RELU", "RELU6", "LOGISTIC", "TANH", "HARD_SWISH"]
+LUT_KINDS = ["RELU", "LOGISTIC", "TANH", "HARD_SWISH"]
+ALL_CODES = np.arange(-128, 128, dtype=np.int8)
+
+
+def unary_model(kind, shape, qi, qo, dtype="int8"):
+    b = ModelBuilder()
+    x = b.tensor(shape, dtype=dtype, scale=qi[0], zp=qi[1])
+    y = b.tensor(shape, dtype=dtype, scale=qo[0], zp=qo[1])
+    b.op(kind, [x], [y])
+    return b.build([x], [y])
+
+
+def valid_output(kind, qi, qo):
+    """TFLM's own constraints: LOGISTIC wants zero point -128; HARD_SWISH an output scale no
+    finer than input / 128."""
+    if kind == "LOGISTIC":
+        return qo[0], -128
+    if kind == "HARD_SWISH" and qi[0] / qo[0] >= 127.0:
+        return qi[0] / 50.0, qo[1]
+    return qo
+
+
+# (input, output) quantizations: typical, equal, zero points at the ends, very coarse and very fine.
+QUANTS = [
+    ((0.05, 3), (0.05, 3)),
+    ((0.1, -128), (0.02, -128)),
+    ((0.0235, 127), (0.0471, -17)),
+    ((1.7, 40), (0.9, -90)),
+    ((0.0004, -5), (0.03, 60)),
+    ((0.25, -77), (0.0039, 0)),
+    ((8.0, 0), (0.5, 100)),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("qk", range(len(QUANTS)))
+def test_every_input_code(kind, qk):
+    """All 256 codes in one sample, then 20 random samples (extremes first) on an NHWC shape."""
+    qi, qo = QUANTS[qk]
+    qo = valid_output(kind, qi, qo)
+    model = unary_model(kind, (1, 256), qi, qo)
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, ALL_CODES[None])
+    assert_footprint(cm)
+    model = unary_model(kind, (1, 5, 7, 3), qi, qo)
+    assert_matches_tflm(te.convert(model), model, int8_inputs((5, 7, 3), 20, seed=qk))
+
+
+@pytest.mark.parametrize("kind", LUT_KINDS)
+def test_tables_match_tflm_over_random_quantizations(kind):
+    """The Python replay of TFLM's arithmetic, table for table, over 60 random quantizations
+    (scales 1e-5 .. 100): the tables the kernel bakes are exactly TFLM's function."""
+    rng = np.random.default_rng(sum(map(ord, kind)))
+    checked = 0
+    while checked < 60:
+        qi = (float(np.float32(10 ** rng.uniform(-5, 2))), int(rng.integers(-128, 128)))
+        qo = valid_output(kind, qi, (float(np.float32(10 ** rng.uniform(-5, 2))),
+                                     int(rng.integers(-128, 128))))
+        x = SimpleNamespace(s=qi[0], zp=qi[1])
+        y = SimpleNamespace(s=float(np.float32(qo[0])), zp=qo[1])
+        table = activations.table_for(kind, x, y)
+        ref = tflm_run(unary_model(kind, (1, 256), qi, qo), ALL_CODES[None]).ravel()
+        assert np.array_equal(table, ref), (qi, qo, np.flatnonzero(table != ref)[:8])
+        checked += 1
+
+
+def test_tables_are_not_trivial():
+    """Guards the table test: the functions really vary with the input."""
+    x, y = SimpleNamespace(s=0.02, zp=0), SimpleNamespace(s=1 / 256, zp=-128)
+    assert len(set(activations.table_for("LOGISTIC", x, y).tolist())) > 100
+    assert len(set(activations.table_for("TANH", x, y).tolist())) > 100
+    assert len(set(activations.table_for("HARD_SWISH", x, SimpleNamespace(s=0.02, zp=0)).tolist())) > 100
+
+
+@pytest.mark.parametrize("kind", LUT_KINDS)
+def test_one_table_per_layer(kind):
+    qi, qo = QUANTS[2]
+    cm = te.convert(unary_model(kind, (1, 9, 9, 4), qi, valid_output(kind, qi, qo)))
+    assert cm.flash == 256
+    assert "_lut[" in cm.sources["model.c"]
+
+
+def test_relu6_has_no_table():
+    cm = te.convert(unary_model("RELU6", (1, 9, 9, 4), *QUANTS[2]))
+    assert cm.flash == 0
+
+
+def test_hard_swish_edge_exponents():
+    """Output exponent 0 (the int16 zero-point add wraps) and large/small reluish shifts."""
+    for qi, qo in [((0.9, 3), (0.9 / 127.9, -5)), ((30.0, 3), (0.3, -5)), ((1e-5, 3), (1e-5, -5)),
+                   ((100.0, -100), (1.0, 50))]:
+        model = unary_model("HARD_SWISH", (1, 256), qi, qo)
+        assert_matches_tflm(te.convert(model), model, ALL_CODES[None])
+
+
+def test_chain_runs_in_place():
+    """HARD_SWISH -> RELU6 -> LOGISTIC: the middle ops overwrite their input and stay exact."""
+    b = ModelBuilder()
+    x = b.tensor((1, 6, 6, 8), scale=0.04, zp=-3)
+    h = b.tensor((1, 6, 6, 8), scale=0.03, zp=-20)
+    r = b.tensor((1, 6, 6, 8), scale=0.03, zp=-20)
+    y = b.tensor((1, 6, 6, 8), scale=1 / 256, zp=-128)
+    b.op("HARD_SWISH", [x], [h])
+    b.op("RELU6", [h], [r])
+    b.op("LOGISTIC", [r], [y])
+    model = b.build([x], [y])
+    cm = te.convert(model)
+    assert all(code.in_place for _, code in cm._gen.layers)
+    assert cm.plan.tensor_offset[h] == cm.plan.tensor_offset[r]
+    assert_matches_tflm(cm, model, int8_inputs((6, 6, 8), 20))
+
+
+@pytest.mark.parametrize("kind", ["LOGISTIC", "RELU6"])
+def test_clean_under_sanitizers(kind):
+    qi, qo = QUANTS[1]
+    model = unary_model(kind, (1, 4, 4, 16), qi, valid_output(kind, qi, qo))
+    xs = int8_inputs((4, 4, 16), 6)
+    ref = tflm_run(model, xs)
+    assert np.array_equal(sanitized_run(te.convert(model), xs), ref.reshape(len(ref), -1))
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+def test_unsupported_logistic_output_zero_point():
+    assert_unsupported(unary_model("LOGISTIC", (1, 8), (0.1, 0), (1 / 256, 0)), "LOGISTIC",
+                       "-128")
+
+
+def test_unsupported_hard_swish_fine_output():
+    assert_unsupported(unary_model("HARD_SWISH", (1, 8), (1.0, 0), (0.001, 0)), "HARD_SWISH",
+                       "128x")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unsupported_int16(kind):
+    assert_unsupported(unary_model(kind, (1, 8), (0.1, 0), (0.1, 0), dtype="int16"), kind, "int16")
+
+
+@pytest.mark.parametrize("kind", ["TANH", "RELU6"])
+def test_unsupported_size_mismatch(kind):
+    b = ModelBuilder()
+    x = b.tensor((1, 8), scale=0.1, zp=0)
+    y = b.tensor((1, 9), scale=0.1, zp=0)
+    b.op(kind, [x], [y])
+    assert_unsupported(b.build([x], [y]), kind, "size")
+
+
+def test_unsupported_per_channel():
+    b = ModelBuilder()
+    x = b.tensor((1, 2, 3), scale=[0.1, 0.2, 0.3], zp=[0, 0, 0], qdim=2)
+    y = b.tensor((1, 2, 3), scale=0.1, zp=0)
+    b.op("RELU", [x], [y])
+    assert_unsupported(b.build([x], [y]), "RELU", "per channel")

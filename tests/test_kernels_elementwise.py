@@ -1,0 +1,334 @@
+"""ADD, SUB and MUL on int8: bit-exact with TFLite Micro over quantizations, broadcasts, constant
+operands and fused activations; in place; exact folded requantization; footprint; sanitizers."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+import tinyengine_tf as te
+from reference import assert_matches_tflm, int8_inputs, tflm_run
+from tflite_builder import ModelBuilder
+from tinyengine_tf import toolchain
+from tinyengine_tf.kernels.base import FOOTPRINTS
+
+OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}
+N_SAMPLES = 20
+
+
+def sample_shape(shape) -> tuple:
+    """What cm.run / tflm_run take per sample: the shape without a leading batch of 1."""
+    shape = tuple(shape)
+    return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+
+
+def binary_model(kinds, s1, s2, q1, q2, qo, act="NONE", const=None, seed=0, out_shape=None,
+                 dtype="int8"):
+    """One op per kind in `kinds` (a name or a list), all on the same two operands, one output
+    each. const = 0 or 1 makes that operand a constant tensor."""
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder()
+    ids, graph_inputs = [], []
+    for k, (shape, (scale, zp)) in enumerate(((s1, q1), (s2, q2))):
+        if const == k:
+            ids.append(b.tensor(shape, dtype=dtype, scale=scale, zp=zp,
+                                data=rng.integers(-128, 128, size=shape)))
+        else:
+            ids.append(b.tensor(shape, dtype=dtype, scale=scale, zp=zp))
+            graph_inputs.append(ids[-1])
+    shape = out_shape if out_shape is not None else np.broadcast_shapes(tuple(s1), tuple(s2))
+    outputs = []
+    for kind in kinds:
+        outputs.append(b.tensor(shape, dtype=dtype, scale=qo[0], zp=qo[1]))
+        b.op(kind, ids, [outputs[-1]], OPTIONS[kind], fusedActivationFunction=act)
+    return b.build(graph_inputs, outputs), [s for k, s in enumerate((s1, s2)) if k != const]
+
+
+def check(kinds, s1, s2, q1, q2, qo, act="NONE", const=None, seed=0):
+    model, shapes = binary_model(kinds, s1, s2, q1, q2, qo, act, const, seed)
+    cm = te.convert(model)
+    xs = [int8_inputs(sample_shape(s), N_SAMPLES, seed=seed + 7 * k) for k, s in enumerate(shapes)]
+    assert_matches_tflm(cm, model, xs)
+    assert_footprint(cm)
+    return cm
+
+
+def assert_footprint(cm):
+    """The shape-only footprint equals what the emitted code declares."""
+    flash = scratch = 0
+    for op in cm.graph.ops:
+        f, s = FOOTPRINTS[op.kind](op, cm.graph)
+        flash += f
+        scratch = max(scratch, s)
+    assert flash == cm.flash
+    emitted = [code.scratch_bytes for _, code in cm._gen.layers if code is not None]
+    assert scratch == max(emitted, default=0)
+
+
+# Quantizations (scale, zero point) of input 1, input 2, output: equal scales, scales 100x apart
+# either way, extreme zero points, an output scale finer than the inputs.
+QUANTS = [
+    ((0.1, 1), (0.2, -3), (0.3, 2)),
+    ((0.01, -128), (1.0, 127), (0.05, 0)),
+    ((0.5, 5), (0.005, -7), (0.02, -100)),
+    ((0.05, 0), (0.05, 0), (0.05, 0)),
+    ((0.0371, 127), (0.0042, -128), (0.0009, 13)),
+    ((2.0, -60), (0.02, 90), (3.5, -128)),
+]
+
+# (shape 1, shape 2): equal, scalar, per-channel vector, [1,1,1,C], [N,H,1,1], ranks 2..6,
+# broadcasts on both sides, input 0 the broadcast one.
+SHAPES = [
+    ((1, 5, 6, 8), (1, 5, 6, 8)),
+    ((1, 5, 6, 8), (1,)),
+    ((1, 5, 6, 8), (8,)),
+    ((1, 5, 6, 8), (1, 1, 1, 8)),
+    ((1, 1, 1, 8), (1, 5, 6, 8)),
+    ((2, 5, 6, 8), (2, 5, 1, 1)),
+    ((1, 5, 1, 1), (1, 5, 6, 8)),
+    ((7, 9), (7, 1)),
+    ((9,), (7, 9)),
+    ((2, 3, 1, 4, 5), (1, 1, 3, 1, 5)),
+    ((2, 1, 3, 4, 2, 2), (1, 3, 1, 1, 2, 1)),
+    ((1, 1), (1, 1)),
+    ((3, 1, 5), (1, 4, 1)),
+]
+
+
+ALL = ["ADD", "SUB", "MUL"]
+
+
+@pytest.mark.parametrize("qi", range(len(QUANTS)))
+def test_quantizations(qi):
+    q1, q2, qo = QUANTS[qi]
+    check(ALL, (1, 6, 5, 16), (1, 6, 5, 16), q1, q2, qo, seed=qi)
+    check(ALL, (1, 6, 5, 16), (16,), q1, q2, qo, seed=qi + 50)
+
+
+def random_quant(rng, lo=-3.0, hi=0.5):
+    return float(10 ** rng.uniform(lo, hi)), int(rng.integers(-128, 128))
+
+
+@pytest.mark.parametrize("kind", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize("seed", range(4))
+def test_all_input_pairs(kind, seed):
+    """Every (x1, x2) int8 pair, under random scales up to 3000x apart: the whole input space."""
+    rng = np.random.default_rng(100 + seed)
+    q1, q2, qo = random_quant(rng), random_quant(rng), random_quant(rng, -3.0, 1.0)
+    if kind != "MUL" and 2 * max(q1[0], q2[0]) >= (1 << 20) * qo[0]:
+        qo = (q1[0], qo[1])
+    model, _ = binary_model(kind, (1, 65536), (1, 65536), q1, q2, qo,
+                            act=["NONE", "RELU", "RELU6", "NONE"][seed])
+    pairs = np.arange(65536)
+    x1 = np.concatenate([((pairs >> 8) - 128).astype(np.int8)[None], int8_inputs((65536,), 20, seed)])
+    x2 = np.concatenate([((pairs & 255) - 128).astype(np.int8)[None],
+                         int8_inputs((65536,), 20, seed + 1)])
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, [x1, x2])
+
+
+@pytest.mark.parametrize("si", range(len(SHAPES)))
+def test_broadcast_shapes(si):
+    s1, s2 = SHAPES[si]
+    q1, q2, qo = QUANTS[si % len(QUANTS)]
+    check(ALL, s1, s2, q1, q2, qo, seed=si)
+
+
+@pytest.mark.parametrize("act", ["RELU", "RELU6", "RELU_N1_TO_1"])
+def test_fused_activation(act):
+    check(ALL, (1, 4, 4, 8), (1, 1, 1, 8), (0.03, -20), (0.06, 11), (0.02, -9), act=act)
+
+
+@pytest.mark.parametrize("const,shapes", [(1, ((1, 4, 5, 6), (6,))), (0, ((1, 1, 1, 6), (1, 4, 5, 6))),
+                                          (1, ((1, 4, 5, 6), (1, 4, 5, 6))), (0, ((1,), (3, 7)))])
+def test_constant_operand(const, shapes):
+    cm = check(ALL, *shapes, (0.07, 4), (0.011, -33), (0.05, 17), const=const, seed=const)
+    assert f"model_L0_in{const}" in cm.sources["model.c"]
+
+
+def test_same_tensor_twice():
+    b = ModelBuilder()
+    x = b.tensor((1, 4, 4, 8), scale=0.04, zp=-5)
+    y = b.tensor((1, 4, 4, 8), scale=0.07, zp=3)
+    z = b.tensor((1, 4, 4, 8), scale=0.002, zp=-100)
+    b.op("ADD", [x, x], [y], "AddOptions")
+    b.op("MUL", [x, y], [z], "MulOptions")
+    model = b.build([x], [z])
+    assert_matches_tflm(te.convert(model), model, int8_inputs((4, 4, 8), N_SAMPLES))
+
+
+def test_in_place_output_overwrites_input_0():
+    """In a chain the output of an equal-shape op takes input 0's bytes and stays exact."""
+    b = ModelBuilder()
+    x = b.tensor((1, 6, 6, 8), scale=0.05, zp=2)
+    w = b.tensor((1, 1, 1, 8), scale=0.03, zp=-7)
+    h = b.tensor((1, 6, 6, 8), scale=0.04, zp=-1)
+    s = b.tensor((1, 6, 6, 8), scale=0.06, zp=9)
+    y = b.tensor((1, 6, 6, 8), scale=0.08, zp=-4)
+    b.op("MUL", [x, w], [h], "MulOptions")          # h is an intermediate ...
+    b.op("ADD", [h, w], [s], "AddOptions")          # ... consumed only here: s may take h's bytes
+    b.op("SUB", [s, x], [y], "SubOptions", fusedActivationFunction="RELU")
+    model = b.build([x, w], [y])
+    cm = te.convert(model)
+    codes = [code for _, code in cm._gen.layers]
+    assert [c.in_place for c in codes] == [True, True, True]
+    assert cm.plan.tensor_offset[h] == cm.plan.tensor_offset[s]
+    xs = [int8_inputs((6, 6, 8), N_SAMPLES), int8_inputs((1, 1, 8), N_SAMPLES, seed=3)]
+    assert_matches_tflm(cm, model, xs)
+
+
+def test_broadcast_input_is_not_in_place():
+    model, _ = binary_model("ADD", (1, 1, 1, 8), (1, 4, 4, 8), (0.1, 0), (0.1, 0), (0.1, 0))
+    cm = te.convert(model)
+    assert not cm._gen.layers[0][1].in_place
+
+
+def test_rank_7_equal_shapes():
+    check("MUL", (2, 1, 3, 1, 2, 3, 2), (2, 1, 3, 1, 2, 3, 2), (0.02, 3), (0.03, -3), (0.001, 0))
+
+
+# -- the folded requantization helper ---------------------------------------------------------
+
+MBQM_CHECK = r"""
+#include <stdio.h>
+#include "te_runtime.h"
+#include "te_activations.h"
+static uint64_t s = 88172645463325252ull;
+static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)s; }
+static int32_t pick(void) {
+  static const int32_t edge[] = {0, 1, -1, 2, -2, INT32_MAX, INT32_MIN, INT32_MIN + 1,
+                                 1 << 30, -(1 << 30), (1 << 30) + 1, -(1 << 30) - 1};
+  uint32_t r = rnd();
+  if (r % 5 == 0) return edge[rnd() % 12];
+  if (r % 5 == 1) return (int32_t)(rnd() % 70000u) - 35000;  /* small: MUL/ADD operands */
+  return (int32_t)rnd();
+}
+int main(void) {
+  for (long i = 0; i < 3000000; ++i) {
+    const int32_t x = pick();
+    int32_t q = (int32_t)(rnd() >> 1);
+    if (i % 7 == 0) q = (i % 14 == 0) ? 0 : INT32_MAX;
+    if (i % 11 == 0) q = 1 << 30;
+    const int right = (int)(rnd() % 32u);
+    if (te_mbqm_1r(x, q, right) != te_mbqm_r(x, q, right)) {
+      printf("x=%ld q=%ld right=%d\n", (long)x, (long)q, right);
+      return 1;
+    }
+  }
+  return 0;
+}
+"""
+
+
+def test_single_rounding_mbqm_equals_two_step():
+    from importlib import resources
+    cdir = resources.files("tinyengine_tf").joinpath("c")
+    sources = {h: cdir.joinpath(h).read_text() for h in ("te_runtime.h", "te_activations.h")}
+    exe = toolchain.build({**sources, "check.c": MBQM_CHECK}, kind="exe",
+                          flags=["-O2", "-fsanitize=undefined", "-fno-sanitize-recover=all"])
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- sanitizers -------------------------------------------------------------------------------
+
+def stdio_main(cm) -> str:
+    """main(): reads whole input samples from stdin until EOF, writes outputs to stdout."""
+    ins = [cm.graph.t(i) for i in cm.graph.inputs]
+    outs = [cm.graph.t(i) for i in cm.graph.outputs]
+    decl = "".join(f"  static int8_t in{k}[{t.nbytes}];\n" for k, t in enumerate(ins))
+    decl += "".join(f"  static int8_t out{k}[{t.nbytes}];\n" for k, t in enumerate(outs))
+    reads = " && ".join(f"fread(in{k}, 1, {t.nbytes}, stdin) == {t.nbytes}" for k, t in enumerate(ins))
+    writes = "".join(f"    fwrite(out{k}, 1, {t.nbytes}, stdout);\n" for k, t in enumerate(outs))
+    args = ", ".join([f"in{k}" for k in range(len(ins))] + [f"out{k}" for k in range(len(outs))])
+    return f"""#include <stdio.h>
+#include <stdint.h>
+#include "{cm.prefix}.h"
+int main(void) {{
+{decl}  while ({reads}) {{
+    if ({cm.prefix}_invoke({args}) != 0) return 2;
+{writes}  }}
+  return 0;
+}}
+"""
+
+
+def sanitized_run(cm, xs) -> np.ndarray:
+    """The single output of the generated C built with ASan + UBSan (any report fails)."""
+    xs = xs if isinstance(xs, list) else [xs]
+    n = len(xs[0])
+    stream = b"".join(np.ascontiguousarray(x[i]).tobytes() for i in range(n) for x in xs)
+    exe = toolchain.build({**cm.sources, "main.c": stdio_main(cm)}, kind="exe",
+                          flags=toolchain.SANITIZE_FLAGS)
+    proc = subprocess.run([str(exe)], input=stream, capture_output=True, timeout=120,
+                          env={"ASAN_OPTIONS": "abort_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"})
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert b"runtime error" not in proc.stderr, proc.stderr.decode()[-3000:]
+    return np.frombuffer(proc.stdout, dtype=np.int8).reshape(n, -1)
+
+
+@pytest.mark.parametrize("kind,s1,s2,const", [("ADD", (1, 3, 4, 8), (8,), None),
+                                              ("MUL", (2, 3, 1, 4), (1, 1, 5, 4), 1),
+                                              ("SUB", (1, 6, 6, 3), (1, 6, 6, 3), None)])
+def test_clean_under_sanitizers(kind, s1, s2, const):
+    # MUL's 2.0 * 0.9 / 0.001 multiplier takes the left-shift path.
+    q = ((2.0, -3), (0.9, 5), (0.001, 1)) if kind == "MUL" else QUANTS[2]
+    model, shapes = binary_model(kind, s1, s2, *q, act="RELU6", const=const)
+    cm = te.convert(model)
+    xs = [int8_inputs(sample_shape(s), 8, seed=k) for k, s in enumerate(shapes)]
+    ref = tflm_run(model, xs)
+    assert np.array_equal(sanitized_run(cm, xs), ref.reshape(len(ref), -1))
+
+
+# -- unsupported configurations ---------------------------------------------------------------
+
+def assert_unsupported(model, kind, words):
+    with pytest.raises(te.UnsupportedOpError) as info:
+        te.convert(model)
+    msg = str(info.value)
+    assert kind in msg and info.value.op_kind == kind, msg
+    assert words in msg, msg
+
+
+@pytest.mark.parametrize("kind", ["ADD", "SUB", "MUL"])
+def test_unsupported_int16(kind):
+    model, _ = binary_model(kind, (1, 4), (1, 4), (0.1, 0), (0.1, 0), (0.1, 0), dtype="int16")
+    assert_unsupported(model, kind, "int16")
+
+
+@pytest.mark.parametrize("kind", ["ADD", "SUB"])
+def test_unsupported_output_multiplier_at_least_one(kind):
+    # 2 * max(s1, s2) / (2^20 * s_out) >= 1: TFLM's QuantizeMultiplierSmallerThanOneExp aborts.
+    model, _ = binary_model(kind, (1, 4), (1, 4), (1.0, 0), (0.5, 0), (2.0 ** -20, 0))
+    assert_unsupported(model, kind, "multiplier")
+
+
+@pytest.mark.parametrize("kind", ["ADD", "MUL"])
+def test_unsupported_shapes(kind):
+    model, _ = binary_model(kind, (1, 4, 3), (1, 4, 5), (0.1, 0), (0.1, 0), (0.1, 0),
+                            out_shape=(1, 4, 5))
+    assert_unsupported(model, kind, "broadcast")
+    model, _ = binary_model(kind, (2, 1, 2, 1, 2, 1, 2), (1, 2, 1, 2, 1, 2, 1), (0.1, 0), (0.1, 0),
+                            (0.1, 0))
+    assert_unsupported(model, kind, "at most 6")
+
+
+def test_unsupported_per_channel_operand():
+    b = ModelBuilder()
+    x = b.tensor((1, 2, 2, 3), scale=0.1, zp=0)
+    c = b.tensor((1, 1, 1, 3), scale=[0.1, 0.2, 0.3], zp=[0, 0, 0], qdim=3, data=[[[[1, 2, 3]]]])
+    y = b.tensor((1, 2, 2, 3), scale=0.1, zp=0)
+    b.op("MUL", [x, c], [y], "MulOptions")
+    assert_unsupported(b.build([x], [y]), "MUL", "per channel")
+
+
+def test_unsupported_fused_activation():
+    model, _ = binary_model("ADD", (1, 4), (1, 4), (0.1, 0), (0.1, 0), (0.1, 0), act="TANH")
+    assert_unsupported(model, "ADD", "TANH")
+
+
+def test_unsupported_mul_multiplier_too_large():
+    model, _ = binary_model("MUL", (1, 4), (1, 4), (1000.0, 0), (1000.0, 0), (1e-6, 0))
+    assert_unsupported(model, "MUL", "left shift")

@@ -1,0 +1,343 @@
+"""int8 activations: RELU, RELU6, LOGISTIC, TANH, HARD_SWISH.
+
+An int8 -> int8 function of one element has only 256 possible inputs, so RELU, LOGISTIC, TANH and
+HARD_SWISH become a 256-byte lookup table computed here, at generation time, by Python functions
+that replay TFLite Micro's integer arithmetic step by step (int32/int16 wrap-around included);
+the generated loop is a byte gather. The tests check every one of the 256 entries against the
+TFLM interpreter. RELU6 needs no table: TFLM clamps the input codes to [zp, q(6)] in the input's
+own quantization (it does not requantize), which is a branch-free clamp.
+
+Which table a layer gets never depends on scale values: always one 256-byte table per
+LUT-kind layer, none for RELU6 (the NAS predicts Flash from shapes).
+
+Quirks of TFLM reproduced on purpose (the interpreter is the judge):
+- RELU requantizes with MultiplyByQuantizedMultiplier(in_s / out_s), then clamps to [out_zp, 127].
+- RELU6 ignores the output tensor's quantization.
+- LOGISTIC requires output zero point -128 but ignores the output scale (assumes 1/256).
+- TANH ignores the output quantization (assumes zero point 0, scale 1/128).
+- HARD_SWISH computes its multipliers in float32 and runs a 16-bit fixed-point pipeline.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinyengine_tf import quant
+from tinyengine_tf.ir import Graph, Op
+from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+
+INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+LUT_KINDS = ("RELU", "LOGISTIC", "TANH", "HARD_SWISH")
+INPUTS = range(-128, 128)
+
+
+# -- C-semantics helpers (exact integer emulation) ---------------------------------------------
+
+def _wrap32(x: int) -> int:
+    return ((x + 2**31) % 2**32) - 2**31
+
+
+def _wrap16(x: int) -> int:
+    return ((x + 2**15) % 2**16) - 2**15
+
+
+def _cdiv(a: int, b: int) -> int:
+    """C's truncating integer division."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _clamp(x: int, lo: int, hi: int) -> int:
+    return lo if x < lo else hi if x > hi else x
+
+
+srdhm = quant.srdhm
+rdbpot = quant.rounding_divide_by_pot
+mbqm = quant.mbqm
+
+
+# -- gemmlowp fixed point, int32 raw values ---------------------------------------------------
+
+def _sat_mul_pot(x: int, exponent: int) -> int:
+    """SaturatingRoundingMultiplyByPOT<exponent> on int32."""
+    if exponent == 0:
+        return x
+    if exponent < 0:
+        return rdbpot(x, -exponent)
+    threshold = (1 << (31 - exponent)) - 1
+    if x > threshold:
+        return INT32_MAX
+    if x < -threshold:
+        return INT32_MIN
+    return x << exponent
+
+
+def _rescale(x: int, src_int_bits: int, dst_int_bits: int) -> int:
+    return _sat_mul_pot(x, src_int_bits - dst_int_bits)
+
+
+def _rounding_half_sum(a: int, b: int) -> int:
+    s = a + b
+    return _cdiv(s + (1 if s >= 0 else -1), 2)
+
+
+def _exp_quarter_interval(a: int) -> int:
+    """exp(x) for x in [-1/4, 0), Q0.31 in and out (Taylor series around -1/8)."""
+    constant_term, one_third = 1895147668, 715827883
+    x = _wrap32(a + (1 << 28))
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    x4_over_4 = rdbpot(x4, 2)
+    poly = rdbpot(_wrap32(srdhm(_wrap32(x4_over_4 + x3), one_third) + x2), 1)
+    return _wrap32(constant_term + srdhm(constant_term, _wrap32(x + poly)))
+
+
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+               (2, 39332535), (3, 720401), (4, 242))
+
+
+def exp_on_negative_values(a: int, int_bits: int) -> int:
+    """gemmlowp exp_on_negative_values: Q(int_bits) input <= 0, Q0.31 output."""
+    frac_bits = 31 - int_bits
+    one_quarter = 1 << (frac_bits - 2)
+    a_mod = _wrap32((a & (one_quarter - 1)) - one_quarter)
+    result = _exp_quarter_interval(_rescale(a_mod, int_bits, 0))
+    remainder = _wrap32(a_mod - a)
+    for exponent, multiplier in _EXP_BARREL:
+        if int_bits > exponent and remainder & (1 << (frac_bits + exponent)):
+            result = srdhm(result, multiplier)
+    if int_bits > 5 and a < -(1 << (36 - int_bits)):
+        result = 0
+    return INT32_MAX if a == 0 else result
+
+
+def _newton_reciprocal_iterations(half_denominator: int) -> int:
+    """Q2.29 approximation of 1 / half_denominator (three Newton-Raphson steps)."""
+    x = _wrap32(1515870810 + srdhm(half_denominator, -1010580540))
+    for _ in range(3):
+        one_minus = _wrap32((1 << 29) - srdhm(half_denominator, x))
+        x = _wrap32(x + _rescale(srdhm(x, one_minus), 4, 2))
+    return x
+
+
+def logistic_q(a: int, int_bits: int) -> int:
+    """gemmlowp logistic: Q(int_bits) in, Q0.31 out."""
+    if a == 0:
+        return 1 << 30
+    abs_a = a if a > 0 else _wrap32(-a)
+    exp_neg = exp_on_negative_values(_wrap32(-abs_a), int_bits)
+    half_denominator = _rounding_half_sum(exp_neg, INT32_MAX)
+    positive = _rescale(_newton_reciprocal_iterations(half_denominator), 1, 0)
+    return positive if a > 0 else _wrap32(INT32_MAX - positive)
+
+
+def tanh_q(a: int, int_bits: int) -> int:
+    """gemmlowp tanh: Q(int_bits) in, Q0.31 out."""
+    if a == 0:
+        return 0
+    n = a if a < 0 else _wrap32(-a)
+    exp_neg = exp_on_negative_values(n, int_bits + 1)  # exp(2n): same raw, one more int bit
+    half_denominator = _rounding_half_sum(exp_neg, INT32_MAX)
+    x = _newton_reciprocal_iterations(half_denominator)
+    t = _rescale(_wrap32(x - (1 << 29)), 2, 0)
+    return _wrap32(-t) if a < 0 else t
+
+
+# -- per-op parameters and element functions --------------------------------------------------
+
+def _sigmoid_tanh_params(input_scale: float) -> tuple[int, int, int]:
+    """(multiplier, left shift, radius) of TFLM's int8 LOGISTIC/TANH Prepare (4 integer bits)."""
+    real = float(np.float32(input_scale)) * float(1 << 27)
+    frac, shift = math.frexp(real)
+    q = quant.round_away(frac * (1 << 31))
+    if q > INT32_MAX or shift < 0:
+        raise ValueError(f"input scale {input_scale:g} is outside the range TFLite Micro's "
+                         "fixed-point logistic/tanh handles")
+    radius = math.floor(15.0 * (1 << 27) / float(1 << shift))
+    return q, shift, radius
+
+
+def logistic_element(x: int, zp: int, q: int, shift: int, radius: int) -> int:
+    d = x - zp
+    if d <= -radius:
+        return -128
+    if d >= radius:
+        return 127
+    out = rdbpot(logistic_q(mbqm(d, q, shift), 4), 23)
+    return _clamp(out - 128, -128, 127)
+
+
+def tanh_element(x: int, zp: int, q: int, shift: int, radius: int) -> int:
+    d = x - zp
+    if d <= -radius:
+        return -128
+    if d >= radius:
+        return 127
+    return _clamp(rdbpot(tanh_q(mbqm(d, q, shift), 4), 24), -128, 127)
+
+
+def logistic_table(in_scale: float, in_zp: int) -> np.ndarray:
+    params = _sigmoid_tanh_params(in_scale)
+    return np.array([logistic_element(x, in_zp, *params) for x in INPUTS], np.int8)
+
+
+def tanh_table(in_scale: float, in_zp: int) -> np.ndarray:
+    params = _sigmoid_tanh_params(in_scale)
+    return np.array([tanh_element(x, in_zp, *params) for x in INPUTS], np.int8)
+
+
+def relu_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.ndarray:
+    q, shift = quant.quantize_multiplier(float(np.float32(in_scale)) / float(np.float32(out_scale)))
+    lo = max(-128, out_zp)
+    return np.array([_clamp(out_zp + mbqm(x - in_zp, q, shift), lo, 127) for x in INPUTS], np.int8)
+
+
+def relu6_bounds(in_scale: float, in_zp: int) -> tuple[int, int]:
+    """TFLM Relu6Prepare: [zp, FloatToQuantizedType(6.0f)] in the input's quantization."""
+    six = float(np.float32(6.0) / np.float32(in_scale))
+    if not abs(six) < 2**30:
+        raise ValueError(f"6.0 / input scale {in_scale:g} overflows int32")
+    return in_zp, _clamp(quant.round_away(six) + in_zp, -128, 127)
+
+
+# 16-bit fixed point of TFLM's reference HardSwish.
+
+def _srdhm16(a: int, b: int) -> int:
+    if a == b == -32768:
+        return 32767
+    ab = a * b
+    return _wrap16(_cdiv(ab + ((1 << 14) if ab >= 0 else 1 - (1 << 14)), 1 << 15))
+
+
+def _sdhm16(a: int, b: int) -> int:
+    """SaturatingDoublingHighMul: like _srdhm16 but truncating toward zero."""
+    if a == b == -32768:
+        return 32767
+    return _wrap16(_cdiv(a * b, 1 << 15))
+
+
+def _rdbpot16(x: int, e: int) -> int:
+    """gemmlowp RoundingDivideByPOT instantiated for int16_t (mask truncated to 16 bits)."""
+    mask = _wrap16((1 << e) - 1)
+    remainder = _wrap16(x & mask)
+    threshold = _wrap16((mask >> 1) + (1 if x < 0 else 0))
+    return _wrap16((x >> e) + (1 if remainder > threshold else 0))
+
+
+def _sat_lshift16(x: int, amount: int) -> int:
+    return _clamp(x * (1 << amount), -32768, 32767)
+
+
+def _downscale_to_int16(q: int) -> int:
+    if q >= INT32_MAX - (1 << 15):
+        return 32767
+    return (q + (1 << 15)) >> 16
+
+
+def hard_swish_params(in_scale: float, out_scale: float) -> tuple[int, int, int, int]:
+    """(output mult16, output exponent, reluish mult16, reluish exponent), float32 math as TFLM."""
+    hires = np.float32(1.0 / 128.0) * np.float32(in_scale)
+    reluish_scale = np.float32(3.0) / np.float32(32768.0)
+    q_out, e_out = quant.quantize_multiplier(float(np.float32(hires / np.float32(out_scale))))
+    q_rel, e_rel = quant.quantize_multiplier(float(np.float32(hires / reluish_scale)))
+    if e_out > 0:
+        raise ValueError("the output scale is more than 128x smaller than the input scale, "
+                         "which TFLite Micro's HARD_SWISH rejects")
+    if e_out < -31 or not -31 <= e_rel <= 31:
+        raise ValueError("the input/output scales put HARD_SWISH's shifts out of range")
+    return _downscale_to_int16(q_out), e_out, _downscale_to_int16(q_rel), e_rel
+
+
+def hard_swish_element(x: int, in_zp: int, out_zp: int, m_out: int, e_out: int, m_rel: int,
+                       e_rel: int) -> int:
+    hires = _wrap16(_wrap16(x - in_zp) * 128)
+    preshift_out = _srdhm16(hires, m_out)
+    reluish = hires
+    if e_rel > 0:
+        reluish = _sat_lshift16(reluish, e_rel - 1)
+    reluish = _srdhm16(reluish, m_rel)
+    if e_rel > 0:
+        reluish = _sat_lshift16(reluish, 1)
+    if e_rel < 0:
+        reluish = _rdbpot16(reluish, -e_rel)
+    reluish = (reluish + (1 << 15)) >> 1
+    out = _rdbpot16(_sdhm16(reluish, preshift_out), -e_out)
+    return _clamp(_wrap16(out + out_zp), -128, 127)
+
+
+def hard_swish_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.ndarray:
+    params = hard_swish_params(in_scale, out_scale)
+    return np.array([hard_swish_element(x, in_zp, out_zp, *params) for x in INPUTS], np.int8)
+
+
+def table_for(kind: str, x, y) -> np.ndarray:
+    """The 256-entry table of a LUT kind, indexed by input code + 128. ValueError if TFLM
+    would refuse the quantization."""
+    if kind == "RELU":
+        return relu_table(x.s, x.zp, y.s, y.zp)
+    if kind == "LOGISTIC":
+        if y.zp != -128:
+            raise ValueError(f"output zero point is {y.zp}; TFLite Micro's int8 LOGISTIC requires "
+                             "-128 (scale 1/256)")
+        return logistic_table(x.s, x.zp)
+    if kind == "TANH":
+        return tanh_table(x.s, x.zp)
+    if kind == "HARD_SWISH":
+        return hard_swish_table(x.s, x.zp, y.s, y.zp)
+    raise KeyError(kind)
+
+
+# -- kernels ----------------------------------------------------------------------------------
+
+def _check_unary(op: Op, ctx: EmitContext):
+    if len(op.inputs) != 1 or len(op.outputs) != 1 or op.inputs[0] < 0:
+        raise ctx.unsupported(op, f"expects 1 input and 1 output, got {len(op.inputs)} and "
+                                  f"{len(op.outputs)}")
+    x, y = ctx.t_in(op, 0), ctx.t_out(op)
+    ctx.require_int8(op, x, y)
+    ctx.require_per_tensor(op, x, y)
+    if x.numel != y.numel:
+        raise ctx.unsupported(op, f"input {list(x.shape)} and output {list(y.shape)} differ in size")
+    return x, y
+
+
+def _footprint(op: Op, g: Graph) -> tuple[int, int]:
+    """256 bytes of table for a LUT kind (none for an empty tensor), plus a constant input."""
+    y = g.t(op.outputs[0])
+    if y.numel == 0:
+        return 0, 0
+    x = g.t(op.inputs[0])
+    table = 256 if op.kind in LUT_KINDS else 0
+    return table + (x.nbytes if x.is_const else 0), 0
+
+
+@kernel(*LUT_KINDS, footprint=_footprint)
+def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    x, y = _check_unary(op, ctx)
+    try:
+        table = table_for(op.kind, x, y)
+    except ValueError as exc:
+        raise ctx.unsupported(op, str(exc), "Requantize the model") from None
+    if y.numel == 0:
+        return LayerCode(body="", in_place=True)
+    lut = ctx.const("lut", table, "int8_t")
+    src = ctx.operand(op, 0)
+    body = f"\n  for (int i = 0; i < {y.numel}; ++i) out0[i] = {lut}[(int32_t){src}[i] + 128];"
+    return LayerCode(body=body, in_place=not x.is_const)
+
+
+@kernel("RELU6", footprint=_footprint)
+def relu6(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    x, y = _check_unary(op, ctx)
+    try:
+        lo, hi = relu6_bounds(x.s, x.zp)
+    except ValueError as exc:
+        raise ctx.unsupported(op, str(exc), "Requantize the model") from None
+    if y.numel == 0:
+        return LayerCode(body="", in_place=True)
+    src = ctx.operand(op, 0)
+    body = (f"\n  for (int i = 0; i < {y.numel}; ++i) "
+            f"out0[i] = (int8_t)te_clamp({src}[i], {lo}, {hi});")
+    return LayerCode(body=body, in_place=not x.is_const)

@@ -1,0 +1,226 @@
+"""ADD, SUB and MUL on int8 tensors, with TFLM's broadcasting (up to 6-D) and fused activation.
+
+Arithmetic (TFLM add_common.cc / sub_common.cc / mul_common.cc and reference/integer_ops):
+- ADD/SUB rescale both inputs to a common scale with 20 bits of headroom
+  (``(x - zp) << 20`` times ``s_k / (2 * max(s1, s2))``), add or subtract, then rescale to the
+  output with ``2 * max(s1, s2) / (2^20 * s_out)``; every multiplier comes from the
+  "smaller than one" QuantizeMultiplier, computed in double.
+- MUL multiplies the zero-point-corrected inputs in int32 and requantizes once with
+  ``s1 * s2 / s_out`` (double).
+Right-shift requantizations use te_mbqm_1r (te_activations.h): TFLM's two roundings folded
+exactly into one 64-bit rounding shift, which vectorizes better.
+
+Specialization: the output shape is split into maximal runs of dimensions over which each input
+is either fully present or broadcast; the loop nest walks those runs with literal strides, and the
+innermost loop is contiguous. When one operand is constant along the innermost run its rescaled
+value is computed once, outside the loop.
+"""
+from __future__ import annotations
+
+from tinyengine_tf import quant
+from tinyengine_tf.ir import Graph, Op
+from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+
+LEFT_SHIFT = 20       # int8 ADD/SUB headroom bits (TFLM: 15 for int16, 20 for int8)
+MAX_BROADCAST_RANK = 6  # TFLM's BroadcastBinaryFunction6DSlow / BroadcastSubCommon limit
+HEADERS = ("te_activations.h",)  # te_mbqm_1r
+
+
+# -- shapes -------------------------------------------------------------------------------------
+
+def broadcast_runs(op: Op, ctx: EmitContext, s1, s2, so) -> list:
+    """[(size, full1, full2)]: the output as merged dimension runs; fullK says input K varies.
+
+    Dimensions of extent 1 vanish and neighbours with the same broadcast pattern merge, so an
+    equal-shape op is one run and [N,H,W,C] + [C] is two.
+    """
+    s1, s2, so = tuple(s1), tuple(s2), tuple(so)
+    rank = max(len(s1), len(s2), len(so))
+    a, b, o = ((1,) * (rank - len(s)) + s for s in (s1, s2, so))
+    for d in range(rank):
+        if a[d] not in (1, o[d]) or b[d] not in (1, o[d]) or o[d] != max(a[d], b[d]):
+            raise ctx.unsupported(op, f"input shapes {list(s1)} and {list(s2)} do not broadcast "
+                                      f"to the output shape {list(so)}",
+                                  "Re-export the model; the shapes are inconsistent")
+    if a != b and rank > MAX_BROADCAST_RANK:
+        raise ctx.unsupported(op, f"broadcasting {list(s1)} with {list(s2)} needs {rank} dimensions; "
+                                  f"TFLite Micro broadcasts at most {MAX_BROADCAST_RANK}",
+                              "Reshape the operands to fewer dimensions in the model")
+    runs: list = []
+    for d in range(rank):
+        if o[d] == 1:
+            continue
+        pattern = (a[d] == o[d], b[d] == o[d])
+        if runs and runs[-1][1:] == pattern:
+            runs[-1] = (runs[-1][0] * o[d], *pattern)
+        else:
+            runs.append((o[d], *pattern))
+    return runs
+
+
+def _strides(runs: list, which: int) -> list:
+    """Element stride of one input along each run (0 where it is broadcast)."""
+    strides, step = [0] * len(runs), 1
+    for k in range(len(runs) - 1, -1, -1):
+        size, full = runs[k][0], runs[k][which]
+        strides[k] = step if full else 0
+        step *= size if full else 1
+    return strides
+
+
+def _pointer(base: str, index_vars: list, strides: list) -> str:
+    """base + sum(index * stride), leaving out broadcast (stride 0) dimensions."""
+    terms = [f"{v} * {s}" if s != 1 else v for v, s in zip(index_vars, strides) if s]
+    return " + ".join([base] + terms)
+
+
+def loop_nest(runs: list, a: str, b: str, scale_a, scale_b, combine) -> str:
+    """C loops over the runs. scale_x(expr) -> C int32 expression of one input element;
+    combine(ea, eb) -> C int32 expression of the clamped output element."""
+    if not runs:
+        return f"\n  out0[0] = (int8_t)({combine(scale_a(f'{a}[0]'), scale_b(f'{b}[0]'))});"
+    outer, (n, full_a, full_b) = runs[:-1], runs[-1]
+    sa, sb = _strides(runs, 1), _strides(runs, 2)
+    so = _strides([(r[0], True, True) for r in runs], 1)
+    ivars = [f"i{k}" for k in range(len(outer))]
+    head, tail, indent = "", "", "  "
+    for v, (size, _, _) in zip(ivars, outer):
+        head += f"\n{indent}for (int {v} = 0; {v} < {size}; ++{v}) {{"
+        tail = f"\n{indent}}}" + tail
+        indent += "  "
+    pa, pb, po = (_pointer(base, ivars, st[:-1]) for base, st in ((a, sa), (b, sb), ("out0", so)))
+    if full_a and full_b:
+        inner = (f"\n{indent}for (int i = 0; i < {n}; ++i) "
+                 f"po[i] = (int8_t)({combine(scale_a('pa[i]'), scale_b('pb[i]'))});")
+    elif full_a:
+        inner = (f"\n{indent}const int32_t vb = {scale_b('pb[0]')};"
+                 f"\n{indent}for (int i = 0; i < {n}; ++i) "
+                 f"po[i] = (int8_t)({combine(scale_a('pa[i]'), 'vb')});")
+    else:
+        inner = (f"\n{indent}const int32_t va = {scale_a('pa[0]')};"
+                 f"\n{indent}for (int i = 0; i < {n}; ++i) "
+                 f"po[i] = (int8_t)({combine('va', scale_b('pb[i]'))});")
+    body = (f"\n{indent}const int8_t *pa = {pa};\n{indent}const int8_t *pb = {pb};"
+            f"\n{indent}int8_t *po = {po};{inner}")
+    return head + body + tail
+
+
+# -- quantization ---------------------------------------------------------------------------------
+
+def _check_io(op: Op, ctx: EmitContext):
+    if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
+        raise ctx.unsupported(op, f"expects 2 inputs and 1 output, got {len(op.inputs)} and "
+                                  f"{len(op.outputs)}")
+    x1, x2, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    ctx.require_int8(op, x1, x2, y)
+    ctx.require_per_tensor(op, x1, x2, y)
+    return x1, x2, y
+
+
+def _activation(op: Op, ctx: EmitContext, y) -> tuple:
+    act = op.options.get("fused_activation_function") or "NONE"
+    try:
+        return quant.activation_range(act, y.s, y.zp)
+    except ValueError:
+        raise ctx.unsupported(op, f"fused activation {act} is not supported by TFLite Micro's "
+                                  "int8 kernels", "Use NONE, RELU, RELU6 or RELU_N1_TO_1") from None
+
+
+def _smaller_than_one(op: Op, ctx: EmitContext, m: float, what: str) -> tuple[int, int]:
+    """TFLM QuantizeMultiplierSmallerThanOneExp: (q, right shift); TFLM aborts outside (0, 1)."""
+    if not 0.0 < m < 1.0:
+        raise ctx.unsupported(op, f"the {what} multiplier {m:.6g} is outside (0, 1), which "
+                                  "TFLite Micro rejects (input scales too large for the output "
+                                  "scale)", "Requantize the model with a wider output range")
+    q, shift = quant.quantize_multiplier(m)
+    if shift > 0:  # m rounded up to 1.0
+        raise ctx.unsupported(op, f"the {what} multiplier {m:.17g} rounds to 1.0, which TFLite "
+                                  "Micro rejects", "Requantize the model")
+    return q, -shift
+
+
+def add_sub_params(s1: float, s2: float, so: float):
+    """The three real multipliers of int8 ADD and SUB, in double from the float32 scales.
+
+    (TFLM's sub_common.cc has also been seen dividing in float32; the interpreter this project
+    is judged by computes SUB in double like ADD, and one-code differences show up otherwise.)"""
+    twice = 2.0 * max(s1, s2)
+    return s1 / twice, s2 / twice, twice / ((1 << LEFT_SHIFT) * so)
+
+
+def _plus(x: str, k: int) -> str:
+    """x + k for a literal k, written without a double sign."""
+    return x if k == 0 else (f"{x} + {k}" if k > 0 else f"{x} - {-k}")
+
+
+def _mbqm_expr(x: str, q: int, shift: int) -> str:
+    # A left shift can wrap int32 (TFLM's behaviour too): keep the two-step form for it.
+    return f"te_mbqm({x}, {q}, {shift})" if shift > 0 else f"te_mbqm_1r({x}, {q}, {-shift})"
+
+
+# -- kernels --------------------------------------------------------------------------------------
+
+def _in_place(x1, y) -> bool:
+    """Element i of the output reads only element i of input 0, so it may overwrite input 0.
+
+    The shapes already broadcast, so equal element counts mean input 0 is not broadcast."""
+    return not x1.is_const and x1.numel == y.numel
+
+
+def _footprint(op: Op, g: Graph) -> tuple[int, int]:
+    """Flash: the constant operands, stored as they are. No scratch."""
+    if g.t(op.outputs[0]).numel == 0:
+        return 0, 0
+    flash = sum(g.t(i).nbytes for i in op.inputs[:2] if i >= 0 and g.t(i).is_const)
+    return flash, 0
+
+
+@kernel("ADD", "SUB", footprint=_footprint)
+def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    x1, x2, y = _check_io(op, ctx)
+    runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape)
+    lo, hi = _activation(op, ctx, y)
+    m1, m2, mo = add_sub_params(x1.s, x2.s, y.s)
+    q1, r1 = _smaller_than_one(op, ctx, m1, "input 1")
+    q2, r2 = _smaller_than_one(op, ctx, m2, "input 2")
+    qo, ro = _smaller_than_one(op, ctx, mo, "output")
+    sign = "-" if op.kind == "SUB" else "+"
+    unit = 1 << LEFT_SHIFT  # (x - zp) * 2^20 stays below 2^28: an exact int32 product
+
+    def scale(q, r, zp):
+        return lambda e: f"te_mbqm_1r(({_plus(f'(int32_t){e}', -zp)}) * {unit}, {q}, {r})"
+
+    def combine(ea, eb):
+        return f"te_clamp({_plus(f'te_mbqm_1r({ea} {sign} {eb}, {qo}, {ro})', y.zp)}, {lo}, {hi})"
+
+    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine)
+    return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
+
+
+@kernel("MUL", footprint=_footprint)
+def mul(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    x1, x2, y = _check_io(op, ctx)
+    runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape)
+    lo, hi = _activation(op, ctx, y)
+    q, shift = quant.quantize_multiplier(x1.s * x2.s / y.s)
+    if shift > 30:
+        raise ctx.unsupported(op, f"the output multiplier {x1.s * x2.s / y.s:.6g} needs a left shift "
+                                  f"of {shift} bits, beyond TFLite Micro's range",
+                              "Requantize the model with a wider output range")
+
+    def scale(zp):
+        return lambda e: f"({_plus(f'(int32_t){e}', -zp)})"
+
+    def combine(ea, eb):
+        # |(x1 - zp1) * (x2 - zp2)| <= 255 * 255: the int32 product is exact.
+        return f"te_clamp({_plus(_mbqm_expr(f'{ea} * {eb}', q, shift), y.zp)}, {lo}, {hi})"
+
+    body = _emit(op, ctx, y, runs, scale(x1.zp), scale(x2.zp), combine)
+    return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
+
+
+def _emit(op, ctx, y, runs, scale_a, scale_b, combine) -> str:
+    if y.numel == 0:
+        return ""
+    a, b = ctx.operand(op, 0), ctx.operand(op, 1)
+    return loop_nest(runs, a, b, scale_a, scale_b, combine)

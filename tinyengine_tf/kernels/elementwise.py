@@ -7,7 +7,7 @@ Arithmetic (TFLM add_common.cc / sub_common.cc / mul_common.cc and reference/int
   "smaller than one" QuantizeMultiplier, computed in double.
 - MUL multiplies the zero-point-corrected inputs in int32 and requantizes once with
   ``s1 * s2 / s_out`` (double).
-Right-shift requantizations use te_mbqm_1r (te_activations.h): TFLM's two roundings folded
+Right-shift requantizations use te_mbqm_1r (te_runtime.h): TFLM's two roundings folded
 exactly into one 64-bit rounding shift, which vectorizes better.
 
 Specialization: the output shape is split into maximal runs of dimensions over which each input
@@ -23,7 +23,7 @@ from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 
 LEFT_SHIFT = 20       # int8 ADD/SUB headroom bits (TFLM: 15 for int16, 20 for int8)
 MAX_BROADCAST_RANK = 6  # TFLM's BroadcastBinaryFunction6DSlow / BroadcastSubCommon limit
-HEADERS = ("te_activations.h",)  # te_mbqm_1r
+HEADERS = ()
 
 
 # -- shapes -------------------------------------------------------------------------------------

@@ -291,4 +291,6 @@ def _buffer_name(graph, b) -> str:
     if b.key.startswith("s"):
         return f"scratch({b.size})"
     t = graph.t(b.tensors[0])
-    return f"{t.name or b.key}({b.size})"
+    # Converter names join every fused op with ';': the first part names the tensor well enough.
+    name = (t.name or b.key).split(";")[0]
+    return f"{name[:40] + '...' if len(name) > 43 else name}({b.size})"

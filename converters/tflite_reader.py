@@ -30,6 +30,29 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+_OPTION_TYPES = {v: k for k, v in vars(schema.BuiltinOptions).items() if not k.startswith("_")}
+_OPTIONS_FOR = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
+                "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
+                "MAX_POOL_2D": "Pool2DOptions", "SOFTMAX": "SoftmaxOptions", "ADD": "AddOptions",
+                "SUB": "SubOptions", "MUL": "MulOptions", "RESHAPE": "ReshapeOptions",
+                "CONCATENATION": "ConcatenationOptions", "PAD": "PadOptions",
+                "MEAN": "ReducerOptions", "SQUEEZE": "SqueezeOptions"}
+_OPTIONS_REQUIRED = {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D"}
+
+
+def _check_options_type(op_t, kind, k):
+    where = f"{kind} (op #{k})"
+    got = _OPTION_TYPES.get(op_t.builtinOptionsType)
+    if got is None:
+        raise InvalidModelError(f"{where} has unknown builtin options type "
+                                f"{op_t.builtinOptionsType}; the model is corrupt, re-export it")
+    want = _OPTIONS_FOR.get(kind)
+    if want and got != "NONE" and got != want:
+        raise InvalidModelError(f"{where} carries {got} instead of {want}; the model is corrupt")
+    if kind in _OPTIONS_REQUIRED and (got == "NONE" or op_t.builtinOptions is None):
+        raise InvalidModelError(f"{where} has no {want}; the model is corrupt, re-export it")
+
+
 def _options(op_t) -> dict:
     """Builtin options as a plain dict with snake_case keys and enum names resolved."""
     opts = {}
@@ -39,11 +62,11 @@ def _options(op_t) -> dict:
             if isinstance(value, np.ndarray):
                 value = [int(v) for v in value]
             opts[key] = value
-    if "padding" in opts:
-        opts["padding"] = _PADDING.get(opts["padding"], opts["padding"])
-    if "fused_activation_function" in opts:
-        opts["fused_activation_function"] = _ACTIVATION.get(
-            opts["fused_activation_function"], opts["fused_activation_function"])
+    for key, names in (("padding", _PADDING), ("fused_activation_function", _ACTIVATION)):
+        if key in opts:
+            if opts[key] not in names:
+                raise InvalidModelError(f"unknown {key} value {opts[key]}; the model is corrupt")
+            opts[key] = names[opts[key]]
     return opts
 
 
@@ -100,6 +123,9 @@ def _tensor(data: bytes, model, index: int, t) -> Tensor:
     numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if numel > MAX_ELEMENTS:
         raise InvalidModelError(f"{where} ({name}) claims {numel} elements, more than any MCU model")
+    if t.isVariable:
+        raise InvalidModelError(f"{where} ({name}) is a variable (persistent state); stateful "
+                                "models are not supported")
     if t.sparsity is not None:
         raise InvalidModelError(f"{where} ({name}) is sparse; densify the model before converting")
 
@@ -178,7 +204,12 @@ def read_tflite(data: bytes, name: str = "model") -> Graph:
         outs = [check_index(i, f"{kind} (op #{k}) output") for i in (op_t.outputs if op_t.outputs is not None else [])]
         if not outs or any(o < 0 for o in outs):
             raise InvalidModelError(f"{kind} (op #{k}) has no valid output tensor")
-        ops.append(Op(index=k, kind=kind, inputs=ins, outputs=outs, options=_options(op_t)))
+        _check_options_type(op_t, kind, k)
+        try:
+            options = _options(op_t)
+        except InvalidModelError as exc:
+            raise InvalidModelError(f"{kind} (op #{k}): {exc}") from None
+        ops.append(Op(index=k, kind=kind, inputs=ins, outputs=outs, options=options))
 
     inputs = [check_index(i, "subgraph input") for i in (sg.inputs if sg.inputs is not None else [])]
     outputs = [check_index(i, "subgraph output") for i in (sg.outputs if sg.outputs is not None else [])]
@@ -218,12 +249,20 @@ def _execution_order(ops, tensors, inputs):
 def _check_dataflow(graph: Graph):
     produced = set(graph.inputs) | {o for op in graph.ops for o in op.outputs}
     for op in graph.ops:
+        for i in op.inputs + op.outputs:
+            if i >= 0 and not graph.t(i).is_const and 0 in graph.t(i).shape:
+                raise InvalidModelError(f"{op.label()} uses tensor #{i} of shape "
+                                        f"{list(graph.t(i).shape)}, which holds no elements")
+    for op in graph.ops:
         for i in op.inputs:
             if i >= 0 and not graph.t(i).is_const and i not in produced:
                 raise InvalidModelError(f"{op.label()} reads tensor #{i} ({graph.t(i).name}), which "
                                         "is neither a constant, a model input nor any op's output")
     for o in graph.outputs:
-        if o not in produced and not graph.t(o).is_const:
+        if graph.t(o).is_const:
+            raise InvalidModelError(f"model output tensor #{o} is a constant; a model's outputs "
+                                    "must be computed by its ops")
+        if o not in produced:
             raise InvalidModelError(f"model output tensor #{o} is never written")
     for i in graph.inputs:
         if graph.t(i).is_const:

@@ -15,6 +15,10 @@ INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 
 def round_away(x: float) -> int:
     """C's std::round: halves go away from zero (Python's round() goes to even)."""
+    if not math.isfinite(x):
+        from tinyengine_tf.errors import QuantizationError
+        raise QuantizationError(f"a quantization parameter computation overflowed ({x}); the "
+                                "model's scales are out of range")
     return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
 
 

@@ -104,6 +104,8 @@ class EmitContext:
         return UnsupportedOpError(msg, op_kind=op.kind, op_index=op.index)
 
     def t_in(self, op: Op, k: int) -> Tensor:
+        if k >= len(op.inputs) or op.inputs[k] < 0:
+            raise self.unsupported(op, f"input {k} is missing")
         return self.graph.t(op.inputs[k])
 
     def t_out(self, op: Op, k: int = 0) -> Tensor:

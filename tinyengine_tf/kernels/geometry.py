@@ -28,7 +28,7 @@ class Window:
     def from_op(cls, op, ih, iw, kh, kw, oh, ow) -> "Window":
         o = op.options
         sh, sw = int(o.get("stride_h", 1)), int(o.get("stride_w", 1))
-        dh, dw = int(o.get("dilation_h_factor", 1) or 1), int(o.get("dilation_w_factor", 1) or 1)
+        dh, dw = int(o.get("dilation_h_factor", 1)), int(o.get("dilation_w_factor", 1))
         if min(sh, sw, dh, dw) < 1 or min(kh, kw) < 1:
             raise UnsupportedOpError(f"{op.label()}: strides {sh}x{sw}, dilations {dh}x{dw} and kernel "
                                      f"{kh}x{kw} must be positive", op.kind, op.index)
@@ -47,6 +47,9 @@ class Window:
                 "the model is inconsistent, re-export it", op.kind, op.index)
         pt = et + (quant.same_padding(ph, kh, sh, dh, oh) if padding == "SAME" else 0)
         pl = el + (quant.same_padding(pw, kw, sw, dw, ow) if padding == "SAME" else 0)
+        if max(sh, sw, dh, dw, pt, pl) > 32767:
+            raise UnsupportedOpError(f"{op.label()}: strides, dilations and padding must fit in "
+                                     "int16 as TFLite Micro stores them", op.kind, op.index)
         return cls(ih, iw, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow)
 
     def interior(self, axis: str) -> tuple[int, int]:

@@ -61,7 +61,12 @@ def fold_constants(graph):
     g = graph.copy()
     kept = []
     for op in g.ops:
-        value = _evaluate(op, g) if len(op.outputs) == 1 else None
+        try:
+            value = _evaluate(op, g) if len(op.outputs) == 1 else None
+        except (ValueError, IndexError, TypeError, AttributeError) as exc:
+            from tinyengine_tf.errors import InvalidModelError
+            raise InvalidModelError(f"{op.label()}: its constant inputs do not fit its output "
+                                    f"({exc}); the model is inconsistent") from None
         if value is None:
             kept.append(op)
             continue

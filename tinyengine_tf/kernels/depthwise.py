@@ -1,0 +1,368 @@
+"""DEPTHWISE_CONV_2D: any kernel size, stride, dilation and depth multiplier; SAME, VALID or a
+folded explicit pad; per-tensor or per-channel filter scales; optional bias; fused activation.
+
+Two code shapes, chosen from shapes alone (the NAS predicts memory from them):
+
+- In place (depth multiplier 1, output no larger than the input). Channel by channel, the input
+  channel is gathered into a scratch plane (IH x IW plus the zero-point padding ring its windows
+  reach), the output channel is computed from the plane, then scattered to the output. Output
+  element (y, x, c) lives at pixel y*OW+x, channel c: an input slot of the same channel, already
+  copied to the plane, so the planner may put the output over the input and the layer needs only
+  one plane of extra memory. The taps are unrolled with the weights in registers, and with the
+  padding in the plane every output reads its whole window without a bounds check.
+- Out of place (depth multiplier > 1, or an output larger than its input, which a folded PAD can
+  cause). Pixel by pixel with the innermost loop contiguous over input channels and the taps
+  unrolled; border pixels skip out-of-image taps, which is TFLite Micro's zero-point padding.
+
+Interior pixels (all of them in place) start from a bias with the input zero point folded in
+(bias + in_offset * sum(w)), so their inner loop is a plain dot product.
+
+TFLite Micro treats fused activations other than RELU, RELU6 and RELU_N1_TO_1 as none (a fused
+TANH is silently dropped); this kernel refuses them instead of reproducing that.
+"""
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyengine_tf import quant
+from tinyengine_tf.ir import Graph, Op
+from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.geometry import Window, requant
+
+INT32_MAX = 2**31 - 1
+# Fused activations TFLite Micro's CalculateActivationRangeQuantized accepts.
+ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+
+
+@dataclass
+class Layout:
+    """Every decision that fixes the emitted arrays and scratch: a function of shapes only."""
+    n: int
+    ih: int
+    iw: int
+    ic: int
+    oc: int
+    mult: int
+    win: Window
+    per_channel: bool
+    in_place: bool
+
+    @property
+    def taps(self) -> int:
+        return self.win.kh * self.win.kw
+
+    @property
+    def has_interior(self) -> bool:
+        ylo, yhi = self.win.interior("y")
+        xlo, xhi = self.win.interior("x")
+        return ylo < yhi and xlo < xhi
+
+    @property
+    def has_border(self) -> bool:
+        ylo, yhi = self.win.interior("y")
+        xlo, xhi = self.win.interior("x")
+        return not (ylo == 0 and yhi == self.win.oh and xlo == 0 and xhi == self.win.ow)
+
+    @property
+    def plane(self) -> tuple[int, int]:
+        """Rows and columns of the in-place scratch plane: the input channel plus the padding
+        ring its windows reach, so every tap is in bounds."""
+        w = self.win
+        bottom = max(0, (w.oh - 1) * w.sh + (w.kh - 1) * w.dh + 1 - w.ih - w.pt)
+        right = max(0, (w.ow - 1) * w.sw + (w.kw - 1) * w.dw + 1 - w.iw - w.pl)
+        return w.pt + w.ih + bottom, w.pl + w.iw + right
+
+    def arrays(self) -> dict:
+        """hint -> (element count, C type) of every constant array the layer references."""
+        out = {"w": (self.oc * self.taps, "int8_t")}
+        # In place, padding lives in the plane: every pixel takes the folded bias.
+        if self.has_interior or self.in_place:
+            out["bias_folded"] = (self.oc, "int32_t")
+        if self.has_border and not self.in_place:
+            out["bias"] = (self.oc, "int32_t")
+        if self.per_channel:
+            out["mult"] = (self.oc, "int32_t")
+            out["shift"] = (self.oc, "int8_t")
+        return out
+
+    @property
+    def scratch_bytes(self) -> int:
+        # One padded channel plane of one batch: batches run one after another.
+        return self.plane[0] * self.plane[1] if self.in_place else 0
+
+
+def layout(op: Op, g: Graph, ctx: EmitContext) -> Layout:
+    """Shape checks shared by the kernel and its footprint."""
+    x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4:
+        raise ctx.unsupported(op, "input, filter and output must be 4-D (NHWC, 1xKHxKWxOC)")
+    n, ih, iw, ic = x.shape
+    one, kh, kw, oc = w.shape
+    if one != 1 or y.shape[0] != n or y.shape[3] != oc or ic < 1 or oc % ic:
+        raise ctx.unsupported(op, f"filter {list(w.shape)} does not match input {list(x.shape)} "
+                                  f"and output {list(y.shape)}")
+    mult = oc // ic
+    opt_mult = op.options.get("depth_multiplier", mult)
+    if opt_mult != mult:
+        # TFLite Micro loops over the option's multiplier, not the shapes' ratio.
+        raise ctx.unsupported(op, f"depth_multiplier option is {opt_mult} but the shapes give "
+                                  f"{oc} / {ic} = {mult}", "Re-export the model")
+    win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
+    per_channel = w.scale is not None and len(w.scale) > 1
+    in_place = mult == 1 and win.oh * win.ow <= ih * iw
+    return Layout(n, ih, iw, ic, oc, mult, win, per_channel, in_place)
+
+
+def footprint(op: Op, g: Graph) -> tuple[int, int]:
+    """(flash bytes, scratch bytes) exactly as the emitted layer declares them."""
+    lay = layout(op, g, EmitContext(g, "footprint"))
+    size = {"int8_t": 1, "int32_t": 4}
+    flash = sum(count * size[ctype] for count, ctype in lay.arrays().values())
+    return flash, lay.scratch_bytes
+
+
+def _bias(op: Op, ctx: EmitContext, oc: int) -> np.ndarray:
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        b = ctx.t_in(op, 2)
+        if not b.is_const or b.dtype != "int32" or b.numel != oc:
+            raise ctx.unsupported(op, f"bias must be a constant int32 vector of {oc}, got {b.describe()}")
+        return b.data.astype(np.int64).ravel()
+    return np.zeros(oc, np.int64)
+
+
+def _activation_range(op: Op, ctx: EmitContext, y) -> tuple[int, int]:
+    act = op.options.get("fused_activation_function") or "NONE"
+    if act not in ACTIVATIONS:
+        raise ctx.unsupported(op, f"fused activation {act} is not supported by TFLite Micro's int8 "
+                                  "kernels", "Use a separate activation layer")
+    return quant.activation_range(act, y.s, y.zp)
+
+
+def _check_quantization(op: Op, ctx: EmitContext, lay: Layout):
+    x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    ctx.require_int8(op, x, w, y)
+    ctx.require_per_tensor(op, x, y)
+    if not w.is_const:
+        raise ctx.unsupported(op, "the filter is not a constant tensor")
+    if np.any(w.zero_point != 0):
+        raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)")
+    if len(w.scale) not in (1, lay.oc):
+        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales; TFLite Micro needs 1 or one "
+                                  f"per output channel ({lay.oc})")
+
+
+def _offset_term(value: str, in_off: int) -> str:
+    """`(value + in_off)` with the literal folded in cleanly."""
+    if in_off == 0:
+        return f"(int32_t){value}"
+    return f"((int32_t){value} {'+' if in_off > 0 else '-'} {abs(in_off)})"
+
+
+@kernel("DEPTHWISE_CONV_2D", footprint=footprint)
+def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    lay = layout(op, g, ctx)
+    _check_quantization(op, ctx, lay)
+    x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    oc, taps = lay.oc, lay.taps
+    bias = _bias(op, ctx, oc)
+    weights = w.data.reshape(taps, oc).astype(np.int64)        # [tap][output channel]
+    # Worst case of any partial sum, in either order of summation, must fit the int32 accumulator.
+    worst = np.abs(bias) + 256 * np.abs(weights).sum(axis=0)
+    if worst.max(initial=0) > INT32_MAX:
+        raise ctx.unsupported(op, "a bias is so large that the int32 accumulator could overflow",
+                              "Check the model's bias quantization")
+    in_off = -x.zp
+    folded = bias + in_off * weights.sum(axis=0)
+    lo, hi = _activation_range(op, ctx, y)
+    q, shift = quant.channel_multipliers(x.s, w.scale, y.s, oc)
+
+    arrays = lay.arrays()
+    if lay.in_place:
+        # [channel][tap]: one channel's taps are loaded once into registers.
+        order, weight_data, index = np.arange(oc), weights.T, "c"
+    else:
+        # Output channel k*M + m stored as m*IC + k: for each m, the loop over input channels k
+        # reads weights, biases and multipliers contiguously.
+        order = np.arange(oc).reshape(lay.ic, lay.mult).T.ravel()
+        weight_data = weights[:, order].reshape(taps, lay.mult, lay.ic).transpose(1, 0, 2)
+        index = "mk"
+    syms = {"w": ctx.const("w", weight_data.ravel(), "int8_t")}
+    if "bias_folded" in arrays:
+        syms["bias_folded"] = ctx.const("bias_folded", folded[order], "int32_t")
+    if "bias" in arrays:
+        syms["bias"] = ctx.const("bias", bias[order], "int32_t")
+    epilogue = requant(ctx, "acc", index, q[order], shift[order], lay.per_channel, y.zp, lo, hi)
+    if lay.in_place:
+        return LayerCode(body=_in_place_body(lay, syms, epilogue, x.zp),
+                         scratch_bytes=lay.scratch_bytes, in_place=True)
+    return LayerCode(body=_out_of_place_body(lay, syms, epilogue, in_off))
+
+
+# -- in place, channel by channel -----------------------------------------------------------------
+
+def _in_place_body(lay: Layout, syms: dict, epilogue: str, x_zp: int) -> str:
+    win, c_n, taps = lay.win, lay.ic, lay.taps
+    ph, pw = lay.plane
+    wloads = ", ".join(f"w{t} = wc[{t}]" for t in range(taps))
+    if (ph, pw) == (lay.ih, lay.iw):
+        copy = f"for (int i = 0; i < {ph * pw}; ++i) scratch[i] = xb[i * {c_n} + c];"
+    else:
+        # Results overwrite the padding ring too: refill it with the zero point every channel.
+        copy = (f"memset(scratch, {x_zp}, {ph * pw});\n      for (int iy = 0; iy < {lay.ih}; ++iy) {{\n"
+                f"        int8_t *d = scratch + (iy + {win.pt}) * {pw} + {win.pl};\n"
+                f"        const int8_t *s = xb + iy * {lay.iw * c_n} + c;\n"
+                f"        for (int ix = 0; ix < {lay.iw}; ++ix) d[ix] = s[ix * {c_n}];\n      }}")
+    return f"""
+  /* In place: out0 may equal in0. Output channel c only overwrites input slots of channel c,
+   * all copied into the zero-point-padded scratch plane before any is written. */
+  for (int b = 0; b < {lay.n}; ++b) {{
+    const int8_t *xb = in0 + b * {lay.ih * lay.iw * c_n};
+    int8_t *yb = out0 + b * {win.oh * win.ow * c_n};
+    for (int c = 0; c < {c_n}; ++c) {{
+      {copy}
+      {{
+        int8_t *restrict pl = scratch;
+        const int8_t *wc = {syms['w']} + c * {taps};
+        const int32_t {wloads};
+        const int32_t bf = {syms['bias_folded']}[c];
+{_plane_compute(lay, epilogue)}
+      }}
+    }}
+  }}"""
+
+
+CHUNK = 64  # outputs computed into a stack buffer before they go back into the plane
+
+
+def _plane_compute(lay: Layout, epilogue: str) -> str:
+    """Results go back into the plane, then scatter to the output channel.
+
+    Output k is stored in plane[k] once its chunk is done: every output computed later reads at
+    or beyond its own index, which is past the chunk. (Computing a chunk into a stack buffer
+    lets the compiler vectorize even when strided reads and the stores share the plane.) With
+    equal strides the outputs of all rows form one run: output (y, x) is plane slot y*R + x with
+    R = SH*PW/SW, and its window starts at SW times that, so one long loop computes every row,
+    plus a few discarded columns past each row's end; that is long enough to vectorize even for
+    small planes.
+    """
+    win = lay.win
+    ph, pw = lay.plane
+    offsets = [ky * win.dh * pw + kx * win.dw for ky in range(win.kh) for kx in range(win.kw)]
+    acc = "\n            ".join(f"acc += w{t} * (int32_t)p[{off}];" for t, off in enumerate(offsets))
+
+    def chunked(count: int, base: str, src: str) -> str:
+        """Outputs base+0 .. base+count-1, output i's window at `src` (in terms of i)."""
+        return f"""for (int j0 = 0; j0 < {count}; j0 += {CHUNK}) {{
+          const int n = {count} - j0 < {CHUNK} ? {count} - j0 : {CHUNK};
+          int8_t tmp[{CHUNK}];
+          for (int j = 0; j < n; ++j) {{
+            const int i = j0 + j;
+            const int8_t *p = pl + ({src});
+            int32_t acc = bf;
+            {acc}
+            tmp[j] = (int8_t){epilogue};
+          }}
+          memcpy(pl + {base}j0, tmp, (size_t)n);
+        }}"""
+
+    c_n = lay.ic
+    # With a column stride, one run also computes the skipped columns: worth it only while rows
+    # are too short to vectorize on their own (measured on x86-64 with AVX-512).
+    if (win.sh * pw) % win.sw == 0 and (win.sw == 1 or win.ow < 24):
+        r = win.sh * pw // win.sw
+        compute = "        " + chunked((win.oh - 1) * r + win.ow, "", f"i * {win.sw}")
+    else:
+        r = win.ow
+        compute = (f"        for (int oy = 0; oy < {win.oh}; ++oy) {{\n        "
+                   + chunked(win.ow, f"oy * {win.ow} + ", f"oy * {win.sh * pw} + i * {win.sw}")
+                   + "\n        }")
+    if r == win.ow:
+        scatter = f"""        for (int i = 0; i < {win.oh * win.ow}; ++i) yc[i * {c_n}] = pl[i];"""
+    else:
+        scatter = f"""        for (int oy = 0; oy < {win.oh}; ++oy) {{
+          for (int ox = 0; ox < {win.ow}; ++ox) yc[(oy * {win.ow} + ox) * {c_n}] = pl[oy * {r} + ox];
+        }}"""
+    return f"""{compute}
+        int8_t *restrict yc = yb + c;
+{scatter}"""
+
+
+# -- out of place, pixel by pixel -----------------------------------------------------------------
+
+def _out_of_place_body(lay: Layout, syms: dict, epilogue: str, in_off: int) -> str:
+    """Pixel by pixel; for each m, a loop over input channels k (contiguous reads) produces
+    output channels k*M + m (stride-M stores, contiguous when M == 1)."""
+    win, ic, m = lay.win, lay.ic, lay.mult
+    W, taps = syms["w"], lay.taps
+    if m == 1:
+        head, close, mk = "{", "}", "k"
+    else:
+        head, close, mk = f"for (int m = 0; m < {m}; ++m) {{", "}", f"m * {ic} + k"
+    out_index = "k" if m == 1 else f"k * {m} + m"
+
+    def pixel(interior: bool) -> str:
+        if interior:
+            body = "\n          ".join(
+                f"acc += (int32_t)wm[{(ky * win.kw + kx) * ic} + k] * (int32_t)xp[{(ky * win.dh * lay.iw + kx * win.dw) * ic} + k];"
+                for ky in range(win.kh) for kx in range(win.kw))
+            return f"""
+      const int8_t *restrict xp = in0 + ((b * {lay.ih} + iy0) * {lay.iw} + ix0) * {ic};
+      int8_t *restrict o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {lay.oc};
+      {head}
+        const int8_t *wm = {W} + {'m * ' + str(taps * ic) if m > 1 else '0'};
+        for (int k = 0; k < {ic}; ++k) {{
+          const int mk = {mk};
+          int32_t acc = {syms['bias_folded']}[mk];
+          {body}
+          o[{out_index}] = (int8_t){epilogue};
+        }}
+      {close}"""
+        term = _offset_term(f"in0[((b * {lay.ih} + iy) * {lay.iw} + ix) * {ic} + k]", in_off)
+        return f"""
+      int8_t *o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {lay.oc};
+      {head}
+        const int8_t *wm = {W} + {'m * ' + str(taps * ic) if m > 1 else '0'};
+        for (int k = 0; k < {ic}; ++k) {{
+          const int mk = {mk};
+          int32_t acc = {syms['bias']}[mk];
+          for (int ky = 0; ky < {win.kh}; ++ky) {{
+            const int iy = iy0 + ky * {win.dh};
+            if (iy < 0 || iy >= {lay.ih}) continue;
+            for (int kx = 0; kx < {win.kw}; ++kx) {{
+              const int ix = ix0 + kx * {win.dw};
+              if (ix < 0 || ix >= {lay.iw}) continue;
+              acc += (int32_t)wm[(ky * {win.kw} + kx) * {ic} + k] * {term};
+            }}
+          }}
+          o[{out_index}] = (int8_t){epilogue};
+        }}
+      {close}"""
+
+    # One loop nest per rectangle rather than an if per pixel: gcc's static profile calls the
+    # body of such an if cold and then leaves it scalar.
+    code = {True: pixel(True) if lay.has_interior else "", False: pixel(False) if lay.has_border else ""}
+    code = {k: textwrap.indent(v, "  ") for k, v in code.items()}
+    nests = "".join(f"""
+    for (int oy = {y0}; oy < {y1}; ++oy) {{
+      const int iy0 = oy * {win.sh} - {win.pt};
+      for (int ox = {x0}; ox < {x1}; ++ox) {{
+        const int ix0 = ox * {win.sw} - {win.pl};{code[inner]}
+      }}
+    }}""" for y0, y1, x0, x1, inner in output_regions(win))
+    return f"""
+  for (int b = 0; b < {lay.n}; ++b) {{{nests}
+  }}"""
+
+
+def output_regions(win: Window) -> list:
+    """(y0, y1, x0, x1, interior?) rectangles that cover the output once."""
+    ylo, yhi = win.interior("y")
+    xlo, xhi = win.interior("x")
+    if ylo >= yhi or xlo >= xhi:
+        return [(0, win.oh, 0, win.ow, False)]
+    rects = [(0, ylo, 0, win.ow, False), (ylo, yhi, 0, xlo, False), (ylo, yhi, xlo, xhi, True),
+             (ylo, yhi, xhi, win.ow, False), (yhi, win.oh, 0, win.ow, False)]
+    return [r for r in rects if r[0] < r[1] and r[2] < r[3]]

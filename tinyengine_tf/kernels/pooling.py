@@ -1,0 +1,147 @@
+"""AVERAGE_POOL_2D and MAX_POOL_2D (int8): any filter size and stride, SAME or VALID, fused
+activation.
+
+TFLite Micro does not requantize pooling: it requires the input and output scales to agree within
+1e-6 and the zero points to be equal, and so do we. Average: the sum of the in-bounds taps divided
+by their count, rounded half away from zero. Max: the largest in-bounds tap. Both then clamp to
+the fused activation's range (computed from the output's scale and zero point).
+
+Interior pixels (whole window in bounds) run with the tap count and offsets as literals and the
+channel loop innermost and contiguous; border pixels clip the window and divide by the count of
+taps that remain. No constant arrays and no scratch: the footprint is (0, 0).
+"""
+from __future__ import annotations
+
+from tinyengine_tf.ir import Graph, Op
+from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.depthwise import ACTIVATIONS, output_regions
+from tinyengine_tf.kernels.geometry import Window
+from tinyengine_tf import quant
+
+# Windows up to this many taps are unrolled; larger ones loop over rows and columns.
+UNROLL_TAPS = 64
+# Channels accumulated together on the stack (int32 each) by the looped form.
+CHANNEL_BLOCK = 64
+
+
+def footprint(op: Op, g: Graph) -> tuple[int, int]:
+    """Pooling bakes everything into literals and needs no scratch, whatever the shapes."""
+    return 0, 0
+
+
+def _window(op: Op, ctx: EmitContext):
+    x, y = ctx.t_in(op, 0), ctx.t_out(op)
+    ctx.require_int8(op, x, y)
+    ctx.require_per_tensor(op, x, y)
+    if len(x.shape) != 4 or len(y.shape) != 4:
+        raise ctx.unsupported(op, "input and output must be 4-D (NHWC)")
+    n, ih, iw, c = x.shape
+    if y.shape[0] != n or y.shape[3] != c:
+        raise ctx.unsupported(op, f"output {list(y.shape)} does not match input {list(x.shape)}")
+    # Same test as TFLite Micro's PoolingPrepare: float32 scales compared as doubles.
+    if abs(x.s - y.s) > 1e-6 or x.zp != y.zp:
+        raise ctx.unsupported(op, f"input ({x.describe()}) and output ({y.describe()}) quantization "
+                                  "differ; TFLite Micro requires equal scale and zero point for int8 "
+                                  "pooling", "Re-export the model (the converter keeps them equal)")
+    o = op.options
+    kh, kw = int(o.get("filter_height", 0)), int(o.get("filter_width", 0))
+    if kh < 1 or kw < 1:
+        raise ctx.unsupported(op, f"filter size {kh}x{kw} must be positive")
+    if o.get("pad_extra"):
+        raise ctx.unsupported(op, "explicit padding cannot be folded into pooling")
+    win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
+    if _empty_window(win):
+        raise ctx.unsupported(op, "a pooling window lies entirely in the padding (TFLite Micro "
+                                  "fails on it)")
+    act = o.get("fused_activation_function") or "NONE"
+    if act not in ACTIVATIONS:
+        raise ctx.unsupported(op, f"fused activation {act} is not supported by TFLite Micro's int8 "
+                                  "kernels", "Use a separate activation layer")
+    lo, hi = quant.activation_range(act, y.s, y.zp)
+    return n, c, win, lo, hi
+
+
+def _empty_window(win: Window) -> bool:
+    rows = any(min(win.kh, win.ih - (oy * win.sh - win.pt)) <= max(0, win.pt - oy * win.sh)
+               for oy in range(win.oh))
+    cols = any(min(win.kw, win.iw - (ox * win.sw - win.pl)) <= max(0, win.pl - ox * win.sw)
+               for ox in range(win.ow))
+    return rows or cols
+
+
+def _unrolled(kind: str, win: Window, c: int, lo: int, hi: int) -> str:
+    """Interior pixel, small window: taps as literal offsets, channels innermost."""
+    offs = [(ky * win.iw + kx) * c for ky in range(win.kh) for kx in range(win.kw)]
+    if kind == "AVERAGE_POOL_2D":
+        reduce = "int32_t acc = " + " + ".join(f"(int32_t)xp[{off} + ch]" for off in offs) + ";"
+    else:
+        reduce = "\n          ".join([f"int32_t acc = xp[{offs[0]} + ch];"] + [
+            f"acc = xp[{off} + ch] > acc ? xp[{off} + ch] : acc;" for off in offs[1:]])
+    return f"""
+        for (int ch = 0; ch < {c}; ++ch) {{
+          {reduce}
+          {_finish(kind, "acc", str(win.kh * win.kw), lo, hi, "o[ch]")}
+        }}"""
+
+
+def _chunked(kind: str, win: Window, c: int, lo: int, hi: int, rows: str, cols: str,
+             count: str) -> str:
+    """Any window: per block of channels, int32 accumulators on the stack, taps in loops."""
+    block = min(c, CHANNEL_BLOCK)
+    nc = str(block) if c % block == 0 else f"({c} - c0 < {block} ? {c} - c0 : {block})"
+    init = "0" if kind == "AVERAGE_POOL_2D" else "-128"
+    step = "acc[j] += r[j];" if kind == "AVERAGE_POOL_2D" else "acc[j] = r[j] > acc[j] ? r[j] : acc[j];"
+    return f"""
+        for (int c0 = 0; c0 < {c}; c0 += {block}) {{
+          const int nc = {nc};
+          int32_t acc[{block}];
+          for (int j = 0; j < nc; ++j) acc[j] = {init};
+          for (int ky = 0; ky < {rows}; ++ky) {{
+            for (int kx = 0; kx < {cols}; ++kx) {{
+              const int8_t *r = xp + (ky * {win.iw} + kx) * {c} + c0;
+              for (int j = 0; j < nc; ++j) {step}
+            }}
+          }}
+          for (int j = 0; j < nc; ++j) {{
+            {_finish(kind, "acc[j]", count, lo, hi, "o[c0 + j]")}
+          }}
+        }}"""
+
+
+def _finish(kind: str, acc: str, count: str, lo: int, hi: int, dst: str) -> str:
+    if kind == "AVERAGE_POOL_2D":
+        # C division truncates; adding +-n/2 first rounds half away from zero, as TFLM does.
+        avg = f"({acc} > 0 ? ({acc} + {count} / 2) / {count} : ({acc} - {count} / 2) / {count})"
+        return f"{dst} = (int8_t)te_clamp({avg}, {lo}, {hi});"
+    return f"{dst} = (int8_t)te_clamp({acc}, {lo}, {hi});"
+
+
+@kernel("AVERAGE_POOL_2D", "MAX_POOL_2D", footprint=footprint)
+def pool_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    n, c, win, lo, hi = _window(op, ctx)
+    kind = op.kind
+    if win.kh * win.kw <= UNROLL_TAPS:
+        reduce = _unrolled(kind, win, c, lo, hi)
+    else:
+        reduce = _chunked(kind, win, c, lo, hi, str(win.kh), str(win.kw), str(win.kh * win.kw))
+    interior = f"""
+        const int8_t *restrict xp = in0 + ((b * {win.ih} + iy0) * {win.iw} + ix0) * {c};
+        int8_t *restrict o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {c};{reduce}"""
+    # The window is clipped to the input first, so xp never points outside it.
+    border = f"""
+        const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = {win.ih} - iy0 < {win.kh} ? {win.ih} - iy0 : {win.kh};
+        const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = {win.iw} - ix0 < {win.kw} ? {win.iw} - ix0 : {win.kw};
+        const int count = (ky1 - ky0) * (kx1 - kx0);
+        const int8_t *restrict xp = in0 + ((b * {win.ih} + iy0 + ky0) * {win.iw} + ix0 + kx0) * {c};
+        int8_t *restrict o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {c};
+        (void)count;{_chunked(kind, win, c, lo, hi, "ky1 - ky0", "kx1 - kx0", "count")}"""
+    nests = "".join(f"""
+    for (int oy = {y0}; oy < {y1}; ++oy) {{
+      const int iy0 = oy * {win.sh} - {win.pt};
+      for (int ox = {x0}; ox < {x1}; ++ox) {{
+        const int ix0 = ox * {win.sw} - {win.pl};{interior if inner else border}
+      }}
+    }}""" for y0, y1, x0, x1, inner in output_regions(win))
+    return LayerCode(body=f"""
+  for (int b = 0; b < {n}; ++b) {{{nests}
+  }}""")

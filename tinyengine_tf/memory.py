@@ -121,7 +121,21 @@ def _place(buffers: list, order) -> int:
     for b in buffers:
         b.offset = -1
     placed: list = []
-    for b in sorted(buffers, key=order):
+    # An in-place output is placed right after its input, so the alias is tried before anything
+    # else can claim those bytes.
+    followers = {b.in_place_of: b for b in buffers if b.in_place_of}
+    queue = []
+    for head in sorted(buffers, key=order):
+        chain, nxt = [head], followers.get(head.key)
+        while nxt is not None and nxt not in chain:
+            chain.append(nxt)
+            nxt = followers.get(nxt.key)
+        queue.extend(chain)
+    seen = set()
+    for b in queue:
+        if b.key in seen:
+            continue
+        seen.add(b.key)
         src = by_key.get(b.in_place_of)
         if src is not None and src.offset >= 0 and src.size >= b.size:
             # Take over the dying input's bytes if nothing else live there overlaps.

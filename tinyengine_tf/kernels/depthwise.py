@@ -30,7 +30,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
-from tinyengine_tf.kernels.geometry import Window, requant
+from tinyengine_tf.kernels.geometry import Window, output_regions, requant
 
 INT32_MAX = 2**31 - 1
 # Fused activations TFLite Micro's CalculateActivationRangeQuantized accepts.
@@ -356,13 +356,3 @@ def _out_of_place_body(lay: Layout, syms: dict, epilogue: str, in_off: int) -> s
   for (int b = 0; b < {lay.n}; ++b) {{{nests}
   }}"""
 
-
-def output_regions(win: Window) -> list:
-    """(y0, y1, x0, x1, interior?) rectangles that cover the output once."""
-    ylo, yhi = win.interior("y")
-    xlo, xhi = win.interior("x")
-    if ylo >= yhi or xlo >= xhi:
-        return [(0, win.oh, 0, win.ow, False)]
-    rects = [(0, ylo, 0, win.ow, False), (ylo, yhi, 0, xlo, False), (ylo, yhi, xlo, xhi, True),
-             (ylo, yhi, xhi, win.ow, False), (yhi, win.oh, 0, win.ow, False)]
-    return [r for r in rects if r[0] < r[1] and r[2] < r[3]]

@@ -61,27 +61,16 @@ class Window:
         lo, hi = min(lo, out), max(min(hi, out), 0)
         return (lo, hi) if lo < hi else (0, 0)
 
-    def loops(self, batch: int, interior: str, border: str) -> str:
-        """Loop nest over (b, oy, ox) with iy0/ix0 defined; interior pixels run `interior`."""
-        ylo, yhi = self.interior("y")
-        xlo, xhi = self.interior("x")
-        full = ylo == 0 and yhi == self.oh and xlo == 0 and xhi == self.ow
-        if full:
-            pick = interior
-        elif ylo == yhi or xlo == xhi:
-            pick = border
-        else:
-            pick = (f"\n      if (oy >= {ylo} && oy < {yhi} && ox >= {xlo} && ox < {xhi}) {{{interior}\n"
-                    f"      }} else {{{border}\n      }}")
-        return f"""
-  for (int b = 0; b < {batch}; ++b) {{
-    for (int oy = 0; oy < {self.oh}; ++oy) {{
-      const int iy0 = oy * {self.sh} - {self.pt};
-      for (int ox = 0; ox < {self.ow}; ++ox) {{
-        const int ix0 = ox * {self.sw} - {self.pl};{pick}
-      }}
-    }}
-  }}"""
+
+def output_regions(win: Window) -> list:
+    """(y0, y1, x0, x1, interior?) rectangles that cover the output once."""
+    ylo, yhi = win.interior("y")
+    xlo, xhi = win.interior("x")
+    if ylo >= yhi or xlo >= xhi:
+        return [(0, win.oh, 0, win.ow, False)]
+    rects = [(0, ylo, 0, win.ow, False), (ylo, yhi, 0, xlo, False), (ylo, yhi, xlo, xhi, True),
+             (ylo, yhi, xhi, win.ow, False), (yhi, win.oh, 0, win.ow, False)]
+    return [r for r in rects if r[0] < r[1] and r[2] < r[3]]
 
 
 def requant(ctx, acc: str, index: str, mults, shifts, per_channel: bool, zp: int, lo: int,

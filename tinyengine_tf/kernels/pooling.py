@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
-from tinyengine_tf.kernels.depthwise import ACTIVATIONS, output_regions
-from tinyengine_tf.kernels.geometry import Window
+from tinyengine_tf.kernels.depthwise import ACTIVATIONS
+from tinyengine_tf.kernels.geometry import Window, output_regions
 from tinyengine_tf import quant
 
 # Windows up to this many taps are unrolled; larger ones loop over rows and columns.

@@ -8,12 +8,13 @@
 Importing this package does not import TensorFlow; only Keras inputs do.
 """
 from tinyengine_tf.api import convert
-from tinyengine_tf.errors import (DoesNotFitError, InvalidModelError, QuantizationError,
-                                  TinyEngineError, ToolchainError, UnsupportedOpError)
+from tinyengine_tf.errors import (ConversionError, DoesNotFitError, InvalidModelError,
+                                  QuantizationError, TinyEngineError, ToolchainError,
+                                  UnsupportedOpError)
 
 __version__ = "0.1.0"
 __all__ = ["convert", "TinyEngineError", "InvalidModelError", "UnsupportedOpError",
-           "QuantizationError", "DoesNotFitError", "ToolchainError", "supported_ops"]
+           "QuantizationError", "DoesNotFitError", "ToolchainError", "ConversionError", "supported_ops"]
 
 
 def supported_ops() -> list:

@@ -103,9 +103,7 @@ def cmd_demo(args) -> int:
         from tinyengine_tf.demo import run_demo
     except ImportError as exc:
         raise TinyEngineError(f"the demo is not available in this installation ({exc})") from None
-    result = run_demo(args.output)
-    if isinstance(result, str):  # the demo prints its own progress; a dict of figures stays quiet
-        print(result)
+    run_demo(args.output)  # prints its own progress and summary
     return EXIT_OK
 
 

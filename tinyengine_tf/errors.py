@@ -34,5 +34,9 @@ class DoesNotFitError(TinyEngineError):
         self.report = report
 
 
+class ConversionError(TinyEngineError):
+    """TensorFlow's TFLite converter rejected the Keras model; the message carries its reason."""
+
+
 class ToolchainError(TinyEngineError):
     """A compiler, linker or emulator needed for the requested step failed or is missing."""

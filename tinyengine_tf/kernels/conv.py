@@ -1,21 +1,122 @@
 """CONV_2D: any kernel size, stride, dilation and group count; SAME, VALID or folded explicit pad.
 
-Specialization: all sizes are literals; taps that fall outside the input are skipped (TFLM's
-zero-point padding) only on border pixels, while interior pixels run a branch-free loop whose
-input zero point has been folded into the bias at generation time.
+The layer is a small GEMM, out[pixel][o] = bias[o] + sum_k w[o][k] * (x[pixel][k] - zp), computed
+over register tiles of PB output pixels x OB output channels with int32 accumulators. Every size,
+stride, zero point and per-tensor multiplier is a literal. Two inner-loop forms, chosen by shape:
+
+- dot form (the input's contiguous runs are long: kw*ic bytes per kernel row, or ic per tap):
+  weights stay in the model's [o][ky][kx][c] order and each accumulator is a dot product over a
+  contiguous run, sum w * (x + 128). x + 128 is an unsigned byte, so gcc -O3 -march=native turns
+  the loop into unsigned-by-signed byte dot-product instructions where the CPU has them
+  (vpdpbusd, AVX-512 VNNI / AVX-VNNI: 64 multiply-adds per instruction) and into 16-bit
+  multiplies elsewhere. The bias is folded accordingly: bias' = bias - (zp + 128) * sum(w), so the
+  loop needs no zero-point arithmetic. Measured on the host, the dot form is 2-5x faster than the
+  broadcast form once runs reach DOT_MIN_RUN bytes; below that its per-output horizontal sums cost
+  more than they save.
+- broadcast form (short runs: first layers with 1-3 input channels): weights re-laid out as
+  [group][ky][kx][c][o] and each (tap, channel) step adds w[o] * (x - zp) to every output channel
+  at once, the loop over o contiguous and vectorized. The bias is used as is.
+
+TFLM skips taps that fall outside the input (the same as reading x = zp). Pixels whose window is
+inside the input run the plain loops; border pixels run the same loops over the in-bounds range of
+kernel rows (and columns), computed once per pixel: no loop checks anything per tap or channel.
+In the dot form a border pixel then adds back the missing taps' (zp + 128) * w, which is zero in
+the common case zp == -128. Weights, bias and multipliers are the same arrays in both forms (only
+their order and the bias values differ), so Flash depends on shapes alone.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from tinyengine_tf import quant
-from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
-from tinyengine_tf.kernels.geometry import Window, requant
 from tinyengine_tf.ir import Op
+from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.geometry import Window
+
+INT32_MAX = 2**31 - 1
+# Dot form from this many contiguous input bytes per run (kernel row or tap) up.
+DOT_MIN_RUN = 32
+# Dot-form tile: pixels x output channels (each accumulator is one vector register).
+DOT_PB, DOT_OB = 4, 4
+# Broadcast-form tile: OB channels (int32 lanes) x PB pixels, at most TILE_LANES lanes live.
+TILE_LANES = 128
+MAX_OB = 32
+MAX_PB = 8
+# gcc 12 vectorizes the broadcast form best pixel-outer below 16 channels, channel-outer above.
+CHANNEL_OUTER_FROM = 16
 
 
-@kernel("CONV_2D")
+def conv_footprint(op: Op, g) -> tuple[int, int]:
+    """(Flash, scratch) bytes of the emitted layer, from shapes and quantization granularity."""
+    w = g.t(op.inputs[1])
+    oc = int(w.shape[0])
+    flash = int(np.prod(w.shape)) + 4 * oc          # weights (either order) + int32 bias
+    if w.per_channel:
+        flash += 4 * oc + oc                        # int32 multiplier + int8 shift per channel
+    return flash, 0
+
+
+@kernel("CONV_2D", footprint=conv_footprint)
 def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
+    return LayerCode(body=_body(_layer(op, ctx)), headers=("te_conv.h",))
+
+
+@dataclass
+class _Layer:
+    """Everything the C text needs, all known at generation time."""
+    n: int
+    ih: int
+    iw: int
+    ic: int
+    oc: int
+    kh: int
+    kw: int
+    icf: int
+    groups: int
+    win: Window
+    zp: int           # input zero point
+    dot: bool         # dot form (else broadcast form)
+    W: str = ""       # weights: [o][ky][kx][c] (dot) or [g][ky][kx][c][o] (broadcast)
+    B: str = ""       # int32 bias [oc], folded for the dot form
+    epi: object = None  # (acc expression, channel expression) -> int8 C expression
+
+    @property
+    def ocpg(self) -> int:
+        return self.oc // self.groups
+
+    @property
+    def k(self) -> int:
+        return self.kh * self.kw * self.icf
+
+    @property
+    def flat(self) -> bool:
+        """1x1, stride 1, unpadded: output pixel p reads input pixel p, so tiles span rows."""
+        w = self.win
+        return (self.kh == self.kw == 1 and w.sh == w.sw == 1 and w.pt == w.pl == 0
+                and w.oh == self.ih and w.ow == self.iw)
+
+    @property
+    def merged(self) -> bool:
+        """One kernel row's taps are one contiguous run of kw * ic input bytes."""
+        return self.win.dw == 1 and self.groups == 1
+
+    @property
+    def run(self) -> int:
+        """Contiguous input bytes per innermost run."""
+        return self.kw * self.ic if self.merged else self.icf
+
+    def tile(self) -> tuple[int, int]:
+        """(OB output channels, PB pixels) of one register tile."""
+        if self.dot:
+            return min(DOT_OB, self.ocpg), DOT_PB
+        ob = min(self.ocpg, MAX_OB)
+        lanes = -(-ob // 8) * 8
+        return ob, max(1, min(MAX_PB, TILE_LANES // lanes))
+
+
+def _layer(op: Op, ctx: EmitContext) -> _Layer:
     x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
     ctx.require_int8(op, x, w, y)
     ctx.require_per_tensor(op, x, y)
@@ -25,7 +126,7 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
         raise ctx.unsupported(op, "input, filter and output must be 4-D (NHWC / OHWI)")
     n, ih, iw, ic = x.shape
     oc, kh, kw, icf = w.shape
-    if ic % icf or oc % (ic // icf) or y.shape[3] != oc or y.shape[0] != n:
+    if icf < 1 or ic % icf or oc % (ic // icf) or y.shape[3] != oc or y.shape[0] != n:
         raise ctx.unsupported(op, f"filter {list(w.shape)} does not match input {list(x.shape)} "
                                   f"and output {list(y.shape)}")
     if np.any(w.zero_point != 0):
@@ -41,55 +142,302 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
         if not b.is_const or b.dtype != "int32" or b.numel != oc:
             raise ctx.unsupported(op, f"bias must be a constant int32 vector of {oc}, got {b.describe()}")
         bias = b.data.astype(np.int64).ravel()
+    # The C sums in int32 like TFLM but in another order, from a folded bias: every partial sum
+    # (|bias| + two windows of 128 * 255) must fit as well.
+    if int(np.abs(bias).max(initial=0)) + 2 * kh * kw * icf * 128 * 255 > INT32_MAX:
+        raise ctx.unsupported(op, f"a {kh}x{kw}x{icf} window with these biases can overflow the "
+                                  "int32 accumulator", "Use fewer input channels per output")
 
+    L = _Layer(n, ih, iw, ic, oc, kh, kw, icf, groups, win, x.zp, dot=False)
+    L.dot = L.run >= DOT_MIN_RUN
+    ocpg = oc // groups
+    if L.dot:
+        weights = w.data
+        folded = bias - (x.zp + 128) * w.data.astype(np.int64).reshape(oc, -1).sum(axis=1)
+    else:
+        weights = w.data.reshape(groups, ocpg, kh, kw, icf).transpose(0, 2, 3, 4, 1)
+        folded = bias
+    L.W = ctx.const("w", np.ascontiguousarray(weights).ravel(), "int8_t")
+    L.B = ctx.const("bias", folded, "int32_t")
+    L.epi = _epilogue(ctx, op, x, w, y, oc)
+    return L
+
+
+def _epilogue(ctx, op, x, w, y, oc):
+    """acc -> int8 with TFLM's multiplier, output zero point and activation clamp."""
     q, shift = quant.channel_multipliers(x.s, w.scale, y.s, oc)
     lo, hi = quant.activation_range(op.options.get("fused_activation_function"), y.s, y.zp)
-    weights = w.data.reshape(oc, kh * kw * icf).astype(np.int64)
-    # Interior pixels use bias + in_offset * sum(w), so their inner loop is a plain dot product.
-    in_off = -x.zp
-    folded = bias + in_off * weights.sum(axis=1)
+    if np.any(q < 0) or np.any(q >= 2**31) or np.any(shift > 30):
+        raise ctx.unsupported(op, "a requantization multiplier is out of range")
+    # Whether any shift is a left shift is a property of the scales, not of an array's size.
+    left = bool(np.any(shift > 0))
+    fn = "te_conv_rq_any" if left else "te_conv_rq"
+    if w.per_channel:
+        M = ctx.const("mult", q, "int32_t")
+        S = ctx.const("shift", shift, "int8_t")
 
-    W = ctx.const("w", w.data.ravel(), "int8_t")
-    B = ctx.const("bias", bias, "int32_t")
-    BF = ctx.const("bias_folded", folded, "int32_t")
-    epilogue = requant(ctx, "acc", "oc", q, shift, w.per_channel, y.zp, lo, hi)
-    ocpg = oc // groups
-    g_off = f"(oc / {ocpg}) * {icf}" if groups > 1 else "0"
+        def mult(ch):
+            return f"{M}[{ch}]", (f"{S}[{ch}]" if left else f"-{S}[{ch}]")
+    else:
+        def mult(ch):
+            return str(int(q[0])), str(int(shift[0]) if left else -int(shift[0]))
 
-    def pixel(interior: bool) -> str:
-        if interior:
-            taps = f"""
-        for (int ky = 0; ky < {kh}; ++ky) {{
-          const int8_t *xr = in0 + ((b * {ih} + iy0 + ky * {win.dh}) * {iw} + ix0) * {ic} + {g_off};
-          const int8_t *wr = w + ky * {kw * icf};
-          for (int kx = 0; kx < {kw}; ++kx) {{
-            const int8_t *xp = xr + kx * {win.dw * ic};
-            const int8_t *wp = wr + kx * {icf};
-            for (int c = 0; c < {icf}; ++c) acc += (int32_t)wp[c] * (int32_t)xp[c];
-          }}
-        }}"""
-            init = f"{BF}[oc]"
-        else:
-            taps = f"""
-        for (int ky = 0; ky < {kh}; ++ky) {{
-          const int iy = iy0 + ky * {win.dh};
-          if (iy < 0 || iy >= {ih}) continue;
-          for (int kx = 0; kx < {kw}; ++kx) {{
-            const int ix = ix0 + kx * {win.dw};
-            if (ix < 0 || ix >= {iw}) continue;
-            const int8_t *xp = in0 + ((b * {ih} + iy) * {iw} + ix) * {ic} + {g_off};
-            const int8_t *wp = w + (ky * {kw} + kx) * {icf};
-            for (int c = 0; c < {icf}; ++c) acc += (int32_t)wp[c] * ((int32_t)xp[c] + {in_off});
-          }}
-        }}"""
-            init = f"{B}[oc]"
-        return f"""
-      int8_t *o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {oc};
-      for (int oc = 0; oc < {oc}; ++oc) {{
-        const int8_t *w = {W} + oc * {kh * kw * icf};
-        int32_t acc = {init};{taps}
-        o[oc] = (int8_t){epilogue};
+    def expr(acc: str, ch: str) -> str:
+        m, s = mult(ch)
+        return f"(int8_t)te_clamp({fn}({acc}, {m}, {s}) + {y.zp}, {lo}, {hi})"
+    return expr
+
+
+# ---------------------------------------------------------------------------------------------
+# Loop structure. Inputs are indexed with int offsets from in0 (never a pointer before the
+# buffer). A run of n pixels (or channels) is covered by tiles of t; when t does not divide n the
+# last tile starts at n - t and recomputes a few values, so every run needs one tile shape only.
+
+def _starts(var: str, base: str, n: int, t: int) -> tuple[str, str]:
+    """(loop header, definition of var) walking tile starts over a run of n in steps of t."""
+    count = -(-n // t)
+    last = n - t
+    if count == 1:
+        return "{", f"const int {var} = {base};"
+    step = f"i_{var} * {t}"
+    start = step if n % t == 0 else f"({step} < {last} ? {step} : {last})"
+    return (f"for (int i_{var} = 0; i_{var} < {count}; ++i_{var}) {{",
+            f"const int {var} = {base} + {start};" if base != "0" else f"const int {var} = {start};")
+
+
+def _body(L: _Layer) -> str:
+    return _flat_body(L) if L.flat else _rows_body(L)
+
+
+def _flat_body(L: _Layer) -> str:
+    """1x1 stride-1 unpadded: one run of N*H*W pixels."""
+    _, pb = L.tile()
+    total = L.n * L.win.oh * L.win.ow
+    pb = min(pb, total)
+    loop, define = _starts("p", "0", total, pb)
+    return f"""
+  {loop}
+    {define}
+    const int xo = p * {L.ic};
+    int8_t *yo = out0 + p * {L.oc};{_tile(L, pb, L.ic, "full")}
+  }}"""
+
+
+def _rows_body(L: _Layer) -> str:
+    """Three passes, each with one tile shape: rows and columns whose window is inside the input;
+    the interior columns of the border rows; the border columns of every row, pixel by pixel.
+    (Separate loops, not an if inside one: gcc vectorizes each of them plainly.)"""
+    w = L.win
+    ylo, yhi = w.interior("y")
+    xlo, xhi = w.interior("x")
+    if xlo == xhi:                   # no column sees its whole window
+        xlo = xhi = 0
+    if ylo == yhi:
+        ylo = yhi = 0
+    _, pb = L.tile()
+    pb = min(pb, xhi - xlo) if xhi > xlo else 1
+    passes = ""
+    if xhi > xlo:
+        loop, define = _starts("ox", str(xlo), xhi - xlo, pb)
+        pixels = f"""
+      {loop}
+        {define}{{tile}}
       }}"""
+        if yhi > ylo:
+            passes += _row_loop(L, f"for (int oy = {ylo}; oy < {yhi}; ++oy) {{", "",
+                                pixels.replace("{tile}", _pixel(L, pb, "full")))
+        nb = w.oh - (yhi - ylo)
+        if nb:
+            oy = f"r < {ylo} ? r : r + {yhi - ylo}" if ylo else f"r + {yhi}"
+            passes += _row_loop(L, f"for (int r = 0; r < {nb}; ++r) {{", f"const int oy = {oy};",
+                                pixels.replace("{tile}", _pixel(L, pb, "rows")))
+    nc = w.ow - (xhi - xlo)
+    if nc:
+        ox = f"k < {xlo} ? k : k + {xhi - xlo}" if xlo else f"k + {xhi}"
+        cols = f"""
+      for (int k = 0; k < {nc}; ++k) {{
+        const int ox = {ox};{_pixel(L, 1, "cols")}
+      }}"""
+        passes += _row_loop(L, f"for (int oy = 0; oy < {w.oh}; ++oy) {{", "", cols)
+    return f"""
+  for (int b = 0; b < {L.n}; ++b) {{{passes}
+  }}"""
 
-    body = win.loops(n, pixel(True), pixel(False))
-    return LayerCode(body=body)
+
+def _row_loop(L: _Layer, head: str, define: str, pixels: str) -> str:
+    define = f"\n      {define}" if define else ""
+    return f"""
+    {head}{define}
+      const int iy0 = oy * {L.win.sh} - {L.win.pt};{pixels}
+    }}"""
+
+
+def _pixel(L: _Layer, pb: int, check: str) -> str:
+    """The tile of pb pixels starting at output (b, oy, ox)."""
+    w = L.win
+    return f"""
+        const int ix0 = ox * {w.sw} - {w.pl};
+        const int xo = ((b * {L.ih} + iy0) * {L.iw} + ix0) * {L.ic};
+        int8_t *yo = out0 + ((b * {w.oh} + oy) * {w.ow} + ox) * {L.oc};{_tile(L, pb, w.sw * L.ic, check)}"""
+
+
+def _range(var: str, origin: str, k: int, d: int, size: int) -> str:
+    """C for [var_lo, var_hi): kernel indices whose input coordinate origin + i*d is in [0, size)."""
+    if d == 1:
+        lo = f"{origin} < 0 ? -{origin} : 0"
+        hi = f"{size} - {origin} < {k} ? {size} - {origin} : {k}"
+    else:
+        lo = f"{origin} < 0 ? (-{origin} + {d - 1}) / {d} : 0"
+        hi = f"{origin} + {(k - 1) * d} < {size} ? {k} : ({size} - {origin} + {d - 1}) / {d}"
+    return f"""
+        const int {var}_lo = {lo};
+        const int {var}_hi = {hi};"""
+
+
+def _tile(L: _Layer, pb: int, xq: int, check: str) -> str:
+    """pb pixels x all output channels. xo: input offset of pixel 0's tap (0, 0); yo: output.
+
+    check: "full" (window inside the input), "rows" (some kernel rows fall outside) or "cols"
+    (a single pixel whose kernel rows and columns may fall outside).
+    """
+    w = L.win
+    ob, _ = L.tile()
+    head = ""
+    if check in ("rows", "cols"):
+        head += _range("ky", "iy0", L.kh, w.dh, L.ih)
+    if check == "cols":
+        head += _range("kx", "ix0", L.kw, w.dw, L.iw)
+    loop, define = _starts("o0", "0", L.ocpg, ob)
+    block = (_dot_block if L.dot else _bcast_block)(L, pb, ob, xq, check)
+    code = f"""
+        {loop}
+          {define}{block}
+        }}"""
+    if L.groups > 1:
+        code = f"\n        for (int g = 0; g < {L.groups}; ++g) {{{code}\n        }}"
+    return head + code
+
+
+def _ranges(L: _Layer, check: str):
+    ky = ("ky_lo", "ky_hi") if check != "full" else ("0", str(L.kh))
+    kx = ("kx_lo", "kx_hi") if check == "cols" else ("0", str(L.kw))
+    return ky, kx
+
+
+def _store(L: _Layer, pb: int, ob: int, ch: str) -> str:
+    return f"""
+          for (int q = 0; q < {pb}; ++q) {{
+            int8_t *yp = yo + q * {L.oc} + {ch};
+            for (int oo = 0; oo < {ob}; ++oo) yp[oo] = {L.epi('acc[q][oo]', f'{ch} + oo')};
+          }}"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Dot form: acc[q][oo] = bias'[o] + sum over in-bounds runs of w[o][run] . (x[q][run] + 128).
+
+def _dot_block(L: _Layer, pb: int, ob: int, xq: int, check: str) -> str:
+    w = L.win
+    G, ocpg, icf, ic, kw, K = L.groups, L.ocpg, L.icf, L.ic, L.kw, L.k
+    ch = f"g * {ocpg} + o0" if G > 1 else "o0"
+    gx = f" + g * {icf}" if G > 1 else ""
+    (ky_lo, ky_hi), (kx_lo, kx_hi) = _ranges(L, check)
+
+    def dot(j_lo: str, j_hi: str, x_at: str, w_at: str) -> str:
+        """One reduction loop per run: gcc vectorizes it into byte dot-product instructions."""
+        return f"""
+              int32_t t[{pb}][{ob}] = {{{{0}}}};
+              for (int j = {j_lo}; j < {j_hi}; ++j) {{
+                for (int q = 0; q < {pb}; ++q) {{
+                  const int32_t a = (int32_t)in0[{x_at} + q * {xq}] + 128;
+                  for (int oo = 0; oo < {ob}; ++oo) t[q][oo] += (int32_t)wr[oo * {K} + {w_at}] * a;
+                }}
+              }}
+              for (int q = 0; q < {pb}; ++q)
+                for (int oo = 0; oo < {ob}; ++oo) acc[q][oo] += t[q][oo];"""
+
+    if L.merged:
+        j_lo, j_hi = (f"kx_lo * {ic}", f"kx_hi * {ic}") if check == "cols" else ("0", str(kw * ic))
+        taps = f"""
+            {{{dot(j_lo, j_hi, "xr + j", "j")}
+            }}"""
+    else:
+        run = dot("0", str(icf), f"xr + kx * {w.dw * ic} + j", f"kx * {icf} + j")
+        taps = f"""
+            for (int kx = {kx_lo}; kx < {kx_hi}; ++kx) {{{run}
+            }}"""
+    return f"""
+          int32_t acc[{pb}][{ob}];
+          for (int q = 0; q < {pb}; ++q)
+            for (int oo = 0; oo < {ob}; ++oo) acc[q][oo] = {L.B}[{ch} + oo];
+          for (int ky = {ky_lo}; ky < {ky_hi}; ++ky) {{
+            const int8_t *wr = {L.W} + ({ch}) * {K} + ky * {kw * icf};
+            const int xr = xo + ky * {w.dh * L.iw * ic}{gx};{taps}
+          }}{_dot_missing(L, pb, ob, ch, check)}{_store(L, pb, ob, ch)}"""
+
+
+def _dot_missing(L: _Layer, pb: int, ob: int, ch: str, check: str) -> str:
+    """Taps outside the input read x = zp: add (zp + 128) * w for them (nothing if zp == -128)."""
+    if check == "full" or L.zp == -128:
+        return ""
+    (ky_lo, ky_hi), (kx_lo, kx_hi) = _ranges(L, check)
+    return f"""
+          for (int ky = 0; ky < {L.kh}; ++ky)
+            for (int kx = 0; kx < {L.kw}; ++kx) {{
+              if (ky >= {ky_lo} && ky < {ky_hi} && kx >= {kx_lo} && kx < {kx_hi}) continue;
+              const int8_t *wt = {L.W} + ({ch}) * {L.k} + (ky * {L.kw} + kx) * {L.icf};
+              for (int oo = 0; oo < {ob}; ++oo) {{
+                int32_t s = 0;
+                for (int c = 0; c < {L.icf}; ++c) s += wt[oo * {L.k} + c];
+                for (int q = 0; q < {pb}; ++q) acc[q][oo] += s * {L.zp + 128};
+              }}
+            }}"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Broadcast form: for each (tap, channel), acc[q][o] += w[o] * (x[q] - zp) for the whole block.
+
+def _bcast_block(L: _Layer, pb: int, ob: int, xq: int, check: str) -> str:
+    w = L.win
+    G, ocpg, icf, ic, kw = L.groups, L.ocpg, L.icf, L.ic, L.kw
+    ch = f"g * {ocpg} + o0" if G > 1 else "o0"
+    gx = f" + g * {icf}" if G > 1 else ""
+    gw = f"g * {L.k * ocpg} + " if G > 1 else ""
+    (ky_lo, ky_hi), (kx_lo, kx_hi) = _ranges(L, check)
+    if L.merged:
+        j_lo, j_hi = (f"kx_lo * {ic}", f"kx_hi * {ic}") if check == "cols" else ("0", str(kw * ic))
+        taps = f"""
+            for (int j = {j_lo}; j < {j_hi}; ++j) {{
+              const int8_t *wc = wr + j * {ocpg};{_bcast_step(L, pb, ob, "xr + j", xq)}
+            }}"""
+    else:
+        step = _bcast_step(L, pb, ob, f"xr + kx * {w.dw * ic} + c", xq)
+        taps = f"""
+            for (int kx = {kx_lo}; kx < {kx_hi}; ++kx) {{
+              for (int c = 0; c < {icf}; ++c) {{
+                const int8_t *wc = wr + (kx * {icf} + c) * {ocpg};{step}
+              }}
+            }}"""
+    return f"""
+          int32_t acc[{pb}][{ob}];
+          for (int q = 0; q < {pb}; ++q)
+            for (int oo = 0; oo < {ob}; ++oo) acc[q][oo] = {L.B}[{ch} + oo];
+          for (int ky = {ky_lo}; ky < {ky_hi}; ++ky) {{
+            const int8_t *wr = {L.W} + {gw}ky * {kw * icf * ocpg} + o0;
+            const int xr = xo + ky * {w.dh * L.iw * ic}{gx};{taps}
+          }}{_store(L, pb, ob, ch)}"""
+
+
+def _bcast_step(L: _Layer, pb: int, ob: int, x0: str, xq: int) -> str:
+    if ob < CHANNEL_OUTER_FROM:
+        return f"""
+              for (int q = 0; q < {pb}; ++q) {{
+                const int32_t xv = (int32_t)in0[{x0} + q * {xq}] - ({L.zp});
+                for (int oo = 0; oo < {ob}; ++oo) acc[q][oo] += (int32_t)wc[oo] * xv;
+              }}"""
+    return f"""
+              int32_t xv[{pb}];
+              for (int q = 0; q < {pb}; ++q) xv[q] = (int32_t)in0[{x0} + q * {xq}] - ({L.zp});
+              for (int oo = 0; oo < {ob}; ++oo) {{
+                const int32_t wv = wc[oo];
+                for (int q = 0; q < {pb}; ++q) acc[q][oo] += wv * xv[q];
+              }}"""

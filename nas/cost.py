@@ -161,31 +161,6 @@ def max_activation_bytes(arch: Arch, num_classes: int | None = None) -> int:
 
 
 # -- the IR graph -------------------------------------------------------------------------------
-def _clone(obj):
-    new = object.__new__(type(obj))
-    new.__dict__ = obj.__dict__.copy()
-    return new
-
-
-class _Graph(Graph):
-    """A Graph whose copy() (three per estimate, in the passes) costs a quarter of the dataclass one.
-
-    It copies exactly what Graph.copy copies: every tensor and op one level deep (an op's input,
-    output and option containers too), so a pass that edits the copy cannot touch the original."""
-
-    def copy(self) -> "_Graph":
-        g = _clone(self)
-        g.tensors = {k: _clone(v) for k, v in self.tensors.items()}
-        ops = []
-        for op in self.ops:
-            c = _clone(op)
-            c.inputs, c.outputs, c.options = list(op.inputs), list(op.outputs), dict(op.options)
-            ops.append(c)
-        g.ops = ops
-        g.inputs, g.outputs = list(self.inputs), list(self.outputs)
-        return g
-
-
 _SCALES: dict = {}
 
 
@@ -277,7 +252,7 @@ def build_graph(arch: Arch, num_classes: int | None = None, layers: list | None 
             raise ValueError(ly.kind)
     # the converter's file order: input, constants, activations
     tensors = dict(sorted(tensors.items()))
-    return _Graph(tensors=tensors, ops=ops, inputs=[0], outputs=[act[-1]], name=f"nas_{arch.short()}")
+    return Graph(tensors=tensors, ops=ops, inputs=[0], outputs=[act[-1]], name=f"nas_{arch.short()}")
 
 
 # -- per-layer footprints -------------------------------------------------------------------------

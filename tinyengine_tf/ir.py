@@ -5,7 +5,6 @@ the planner and the code generator only read it.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -104,11 +103,21 @@ class Graph:
         return order
 
     def copy(self) -> "Graph":
-        return Graph(
-            tensors={k: dataclasses.replace(v) for k, v in self.tensors.items()},
-            ops=[dataclasses.replace(op, inputs=list(op.inputs), outputs=list(op.outputs),
-                                     options=dict(op.options)) for op in self.ops],
-            inputs=list(self.inputs), outputs=list(self.outputs), name=self.name)
+        # Shallow field copies (arrays are shared, never mutated in place): passes run this per
+        # graph and the NAS per sampled network, so it skips the dataclass machinery.
+        tensors = {}
+        for k, v in self.tensors.items():
+            t = Tensor.__new__(Tensor)
+            t.__dict__.update(v.__dict__)
+            tensors[k] = t
+        ops = []
+        for op in self.ops:
+            o = Op.__new__(Op)
+            o.__dict__.update(op.__dict__, inputs=list(op.inputs), outputs=list(op.outputs),
+                              options=dict(op.options))
+            ops.append(o)
+        return type(self)(tensors=tensors, ops=ops, inputs=list(self.inputs),
+                          outputs=list(self.outputs), name=self.name)
 
     def new_tensor(self, **kw) -> Tensor:
         index = max(self.tensors, default=-1) + 1

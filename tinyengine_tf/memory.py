@@ -115,7 +115,20 @@ def _overlaps_in_time(a: Buffer, b: Buffer) -> bool:
     return True
 
 
-def _place(buffers: list, order) -> int:
+def _time_neighbours(buffers: list) -> dict:
+    """key -> the buffers whose live steps intersect it; placement-independent, computed once."""
+    out = {b.key: [] for b in buffers}
+    ordered = sorted(buffers, key=lambda b: b.first)
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            if b.first > a.last:
+                break
+            out[a.key].append(b)
+            out[b.key].append(a)
+    return out
+
+
+def _place(buffers: list, order, neighbours: dict) -> int:
     """First fit in the given order; each buffer at the lowest offset free over its lifetime."""
     by_key = {b.key: b for b in buffers}
     for b in buffers:
@@ -140,12 +153,13 @@ def _place(buffers: list, order) -> int:
         if src is not None and src.offset >= 0 and src.size >= b.size:
             # Take over the dying input's bytes if nothing else live there overlaps.
             b.offset = src.offset
-            if all(not _overlaps_in_time(b, o) or b.offset + b.size <= o.offset
-                   or o.offset + o.size <= b.offset for o in placed):
+            if all(o.offset < 0 or not _overlaps_in_time(b, o) or b.offset + b.size <= o.offset
+                   or o.offset + o.size <= b.offset for o in neighbours[b.key]):
                 placed.append(b)
                 continue
             b.offset = -1
-        busy = sorted((o.offset, o.offset + o.size) for o in placed if _overlaps_in_time(b, o))
+        busy = sorted((o.offset, o.offset + o.size) for o in neighbours[b.key]
+                      if o.offset >= 0 and _overlaps_in_time(b, o))
         offset = 0
         for lo, hi in busy:
             if offset + b.size <= lo:
@@ -170,9 +184,10 @@ _ORDERS = (
 def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None) -> Plan:
     """Arena offsets for every buffer: the best of several greedy orders, always verified."""
     buffers, external = lifetimes(graph, scratch or {}, in_place or {})
+    neighbours = _time_neighbours(buffers)
     best = None
     for order in _ORDERS:
-        size = _place(buffers, order)
+        size = _place(buffers, order, neighbours)
         if best is None or size < best[0]:
             best = (size, [b.offset for b in buffers])
     arena, offsets = best
@@ -192,12 +207,14 @@ def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None
 
 def verify(plan: Plan):
     """No two buffers live at the same step may share a byte; everything inside the arena."""
-    bs = plan.buffers
-    for i, a in enumerate(bs):
+    for a in plan.buffers:
         if a.offset < 0 or a.offset + a.size > plan.arena_size or a.offset % ALIGN:
             raise TinyEngineError(f"memory plan is invalid: buffer {a.key} at {a.offset}+{a.size} "
                                   f"lies outside the {plan.arena_size}-byte arena or is misaligned")
-        for b in bs[i + 1:]:
+    by_key = {b.key: b for b in plan.buffers}
+    for key, others in _time_neighbours(plan.buffers).items():
+        a = by_key[key]
+        for b in others:
             if _overlaps_in_time(a, b) and a.offset < b.offset + b.size and b.offset < a.offset + a.size:
                 raise TinyEngineError(
                     f"memory plan is invalid: buffers {a.key} [{a.offset}, {a.offset + a.size}) live "

@@ -3,42 +3,31 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import int8_inputs, tflm_run
+from reference import SHARED_MODEL_NAMES, compiled_shared_model, int8_inputs, model_inputs, tflm_run
 from tflite_builder import ModelBuilder
 from tinyengine_tf.errors import DoesNotFitError
 
-MODELS = ["vww_96_int8", "kws_ref_model", "pretrainedResnet_quant", "ad01_int8"]
-_cache = {}
-
-
-def _compiled(shared_models, name):
-    if name not in _cache:
-        data = (shared_models / f"{name}.tflite").read_bytes()
-        _cache[name] = (te.convert(data, name=name), data)
-    return _cache[name]
-
 
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-m7"])
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", SHARED_MODEL_NAMES)
 def test_shared_model_fits_and_matches_tflm_under_qemu(shared_models, name, target):
-    cm, data = _compiled(shared_models, name)
+    cm, data = compiled_shared_model(shared_models, name)
     fw = cm.build_firmware(target, sram=320 * 1024, flash=1024 * 1024)
     assert fw.flash_bytes <= 1024 * 1024 and fw.sram_bytes <= 320 * 1024
     # The arena and the constants are in the ELF: SRAM holds at least the arena, Flash the weights.
     assert fw.sram_bytes >= cm.peak_sram and fw.flash_bytes >= cm.flash
-    t = cm.graph.t(cm.graph.inputs[0])
-    x = int8_inputs(tuple(t.shape[1:]), 8, seed=3)
+    x = model_inputs(cm, 8, seed=3)[0]
     assert np.array_equal(cm.run(x, target=target), tflm_run(data, x))
 
 
 def test_cortex_m55_runs_too(shared_models):
-    cm, data = _compiled(shared_models, "kws_ref_model")
+    cm, data = compiled_shared_model(shared_models, "kws_ref_model")
     x = int8_inputs((49, 10, 1), 4, seed=5)
     assert np.array_equal(cm.run(x, target="cortex-m55"), tflm_run(data, x))
 
 
 def test_runtime_code_beyond_weights_for_vww(shared_models):
-    cm, _ = _compiled(shared_models, "vww_96_int8")
+    cm, _ = compiled_shared_model(shared_models, "vww_96_int8")
     fw = cm.build_firmware("cortex-m4")
     overhead = fw.flash_bytes - cm.flash
     assert 0 < overhead <= 16 * 1024, f"{overhead} bytes of code and tables beyond the weights"
@@ -63,13 +52,13 @@ def test_two_megabyte_model_does_not_fit_one_megabyte():
 
 
 def test_arena_larger_than_sram_does_not_fit(shared_models):
-    cm, _ = _compiled(shared_models, "vww_96_int8")
+    cm, _ = compiled_shared_model(shared_models, "vww_96_int8")
     with pytest.raises(DoesNotFitError, match="SRAM over by"):
         cm.build_firmware("cortex-m4", sram=32 * 1024, flash=1024 * 1024)
 
 
 def test_profile_counts_every_layer(shared_models):
-    cm, _ = _compiled(shared_models, "kws_ref_model")
+    cm, _ = compiled_shared_model(shared_models, "kws_ref_model")
     prof = cm.profile("cortex-m4")
     assert all(layer.instructions > 0 for layer in prof.layers if layer.kind != "RESHAPE")
     assert prof.macs > 0 and prof.invoke_instructions >= sum(l.instructions for l in prof.layers)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import assert_matches_tflm, int8_inputs, tflm_run
-from test_kernels_elementwise import assert_footprint, assert_unsupported, sanitized_run
+from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
+                       check_total_footprint, int8_inputs, tflm_run)
 from tflite_builder import ModelBuilder
 from tinyengine_tf.kernels import activations
 
@@ -57,7 +57,7 @@ def test_every_input_code(kind, qk):
     model = unary_model(kind, (1, 256), qi, qo)
     cm = te.convert(model)
     assert_matches_tflm(cm, model, ALL_CODES[None])
-    assert_footprint(cm)
+    check_total_footprint(cm)
     model = unary_model(kind, (1, 5, 7, 3), qi, qo)
     assert_matches_tflm(te.convert(model), model, int8_inputs((5, 7, 3), 20, seed=qk))
 
@@ -130,9 +130,7 @@ def test_chain_runs_in_place():
 def test_clean_under_sanitizers(kind):
     qi, qo = QUANTS[1]
     model = unary_model(kind, (1, 4, 4, 16), qi, valid_output(kind, qi, qo))
-    xs = int8_inputs((4, 4, 16), 6)
-    ref = tflm_run(model, xs)
-    assert np.array_equal(sanitized_run(te.convert(model), xs), ref.reshape(len(ref), -1))
+    assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs((4, 4, 16), 6))
 
 
 # -- refusals ---------------------------------------------------------------------------------

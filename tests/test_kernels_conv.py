@@ -1,16 +1,14 @@
 """CONV_2D: bit-exact with TFLite Micro over kernel sizes, strides, dilations, paddings, groups,
 quantization granularity, activations and every register-tile remainder; clean under sanitizers;
 shape-only footprint equal to what the layer emits; loud failures for what it cannot do."""
-import math
-import subprocess
-
 import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import assert_matches_tflm, int8_inputs, tflm_run
-from tflite_builder import ModelBuilder, bias_scale
-from tinyengine_tf import toolchain
+from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
+                       explicit_pad_input, filter_and_bias, int8_inputs, out_size, sample_shape,
+                       valid_random_specs)
+from tflite_builder import ModelBuilder
 from tinyengine_tf.kernels import conv
 from tinyengine_tf.kernels.base import FOOTPRINTS
 
@@ -27,36 +25,15 @@ def spec(**kw):
     return s
 
 
-def out_size(n, k, s, d, pad):
-    eff = (k - 1) * d + 1
-    return math.ceil(n / s) if pad == "SAME" else (n - eff) // s + 1
-
-
 def conv_model(p, filter_zp=None, filter_qdim=0, out_shape=None, bias_values=None) -> bytes:
     """A .tflite holding one CONV_2D (after an explicit PAD when pad_extra is given)."""
     rng = np.random.default_rng(p["seed"])
-    icf = p["ic"] // p["groups"]
     b = ModelBuilder()
-    x = b.tensor((p["batch"], p["h"], p["w"], p["ic"]), scale=p["xs"], zp=p["xzp"])
-    conv_in, h, w = x, p["h"], p["w"]
-    if p["pad_extra"]:
-        t, bo, l, r = p["pad_extra"]
-        h, w = h + t + bo, w + l + r
-        pads = b.tensor((4, 2), dtype="int32", data=[[0, 0], [t, bo], [l, r], [0, 0]])
-        conv_in = b.tensor((p["batch"], h, w, p["ic"]), scale=p["xs"], zp=p["xzp"])
-        b.op("PAD", [x, pads], [conv_in], "PadOptions")
+    x, conv_in, h, w = explicit_pad_input(b, p, p["ic"])
     oc = p["oc"]
     fs = rng.uniform(0.002, 0.02, oc) if p["per_channel"] else [0.01]
-    nscale = len(fs)
-    wdata = rng.integers(p["wmin"], 128, (oc, p["kh"], p["kw"], icf))
-    wdata.flat[0] = p["wmin"]
-    wt = b.tensor((oc, p["kh"], p["kw"], icf), scale=fs,
-                  zp=filter_zp if filter_zp is not None else [0] * nscale, data=wdata, qdim=filter_qdim)
-    inputs = [conv_in, wt]
-    if p["bias"]:
-        bscale = bias_scale(p["xs"], fs if p["per_channel"] else [0.01] * oc)
-        bvals = bias_values if bias_values is not None else rng.integers(-3000, 3000, oc)
-        inputs.append(b.tensor((oc,), dtype="int32", scale=bscale, zp=[0] * oc, data=bvals))
+    inputs = [conv_in, *filter_and_bias(b, rng, p, (oc, p["kh"], p["kw"], p["ic"] // p["groups"]), oc,
+                                        fs, filter_qdim, filter_zp, bias_values)]
     oh = out_size(h, p["kh"], p["sh"], p["dh"], p["pad"])
     ow = out_size(w, p["kw"], p["sw"], p["dw"], p["pad"])
     y = b.tensor(out_shape or (p["batch"], oh, ow, oc), scale=p["ys"], zp=p["yzp"])
@@ -67,8 +44,7 @@ def conv_model(p, filter_zp=None, filter_qdim=0, out_shape=None, bias_values=Non
 
 
 def samples(p, n=N_SAMPLES, seed=1):
-    shape = (p["h"], p["w"], p["ic"])
-    return int8_inputs((p["batch"], *shape) if p["batch"] > 1 else shape, n, seed=seed)
+    return int8_inputs(sample_shape((p["batch"], p["h"], p["w"], p["ic"])), n, seed=seed)
 
 
 def check(p):
@@ -202,20 +178,7 @@ def _random_spec(i):
         xs=float(rng.uniform(0.005, 0.5)), ys=float(rng.uniform(0.005, 0.5)), seed=i)
 
 
-def _valid_random_specs(count):
-    out = []
-    i = 0
-    while len(out) < count:
-        p = _random_spec(i)
-        i += 1
-        if p["pad"] == "VALID" and (out_size(p["h"], p["kh"], 1, p["dh"], "VALID") < 1
-                                    or out_size(p["w"], p["kw"], 1, p["dw"], "VALID") < 1):
-            continue
-        out.append(p)
-    return out
-
-
-RANDOM = _valid_random_specs(16)
+RANDOM = valid_random_specs(_random_spec, 16)
 
 
 @pytest.mark.parametrize("k", range(len(RANDOM)))
@@ -233,25 +196,8 @@ def test_large_biases_match_tflm(p):
 
 
 # ---------------------------------------------------------------------------------------------
-# Sanitizers: call the layer function itself on exact-size heap buffers, so a read outside the
-# input (padding, border tiles) or a write outside the output is caught, not hidden in the arena.
-
-HARNESS = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include "model_impl.h"
-int main(void) {
-  int8_t *x = malloc(IN_BYTES), *y = malloc(OUT_BYTES);
-  if (!x || !y) return 3;
-  while (fread(x, 1, IN_BYTES, stdin) == IN_BYTES) {
-    model_L0_conv_2d(x, y);
-    fwrite(y, 1, OUT_BYTES, stdout);
-  }
-  free(x);
-  free(y);
-  return 0;
-}
-"""
+# Sanitizers: the layer function alone on exact-size heap buffers (reference.sanitized_run), so a
+# read outside the input (padding, border tiles) or a write outside the output is caught.
 
 SANITIZED = ["k3_same", "k7_s2_ic3", "d3_k5_bigger_than_input", "groups4_d2_s2", "explicit_pad",
              "k10x4_kws_first", "dot_k3_s2_ic32", "dot_d3_s2_ic40_zpmin", "dot_groups2_icf32",
@@ -263,22 +209,8 @@ def test_layer_clean_under_sanitizers(name):
     p = {**CASES, **DOT_CASES}[name]
     m = conv_model(p)
     cm = te.convert(m)
-    conv_ops = [op for op in cm.graph.ops if op.kind == "CONV_2D"]
     assert [op.kind for op in cm.graph.ops] == ["CONV_2D"], "the PAD must fold into the conv"
-    x_t, y_t = cm.graph.t(conv_ops[0].inputs[0]), cm.graph.t(conv_ops[0].outputs[0])
-    src = dict(cm.sources)
-    src["model_impl.h"] = src.pop(f"{cm.prefix}.c")
-    main = f"#define IN_BYTES {x_t.nbytes}\n#define OUT_BYTES {y_t.nbytes}\n" + HARNESS
-    exe = toolchain.build({**src, "main.c": main}, kind="exe", flags=toolchain.SANITIZE_FLAGS)
-    x = samples(p, n=6, seed=3)
-    proc = subprocess.run([str(exe)], input=x.tobytes(), capture_output=True, timeout=120,
-                          env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
-                               "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    assert b"runtime error" not in proc.stderr, proc.stderr.decode()[-3000:]
-    ours = np.frombuffer(proc.stdout, dtype=np.int8).reshape(len(x), *y_t.shape[1:])
-    ref = tflm_run(m, x)
-    assert np.array_equal(ours, np.asarray(ref).reshape(ours.shape))
+    assert_sanitized_matches_tflm(cm, m, samples(p, n=6, seed=3), layer=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,16 +265,9 @@ def _constants(cm):
 # ---------------------------------------------------------------------------------------------
 # What the kernel refuses, loudly, naming the op.
 
-def _refused(model: bytes, words: str):
-    with pytest.raises(te.UnsupportedOpError) as err:
-        te.convert(model)
-    assert "CONV_2D" in str(err.value) and err.value.op_kind == "CONV_2D"
-    assert words in str(err.value)
-
-
 def test_refuses_asymmetric_filter():
     p = spec(per_channel=False)
-    _refused(conv_model(p, filter_zp=[3]), "zero point")
+    assert_unsupported(conv_model(p, filter_zp=[3]), "CONV_2D", "zero point")
 
 
 def _model_with(x_dtype="int8", qdim=0, n_scales=4):
@@ -357,18 +282,18 @@ def _model_with(x_dtype="int8", qdim=0, n_scales=4):
 
 
 def test_refuses_per_channel_scales_on_input_axis():
-    _refused(_model_with(qdim=3), "output channel")
+    assert_unsupported(_model_with(qdim=3), "CONV_2D", "output channel")
 
 
 def test_refuses_inconsistent_output_shape():
     p = spec(h=9, w=9)
-    _refused(conv_model(p, out_shape=(1, 8, 9, 8)), "8x9")
+    assert_unsupported(conv_model(p, out_shape=(1, 8, 9, 8)), "CONV_2D", "8x9")
 
 
 def test_refuses_accumulator_overflow():
     p = spec(ic=64, kh=7, kw=7, oc=2, h=7, w=7, per_channel=False)
-    _refused(conv_model(p, bias_values=[2**31 - 10, 0]), "overflow")
+    assert_unsupported(conv_model(p, bias_values=[2**31 - 10, 0]), "CONV_2D", "overflow")
 
 
 def test_refuses_int16_activations():
-    _refused(_model_with(x_dtype="int16"), "only int8")
+    assert_unsupported(_model_with(x_dtype="int16"), "CONV_2D", "only int8")

@@ -4,15 +4,15 @@ activations; the in-place mode really aliases the output onto the input in a com
 correct both aliased and not; clean under sanitizers; shape-only footprint equal to what the layer
 emits; loud failures for what it cannot do."""
 import math
-import subprocess
 
 import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import assert_matches_tflm, int8_inputs, tflm_run
+from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
+                       explicit_pad_input, filter_and_bias, int8_inputs, out_size, sample_shape,
+                       valid_random_specs)
 from tflite_builder import ModelBuilder, bias_scale
-from tinyengine_tf import toolchain
 from tinyengine_tf.kernels import depthwise
 from tinyengine_tf.kernels.base import FOOTPRINTS, EmitContext
 
@@ -29,36 +29,17 @@ def spec(**kw):
     return s
 
 
-def out_size(n, k, s, d, pad):
-    eff = (k - 1) * d + 1
-    return math.ceil(n / s) if pad == "SAME" else (n - eff) // s + 1
-
-
 def dw_model(p, filter_zp=None, bias_values=None, option_mult=None, bias_dtype="int32",
              extra_input=False) -> bytes:
     """A .tflite holding one DEPTHWISE_CONV_2D (after an explicit PAD when pad_extra is given)."""
     rng = np.random.default_rng(p["seed"])
     b = ModelBuilder()
-    x = b.tensor((p["batch"], p["h"], p["w"], p["c"]), scale=p["xs"], zp=p["xzp"])
-    dw_in, h, w = x, p["h"], p["w"]
-    if p["pad_extra"]:
-        t, bo, l, r = p["pad_extra"]
-        h, w = h + t + bo, w + l + r
-        pads = b.tensor((4, 2), dtype="int32", data=[[0, 0], [t, bo], [l, r], [0, 0]])
-        dw_in = b.tensor((p["batch"], h, w, p["c"]), scale=p["xs"], zp=p["xzp"])
-        b.op("PAD", [x, pads], [dw_in], "PadOptions")
+    x, dw_in, h, w = explicit_pad_input(b, p, p["c"])
     oc = p["c"] * p["mult"]
     fs = rng.uniform(0.002, 0.02, oc) if p["per_channel"] else np.array([0.01])
-    wdata = rng.integers(p["wmin"], 128, (1, p["kh"], p["kw"], oc))
-    wdata.flat[0] = p["wmin"]
-    wt = b.tensor((1, p["kh"], p["kw"], oc), scale=fs,
-                  zp=filter_zp if filter_zp is not None else [0] * len(fs), data=wdata, qdim=3)
-    inputs = [dw_in, wt]
-    if p["bias"]:
-        bscale = bias_scale(p["xs"], fs if p["per_channel"] else [0.01] * oc)
-        bvals = (bias_values if bias_values is not None
-                 else rng.integers(-p["bias_range"], p["bias_range"] + 1, oc))
-        inputs.append(b.tensor((oc,), dtype=bias_dtype, scale=bscale, zp=[0] * oc, data=bvals))
+    inputs = [dw_in, *filter_and_bias(b, rng, p, (1, p["kh"], p["kw"], oc), oc, fs, 3, filter_zp,
+                                      bias_values, (-p["bias_range"], p["bias_range"] + 1),
+                                      bias_dtype)]
     oh = out_size(h, p["kh"], p["sh"], p["dh"], p["pad"])
     ow = out_size(w, p["kw"], p["sw"], p["dw"], p["pad"])
     # Output scale that spreads typical accumulators over about +-50 steps: some clamp, most not.
@@ -72,8 +53,7 @@ def dw_model(p, filter_zp=None, bias_values=None, option_mult=None, bias_dtype="
 
 
 def samples(p, n=N_SAMPLES, seed=1):
-    shape = (p["h"], p["w"], p["c"])
-    return int8_inputs((p["batch"], *shape) if p["batch"] > 1 else shape, n, seed=seed)
+    return int8_inputs(sample_shape((p["batch"], p["h"], p["w"], p["c"])), n, seed=seed)
 
 
 def check(p):
@@ -169,19 +149,7 @@ def _random_spec(i):
         xs=float(rng.uniform(0.005, 0.5)), seed=i)
 
 
-def _valid_random_specs(count):
-    out, i = [], 0
-    while len(out) < count:
-        p = _random_spec(i)
-        i += 1
-        if p["pad"] == "VALID" and (out_size(p["h"], p["kh"], 1, p["dh"], "VALID") < 1
-                                    or out_size(p["w"], p["kw"], 1, p["dw"], "VALID") < 1):
-            continue
-        out.append(p)
-    return out
-
-
-RANDOM = _valid_random_specs(16)
+RANDOM = valid_random_specs(_random_spec, 16)
 
 
 @pytest.mark.parametrize("k", range(len(RANDOM)))
@@ -262,32 +230,9 @@ def test_in_place_only_for_multiplier_one_and_no_growth():
 
 
 # ---------------------------------------------------------------------------------------------
-# Sanitizers: call the layer function itself on exact-size heap buffers (separate, and the same
-# buffer for an in-place layer), so any read outside the input or the scratch plane is caught.
-
-HARNESS = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include "model_impl.h"
-int main(void) {
-  int8_t *x = malloc(IN_BYTES), *y = malloc(OUT_BYTES), *both = malloc(IN_BYTES);
-  int8_t *scratch = malloc(SCRATCH_BYTES > 0 ? SCRATCH_BYTES : 1);
-  if (!x || !y || !both || !scratch) return 3;
-  (void)scratch;
-  while (fread(x, 1, IN_BYTES, stdin) == IN_BYTES) {
-    model_L0_depthwise_conv_2d(x, y SCRATCH_ARG);
-    fwrite(y, 1, OUT_BYTES, stdout);
-    if (IN_PLACE) {
-      memcpy(both, x, IN_BYTES);
-      model_L0_depthwise_conv_2d(both, both SCRATCH_ARG);
-      fwrite(both, 1, OUT_BYTES, stdout);
-    }
-  }
-  free(x); free(y); free(both); free(scratch);
-  return 0;
-}
-"""
+# Sanitizers: the layer function alone on exact-size heap buffers (separate, and the same buffer
+# for an in-place layer; reference.sanitized_run), so any read outside the input or the scratch
+# plane is caught.
 
 SANITIZED = ["k3_same", "odd_7x5", "k7_s2_same", "d2_bigger_than_input", "mult3_k5_s2",
              "image_smaller_than_kernel", "rows_wide_s2", "rows_s1x2_odd_pitch",
@@ -301,26 +246,8 @@ def test_layer_clean_under_sanitizers(name):
     m = dw_model(p)
     cm = te.convert(m)
     assert [op.kind for op in cm.graph.ops] == ["DEPTHWISE_CONV_2D"], "the PAD must fold"
-    op, code = dw_layer(cm)
-    x_t, y_t = cm.graph.t(op.inputs[0]), cm.graph.t(op.outputs[0])
-    src = dict(cm.sources)
-    src["model_impl.h"] = src.pop(f"{cm.prefix}.c")
-    defs = (f"#define IN_BYTES {x_t.nbytes}\n#define OUT_BYTES {y_t.nbytes}\n"
-            f"#define SCRATCH_BYTES {code.scratch_bytes}\n#define IN_PLACE {int(code.in_place)}\n"
-            f"#define SCRATCH_ARG {', scratch' if code.scratch_bytes else ''}\n")
-    exe = toolchain.build({**src, "main.c": defs + HARNESS}, kind="exe",
-                          flags=toolchain.SANITIZE_FLAGS)
-    x = samples(p, n=6, seed=3)
-    proc = subprocess.run([str(exe)], input=x.tobytes(), capture_output=True, timeout=120,
-                          env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
-                               "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    assert b"runtime error" not in proc.stderr, proc.stderr.decode()[-3000:]
-    runs = 2 if code.in_place else 1
-    ours = np.frombuffer(proc.stdout, dtype=np.int8).reshape(len(x), runs, y_t.numel)
-    ref = np.asarray(tflm_run(m, x)).reshape(len(x), y_t.numel)
-    for r in range(runs):
-        assert np.array_equal(ours[:, r], ref), f"run {r} (1 = output over input) differs"
+    runs = assert_sanitized_matches_tflm(cm, m, samples(p, n=6, seed=3), layer=0)
+    assert len(runs) == (2 if dw_layer(cm)[1].in_place else 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,32 +282,25 @@ def test_footprint_ignores_values(name):
 # ---------------------------------------------------------------------------------------------
 # What the kernel refuses, loudly, naming the op.
 
-def _refused(model: bytes, words: str):
-    with pytest.raises(te.UnsupportedOpError) as err:
-        te.convert(model)
-    assert "DEPTHWISE_CONV_2D" in str(err.value) and err.value.op_kind == "DEPTHWISE_CONV_2D"
-    assert words in str(err.value)
-
-
 def test_refuses_asymmetric_filter():
-    _refused(dw_model(spec(per_channel=False), filter_zp=[3]), "zero point")
+    assert_unsupported(dw_model(spec(per_channel=False), filter_zp=[3]), "DEPTHWISE_CONV_2D", "zero point")
 
 
 def test_refuses_depth_multiplier_option_mismatch():
-    _refused(dw_model(spec(mult=2), option_mult=1), "depth_multiplier")
+    assert_unsupported(dw_model(spec(mult=2), option_mult=1), "DEPTHWISE_CONV_2D", "depth_multiplier")
 
 
 def test_refuses_accumulator_overflow():
     p = spec(c=2, kh=7, kw=7, h=7, w=7, per_channel=False)
-    _refused(dw_model(p, bias_values=[2**31 - 10, 0]), "overflow")
+    assert_unsupported(dw_model(p, bias_values=[2**31 - 10, 0]), "DEPTHWISE_CONV_2D", "overflow")
 
 
 def test_refuses_non_int32_bias():
-    _refused(dw_model(spec(), bias_dtype="int64"), "bias")
+    assert_unsupported(dw_model(spec(), bias_dtype="int64"), "DEPTHWISE_CONV_2D", "bias")
 
 
 def test_refuses_unsupported_fused_activation():
-    _refused(dw_model(spec(act="TANH")), "TANH")
+    assert_unsupported(dw_model(spec(act="TANH")), "DEPTHWISE_CONV_2D", "TANH")
 
 
 def test_refuses_inconsistent_output_shape():
@@ -391,7 +311,7 @@ def test_refuses_inconsistent_output_shape():
     y = b.tensor((1, 5, 6, 2), scale=0.1, zp=0)
     b.op("DEPTHWISE_CONV_2D", [x, w], [y], "DepthwiseConv2DOptions", padding="SAME", strideH=1,
          strideW=1, depthMultiplier=1)
-    _refused(b.build([x], [y]), "5x6")
+    assert_unsupported(b.build([x], [y]), "DEPTHWISE_CONV_2D", "5x6")
 
 
 def test_refuses_int16_activations():

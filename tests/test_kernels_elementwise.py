@@ -2,25 +2,16 @@
 operands and fused activations; in place; exact folded requantization; footprint; sanitizers."""
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import assert_matches_tflm, int8_inputs, tflm_run
+from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
+                       check_total_footprint, int8_inputs, run_c_check, sample_shape)
 from tflite_builder import ModelBuilder
-from tinyengine_tf import toolchain
-from tinyengine_tf.kernels.base import FOOTPRINTS
 
 OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}
 N_SAMPLES = 20
-
-
-def sample_shape(shape) -> tuple:
-    """What cm.run / tflm_run take per sample: the shape without a leading batch of 1."""
-    shape = tuple(shape)
-    return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
 
 
 def binary_model(kinds, s1, s2, q1, q2, qo, act="NONE", const=None, seed=0, out_shape=None,
@@ -51,20 +42,8 @@ def check(kinds, s1, s2, q1, q2, qo, act="NONE", const=None, seed=0):
     cm = te.convert(model)
     xs = [int8_inputs(sample_shape(s), N_SAMPLES, seed=seed + 7 * k) for k, s in enumerate(shapes)]
     assert_matches_tflm(cm, model, xs)
-    assert_footprint(cm)
+    check_total_footprint(cm)
     return cm
-
-
-def assert_footprint(cm):
-    """The shape-only footprint equals what the emitted code declares."""
-    flash = scratch = 0
-    for op in cm.graph.ops:
-        f, s = FOOTPRINTS[op.kind](op, cm.graph)
-        flash += f
-        scratch = max(scratch, s)
-    assert flash == cm.flash
-    emitted = [code.scratch_bytes for _, code in cm._gen.layers if code is not None]
-    assert scratch == max(emitted, default=0)
 
 
 # Quantizations (scale, zero point) of input 1, input 2, output: equal scales, scales 100x apart
@@ -222,51 +201,10 @@ int main(void) {
 
 
 def test_single_rounding_mbqm_equals_two_step():
-    from importlib import resources
-    cdir = resources.files("tinyengine_tf").joinpath("c")
-    sources = {h: cdir.joinpath(h).read_text() for h in ("te_runtime.h",)}
-    exe = toolchain.build({**sources, "check.c": MBQM_CHECK}, kind="exe",
-                          flags=["-O2", "-fsanitize=undefined", "-fno-sanitize-recover=all"])
-    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_c_check(MBQM_CHECK, flags=["-O2", "-fsanitize=undefined", "-fno-sanitize-recover=all"])
 
 
 # -- sanitizers -------------------------------------------------------------------------------
-
-def stdio_main(cm) -> str:
-    """main(): reads whole input samples from stdin until EOF, writes outputs to stdout."""
-    ins = [cm.graph.t(i) for i in cm.graph.inputs]
-    outs = [cm.graph.t(i) for i in cm.graph.outputs]
-    decl = "".join(f"  static int8_t in{k}[{t.nbytes}];\n" for k, t in enumerate(ins))
-    decl += "".join(f"  static int8_t out{k}[{t.nbytes}];\n" for k, t in enumerate(outs))
-    reads = " && ".join(f"fread(in{k}, 1, {t.nbytes}, stdin) == {t.nbytes}" for k, t in enumerate(ins))
-    writes = "".join(f"    fwrite(out{k}, 1, {t.nbytes}, stdout);\n" for k, t in enumerate(outs))
-    args = ", ".join([f"in{k}" for k in range(len(ins))] + [f"out{k}" for k in range(len(outs))])
-    return f"""#include <stdio.h>
-#include <stdint.h>
-#include "{cm.prefix}.h"
-int main(void) {{
-{decl}  while ({reads}) {{
-    if ({cm.prefix}_invoke({args}) != 0) return 2;
-{writes}  }}
-  return 0;
-}}
-"""
-
-
-def sanitized_run(cm, xs) -> np.ndarray:
-    """The single output of the generated C built with ASan + UBSan (any report fails)."""
-    xs = xs if isinstance(xs, list) else [xs]
-    n = len(xs[0])
-    stream = b"".join(np.ascontiguousarray(x[i]).tobytes() for i in range(n) for x in xs)
-    exe = toolchain.build({**cm.sources, "main.c": stdio_main(cm)}, kind="exe",
-                          flags=toolchain.SANITIZE_FLAGS)
-    proc = subprocess.run([str(exe)], input=stream, capture_output=True, timeout=120,
-                          env={"ASAN_OPTIONS": "abort_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"})
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    assert b"runtime error" not in proc.stderr, proc.stderr.decode()[-3000:]
-    return np.frombuffer(proc.stdout, dtype=np.int8).reshape(n, -1)
-
 
 @pytest.mark.parametrize("kind,s1,s2,const", [("ADD", (1, 3, 4, 8), (8,), None),
                                               ("MUL", (2, 3, 1, 4), (1, 1, 5, 4), 1),
@@ -275,21 +213,11 @@ def test_clean_under_sanitizers(kind, s1, s2, const):
     # MUL's 2.0 * 0.9 / 0.001 multiplier takes the left-shift path.
     q = ((2.0, -3), (0.9, 5), (0.001, 1)) if kind == "MUL" else QUANTS[2]
     model, shapes = binary_model(kind, s1, s2, *q, act="RELU6", const=const)
-    cm = te.convert(model)
     xs = [int8_inputs(sample_shape(s), 8, seed=k) for k, s in enumerate(shapes)]
-    ref = tflm_run(model, xs)
-    assert np.array_equal(sanitized_run(cm, xs), ref.reshape(len(ref), -1))
+    assert_sanitized_matches_tflm(te.convert(model), model, xs)
 
 
 # -- unsupported configurations ---------------------------------------------------------------
-
-def assert_unsupported(model, kind, words):
-    with pytest.raises(te.UnsupportedOpError) as info:
-        te.convert(model)
-    msg = str(info.value)
-    assert kind in msg and info.value.op_kind == kind, msg
-    assert words in msg, msg
-
 
 @pytest.mark.parametrize("kind", ["ADD", "SUB", "MUL"])
 def test_unsupported_int16(kind):

@@ -1,16 +1,13 @@
 """AVERAGE_POOL_2D and MAX_POOL_2D: bit-exact with TFLite Micro over filter sizes (unrolled and
 looped), strides, SAME/VALID, activations, channel counts and batches; clean under sanitizers;
 footprint (0, 0) as emitted; refusals of what TFLite Micro refuses, naming the op."""
-import math
-import subprocess
-
 import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import assert_matches_tflm, int8_inputs, tflm_run
+from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
+                       int8_inputs, out_size, sample_shape, tflm_run, valid_random_specs)
 from tflite_builder import ModelBuilder
-from tinyengine_tf import toolchain
 from tinyengine_tf.kernels import pooling
 from tinyengine_tf.kernels.base import FOOTPRINTS
 
@@ -25,14 +22,11 @@ def spec(**kw):
     return s
 
 
-def out_size(n, k, s, pad):
-    return math.ceil(n / s) if pad == "SAME" else (n - k) // s + 1
-
-
 def pool_model(kind, p) -> bytes:
     b = ModelBuilder()
     x = b.tensor((p["batch"], p["h"], p["w"], p["c"]), scale=p["xs"], zp=p["zp"])
-    oh, ow = out_size(p["h"], p["fh"], p["sh"], p["pad"]), out_size(p["w"], p["fw"], p["sw"], p["pad"])
+    oh = out_size(p["h"], p["fh"], p["sh"], 1, p["pad"])
+    ow = out_size(p["w"], p["fw"], p["sw"], 1, p["pad"])
     y = b.tensor((p["batch"], oh, ow, p["c"]), scale=p["ys"] or p["xs"],
                  zp=p["zp"] if p["yzp"] is None else p["yzp"])
     b.op(kind, [x], [y], "Pool2DOptions", padding=p["pad"], strideH=p["sh"], strideW=p["sw"],
@@ -41,8 +35,7 @@ def pool_model(kind, p) -> bytes:
 
 
 def samples(p, n=N_SAMPLES, seed=1):
-    shape = (p["h"], p["w"], p["c"])
-    return int8_inputs((p["batch"], *shape) if p["batch"] > 1 else shape, n, seed=seed)
+    return int8_inputs(sample_shape((p["batch"], p["h"], p["w"], p["c"])), n, seed=seed)
 
 
 CASES = {
@@ -87,18 +80,7 @@ def _random_spec(i):
                 zp=int(rng.integers(-128, 128)), xs=float(rng.uniform(0.005, 0.5)))
 
 
-def _valid_random_specs(count):
-    out, i = [], 0
-    while len(out) < count:
-        p = _random_spec(i)
-        i += 1
-        if p["pad"] == "VALID" and (p["fh"] > p["h"] or p["fw"] > p["w"]):
-            continue
-        out.append(p)
-    return out
-
-
-RANDOM = _valid_random_specs(10)
+RANDOM = valid_random_specs(_random_spec, 10, window=("fh", "fw"))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -120,24 +102,8 @@ def test_average_rounds_half_away_from_zero():
 
 
 # ---------------------------------------------------------------------------------------------
-# Sanitizers: the layer function on exact-size heap buffers catches any read outside the input.
-
-HARNESS = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include "model_impl.h"
-int main(void) {
-  int8_t *x = malloc(IN_BYTES), *y = malloc(OUT_BYTES);
-  if (!x || !y) return 3;
-  while (fread(x, 1, IN_BYTES, stdin) == IN_BYTES) {
-    LAYER(x, y);
-    fwrite(y, 1, OUT_BYTES, stdout);
-  }
-  free(x);
-  free(y);
-  return 0;
-}
-"""
+# Sanitizers: the layer function alone on exact-size heap buffers (reference.sanitized_run)
+# catches any read outside the input.
 
 SANITIZED = ["3x3_s2_same", "even_filter_same_asym", "9x9_s2_same_looped",
              "filter_bigger_than_input_same", "many_channels_block_tail", "batch2"]
@@ -148,23 +114,7 @@ SANITIZED = ["3x3_s2_same", "even_filter_same_asym", "9x9_s2_same_looped",
 def test_layer_clean_under_sanitizers(kind, name):
     p = CASES[name]
     m = pool_model(kind, p)
-    cm = te.convert(m)
-    op = cm.graph.ops[0]
-    x_t, y_t = cm.graph.t(op.inputs[0]), cm.graph.t(op.outputs[0])
-    src = dict(cm.sources)
-    src["model_impl.h"] = src.pop(f"{cm.prefix}.c")
-    defs = (f"#define IN_BYTES {x_t.nbytes}\n#define OUT_BYTES {y_t.nbytes}\n"
-            f"#define LAYER {cm.prefix}_L0_{kind.lower()}\n")
-    exe = toolchain.build({**src, "main.c": defs + HARNESS}, kind="exe",
-                          flags=toolchain.SANITIZE_FLAGS)
-    x = samples(p, n=5, seed=3)
-    proc = subprocess.run([str(exe)], input=x.tobytes(), capture_output=True, timeout=120,
-                          env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
-                               "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    assert b"runtime error" not in proc.stderr, proc.stderr.decode()[-3000:]
-    ours = np.frombuffer(proc.stdout, dtype=np.int8).reshape(len(x), y_t.numel)
-    assert np.array_equal(ours, np.asarray(tflm_run(m, x)).reshape(len(x), y_t.numel))
+    assert_sanitized_matches_tflm(te.convert(m), m, samples(p, n=5, seed=3), layer=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,26 +128,19 @@ def test_footprint_equals_emitted(kind, name):
     assert pooling.footprint(op, cm.graph) == (cm.flash, code.scratch_bytes) == (0, 0)
 
 
-def _refused(kind, model: bytes, words: str):
-    with pytest.raises(te.UnsupportedOpError) as err:
-        te.convert(model)
-    assert kind in str(err.value) and err.value.op_kind == kind
-    assert words in str(err.value)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_refuses_requantizing_scale(kind):
-    _refused(kind, pool_model(kind, spec(xs=0.05, ys=0.1)), "quantization")
+    assert_unsupported(pool_model(kind, spec(xs=0.05, ys=0.1)), kind, "quantization")
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_refuses_different_zero_points(kind):
-    _refused(kind, pool_model(kind, spec(zp=-3, yzp=4)), "zero point")
+    assert_unsupported(pool_model(kind, spec(zp=-3, yzp=4)), kind, "zero point")
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_refuses_unsupported_fused_activation(kind):
-    _refused(kind, pool_model(kind, spec(act="TANH")), "TANH")
+    assert_unsupported(pool_model(kind, spec(act="TANH")), kind, "TANH")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -207,7 +150,7 @@ def test_refuses_inconsistent_output_shape(kind):
     y = b.tensor((1, 3, 4, 2), scale=0.05, zp=0)
     b.op(kind, [x], [y], "Pool2DOptions", padding="VALID", strideH=2, strideW=2, filterHeight=2,
          filterWidth=2)
-    _refused(kind, b.build([x], [y]), "3x4")
+    assert_unsupported(b.build([x], [y]), kind, "3x4")
 
 
 @pytest.mark.parametrize("kind", KINDS)

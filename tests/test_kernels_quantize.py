@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import assert_matches_tflm, int8_inputs, tflm_run
-from test_kernels_layout import assert_unsupported, check_footprints, compile_and_check, sanitized_run
+from reference import (assert_matches_tflm, assert_unsupported, check_footprints, compile_and_check,
+                       int8_inputs, sanitized_run, tflm_run)
 from tflite_builder import ModelBuilder
 
 RNG_SEED = 4242

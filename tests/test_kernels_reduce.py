@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import int8_inputs, tflm_run
-from test_kernels_layout import assert_unsupported, compile_and_check, sanitized_run
+from reference import assert_sanitized_matches_tflm, assert_unsupported, compile_and_check, int8_inputs
 from tflite_builder import ModelBuilder
 from tinyengine_tf import quant
 from tinyengine_tf.kernels.reduce import fold_count
@@ -117,6 +116,4 @@ def test_reduce_kernels_are_clean_under_sanitizers():
         (_reduce_model("SUM", (1, 3, 4, 5), [3], False, (0.2, 127), (0.01, -128)), (3, 4, 5)),
         (_reduce_model("REDUCE_MAX", (2, 3, 4), [0, 2], True, (0.1, 1), (0.1, 1)), (2, 3, 4)),
     ]:
-        cm = te.convert(model)
-        xs = int8_inputs(shape, 6)
-        assert np.array_equal(sanitized_run(cm, xs)[0].reshape(-1), tflm_run(model, xs).reshape(-1))
+        assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs(shape, 6))

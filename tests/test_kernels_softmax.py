@@ -3,18 +3,15 @@ ranks and every class of input row (all equal, one large, ties, extremes, ramps,
 edge); the unsupported configurations; the shape-only footprint; a sanitized build."""
 from __future__ import annotations
 
-import os
-import subprocess
-
 import numpy as np
 import pytest
 
-from reference import assert_matches_tflm, int8_inputs, tflm_run
+from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
+                       int8_inputs, run_c_check, sample_shape)
 from tflite_builder import ModelBuilder
 
 import tinyengine_tf as te
 from converters.tflite_reader import read_tflite
-from tinyengine_tf import toolchain
 from tinyengine_tf.codegen import generate
 from tinyengine_tf.kernels.base import FOOTPRINTS
 from tinyengine_tf.kernels.softmax import softmax_params
@@ -28,12 +25,6 @@ def softmax_model(shape, scale, zp, beta, out_scale=1.0 / 256, out_zp=-128, in_d
     y = b.tensor(shape, dtype=out_dtype, scale=out_scale, zp=out_zp)
     b.op("SOFTMAX", [x], [y], "SoftmaxOptions", beta=beta)
     return b.build([x], [y])
-
-
-def sample_shape(shape) -> tuple:
-    """The per-sample shape cm.run and tflm_run batch over (a leading 1 is the batch axis)."""
-    shape = tuple(shape)
-    return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
 
 
 def value_classes(shape, diff_min: int, rng) -> np.ndarray:
@@ -161,14 +152,6 @@ def test_long_rows_beyond_tflm_shift_limit():
     assert_matches_tflm(te.convert(model), model, xs)
 
 
-def _error(model) -> te.UnsupportedOpError:
-    with pytest.raises(te.UnsupportedOpError) as info:
-        te.convert(model)
-    err = info.value
-    assert err.op_kind == "SOFTMAX" and "SOFTMAX" in str(err) and "op #0" in str(err)
-    return err
-
-
 @pytest.mark.parametrize("kwargs,words", [
     (dict(out_zp=0), "zero point"),
     (dict(out_scale=1.0 / 255), "1/256"),
@@ -178,16 +161,16 @@ def _error(model) -> te.UnsupportedOpError:
     (dict(out_dtype="int32", out_scale=1.0 / 65536, out_zp=0), "int32"),
 ])
 def test_unsupported_quantization(kwargs, words):
-    assert words in str(_error(softmax_model((1, 10), 0.1, 0, 1.0, **kwargs)))
+    assert_unsupported(softmax_model((1, 10), 0.1, 0, 1.0, **kwargs), "SOFTMAX", words, op_index=0)
 
 
 @pytest.mark.parametrize("scale,beta", [(2.0 ** -27, 1.0), (0.1, -1.0), (0.1, 0.0)])
 def test_unsupported_beta(scale, beta):
-    assert "beta" in str(_error(softmax_model((1, 10), scale, 0, beta)))
+    assert_unsupported(softmax_model((1, 10), scale, 0, beta), "SOFTMAX", "beta", op_index=0)
 
 
 def test_unsupported_long_axis():
-    assert "4095" in str(_error(softmax_model((1, 4096), 0.1, 0, 1.0)))
+    assert_unsupported(softmax_model((1, 4096), 0.1, 0, 1.0), "SOFTMAX", "4095", op_index=0)
 
 
 def _graph(model):
@@ -203,43 +186,6 @@ def test_footprint_equals_emitted(shape):
     assert "te_softmax.h" in gen.sources
 
 
-SANITIZE_MAIN = r"""
-#include <stdio.h>
-#include <stdlib.h>
-int te_host_batch(const void *const *ins, void *const *outs, int n);
-int main(int argc, char **argv) {
-  if (argc != 4) return 2;
-  const int n = atoi(argv[1]);
-  const size_t in_bytes = (size_t)atol(argv[2]) * n, out_bytes = (size_t)atol(argv[3]) * n;
-  char *in = malloc(in_bytes), *out = malloc(out_bytes);
-  if (!in || !out || fread(in, 1, in_bytes, stdin) != in_bytes) return 3;
-  const void *ins[1] = {in};
-  void *outs[1] = {out};
-  te_host_batch(ins, outs, n);
-  fwrite(out, 1, out_bytes, stdout);
-  free(in);
-  free(out);
-  return 0;
-}
-"""
-
-
-def run_sanitized(cm, xs: np.ndarray) -> np.ndarray:
-    """The generated C built with -fsanitize=address,undefined, run in its own process."""
-    exe = toolchain.build({**cm.host_sources(), "te_main.c": SANITIZE_MAIN}, kind="exe",
-                          flags=toolchain.SANITIZE_FLAGS)
-    (t_in,), (t_out,) = cm.input_details, cm.output_details
-    in_bytes = int(np.prod(t_in["shape"]))
-    out_bytes = int(np.prod(t_out["shape"])) * np.dtype(t_out["dtype"]).itemsize
-    proc = subprocess.run([str(exe), str(len(xs)), str(in_bytes), str(out_bytes)],
-                          input=np.ascontiguousarray(xs, dtype=np.int8).tobytes(),
-                          capture_output=True, env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"},
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    out_shape = (len(xs), *sample_shape(t_out["shape"]))
-    return np.frombuffer(proc.stdout, dtype=np.dtype(t_out["dtype"])).reshape(out_shape)
-
-
 @pytest.mark.parametrize("shape,scale,beta,out", [((2, 33), 0.5, 1.0, "int8"),
                                                   ((1, 600), 0.05, 1.0, "int8"),
                                                   ((1, 8), 1.0, 40.0, "int8"),
@@ -251,8 +197,7 @@ def test_sanitized_build_matches_tflm(shape, scale, beta, out):
         xs = int8_inputs(sample_shape(shape), 20, extremes=False)
     else:
         xs = value_classes(shape, softmax_params(beta, scale)[2], np.random.default_rng(7))
-    ref = tflm_run(model, xs)
-    np.testing.assert_array_equal(run_sanitized(te.convert(model), xs).reshape(ref.shape), ref)
+    assert_sanitized_matches_tflm(te.convert(model), model, xs)
 
 
 # -- the fixed-point helpers of c/te_softmax.h, one by one, against a gemmlowp mirror ---------
@@ -404,17 +349,10 @@ def _mirror(kind, a, b, c):
 
 def test_c_helpers_match_gemmlowp_mirror():
     """Each helper, built with ASan + UBSan, equals the mirror raw value for raw value."""
-    from importlib import resources
-    cdir = resources.files("tinyengine_tf").joinpath("c")
-    sources = {h: cdir.joinpath(h).read_text() for h in ("te_runtime.h", "te_softmax.h")}
-    exe = toolchain.build({**sources, "helpers.c": HELPER_MAIN}, kind="exe",
-                          flags=toolchain.SANITIZE_FLAGS)
     cases = _helper_cases(np.random.default_rng(5))
-    proc = subprocess.run([str(exe)], input=np.array(cases, dtype=np.int32).tobytes(),
-                          capture_output=True, env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"},
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    got = np.frombuffer(proc.stdout, dtype=np.int32).reshape(-1, 2)
+    stdout = run_c_check(HELPER_MAIN, ("te_runtime.h", "te_softmax.h"),
+                         stdin=np.array(cases, dtype=np.int32).tobytes())
+    got = np.frombuffer(stdout, dtype=np.int32).reshape(-1, 2)
     assert len(got) == len(cases)
     bad = [(case, tuple(g), _mirror(*case)) for case, g in zip(cases, got.tolist())
            if tuple(g) != _mirror(*case)]

@@ -8,10 +8,14 @@ from tinyengine_tf.ir import Graph, Op, Tensor
 from tinyengine_tf.memory import Buffer, Plan, plan_memory, verify
 
 
+def _tensor(i, name, n, scale=1.0):
+    """An int8 (1, n) tensor: to the planner only its size matters."""
+    return Tensor(i, name, (1, n), "int8", np.array([scale], np.float32), np.array([0]))
+
+
 def _chain(sizes, view_at=()):
     """input -> op0 -> t1 -> op1 -> ... ; sizes are element counts of t0..tn (int8)."""
-    tensors = {i: Tensor(i, f"t{i}", (1, n), "int8", np.array([0.1], np.float32), np.array([0]))
-               for i, n in enumerate(sizes)}
+    tensors = {i: _tensor(i, f"t{i}", n, 0.1) for i, n in enumerate(sizes)}
     ops = [Op(i, "RESHAPE" if i in view_at else "RELU", [i], [i + 1]) for i in range(len(sizes) - 1)]
     return Graph(tensors, ops, [0], [len(sizes) - 1])
 
@@ -20,31 +24,32 @@ def _plan(buffers, arena):
     return Plan(buffers, arena, {}, {}, set(), max(b.last for b in buffers) + 1)
 
 
+def _refused(buffers, arena, match=None):
+    """verify() rejects these buffers in an arena of this many bytes."""
+    with pytest.raises(TinyEngineError, match=match):
+        verify(_plan(buffers, arena))
+
+
 def test_verifier_catches_overlap_in_space_and_time():
     a = Buffer("t0", 64, 0, 2, offset=0)
     b = Buffer("t1", 64, 1, 3, offset=32)
-    with pytest.raises(TinyEngineError, match="overlap"):
-        verify(_plan([a, b], 128))
+    _refused([a, b], 128, "overlap")
 
 
 def test_verifier_catches_buffer_outside_arena():
-    with pytest.raises(TinyEngineError, match="outside"):
-        verify(_plan([Buffer("t0", 64, 0, 1, offset=32)], 64))
+    _refused([Buffer("t0", 64, 0, 1, offset=32)], 64, "outside")
 
 
 def test_verifier_catches_misaligned_and_unplaced_buffers():
-    with pytest.raises(TinyEngineError):
-        verify(_plan([Buffer("t0", 16, 0, 1, offset=8)], 64))
-    with pytest.raises(TinyEngineError):
-        verify(_plan([Buffer("t0", 16, 0, 1, offset=-1)], 64))
+    _refused([Buffer("t0", 16, 0, 1, offset=8)], 64)
+    _refused([Buffer("t0", 16, 0, 1, offset=-1)], 64)
 
 
 def test_verifier_catches_touching_lifetimes():
     # Producer step of one == last step of the other: both live then (inclusive intervals).
     a = Buffer("t0", 32, 0, 1, offset=0)
     b = Buffer("t1", 32, 1, 2, offset=0)
-    with pytest.raises(TinyEngineError, match="overlap"):
-        verify(_plan([a, b], 32))
+    _refused([a, b], 32, "overlap")
 
 
 def test_verifier_accepts_declared_in_place_pair_only():
@@ -52,13 +57,11 @@ def test_verifier_accepts_declared_in_place_pair_only():
     b = Buffer("t1", 32, 1, 2, offset=0, in_place_of="t0")
     verify(_plan([a, b], 32))
     b_late = Buffer("t1", 32, 0, 2, offset=0, in_place_of="t0")  # starts before t0 dies
-    with pytest.raises(TinyEngineError):
-        verify(_plan([a, b_late], 32))
+    _refused([a, b_late], 32)
     # Shifted by a few bytes, the output would overwrite input slots not read yet.
     a_big = Buffer("t0", 64, 0, 1, offset=0)
     b_shifted = Buffer("t1", 32, 1, 2, offset=16, in_place_of="t0")
-    with pytest.raises(TinyEngineError, match="overlap"):
-        verify(_plan([a_big, b_shifted], 64))
+    _refused([a_big, b_shifted], 64, "overlap")
 
 
 def test_disjoint_lifetimes_share_memory():
@@ -108,19 +111,17 @@ def test_in_place_lower_bound_counts_the_pair_once():
 def test_random_buffer_sets_always_verify(spec):
     """Random DAG-shaped lifetimes: the greedy plan always passes the verifier."""
     n_ops = 14
-    tensors = {0: Tensor(0, "in", (1, 8), "int8", np.array([1.0], np.float32), np.array([0]))}
+    tensors = {0: _tensor(0, "in", 8)}
     ops = []
     for k, (size, start, length) in enumerate(spec):
-        tensors[k + 1] = Tensor(k + 1, f"t{k + 1}", (1, size), "int8", np.array([1.0], np.float32),
-                                np.array([0]))
+        tensors[k + 1] = _tensor(k + 1, f"t{k + 1}", size)
     # Op j consumes every tensor whose interval covers j and produces those starting at j.
     for j in range(n_ops):
         outs = [k + 1 for k, (s, st_, ln) in enumerate(spec) if st_ == j]
         ins = [k + 1 for k, (s, st_, ln) in enumerate(spec) if st_ < j <= st_ + ln] or [0]
         ops.append(Op(j, "RELU", ins, outs or [len(tensors) + j]))
         if not outs:
-            tensors[len(tensors) + j] = Tensor(len(tensors) + j, "pad", (1, 1), "int8",
-                                               np.array([1.0], np.float32), np.array([0]))
+            tensors[len(tensors) + j] = _tensor(len(tensors) + j, "pad", 1)
     g = Graph(tensors, ops, [0], [ops[-1].outputs[0]])
     plan = plan_memory(g)
     verify(plan)

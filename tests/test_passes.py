@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import assert_matches_tflm, int8_inputs
-from test_kernels_layout import compile_and_check
+from reference import assert_matches_tflm, compile_and_check, int8_inputs
 from tflite_builder import ModelBuilder, bias_scale
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import KERNELS

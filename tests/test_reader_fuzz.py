@@ -42,15 +42,21 @@ N_SAMPLES = 4            # all -128, all 127, alternating extremes, one random
 
 
 # -- seed models --------------------------------------------------------------------------------
+def _filter_and_bias(b, rng, shape, scales, x_scale, bias_bound, qdim=0):
+    """A random int8 filter (output channels on axis qdim) and int32 bias, drawn in that order."""
+    zp = [0] * len(scales)
+    w = b.tensor(shape, scale=scales, zp=zp, qdim=qdim, data=rng.integers(-127, 128, shape))
+    bias = b.tensor((shape[qdim],), dtype="int32", scale=bias_scale(x_scale, scales), zp=zp,
+                    data=rng.integers(-bias_bound, bias_bound, shape[qdim]))
+    return w, bias
+
+
 def _conv_model() -> bytes:
     """Per-channel conv, SAME, stride 2, RELU6: small enough to fuzz hundreds of times."""
     rng = np.random.default_rng(11)
     b = ModelBuilder()
     x = b.tensor((1, 6, 6, 3), scale=0.05, zp=-3)
-    fs = [0.011, 0.02, 0.007, 0.015]
-    w = b.tensor((4, 3, 3, 3), scale=fs, zp=[0] * 4, qdim=0, data=rng.integers(-127, 128, (4, 3, 3, 3)))
-    bias = b.tensor((4,), dtype="int32", scale=bias_scale(0.05, fs), zp=[0] * 4,
-                    data=rng.integers(-800, 800, 4))
+    w, bias = _filter_and_bias(b, rng, (4, 3, 3, 3), [0.011, 0.02, 0.007, 0.015], 0.05, 800)
     y = b.tensor((1, 3, 3, 4), scale=0.08, zp=4)
     b.op("CONV_2D", [x, w, bias], [y], "Conv2DOptions", padding="SAME", strideH=2, strideW=2,
          fusedActivationFunction="RELU6")
@@ -74,9 +80,7 @@ def _conv_reshape_model() -> bytes:
     rng = np.random.default_rng(12)
     b = ModelBuilder()
     x = b.tensor((1, 5, 4, 2), scale=0.04, zp=7)
-    w = b.tensor((3, 2, 2, 2), scale=[0.013], zp=[0], data=rng.integers(-127, 128, (3, 2, 2, 2)))
-    bias = b.tensor((3,), dtype="int32", scale=bias_scale(0.04, [0.013]), zp=[0],
-                    data=rng.integers(-300, 300, 3))
+    w, bias = _filter_and_bias(b, rng, (3, 2, 2, 2), [0.013], 0.04, 300)
     y = b.tensor((1, 4, 3, 3), scale=0.05, zp=-6)
     b.op("CONV_2D", [x, w, bias], [y], "Conv2DOptions", padding="VALID", strideH=1, strideW=1)
     shape = b.tensor((2,), dtype="int32", data=[1, 36])
@@ -91,17 +95,11 @@ def _mini_model() -> bytes:
     rng = np.random.default_rng(13)
     b = ModelBuilder()
     x = b.tensor((1, 6, 5, 1), scale=0.1, zp=-10)
-    fs = [0.02, 0.015, 0.03, 0.01]
-    w = b.tensor((4, 3, 3, 1), scale=fs, zp=[0] * 4, qdim=0, data=rng.integers(-127, 128, (4, 3, 3, 1)))
-    bias = b.tensor((4,), dtype="int32", scale=bias_scale(0.1, fs), zp=[0] * 4,
-                    data=rng.integers(-300, 300, 4))
+    w, bias = _filter_and_bias(b, rng, (4, 3, 3, 1), [0.02, 0.015, 0.03, 0.01], 0.1, 300)
     c = b.tensor((1, 3, 3, 4), scale=0.12, zp=-128)
     b.op("CONV_2D", [x, w, bias], [c], "Conv2DOptions", padding="SAME", strideH=2, strideW=2,
          fusedActivationFunction="RELU")
-    dfs = [0.05, 0.04, 0.06, 0.03]
-    dw = b.tensor((1, 3, 3, 4), scale=dfs, zp=[0] * 4, qdim=3, data=rng.integers(-127, 128, (1, 3, 3, 4)))
-    dbias = b.tensor((4,), dtype="int32", scale=bias_scale(0.12, dfs), zp=[0] * 4,
-                     data=rng.integers(-200, 200, 4))
+    dw, dbias = _filter_and_bias(b, rng, (1, 3, 3, 4), [0.05, 0.04, 0.06, 0.03], 0.12, 200, qdim=3)
     d = b.tensor((1, 3, 3, 4), scale=0.2, zp=-128)
     b.op("DEPTHWISE_CONV_2D", [c, dw, dbias], [d], "DepthwiseConv2DOptions", padding="SAME",
          strideH=1, strideW=1, depthMultiplier=1, fusedActivationFunction="RELU6")
@@ -111,9 +109,7 @@ def _mini_model() -> bytes:
     shape = b.tensor((2,), dtype="int32", data=[1, 4])
     flat = b.tensor((1, 4), scale=0.2, zp=-128)
     b.op("RESHAPE", [p, shape], [flat], "ReshapeOptions", newShape=[1, 4])
-    fw = b.tensor((3, 4), scale=[0.01], zp=[0], data=rng.integers(-127, 128, (3, 4)))
-    fb = b.tensor((3,), dtype="int32", scale=bias_scale(0.2, [0.01]), zp=[0],
-                  data=rng.integers(-100, 100, 3))
+    fw, fb = _filter_and_bias(b, rng, (3, 4), [0.01], 0.2, 100)
     logits = b.tensor((1, 3), scale=0.15, zp=3)
     b.op("FULLY_CONNECTED", [flat, fw, fb], [logits], "FullyConnectedOptions")
     probs = b.tensor((1, 3), scale=1.0 / 256, zp=-128)
@@ -148,6 +144,18 @@ def _i32(d, p):
 
 def _u16(d, p):
     return struct.unpack_from("<H", d, p)[0]
+
+
+# The fields each table type records: (vtable slot, kind, element width, is a vector), per
+# TFLite's schema.fbs.
+OPCODE_FIELDS = [(4, "opcode", 1, False), (8, "opcode", 4, False),   # deprecated code, version,
+                 (10, "opcode", 4, False)]                            # builtin code
+TENSOR_FIELDS = [(4, "shape", 4, True), (6, "type", 1, False), (8, "buffer_index", 4, False),
+                 (14, "is_variable", 1, False)]
+QUANT_FIELDS = [(8, "scale", 4, True), (10, "zero_point", 8, True), (16, "quantized_dim", 4, False)]
+SUBGRAPH_IO_FIELDS = [(6, "io", 4, True), (8, "io", 4, True)]
+OP_FIELDS = [(4, "opcode_index", 4, False), (6, "io", 4, True), (8, "io", 4, True),
+             (10, "options_type", 1, False)]
 
 
 class Layout:
@@ -205,11 +213,19 @@ class Layout:
         if f is not None:
             self._add(kind, f, width, width)
 
+    def _fields(self, pos, fields):
+        for slot, kind, width, vector in fields:
+            (self._vector if vector else self._scalar)(pos, slot, kind, width)
+
+    def _sub_table(self, pos, slot):
+        """The table a field points to (its vtable and fields recorded), or None."""
+        f = self._field(pos, slot)
+        return None if f is None else self._table_at(f)
+
     def _model(self, m):
         self._scalar(m, 4, "model_version", 4)
         for oc in self._tables(m, 6):
-            for slot, width in ((4, 1), (8, 4), (10, 4)):  # deprecated code, version, builtin code
-                self._scalar(oc, slot, "opcode", width)
+            self._fields(oc, OPCODE_FIELDS)
         for sg in self._tables(m, 8):
             self._subgraph(sg)
         for buf in self._tables(m, 12):
@@ -217,29 +233,18 @@ class Layout:
 
     def _subgraph(self, sg):
         for t in self._tables(sg, 4):
-            self._vector(t, 4, "shape", 4)
-            self._scalar(t, 6, "type", 1)
-            self._scalar(t, 8, "buffer_index", 4)
-            self._scalar(t, 14, "is_variable", 1)
-            q = self._field(t, 12)
+            self._fields(t, TENSOR_FIELDS)
+            q = self._sub_table(t, 12)
             if q is not None:
-                q = self._table_at(q)
-                self._vector(q, 8, "scale", 4)
-                self._vector(q, 10, "zero_point", 8)
-                self._scalar(q, 16, "quantized_dim", 4)
-        self._vector(sg, 6, "io", 4)
-        self._vector(sg, 8, "io", 4)
+                self._fields(q, QUANT_FIELDS)
+        self._fields(sg, SUBGRAPH_IO_FIELDS)
         for op in self._tables(sg, 10):
-            self._scalar(op, 4, "opcode_index", 4)
-            self._vector(op, 6, "io", 4)
-            self._vector(op, 8, "io", 4)
-            self._scalar(op, 10, "options_type", 1)
-            opt = self._field(op, 12)
+            self._fields(op, OP_FIELDS)
+            opt = self._sub_table(op, 12)
             if opt is not None:
-                opt = self._table_at(opt)
+                # every scalar of the options table, one byte wide
                 vt = opt - _i32(self.d, opt)
-                for slot in range(4, _u16(self.d, vt), 2):
-                    self._scalar(opt, slot, "options", 1)
+                self._fields(opt, [(slot, "options", 1, False) for slot in range(4, _u16(self.d, vt), 2)])
 
 
 # -- mutations --------------------------------------------------------------------------------
@@ -425,11 +430,10 @@ _NP_RANGE = {"int8": (-128, 128), "uint8": (0, 256), "int16": (-32768, 32768),
 
 def sample_inputs(cm, seed):
     """N_SAMPLES per input, the first three the int8 extremes (as reference.int8_inputs)."""
-    from reference import int8_inputs
+    from reference import int8_inputs, sample_shape
     xs = []
     for k, d in enumerate(cm.input_details):
-        shape = tuple(d["shape"])
-        sample = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+        sample = sample_shape(d["shape"])
         if d["dtype"] == "int8":
             xs.append(int8_inputs(sample, N_SAMPLES, seed=seed + k))
         else:

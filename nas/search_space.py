@@ -318,7 +318,7 @@ class SearchSpaceChoice:
                 ax.axvline(m.mean(), color="red", ls="--", lw=0.8)
         ax.set_xlabel("MACs of networks that fit (millions)")
         ax.set_ylabel("cumulative probability")
-        ax.set_title(f"TinyNAS search-space optimization: SRAM {_size(self.sram)}, "
+        ax.set_title(f"TinyNAS search-space optimization\nSRAM {_size(self.sram)}, "
                      f"Flash {_size(self.flash)}, {self.samples} samples per configuration")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")

@@ -17,6 +17,13 @@ Two code shapes, chosen from shapes alone (the NAS predicts memory from them):
 Interior pixels (all of them in place) start from a bias with the input zero point folded in
 (bias + in_offset * sum(w)), so their inner loop is a plain dot product.
 
+On Cortex-M cores with the DSP extension the in-place shape has an ``#if TE_DSP`` branch over the
+same plane: two neighbouring outputs at a time, plane words sign-extended into pairs of taps two
+columns apart (SMLAD against weight pairs) and single taps (SMLAxy), results stored straight to
+the output so the plane's zero-point ring is filled once per call. Each channel's taps are stored
+in the order that lets that branch load them as words (_weight_plan); the portable loops read
+them through the same permutation. The out-of-place shape keeps its portable loops everywhere.
+
 TFLite Micro treats fused activations other than RELU, RELU6 and RELU_N1_TO_1 as none (a fused
 TANH is silently dropped); this kernel refuses them instead of reproducing that.
 """
@@ -29,6 +36,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
+from tinyengine_tf.kernels import dsp
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.geometry import Window, output_regions, requant
 
@@ -175,14 +183,19 @@ def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
         raise ctx.unsupported(op, "a bias is so large that the int32 accumulator could overflow",
                               "Check the model's bias quantization")
     in_off = -x.zp
-    folded = bias + in_off * weights.sum(axis=0)
     lo, hi = _activation_range(op, ctx, y)
     q, shift = quant.channel_multipliers(x.s, w.scale, y.s, oc)
+    abs_sums = np.abs(weights).sum(axis=0)
+    bias, q, shift = dsp.constant_channels(bias, abs_sums, q, shift, y.zp, lo, hi,
+                                            lay.per_channel)
+    folded = bias + in_off * weights.sum(axis=0)
 
     arrays = lay.arrays()
     if lay.in_place:
-        # [channel][tap]: one channel's taps are loaded once into registers.
-        order, weight_data, index = np.arange(oc), weights.T, "c"
+        # [channel][tap], taps in the DSP path's order (_weight_plan): one channel's taps are
+        # loaded once into registers.
+        order, index = np.arange(oc), "c"
+        weight_data = weights.T[:, _weight_plan(lay).perm]
     else:
         # Output channel k*M + m stored as m*IC + k: for each m, the loop over input channels k
         # reads weights, biases and multipliers contiguously.
@@ -194,10 +207,16 @@ def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
         syms["bias_folded"] = ctx.const("bias_folded", folded[order], "int32_t")
     if "bias" in arrays:
         syms["bias"] = ctx.const("bias", bias[order], "int32_t")
-    epilogue = requant(ctx, "acc", index, q[order], shift[order], lay.per_channel, y.zp, lo, hi)
+    rq = dsp.Requant(q[order], shift[order], y.zp, lo, hi,
+                     dsp.acc_bounds(bias[order], abs_sums[order], x.zp))
+    first = len(ctx.constants)
+    epilogue = requant(ctx, "acc", index, q[order], rq.shift, lay.per_channel, y.zp, lo, hi)
+    tables = dsp.table_symbols(ctx, first)
     if lay.in_place:
-        return LayerCode(body=_in_place_body(lay, syms, epilogue, x.zp),
-                         scratch_bytes=lay.scratch_bytes, in_place=True)
+        body = (f"\n#if TE_DSP{_dsp_in_place_body(lay, syms, rq, tables, epilogue, x.zp)}\n#else"
+                f"{_in_place_body(lay, syms, epilogue, x.zp)}\n#endif")
+        return LayerCode(body=body, scratch_bytes=lay.scratch_bytes, in_place=True,
+                         headers=("te_dsp.h",))
     return LayerCode(body=_out_of_place_body(lay, syms, epilogue, in_off))
 
 
@@ -206,7 +225,8 @@ def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
 def _in_place_body(lay: Layout, syms: dict, epilogue: str, x_zp: int) -> str:
     win, c_n, taps = lay.win, lay.ic, lay.taps
     ph, pw = lay.plane
-    wloads = ", ".join(f"w{t} = wc[{t}]" for t in range(taps))
+    stored_at = {t: p for p, t in enumerate(_weight_plan(lay).perm)}
+    wloads = ", ".join(f"w{t} = wc[{stored_at[t]}]" for t in range(taps))
     if (ph, pw) == (lay.ih, lay.iw):
         copy = f"for (int i = 0; i < {ph * pw}; ++i) scratch[i] = xb[i * {c_n} + c];"
     else:
@@ -356,3 +376,287 @@ def _out_of_place_body(lay: Layout, syms: dict, epilogue: str, in_off: int) -> s
   for (int b = 0; b < {lay.n}; ++b) {{{nests}
   }}"""
 
+
+
+# -- in place on the Arm DSP extension ------------------------------------------------------------
+#
+# The same channel planes as above; each plane row of a window is read a word at a time. A word
+# at plane offset b holds x[b..b+3]; sign-extending bytes 0/2 ("lo") and 1/3 ("hi") gives
+# [x[b], x[b+2]] and [x[b+1], x[b+3]], so taps two plane columns apart form one dual MAC (SMLAD)
+# against a [w, w'] pair packed once per channel, and the others use the half-word MACs
+# (SMLA<x><y>). Two neighbouring outputs are computed together and share the words they both
+# read. Results go straight to the output: the plane (and its zero-point ring) stays intact, so
+# the ring is filled once per call.
+
+@dataclass
+class _Tap:
+    """One multiply of an output's window row: x at plane offset `off` times weight `w`."""
+    out: int          # 0 or 1: which output of the pair
+    off: int          # plane offset from the pair's window start in this kernel row
+    w: str            # C name of the register holding the weight (or weight pair)
+    wh: str           # "b" / "t": weight half for single taps, "" for pairs
+
+
+def _row_pairs(lay: Layout) -> tuple[list, list]:
+    """Per kernel row, (pairs, singles) of kernel columns: a pair's taps are two plane columns
+    apart, so one sign-extended half-word pair of the plane holds both."""
+    win = lay.win
+    kx_off = [kx * win.dw for kx in range(win.kw)]
+    used, pairs_kx, singles_kx = set(), [], []
+    for a in range(win.kw):
+        if a in used:
+            continue
+        b = next((k for k in range(a + 1, win.kw) if k not in used and kx_off[k] == kx_off[a] + 2), None)
+        if b is None:
+            singles_kx.append(a)
+            used.add(a)
+        else:
+            pairs_kx.append((a, b))
+            used.update((a, b))
+    return pairs_kx, singles_kx
+
+
+@dataclass
+class _WeightPlan:
+    """Where each tap's weight sits in a channel's stored bytes and in which register.
+
+    The in-place weights of a channel are stored permuted so that word m (bytes 4m..4m+3)
+    sign-extends into two registers: bytes 4m / 4m+2 and 4m+1 / 4m+3. Each register holds two
+    taps: a pair's (for SMLAD) or two single taps (one per half). Bytes past the last whole word
+    are loaded one by one. The order depends on the kernel shape only."""
+    perm: list        # perm[p]: the tap stored at byte p of a channel
+    where: dict       # tap -> (register, half "b"/"t"); a pair's first tap names its register
+
+    def setup(self, taps: int, two: bool) -> str:
+        words = taps // 4
+        code = []
+        for m in range(words):
+            lo, hi = (f"(int32_t)__sadd16({f}(v{m}), {f}(v{m}))" if two else f"{f}(v{m})"
+                      for f in ("te_sx02", "te_sx13"))
+            code.append(f"const uint32_t v{m} = te_ld32(wc + {4 * m}); "
+                        f"const int32_t wr{2 * m} = {lo}, wr{2 * m + 1} = {hi};")
+        for p in range(4 * words, taps):
+            code.append(f"const int32_t wb{p} = {'2 * ' if two else ''}wc[{p}];")
+        return "\n          ".join(code)
+
+
+def _weight_plan(lay: Layout) -> _WeightPlan:
+    kw, taps = lay.win.kw, lay.taps
+    pairs_kx, singles_kx = _row_pairs(lay)
+    pairs = [(ky * kw + a, ky * kw + b) for ky in range(lay.win.kh) for a, b in pairs_kx]
+    singles = [ky * kw + k for ky in range(lay.win.kh) for k in singles_kx]
+    regs = pairs + [tuple(singles[i:i + 2]) for i in range(0, len(singles) - 1, 2)]
+    loose = [singles[-1]] if len(singles) % 2 else []
+    slots = 2 * (taps // 4)
+    for extra in regs[slots:]:            # no whole word left for them: byte by byte
+        loose += list(extra)
+    regs = regs[:slots]
+    perm, where = [None] * taps, {}
+    for k, (a, b) in enumerate(regs):
+        m, h = divmod(k, 2)
+        perm[4 * m + h], perm[4 * m + h + 2] = a, b
+        where[a], where[b] = (f"wr{k}", "b"), (f"wr{k}", "t")
+    for p, t in zip(range(4 * (taps // 4), taps), loose):
+        perm[p] = t
+        where[t] = (f"wb{p}", "b")
+    assert sorted(perm) == list(range(taps)), perm
+    return _WeightPlan(perm, where)
+
+
+def _row_taps(lay: Layout, ky: int, nout: int, plan: _WeightPlan):
+    """(pairs, singles) of kernel row ky for nout outputs: pairs multiply x[off], x[off + 2] by
+    one register of two weights."""
+    win = lay.win
+    pairs_kx, singles_kx = _row_pairs(lay)
+    pairs, singles = [], []
+    for a, b in pairs_kx:
+        ta, tb = ky * win.kw + a, ky * win.kw + b
+        (ra, ha), (rb, hb) = plan.where[ta], plan.where[tb]
+        for j in range(nout):
+            if ra == rb and (ha, hb) == ("b", "t"):
+                pairs.append(_Tap(j, j * win.sw + a * win.dw, ra, ""))
+            else:                          # stored apart: two single taps
+                singles.append(_Tap(j, j * win.sw + a * win.dw, ra, ha))
+                singles.append(_Tap(j, j * win.sw + b * win.dw, rb, hb))
+    for k in singles_kx:
+        reg, h = plan.where[ky * win.kw + k]
+        for j in range(nout):
+            singles.append(_Tap(j, j * win.sw + k * win.dw, reg, h))
+    return pairs, singles
+
+
+def _cover(pairs, singles, limit: int):
+    """Choose words (plane offsets 0..limit-3, so no read passes the pair's last tap) and, for
+    every tap, where its x comes from: ("w", base, "lo"/"hi", "b"/"t"/"") or ("b", off)."""
+    def options(tap, pair):
+        if pair:
+            return [(tap.off, "lo", ""), (tap.off - 1, "hi", "")]
+        return [(tap.off, "lo", "b"), (tap.off - 2, "lo", "t"), (tap.off - 1, "hi", "b"),
+                (tap.off - 3, "hi", "t")]
+
+    def fits(base):
+        return 0 <= base <= limit - 3
+
+    todo = [(t, True) for t in pairs] + [(t, False) for t in singles]
+    words, where = [], {}
+    while True:
+        count = {}
+        for t, pair in todo:
+            if id(t) in where:
+                continue
+            for base, _, _ in options(t, pair):
+                if fits(base):
+                    count[base] = count.get(base, 0) + 1
+        if not count:
+            break
+        best = max(sorted(count), key=lambda b: count[b])
+        words.append(best)
+        for t, pair in todo:
+            if id(t) not in where:
+                for base, half, pos in options(t, pair):
+                    if base == best:
+                        where[id(t)] = ("w", base, half, pos)
+                        break
+    return sorted(words), where
+
+
+def _dsp_pair_code(lay: Layout, nout: int, two: bool) -> tuple[str, str]:
+    """(per-channel weight setup, MACs of nout outputs whose windows start at pp)."""
+    win = lay.win
+    pw = lay.plane[1]
+    plan = _weight_plan(lay)
+    code = []
+    for ky in range(win.kh):
+        pairs, singles = _row_taps(lay, ky, nout, plan)
+        limit = (nout - 1) * win.sw + (win.kw - 1) * win.dw
+        # A pair that no word can serve becomes two single taps.
+        words, where = _cover(pairs, singles, limit)
+        extra = []
+        for t in pairs:
+            if id(t) not in where:
+                extra += [_Tap(t.out, t.off, t.w, "b"), _Tap(t.out, t.off + 2, t.w, "t")]
+        if extra:
+            pairs = [t for t in pairs if id(t) in where]
+            words, where = _cover(pairs, singles + extra, limit)
+            singles = singles + extra
+        row = ky * win.dh * pw
+        halves = {(where[id(t)][1], where[id(t)][2]) for t in pairs + singles if id(t) in where}
+        for base in words:
+            code.append(f"const uint32_t v{ky}_{base} = te_ld32(pp + {row + base});")
+            for half, fn in (("lo", "te_sx02"), ("hi", "te_sx13")):
+                if (base, half) in halves:
+                    code.append(f"const int32_t {half}{ky}_{base} = {fn}(v{ky}_{base});")
+        for t in pairs:
+            _, base, half, _ = where[id(t)]
+            code.append(f"a{t.out} = __smlad({half}{ky}_{base}, {t.w}, a{t.out});")
+        for t in singles:
+            if id(t) in where:
+                _, base, half, pos = where[id(t)]
+                code.append(f"a{t.out} = __smla{pos}{t.wh}({half}{ky}_{base}, {t.w}, a{t.out});")
+            else:
+                code.append(f"a{t.out} = __smlab{t.wh}((int32_t)pp[{row + t.off}], {t.w}, a{t.out});")
+    return plan.setup(lay.taps, two), "\n            ".join(code)
+
+
+def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp: int) -> str:
+    win, c_n = lay.win, lay.ic
+    ph, pw = lay.plane
+    nout = min(2, win.ow)
+    # A doubled layer packs 2 w (int16 holds it), so its accumulators hold 2 * acc.
+    two = rq.doubled
+    setup, macs = _dsp_pair_code(lay, nout, two)
+    per_channel = tables[0] is not None
+    if rq.ok:
+        rsetup = rq.setup("", "c", *tables)
+        store = "\n            ".join(
+            f"yo[(ox + {j}) * {c_n}] = (int8_t){rq.expr(f'a{j}', '', per_channel, two)};"
+            for j in range(nout))
+    else:
+        rsetup = ""
+        store = "\n            ".join(
+            f"{{ const int32_t acc = a{j}; yo[(ox + {j}) * {c_n}] = (int8_t){epilogue}; }}"
+            for j in range(nout))
+    ring = (ph, pw) != (lay.ih, lay.iw)
+    zp4 = (x_zp & 0xFF) * 0x01010101
+    fill = ""
+    if ring:    # asm loops: a memset call would escape the layer's instruction count
+        if ph * pw >= 4:
+            fill = f"\n  te_dsp_fill4(scratch, 0x{zp4:08x}u, {ph * pw // 4});"
+        if ph * pw % 4:
+            fill += f"\n  te_dsp_fill(scratch + {ph * pw // 4 * 4}, {x_zp}, {ph * pw % 4});"
+    if ring:
+        gather = f"""for (int iy = 0; iy < {lay.ih}; ++iy) {{
+        int8_t *d = scratch + (iy + {win.pt}) * {pw} + {win.pl};
+        const int8_t *s = xb + iy * {lay.iw * c_n} + c;{_dsp_gather(lay.iw, c_n)}
+      }}"""
+    else:
+        gather = f"""{{
+        int8_t *d = scratch;
+        const int8_t *s = xb + c;{_dsp_gather(ph * pw, c_n)}
+      }}"""
+    npairs = -(-win.ow // nout)
+    accs = ", ".join(f"a{j} = bf" for j in range(nout))
+    return f"""{fill}
+  for (int b = 0; b < {lay.n}; ++b) {{
+    const int8_t *xb = in0 + b * {lay.ih * lay.iw * c_n};
+    int8_t *yb = out0 + b * {win.oh * win.ow * c_n};
+    for (int c = 0; c < {c_n}; ++c) {{
+      {gather}
+      {{
+        const int8_t *wc = {syms['w']} + c * {lay.taps};
+        const int32_t bf = {"(int32_t)((uint32_t)" + syms['bias_folded'] + "[c] << 1)" if two else syms['bias_folded'] + "[c]"};
+        {setup}
+        {rsetup}
+        for (int oy = 0; oy < {win.oh}; ++oy) {{
+          const int8_t *pr = scratch + oy * {win.sh * pw};
+          int8_t *yo = yb + oy * {win.ow * c_n} + c;
+          for (int i = 0; i < {npairs}; ++i) {{
+            {dsp.tile_start("ox", "i", win.ow, nout)}
+            const int8_t *pp = pr + ox * {win.sw};
+            int32_t {accs};
+            {macs}
+            {store}
+          }}
+        }}
+      }}
+    }}
+  }}"""
+
+
+def _dsp_gather(n: int, stride: int) -> str:
+    """d[0..n) = s[0], s[stride], ...: four bytes packed into one word store per step, loaded
+    with post-incrementing LDRB (an asm loop: gcc adds an address update per byte)."""
+    code = ""
+    if n >= 4 and stride <= 255:
+        code += f"""
+        {{
+          int8_t *const e = d + {4 * (n // 4)};
+          uint32_t t0, t1, t2, t3;
+          __asm__ volatile("1:\\n\\t"
+                  "ldrb %[t0], [%[s]], #{stride}\\n\\t"
+                  "ldrb %[t1], [%[s]], #{stride}\\n\\t"
+                  "ldrb %[t2], [%[s]], #{stride}\\n\\t"
+                  "ldrb %[t3], [%[s]], #{stride}\\n\\t"
+                  "orr %[t0], %[t0], %[t1], lsl #8\\n\\t"
+                  "orr %[t0], %[t0], %[t2], lsl #16\\n\\t"
+                  "orr %[t0], %[t0], %[t3], lsl #24\\n\\t"
+                  "str %[t0], [%[d]], #4\\n\\t"
+                  "cmp %[d], %[e]\\n\\t"
+                  "bne 1b"
+                  : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2),
+                    [t3] "=&r"(t3)
+                  : [e] "r"(e) : "cc", "memory");
+        }}"""
+    elif n >= 4:
+        offs = [f"(uint32_t)(uint8_t)s[{k * stride}]" + (f" << {8 * k}" if k else "") for k in range(4)]
+        code += f"""
+        for (int i = 0; i < {n // 4}; ++i) {{
+          const uint32_t v = {' | '.join(f'({o})' if k else o for k, o in enumerate(offs))};
+          memcpy(d, &v, 4);
+          d += 4;
+          s += {4 * stride};
+        }}"""
+    if n % 4:
+        code += f"""
+        for (int i = 0; i < {n % 4}; ++i) d[i] = s[i * {stride}];"""
+    return code

@@ -7,6 +7,9 @@ Specialization: every size is a literal, and the input zero point is folded into
 generation time (bias - zp_in * sum(w)), so the inner loop is a plain contiguous int8 dot
 product with an int32 accumulator that gcc vectorizes. The folded bias is added with wrapping
 arithmetic, which gives TFLM's int32 accumulator bit for bit even when that one wraps.
+
+On Cortex-M cores with the DSP extension an ``#if TE_DSP`` branch takes four units at a time,
+each input word sign-extended once into two halfword pairs for two SMLADs per unit.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
+from tinyengine_tf.kernels import dsp
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.geometry import requant
 
@@ -109,12 +113,20 @@ def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
     lo, hi = quant.activation_range(op.options.get("fused_activation_function"), y.s, y.zp)
 
     weights = w.data.reshape(n, k).astype(np.int64)
+    abs_sums = np.abs(weights).sum(axis=1)
+    bias, q, shift = dsp.constant_channels(bias, abs_sums, q, shift, y.zp, lo, hi,
+                                            w.per_channel)
     # TFLM adds bias after sum(w * (x - zp)); modulo 2^32 that is sum(w * x) + folded.
     folded = [quant.wrap32(int(v)) for v in bias - x.zp * weights.sum(axis=1)]
+    rq = dsp.Requant(q, shift, y.zp, lo, hi, dsp.acc_bounds(bias, abs_sums, x.zp))
     W = ctx.const("w", w.data.ravel(), "int8_t")
     BF = ctx.const("bias_folded", folded, "int32_t")
-    epilogue = requant(ctx, "acc", "u", q, shift, w.per_channel, y.zp, lo, hi)
+    first = len(ctx.constants)
+    epilogue = requant(ctx, "acc", "u", q, rq.shift, w.per_channel, y.zp, lo, hi)
+    mult, shift_sym = dsp.table_symbols(ctx, first)
     body = f"""
+#if TE_DSP{_dsp_body(rows, k, n, W, BF, rq, mult, shift_sym, epilogue)}
+#else
   for (int r = 0; r < {rows}; ++r) {{
     const int8_t *x = in0 + r * {k};
     int8_t *o = out0 + r * {n};
@@ -125,5 +137,57 @@ def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
       const int32_t acc = (int32_t)((uint32_t)dot + (uint32_t){BF}[u]);
       o[u] = (int8_t){epilogue};
     }}
+  }}
+#endif"""
+    return LayerCode(body=body, headers=("te_dsp.h",))
+
+
+# Units per DSP tile: each input word is loaded and sign-extended once for four dot products.
+DSP_UNITS = 4
+
+
+def _dsp_body(rows, k, n, W, BF, rq, mult, shift_sym, epilogue) -> str:
+    """Dot products of one input row with DSP_UNITS filter rows at a time, two MACs per SMLAD:
+    sign-extending bytes 0/2 and 1/3 of an input word and of a filter word pairs them alike."""
+    ub = min(DSP_UNITS, n)
+    units = range(ub)
+    accs = ", ".join(f"a{j} = {BF}[u + {j}]" for j in units)
+    macs = "".join(f"""
+        v = te_ld32(w + {j * k}); a{j} = __smlad(xl, te_sx02(v), a{j}); a{j} = __smlad(xh, te_sx13(v), a{j});"""
+                   for j in units)
+    tail = "".join(f"""
+      {{
+        const int32_t xt = xp[{t}];{''.join(f' a{j} = __smlabb(xt, w[{j * k + t}], a{j});' for j in units)}
+      }}""" for t in range(k % 4))
+    per_channel = mult is not None
+    if rq.ok:
+        outs = "".join(f"""
+      {{
+        {rq.setup(str(j), f"u + {j}", mult, shift_sym)}
+        o[u + {j}] = (int8_t){rq.expr(f"a{j}", str(j), per_channel)};
+      }}""" for j in units)
+    else:
+        outs = "".join(f"""
+      {{
+        const int32_t acc = a{j};
+        o[u + {j}] = (int8_t){epilogue.replace("[u]", f"[u + {j}]")};
+      }}""" for j in units)
+    loop = f"""
+      for (int j = 0; j < {k // 4}; ++j) {{
+        const uint32_t xv = te_ld32(xp);
+        const int32_t xl = te_sx02(xv), xh = te_sx13(xv);
+        uint32_t v;{macs}
+        xp += 4;
+        w += 4;
+      }}""" if k >= 4 else ""
+    return f"""
+  for (int r = 0; r < {rows}; ++r) {{
+    const int8_t *x = in0 + r * {k};
+    int8_t *o = out0 + r * {n};
+    for (int i = 0; i < {-(-n // ub)}; ++i) {{
+      {dsp.tile_start("u", "i", n, ub)}
+      const int8_t *w = {W} + u * {k};
+      const int8_t *xp = x;
+      int32_t {accs};{loop}{tail}{outs}
+    }}
   }}"""
-    return LayerCode(body=body)

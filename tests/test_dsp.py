@@ -1,0 +1,261 @@
+"""The Arm DSP path (c/te_dsp.h) of FULLY_CONNECTED, DEPTHWISE_CONV_2D and CONV_2D: firmware for a
+Cortex-M4 under QEMU, built with the DSP instructions and without them (-DTE_NO_DSP), equals TFLite
+Micro on every input, for single-op models that reach every code shape the DSP path has (filter-
+or input-expanded and direct conv forms, border patches, tile remainders, word remainders, folded
+and unfolded zero points, the wide requantization, the portable fallbacks), plus the host build of
+the same sources; the DSP build really runs the DSP code (fewer instructions per MAC)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinyengine_tf as te
+from reference import check_footprints, int8_inputs, sample_shape, tflm_run
+from test_kernels_conv import conv_model, spec as conv_spec
+from test_kernels_depthwise import dw_model, spec as dw_spec
+from test_kernels_fully_connected import fc_model
+from tflite_builder import ModelBuilder, bias_scale
+from tinyengine_tf.compiled import _NP, _sample_shape
+
+N_SAMPLES = 12          # all -128, all 127, alternating extremes, then random
+TARGET = "cortex-m4"
+
+
+def run_m4(cm, x, dsp: bool, **build):
+    """cm.run(x, target="cortex-m4") with the DSP path on (the default) or off."""
+    arrays, n, _ = cm._prepare_inputs(x)
+    outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
+    cm._run_firmware(TARGET, arrays, n, outs, dsp=dsp, **build)
+    return outs[0]
+
+
+def check(model: bytes, seed: int = 0):
+    """DSP firmware, portable firmware and the host build all equal TFLM; returns the model."""
+    cm = te.convert(model)
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), N_SAMPLES, seed=seed)
+    want = tflm_run(model, x)
+    for label, got in (("DSP", run_m4(cm, x, True)), ("portable", run_m4(cm, x, False)),
+                       ("host", cm.run(x))):
+        got = np.asarray(got).reshape(want.shape)
+        bad = np.argwhere(got != want)
+        assert not len(bad), (f"{label} build: {len(bad)} of {want.size} outputs differ from TFLM, "
+                              f"first at {tuple(bad[0])}: {got[tuple(bad[0])]} vs {want[tuple(bad[0])]}")
+    check_footprints(cm)
+    return cm
+
+
+def dsp_source(cm) -> str:
+    """The DSP branches of the generated model."""
+    src = cm.sources[f"{cm.prefix}.c"]
+    parts, pos = [], 0
+    while (i := src.find("#if TE_DSP", pos)) >= 0:
+        j = src.find("#else", i)
+        parts.append(src[i:j])
+        pos = j
+    return "\n".join(parts)
+
+
+# -- FULLY_CONNECTED --------------------------------------------------------------------------------
+
+FC_CASES = {
+    # (input shape, K, N, per_channel, activation, input zp)
+    "k300_n40_relu6": ((1, 300), 300, 40, True, "RELU6", 127),
+    "k300_n40_per_tensor": ((1, 300), 300, 40, False, "RELU", -128),
+    "k17_rows4_tail": ((4, 17), 17, 3, True, "NONE", 5),        # K % 4 = 1, N < 4
+    "k1_n1": ((1, 1), 1, 1, False, "NONE", 0),                   # no whole word at all
+    "k64_n1_rows2": ((2, 64), 64, 1, False, "RELU6", -1),
+    "k10_n7_overlap": ((1, 10), 10, 7, True, "NONE", 9),         # N % 4: last tile overlaps
+    "k3_n40": ((3, 3), 3, 40, True, "NONE", 100),
+}
+
+
+@pytest.mark.parametrize("name", list(FC_CASES))
+def test_fully_connected(name):
+    shape, k, n, per_channel, act, zp = FC_CASES[name]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    cm = check(fc_model(shape, k, n, rng, per_channel=per_channel, act=act, in_zp=zp))
+    assert "__smlad" in dsp_source(cm) or k < 4
+
+
+# -- DEPTHWISE_CONV_2D ------------------------------------------------------------------------------
+
+DW_CASES = {
+    "k3_s1_same": dw_spec(c=8, h=9, w=9),
+    "k3_s1_vww": dw_spec(c=8, h=12, w=12, xzp=-128, yzp=-128, act="RELU"),
+    "k3_s2_same": dw_spec(c=16, h=10, w=10, sh=2, sw=2),
+    "k3_s2_valid_odd": dw_spec(c=5, h=11, w=11, sh=2, sw=2, pad="VALID"),
+    "k5_s1": dw_spec(c=5, kh=5, kw=5, h=9, w=8),
+    "k7_s2": dw_spec(c=3, kh=7, kw=7, sh=2, sw=2, h=13, w=12),
+    "k3_dilation2": dw_spec(dh=2, dw=2, h=10, w=9),
+    "k5_dilation3": dw_spec(kh=2, kw=5, dh=3, dw=3, w=14),
+    "k1x3_width1": dw_spec(kh=1, kw=3, w=1),
+    "k3_width3": dw_spec(c=6, h=5, w=3),                          # odd row: the last pair overlaps
+    "k3x1_stride3": dw_spec(kh=3, kw=1, sw=3),
+    "k2_s2_valid": dw_spec(kh=2, kw=2, sh=2, sw=2, pad="VALID"),  # 4 taps: no ring, one word
+    "mult2": dw_spec(c=3, mult=2),                                # out of place: portable loops
+    "mult2_s2": dw_spec(c=4, mult=2, sh=2, sw=2, h=8, w=8),
+    "per_tensor_relu6": dw_spec(per_channel=False, act="RELU6"),
+    "relu_n1_to_1": dw_spec(act="RELU_N1_TO_1", ys=0.01),
+    "batch2": dw_spec(batch=2, h=6, w=7),
+    "explicit_pad": dw_spec(pad_extra=(1, 2, 0, 3), pad="VALID", xzp=-7),
+    "left_shift": dw_spec(ys=0.0002, xs=0.5, yzp=0),              # portable requantization
+    "tiny_multiplier": dw_spec(ys=40.0, yzp=120),                 # large shifts: zp not folded
+}
+
+
+@pytest.mark.parametrize("name", list(DW_CASES))
+def test_depthwise(name):
+    cm = check(dw_model(DW_CASES[name]))
+    in_place = [code.in_place for op, code in cm._gen.layers if op.kind == "DEPTHWISE_CONV_2D"]
+    # In place (multiplier 1, output no larger than the input) is the DSP path's.
+    assert ("__smla" in dsp_source(cm)) == in_place[0]
+
+
+# -- CONV_2D ----------------------------------------------------------------------------------------
+
+CONV_CASES = {
+    # 1x1 over the whole image (the "w" form below 32 input channels, "x" for few pixels)
+    "pw_ic8": conv_spec(kh=1, kw=1, ic=8, oc=16, h=8, w=8, xzp=-128, yzp=-128, act="RELU"),
+    "pw_ic16_oc7_odd_pixels": conv_spec(kh=1, kw=1, ic=16, oc=7, h=5, w=5),
+    "pw_ic32": conv_spec(kh=1, kw=1, ic=32, oc=32, h=8, w=8),
+    "pw_ic36_odd_word_count": conv_spec(kh=1, kw=1, ic=36, oc=10, h=4, w=5),
+    "pw_ic13_word_overlap": conv_spec(kh=1, kw=1, ic=13, oc=6, h=5, w=5),
+    "pw_ic3": conv_spec(kh=1, kw=1, ic=3, oc=4, h=4, w=4),                  # run < 4: portable
+    "pw_ic128_few_pixels": conv_spec(kh=1, kw=1, ic=128, oc=64, h=3, w=3),
+    "pw_ic66_few_pixels_overlap": conv_spec(kh=1, kw=1, ic=66, oc=20, h=2, w=3),
+    "pw_oc1": conv_spec(kh=1, kw=1, ic=24, oc=1, h=3, w=3),
+    "pw_one_pixel": conv_spec(kh=1, kw=1, ic=40, oc=9, h=1, w=1),
+    "pw_s2": conv_spec(kh=1, kw=1, ic=48, oc=17, sh=2, sw=2, h=7, w=7),
+    "pw_ic512_far_offsets": conv_spec(kh=1, kw=1, ic=512, oc=4, h=2, w=2),   # C word steps
+    # at least conv.DSP_WIDE_MACS: 3-pixel tiles (400 pixels: the last tile overlaps)
+    "pw_3px_tiles": conv_spec(kh=1, kw=1, ic=32, oc=32, h=20, w=20, xzp=-128, yzp=-128, act="RELU"),
+    "k3_ic3_3px_tiles_border": conv_spec(ic=3, oc=10, h=40, w=40),
+    "pw_batch3": conv_spec(kh=1, kw=1, ic=16, oc=24, h=3, w=5, batch=3),
+    # first layers: 3 input channels, borders on the right and bottom (or all around)
+    "k3_ic3_s2_vww": conv_spec(ic=3, oc=8, h=17, w=17, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
+    "k3_ic3_s1_same": conv_spec(ic=3, oc=5, h=9, w=8),
+    "k3_ic5_overlapping_word": conv_spec(ic=5, oc=6, h=7, w=7),              # runs of 15 bytes
+    "k3_ic2_overlapping_word": conv_spec(ic=2, oc=4, h=6, w=6, xzp=-128),    # runs of 6 bytes
+    "k10x4_s2_kws": conv_spec(kh=10, kw=4, sh=2, sw=2, h=49, w=10, ic=1, oc=16, act="RELU",
+                              xzp=83, yzp=-128),
+    # 3x3 and up
+    "k3_ic16": conv_spec(ic=16, oc=16, h=8, w=8, xzp=-128, act="RELU"),
+    "k3_ic16_s2_oc9": conv_spec(ic=16, oc=9, h=9, w=10, sh=2, sw=2),
+    "k3_ic64_direct": conv_spec(ic=64, oc=64, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
+    "k3_ic64_direct_s2_oc5": conv_spec(ic=64, oc=5, h=7, w=9, sh=2, sw=2),
+    "k5_valid_ic4": conv_spec(kh=5, kw=5, ic=4, oc=6, pad="VALID", h=9, w=9),
+    "k4x2_asym": conv_spec(kh=4, kw=2, h=10, w=7),
+    "k3_dilated_rows": conv_spec(dh=2, h=10, w=9),
+    "k3_dilated_cols": conv_spec(dw=2, h=10, w=9),                          # portable
+    "groups2": conv_spec(ic=8, oc=6, groups=2),                             # portable
+    "image_smaller_than_kernel": conv_spec(h=2, w=3, kh=5, kw=5),           # every tile a border
+    "batch2": conv_spec(batch=2, h=6, w=7),
+    "explicit_pad": conv_spec(pad_extra=(2, 0, 1, 1), sh=2, sw=2, xzp=9),
+    "per_tensor": conv_spec(per_channel=False, oc=12),
+    "relu6_narrow": conv_spec(act="RELU6", ys=0.03, yzp=-100),
+    "left_shift": conv_spec(ys=0.0004, xs=0.5, yzp=0),                     # portable requantization
+    "tiny_multiplier": conv_spec(ys=30.0, yzp=127),                         # zp not folded
+}
+
+# Markers of the DSP code shapes in the generated C: conv forms, border patches, the
+# requantizations (doubled accumulators or not, with the sign term or without it where the
+# activation clamps at the zero point), the C word step for offsets no instruction encodes, and
+# the ends of runs that are not whole words (a last byte; an overlapping word, filters or inputs
+# expanded).
+FORMS = {"w": "int32_t wx[", "x": "int32_t xx[", "d": "int32_t bd[", "patch": "int8_t patch[",
+         "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
+         "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
+         "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x"}
+
+
+@pytest.mark.parametrize("name", list(CONV_CASES))
+def test_conv(name):
+    check(conv_model(CONV_CASES[name]))
+
+
+def test_conv_cases_reach_every_form():
+    """Each DSP conv form, the border patches and each requantization are exercised above."""
+    seen = set()
+    for p in CONV_CASES.values():
+        src = dsp_source(te.convert(conv_model(p)))
+        seen |= {form for form, marker in FORMS.items() if marker in src}
+    assert seen == set(FORMS)
+
+
+# -- requantization corner cases ------------------------------------------------------------------
+
+def _conv_with_dead_channels(per_channel: bool, big_bias: int, act: str = "RELU",
+                             yzp: int = -128) -> bytes:
+    """A 3x3 conv whose every third filter is all zeros with a bias near the int32 limit, as in
+    pruned models (VWW has dozens): the layer's outputs there are constants."""
+    rng = np.random.default_rng(5)
+    oc, ic = 9, 8
+    b = ModelBuilder()
+    x = b.tensor((1, 7, 7, ic), scale=0.05, zp=-128)
+    wdata = rng.integers(-127, 128, (oc, 3, 3, ic))
+    wdata[::3] = 0
+    fs = rng.uniform(0.002, 0.02, oc) if per_channel else np.array([0.01])
+    if per_channel:
+        fs[::3] = 1e-9                                     # the scale a pruned filter gets
+    w = b.tensor((oc, 3, 3, ic), scale=fs, zp=[0] * len(fs), data=wdata, qdim=0)
+    bias = rng.integers(-3000, 3000, oc)
+    bias[::3] = [big_bias, -big_bias, big_bias][:len(bias[::3])]
+    bt = b.tensor((oc,), dtype="int32", scale=bias_scale(0.05, np.resize(fs, oc)), zp=[0] * oc,
+                  data=bias)
+    y = b.tensor((1, 7, 7, oc), scale=0.1, zp=yzp)
+    b.op("CONV_2D", [x, w, bt], [y], "Conv2DOptions", padding="SAME", strideH=1, strideW=1,
+         fusedActivationFunction=act)
+    return b.build([x], [y])
+
+
+def test_dead_channels_per_channel():
+    """Zero filters with saturated biases become constant channels: the short requantization
+    (doubled accumulators) for the whole layer, equal to TFLM."""
+    cm = check(_conv_with_dead_channels(True, 2**30))
+    src = dsp_source(cm)
+    assert "te_dsp_rq2" in src and "te_dsp_rq_wide" not in src
+
+
+@pytest.mark.parametrize("act, yzp, fn", [("RELU", -128, "te_dsp_rq_wide_pos("),
+                                          ("NONE", 3, "te_dsp_rq_wide(")])
+def test_huge_bias_per_tensor_takes_the_wide_requantization(act, yzp, fn):
+    """A per-tensor layer cannot rewrite one channel: accumulators near 2^30 take SMLAL."""
+    cm = check(_conv_with_dead_channels(False, 2**30 + 12345, act, yzp))
+    assert fn in dsp_source(cm)
+
+
+def test_left_shift_keeps_the_portable_requantization():
+    cm = te.convert(conv_model(CONV_CASES["left_shift"]))
+    src = dsp_source(cm)
+    assert "te_conv_rq_any(" in src and "te_dsp_rq" not in src
+
+
+def test_dsp_path_runs_fewer_instructions():
+    """The DSP build executes the DSP loops: several times fewer instructions per MAC than the
+    portable build of the same sources, for each kernel family."""
+    rng = np.random.default_rng(3)
+    models = {
+        "FULLY_CONNECTED": fc_model((1, 256), 256, 32, rng, per_channel=True, in_zp=-128),
+        "DEPTHWISE_CONV_2D": dw_model(dw_spec(c=16, h=12, w=12, xzp=-128, yzp=-128)),
+        "CONV_2D": conv_model(conv_spec(kh=1, kw=1, ic=64, oc=32, h=6, w=6)),
+    }
+    for kind, model in models.items():
+        cm = te.convert(model)
+        fast, slow = (cm.profile(TARGET, dsp=dsp).layers[0] for dsp in (True, False))
+        assert fast.kind == kind and fast.macs == slow.macs > 0
+        assert fast.per_mac < slow.per_mac / 2.5, (kind, fast.per_mac, slow.per_mac)
+        assert fast.per_mac < 3.0, (kind, fast.per_mac)
+
+
+@pytest.mark.parametrize("opt, flags", [("-O0", ()), ("-O2", ("-fno-omit-frame-pointer",)),
+                                        ("-Os", ())])
+def test_other_optimization_levels(opt, flags):
+    """The asm statements leave the compiler enough registers where r7 is the frame pointer
+    (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
+    for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
+                  dw_model(DW_CASES["k3_s2_same"])):
+        cm = te.convert(model)
+        x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
+        got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
+        want = tflm_run(model, x)
+        assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)

@@ -355,6 +355,14 @@ def _store(L: _Layer, pb: int, ob: int, ch: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Dot form: acc[q][oo] = bias'[o] + sum over in-bounds runs of w[o][run] . (x[q][run] + 128).
 
+
+def _acc_init(L, pb: int, ob: int, ch: str) -> str:
+    """A pb x ob tile of int32 accumulators, each starting at its channel's (folded) bias."""
+    return f"""
+          int32_t acc[{pb}][{ob}];
+          for (int q = 0; q < {pb}; ++q)
+            for (int oo = 0; oo < {ob}; ++oo) acc[q][oo] = {L.B}[{ch} + oo];"""
+
 def _dot_block(L: _Layer, pb: int, ob: int, xq: int, check: str) -> str:
     w = L.win
     G, ocpg, icf, ic, kw, K = L.groups, L.ocpg, L.icf, L.ic, L.kw, L.k
@@ -385,10 +393,7 @@ def _dot_block(L: _Layer, pb: int, ob: int, xq: int, check: str) -> str:
         taps = f"""
             for (int kx = {kx_lo}; kx < {kx_hi}; ++kx) {{{run}
             }}"""
-    return f"""
-          int32_t acc[{pb}][{ob}];
-          for (int q = 0; q < {pb}; ++q)
-            for (int oo = 0; oo < {ob}; ++oo) acc[q][oo] = {L.B}[{ch} + oo];
+    return f"""{_acc_init(L, pb, ob, ch)}
           for (int ky = {ky_lo}; ky < {ky_hi}; ++ky) {{
             const int8_t *wr = {L.W} + ({ch}) * {K} + ky * {kw * icf};
             const int xr = xo + ky * {w.dh * L.iw * ic}{gx};{taps}
@@ -437,10 +442,7 @@ def _bcast_block(L: _Layer, pb: int, ob: int, xq: int, check: str) -> str:
                 const int8_t *wc = wr + (kx * {icf} + c) * {ocpg};{step}
               }}
             }}"""
-    return f"""
-          int32_t acc[{pb}][{ob}];
-          for (int q = 0; q < {pb}; ++q)
-            for (int oo = 0; oo < {ob}; ++oo) acc[q][oo] = {L.B}[{ch} + oo];
+    return f"""{_acc_init(L, pb, ob, ch)}
           for (int ky = {ky_lo}; ky < {ky_hi}; ++ky) {{
             const int8_t *wr = {L.W} + {gw}ky * {kw * icf * ocpg} + o0;
             const int xr = xo + ky * {w.dh * L.iw * ic}{gx};{taps}

@@ -74,7 +74,8 @@ def mbqm(x: int, q: int, shift: int) -> int:
 
 def quantize_float(value: float, scale: float, zero_point: int) -> int:
     """zp + round(value / scale) with float32 division, as CalculateActivationRangeQuantized."""
-    return zero_point + round_away(float(np.float32(value) / np.float32(scale)))
+    with np.errstate(over="ignore"):  # an overflow becomes inf, which round_away reports
+        return zero_point + round_away(float(np.float32(value) / np.float32(scale)))
 
 
 def activation_range(activation: str, scale: float, zero_point: int, qmin=-128, qmax=127):

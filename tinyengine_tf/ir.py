@@ -93,15 +93,6 @@ class Graph:
     def consumers(self, tensor_index: int) -> list:
         return [op for op in self.ops if tensor_index in op.inputs]
 
-    def activation_tensors(self) -> list:
-        """Indices of every non-constant tensor the ops touch, in first-use order."""
-        seen, order = set(), []
-        for i in list(self.inputs) + [i for op in self.ops for i in op.inputs + op.outputs]:
-            if i >= 0 and i not in seen and not self.tensors[i].is_const:
-                seen.add(i)
-                order.append(i)
-        return order
-
     def copy(self) -> "Graph":
         # Shallow field copies (arrays are shared, never mutated in place): passes run this per
         # graph and the NAS per sampled network, so it skips the dataclass machinery.

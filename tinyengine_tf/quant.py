@@ -36,13 +36,6 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     return q, shift
 
 
-def quantize_multiplier_gt_one(m: float) -> tuple[int, int]:
-    """QuantizeMultiplierGreaterThanOne: same recipe, shift must come out non-negative."""
-    q, shift = quantize_multiplier(m)
-    assert shift >= 0, m
-    return q, shift
-
-
 def srdhm(a: int, b: int) -> int:
     """SaturatingRoundingDoublingHighMul on int32 values."""
     if a == b == INT32_MIN:

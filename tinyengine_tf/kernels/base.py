@@ -62,14 +62,6 @@ def kernel(*kinds: str, footprint: Callable | None = None):
     return register
 
 
-def c_array_literal(values, per_line: int = 24) -> str:
-    vals = [str(int(v)) for v in np.asarray(values).ravel()]
-    if not vals:
-        return "{0}"
-    lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
-    return "{\n  " + ",\n  ".join(lines) + "\n}"
-
-
 class EmitContext:
     """Collects the constant arrays of one model while its layers are generated."""
 

@@ -49,10 +49,8 @@ def _check_budget(cm, sram, flash):
     if flash is not None and cm.flash > flash:
         problems.append(f"Flash {cm.flash:,} B exceeds the {flash:,} B budget")
     if problems:
-        report = cm.memory_report() if hasattr(cm, "memory_report") else None
-        where = ""
-        if report is not None and getattr(report, "peak_layer", None):
-            where = f"; the peak is at {report.peak_layer}"
+        report = cm.memory_report()
+        where = f"; the peak is at {report.peak_layer}" if report.peak_layer else ""
         raise DoesNotFitError(f"model '{cm.name}' does not fit: {'; '.join(problems)}{where}. "
                               "Use a smaller input resolution or width, or a larger budget", report)
 

@@ -14,7 +14,8 @@ import numpy as np
 from tinyengine_tf import kernels  # noqa: F401  (registers every kernel module)
 from tinyengine_tf.errors import UnsupportedOpError
 from tinyengine_tf.ir import C_TYPES, Graph
-from tinyengine_tf.kernels.base import KERNELS, VIEW_OPS, EmitContext, LayerCode, supported_ops
+from tinyengine_tf.kernels.base import (KERNELS, VIEW_OPS, EmitContext, LayerCode, ctype_bytes,
+                                        supported_ops)
 from tinyengine_tf.memory import Plan, plan_memory
 
 
@@ -99,7 +100,7 @@ def generate(graph: Graph, name: str = "model") -> Generated:
 
     text_bodies = "\n".join(functions)
     used = [(s, c, v) for s, c, v in ctx.constants if re.search(rf"\b{re.escape(s)}\b", text_bodies)]
-    flash = sum(int(np.asarray(v).size) * _bytes(c) for s, c, v in used)
+    flash = sum(int(np.asarray(v).size) * ctype_bytes(c) for s, c, v in used)
     consts = "\n".join(f"static const {c} {s}[{max(np.asarray(v).size, 1)}] = {_literal(c, v)};"
                        for s, c, v in used)
 
@@ -110,11 +111,6 @@ def generate(graph: Graph, name: str = "model") -> Generated:
     sources = {f"{prefix}.h": header, f"{prefix}.c": model_c}
     sources.update({h: cdir.joinpath(h).read_text() for h in headers})
     return Generated(sources, plan, flash, layers, prefix)
-
-
-def _bytes(ctype: str) -> int:
-    return {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4,
-            "float": 4, "int64_t": 8}[ctype]
 
 
 def _literal(ctype: str, values) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from tinyengine_tf import toolchain
 from tinyengine_tf.codegen import Generated, io_params
 from tinyengine_tf.errors import TinyEngineError
-from tinyengine_tf.ir import Graph
+from tinyengine_tf.ir import C_TYPES, Graph
 
 _NP = {"int8": np.int8, "float32": np.float32, "int16": np.int16, "int32": np.int32, "uint8": np.uint8}
 
@@ -267,7 +267,6 @@ builds an object file for a Cortex-M part. Call `{self.prefix}_invoke()` from yo
 
 
 def _ctype(t) -> str:
-    from tinyengine_tf.ir import C_TYPES
     return C_TYPES[t.dtype]
 
 

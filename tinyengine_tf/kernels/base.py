@@ -79,7 +79,7 @@ class EmitContext:
         if any(s == symbol for s, _, _ in self.constants):
             raise RuntimeError(f"constant {symbol} declared twice")
         self.constants.append((symbol, ctype, arr))
-        self.flash_bytes += arr.size * _ctype_bytes(ctype)
+        self.flash_bytes += arr.size * ctype_bytes(ctype)
         return symbol
 
     def operand(self, op: Op, k: int) -> str:
@@ -119,7 +119,7 @@ class EmitContext:
                                            "which TFLite Micro does not allow for this op")
 
 
-def _ctype_bytes(ctype: str) -> int:
+def ctype_bytes(ctype: str) -> int:
     return {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4,
             "float": 4, "int64_t": 8, "double": 8}[ctype]
 

@@ -14,7 +14,8 @@ BN_EPSILON = 1e-3
 
 def build_model(arch: Arch, num_classes: int | None = None, *, dropout: float = 0.0,
                 name: str | None = None):
-    """A tf_keras Model for `arch` taking (R, R, 3) float images and returning logits.
+    """A tf_keras Model for `arch` taking float inputs of arch.input_shape ((R, R, 3) images by
+    default) and returning logits.
 
     num_classes overrides arch.num_classes (pass the same value to nas.estimate). Dropout, if any,
     sits before the classifier and vanishes at conversion, so it does not change the cost.
@@ -36,7 +37,7 @@ def build_model(arch: Arch, num_classes: int | None = None, *, dropout: float = 
         x = L.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{prefix}_dwbn")(x)
         return L.ReLU(6.0, name=f"{prefix}_dwrelu6")(x)
 
-    inp = keras.Input((arch.resolution, arch.resolution, 3), name="image")
+    inp = keras.Input(arch.input_shape, name="image")
     x = conv_bn(inp, arch.stem_channels, 3, 2, True, "stem")
     for i, b in enumerate(arch.blocks()):
         p = f"b{i}"

@@ -74,7 +74,7 @@ def _float_list(text) -> list:
 
 
 def cmd_space(args) -> int:
-    from nas.search_space import DEFAULT_MIN_FIT_RATIO, optimize_search_space
+    from nas.stage1 import DEFAULT_MIN_FIT_RATIO, optimize_search_space
     from nas.space import RESOLUTIONS, WIDTHS
 
     choice = optimize_search_space(

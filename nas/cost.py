@@ -99,27 +99,27 @@ class Layer(NamedTuple):
 def layers_of(arch: Arch, num_classes: int | None = None) -> list:
     """The converter's op sequence for build_model(arch) (see the module docstring)."""
     nc = arch.num_classes if num_classes is None else int(num_classes)
-    r = arch.resolution
-    h = -(-r // 2)
+    r, rw, ch = arch.input_shape
+    h, w = -(-r // 2), -(-rw // 2)
     c = arch.stem_channels
-    out = [Layer("CONV_2D", (1, r, r, 3), (1, h, h, c), (-1,), 3, 2, 3, True)]
+    out = [Layer("CONV_2D", (1, r, rw, ch), (1, h, w, c), (-1,), 3, 2, ch, True)]
     x = 0
     for b in arch.blocks():
-        src, shape = x, (1, h, h, b.cin)
+        src, shape = x, (1, h, w, b.cin)
         if b.expand != 1:
-            mid = (1, h, h, b.mid)
+            mid = (1, h, w, b.mid)
             out.append(Layer("CONV_2D", shape, mid, (src,), 1, 1, b.cin, True))
             src, shape = len(out) - 1, mid
-        h = -(-h // b.stride)
-        dw = (1, h, h, b.mid)
+        h, w = -(-h // b.stride), -(-w // b.stride)
+        dw = (1, h, w, b.mid)
         out.append(Layer("DEPTHWISE_CONV_2D", shape, dw, (src,), b.kernel, b.stride, b.mid, True))
-        y = (1, h, h, b.cout)
+        y = (1, h, w, b.cout)
         out.append(Layer("CONV_2D", dw, y, (len(out) - 1,), 1, 1, b.mid, False))
         if b.residual:
             out.append(Layer("ADD", y, y, (x, len(out) - 1)))
         x = len(out) - 1
     c = arch.last_channels
-    out.append(Layer("MEAN", (1, h, h, c), (1, c), (x,), cin=c))
+    out.append(Layer("MEAN", (1, h, w, c), (1, c), (x,), cin=c))
     out.append(Layer("FULLY_CONNECTED", (1, c), (1, nc), (len(out) - 1,), cin=c))
     return out
 
@@ -153,8 +153,7 @@ def params_of(layers: list) -> int:
 def max_activation_bytes(arch: Arch, num_classes: int | None = None) -> int:
     """The largest single int8 activation (input included): every arena must hold it, so it is a
     lower bound on peak SRAM that assumes nothing about the planner."""
-    r = arch.resolution
-    biggest = r * r * 3
+    biggest = _numel(arch.input_shape)
     for ly in layers_of(arch, num_classes):
         biggest = max(biggest, int(np.prod(ly.out_shape)))
     return biggest
@@ -197,9 +196,8 @@ def build_graph(arch: Arch, num_classes: int | None = None, layers: list | None 
     (qat=True: for the tfmot quantize_model() version of it)."""
     layers = layers if layers is not None else layers_of(arch, num_classes)
     tensors: dict = {}
-    r = arch.resolution
     s_in, z_in = _q(1, 1 / 128, -1)
-    tensors[0] = Tensor(0, "input", (1, r, r, 3), "int8", s_in, z_in, 0, None)
+    tensors[0] = Tensor(0, "input", (1, *arch.input_shape), "int8", s_in, z_in, 0, None)
     n_const = sum(2 if ly.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") else
                   1 if ly.kind == "MEAN" else 0 for ly in layers)
     next_const = [1]
@@ -449,8 +447,7 @@ def live_lower_bound(g, facts: list) -> int:
 def layers_lower_bound(arch: Arch, layers: list, facts: list) -> int:
     """live_lower_bound computed from the layer list, for a graph the passes leave unchanged."""
     n = len(layers)
-    r = arch.resolution
-    buffers = [(r * r * 3, 0, 0)] + [(_numel(ly.out_shape), k, k) for k, ly in enumerate(layers)]
+    buffers = [(_numel(arch.input_shape), 0, 0)] + [(_numel(ly.out_shape), k, k) for k, ly in enumerate(layers)]
     for k, ly in enumerate(layers):
         for s in ly.src:
             nb, lo, hi = buffers[s + 1]
@@ -548,7 +545,7 @@ class FitChecker:
             return out
         layers = layers_of(arch, self.num_classes)
         macs = macs_of(layers)
-        if self.sram is not None and max([arch.resolution ** 2 * 3] +
+        if self.sram is not None and max([_numel(arch.input_shape)] +
                                          [_numel(ly.out_shape) for ly in layers]) > self.sram:
             return False, macs, None, None
         facts = [self._facts.get(ly.key) for ly in layers]

@@ -77,6 +77,8 @@ class Arch:
     kernels: tuple
     expands: tuple
     num_classes: int = 1000
+    in_width: int = 0        # input width when it differs from the resolution (0: square)
+    in_channels: int = 3     # 3 for RGB images, 1 for spectrograms / MFCCs
 
     def __post_init__(self):
         # Accept lists (e.g. from JSON) but store tuples so the arch stays hashable.
@@ -85,6 +87,9 @@ class Arch:
         object.__setattr__(self, "resolution", int(self.resolution))
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "num_classes", int(self.num_classes))
+        in_width = int(self.in_width)
+        object.__setattr__(self, "in_width", 0 if in_width == self.resolution else in_width)
+        object.__setattr__(self, "in_channels", int(self.in_channels))
         self.validate()
 
     def validate(self):
@@ -103,6 +108,13 @@ class Arch:
             raise ValueError(f"expand ratios must be in {EXPAND_RATIOS}: {list(self.expands)}")
         if self.resolution < 8 or self.width <= 0 or self.num_classes < 1:
             raise ValueError("resolution >= 8, width > 0 and num_classes >= 1 are required")
+        if self.in_width < 0 or self.in_channels < 1:
+            raise ValueError("in_width >= 1 (0: square) and in_channels >= 1 are required")
+
+    @property
+    def input_shape(self) -> tuple:
+        """(height, width, channels) of the float input the built model takes."""
+        return (self.resolution, self.in_width or self.resolution, self.in_channels)
 
     # -- derived structure -------------------------------------------------------------------
     @property
@@ -144,8 +156,11 @@ class Arch:
         return cls(**d)
 
     def short(self) -> str:
-        """A compact human-readable name, e.g. r96-w0.5-d23432-k357...-e346..."""
-        return (f"r{self.resolution}-w{self.width:g}-d{''.join(map(str, self.depths))}-"
+        """A compact human-readable name, e.g. r96-w0.5-d23432-k357...-e346... (r49x10c1-... for a
+        non-square or single-channel input)."""
+        r = str(self.resolution) if not self.in_width else f"{self.resolution}x{self.in_width}"
+        c = "" if self.in_channels == 3 else f"c{self.in_channels}"
+        return (f"r{r}{c}-w{self.width:g}-d{''.join(map(str, self.depths))}-"
                 f"k{''.join(map(str, self.kernels))}-e{''.join(map(str, self.expands))}")
 
 
@@ -161,10 +176,22 @@ def _rng(rng):
 
 
 class MCUNetSpace:
-    """The MCUNet search space over resolutions x widths (108 configurations by default)."""
+    """The MCUNet search space over resolutions x widths (108 configurations by default).
 
-    def __init__(self, resolutions=RESOLUTIONS, widths=WIDTHS, num_classes: int = 1000,
-                 kernel_sizes=KERNEL_SIZES, expand_ratios=EXPAND_RATIOS):
+    input_shape=(H, W, C) adapts it to other inputs (49x10x1 MFCCs, 120x160 frames): the channels
+    are C, a resolution R means an input R rows high and round(R * W / H) columns wide, and the
+    resolutions default to (H,) alone (the data's own size: a spectrogram cannot be resized).
+    """
+
+    def __init__(self, resolutions=None, widths=WIDTHS, num_classes: int = 1000,
+                 kernel_sizes=KERNEL_SIZES, expand_ratios=EXPAND_RATIOS, input_shape=None):
+        if input_shape is not None:
+            input_shape = tuple(int(v) for v in input_shape)
+            if len(input_shape) != 3 or min(input_shape) < 1:
+                raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
+        self.input_shape = input_shape
+        if resolutions is None:
+            resolutions = RESOLUTIONS if input_shape is None else (input_shape[0],)
         self.resolutions = tuple(int(r) for r in resolutions)
         self.widths = tuple(round(float(w), 6) for w in widths)
         self.num_classes = int(num_classes)
@@ -176,6 +203,19 @@ class MCUNetSpace:
     def __repr__(self):
         return (f"MCUNetSpace(resolutions={list(self.resolutions)}, widths={list(self.widths)}, "
                 f"num_classes={self.num_classes})")
+
+    def input_shape_at(self, resolution: int) -> tuple:
+        """(height, width, channels) of the input at a resolution of this space."""
+        if self.input_shape is None:
+            return (int(resolution), int(resolution), 3)
+        h, w, c = self.input_shape
+        return (int(resolution), max(1, round(resolution * w / h)), c)
+
+    def arch(self, resolution, width, depths, kernels, expands) -> Arch:
+        """An Arch of this space (its classes and input shape) from the searchable choices."""
+        _, in_w, in_c = self.input_shape_at(resolution)
+        return Arch(resolution, width, tuple(depths), tuple(kernels), tuple(expands), self.num_classes,
+                    in_w, in_c)
 
     def configurations(self) -> list:
         return [(r, w) for r in self.resolutions for w in self.widths]
@@ -189,7 +229,7 @@ class MCUNetSpace:
         n = sum(depths)
         kernels = tuple(r.choice(self.kernel_sizes) for _ in range(n))
         expands = tuple(r.choice(self.expand_ratios) for _ in range(n))
-        return Arch(resolution, width, depths, kernels, expands, self.num_classes)
+        return self.arch(resolution, width, depths, kernels, expands)
 
     def _stage_slices(self, arch: Arch) -> list:
         out, j = [], 0
@@ -221,7 +261,16 @@ class MCUNetSpace:
                     e = r.choice(self.expand_ratios)
                 kernels.append(k)
                 expands.append(e)
-        return Arch(res, arch.width, tuple(depths), tuple(kernels), tuple(expands), arch.num_classes)
+        return self._child(arch, res, depths, kernels, expands)
+
+    def _child(self, parent: Arch, res, depths, kernels, expands) -> Arch:
+        """A child keeps its parent's classes, and its input shape unless the resolution moved."""
+        if res == parent.resolution:
+            in_w, in_c = parent.in_width, parent.in_channels
+        else:
+            _, in_w, in_c = self.input_shape_at(res)
+        return Arch(res, parent.width, tuple(depths), tuple(kernels), tuple(expands),
+                    parent.num_classes, in_w, in_c)
 
     def crossover(self, a: Arch, b: Arch, rng=None) -> Arch:
         """Uniform crossover: each stage depth, block kernel and block expand ratio comes from a
@@ -242,4 +291,4 @@ class MCUNetSpace:
                 pe, le = src[0] if len(src) == 1 or r.random() < 0.5 else src[1]
                 kernels.append(pk.kernels[lk + i])
                 expands.append(pe.expands[le + i])
-        return Arch(res, a.width, tuple(depths), tuple(kernels), tuple(expands), a.num_classes)
+        return self._child(a if res == a.resolution else b, res, depths, kernels, expands)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nas
-from nas import search_space as ss
+from nas import stage1 as ss
 from tinyengine_tf.errors import DoesNotFitError
 from nas.space import MCUNetSpace
 

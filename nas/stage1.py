@@ -18,7 +18,7 @@ every valid arena obeys) exceed the SRAM budget, is out whatever the planner doe
 network is planned by tinyengine_tf's planner. cost.FitChecker does this from the layer list when
 the compiler's passes leave a configuration's graphs unchanged (checked per configuration, and
 re-checked against the full pipeline every 50th planned network); otherwise every network goes
-through the full pipeline. ``measure_throughput`` (``python -m nas.search_space``) times a sweep.
+through the full pipeline. ``measure_throughput`` (``python -m nas.stage1``) times a sweep.
 """
 from __future__ import annotations
 
@@ -98,16 +98,16 @@ def _sample_and_check(space, resolution, width, samples, seed, checker):
 def _probes(space: MCUNetSpace, resolution: int, width: float) -> list:
     """The configuration's largest and smallest networks: between them every block variant
     (each kernel size with each expand ratio, stride and shortcut kind) appears."""
-    from nas.space import STAGE_DEPTHS, Arch
+    from nas.space import STAGE_DEPTHS
     ks, es = space.kernel_sizes, space.expand_ratios
     deep = tuple(max(d) for d in STAGE_DEPTHS)
     n = sum(deep)
     shallow = tuple(min(d) for d in STAGE_DEPTHS)
     m = sum(shallow)
-    return [Arch(resolution, width, deep, [ks[i % len(ks)] for i in range(n)],
-                 [es[(i // len(ks)) % len(es)] for i in range(n)], space.num_classes),
-            Arch(resolution, width, shallow, [ks[-1 - i % len(ks)] for i in range(m)],
-                 [es[-1 - (i // len(ks)) % len(es)] for i in range(m)], space.num_classes)]
+    return [space.arch(resolution, width, deep, [ks[i % len(ks)] for i in range(n)],
+                       [es[(i // len(ks)) % len(es)] for i in range(n)]),
+            space.arch(resolution, width, shallow, [ks[-1 - i % len(ks)] for i in range(m)],
+                       [es[-1 - (i // len(ks)) % len(es)] for i in range(m)])]
 
 
 def _worker(args):
@@ -347,11 +347,12 @@ def optimize_search_space(sram: int, flash: int, samples: int = 1000, resolution
                           widths=WIDTHS, seed: int = 0, workers: int | None = None,
                           num_classes: int = 1000, min_fit_ratio: float = DEFAULT_MIN_FIT_RATIO,
                           progress: bool = True, raise_if_none: bool = True,
-                          qat: bool = False) -> SearchSpaceChoice:
+                          qat: bool = False, input_shape=None) -> SearchSpaceChoice:
     """TinyNAS stage 1 over resolutions x widths for an SRAM and a Flash budget (bytes).
 
     num_classes sizes the classifier (its weights count against Flash); qat=True costs the
-    networks as tfmot's quantize_model() exports them (see nas.estimate). Uses `workers`
+    networks as tfmot's quantize_model() exports them (see nas.estimate). input_shape (H, W, C)
+    costs non-square or single-channel inputs (see MCUNetSpace). Uses `workers`
     processes (default: all cores) and shows a progress bar unless progress=False.
 
     Raises tinyengine_tf.DoesNotFitError when no sampled network of any configuration fits
@@ -360,8 +361,9 @@ def optimize_search_space(sram: int, flash: int, samples: int = 1000, resolution
     sram, flash = int(sram), int(flash)
     configs = [(r, w) for r in resolutions for w in widths]
     t0 = time.perf_counter()
+    space_kwargs = None if input_shape is None else {"input_shape": tuple(int(v) for v in input_shape)}
     evaluated = evaluate_configurations(configs, samples, seed, sram, flash, num_classes, workers, progress,
-                                        qat=qat)
+                                        space_kwargs=space_kwargs, qat=qat)
     choice = _select(evaluated, sram, flash, samples, seed, min_fit_ratio, time.perf_counter() - t0)
     if choice.resolution is None and raise_if_none:
         from tinyengine_tf.errors import DoesNotFitError
@@ -453,7 +455,7 @@ def measure_throughput(sram: int = 320_000, flash: int = 1_000_000, samples: int
             "workers": workers or os.cpu_count(), "configurations": len(configs)}
 
 
-if __name__ == "__main__":  # python -m nas.search_space [samples] [workers]
+if __name__ == "__main__":  # python -m nas.stage1 [samples] [workers]
     import sys
     s = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     w = int(sys.argv[2]) if len(sys.argv) > 2 else None

@@ -211,13 +211,42 @@ def search(train, val, *, num_classes: int, sram: int, flash: int, input_shape=N
            learning_rate: float = 2e-3, population: int | None = None, parents: int | None = None,
            mutation_prob: float = 0.1, generations: int = 30, stage1_samples: int = 1000,
            lease_seconds: float = 120.0, overwrite: bool = False, verbose: int = 1,
-           timeout: float | None = None) -> SearchResult:
+           timeout: float | None = None, stage_depths=None, kernel_sizes=None,
+           expand_ratios=None) -> SearchResult:
     """TinyNAS: stage 1 picks (resolution, width) unless a single one is given, stage 2 evolves
     networks in it with QAT trials scored on the generated C. See the module docstring.
 
     population/parents default to the paper's 100/20, scaled down to max_trials // 2 and a fifth
     of that so a short search still evolves. timeout bounds a multi-process search (seconds).
+    stage_depths / kernel_sizes / expand_ratios narrow the MCUNet space (see MCUNetSpace).
     """
+    spec, arrays, choice = plan_search(
+        train, val, num_classes=num_classes, sram=sram, flash=flash, input_shape=input_shape,
+        resolutions=resolutions, widths=widths, max_trials=max_trials, epochs=epochs,
+        directory=directory, seed=seed, warmup_epochs=warmup_epochs, batch_size=batch_size,
+        learning_rate=learning_rate, population=population, parents=parents,
+        mutation_prob=mutation_prob, generations=generations, stage1_samples=stage1_samples,
+        lease_seconds=lease_seconds, overwrite=overwrite, verbose=verbose, stage_depths=stage_depths,
+        kernel_sizes=kernel_sizes, expand_ratios=expand_ratios)
+    directory = Path(directory)
+    if workers and workers > 1:
+        write_cluster_data(directory, arrays)
+        run_local_cluster(directory, int(workers), timeout=timeout, verbose=verbose)
+        oracle = load_oracle(directory)
+    else:
+        tuner = make_tuner(directory, spec, verbose=verbose)
+        tuner.search(*arrays)
+        oracle = tuner.oracle
+    return collect(directory, oracle, spec, choice)
+
+
+def plan_search(train, val, *, num_classes, sram, flash, input_shape=None, resolutions=None, widths=None,
+                max_trials=20, epochs=10, directory="tinynas_run", seed=0, warmup_epochs=0,
+                batch_size=32, learning_rate=2e-3, population=None, parents=None, mutation_prob=0.1,
+                generations=30, stage1_samples=1000, lease_seconds=120.0, overwrite=False, verbose=1,
+                stage_depths=None, kernel_sizes=None, expand_ratios=None):
+    """Everything before stage 2 (checks, stage 1, the settings file): (spec, arrays, stage-1 choice).
+    Writes DIRECTORY/search.json, which every process of a distributed search reads."""
     from nas.stage2_oracle import check_budget_reachable
 
     num_classes, sram, flash = int(num_classes), int(sram), int(flash)
@@ -232,13 +261,21 @@ def search(train, val, *, num_classes: int, sram: int, flash: int, input_shape=N
     shape = tuple(int(v) for v in (input_shape or x_tr.shape[1:]))
     if len(shape) == 2:
         shape = shape + (1,)
-    if shape[-1] != x_tr.shape[-1]:
-        raise DataError(f"input_shape {shape} has {shape[-1]} channels, the data {x_tr.shape[-1]}")
+    if len(shape) != 3 or shape[-1] != x_tr.shape[-1]:
+        raise DataError(f"input_shape {shape} does not match the data's {tuple(x_tr.shape[1:])} "
+                        "(height, width, channels)")
+    if shape[-1] != 3 and tuple(x_tr.shape[1:]) != shape:
+        raise DataError(f"inputs of {x_tr.shape[-1]} channel(s) are not resized: input_shape {shape} must "
+                        f"equal the data's {tuple(x_tr.shape[1:])}")
     resolutions = [int(r) for r in (resolutions or default_resolutions(shape))]
     widths = [round(float(w), 6) for w in (widths or WIDTHS)]
     directory = Path(directory)
-    space_all = MCUNetSpace(resolutions=resolutions, widths=widths, num_classes=num_classes,
-                            input_shape=shape)
+    options = _space_options(stage_depths, kernel_sizes, expand_ratios)
+    try:
+        space_all = MCUNetSpace(resolutions=resolutions, widths=widths, num_classes=num_classes,
+                                input_shape=shape, **options)
+    except ValueError as exc:
+        raise TinyEngineError(f"invalid search space: {exc}") from None
     # Before anything costly: is there any network at all that fits?
     check_budget_reachable(space_all, min(resolutions), min(widths), sram, flash)
 
@@ -251,7 +288,7 @@ def search(train, val, *, num_classes: int, sram: int, flash: int, input_shape=N
         resolution, width = resolutions[0], widths[0]
     else:
         resolution, width, choice = _stage1(directory, sram, flash, stage1_samples, resolutions, widths,
-                                            seed, num_classes, shape, verbose)
+                                            seed, num_classes, shape, verbose, options)
     population = population or max(2, min(100, max_trials // 2))
     parents = parents or max(2, min(20, population // 5))
     spec = {"num_classes": num_classes, "input_shape": list(shape), "resolution": resolution,
@@ -259,32 +296,49 @@ def search(train, val, *, num_classes: int, sram: int, flash: int, input_shape=N
             "epochs": int(epochs), "seed": int(seed), "warmup_epochs": int(warmup_epochs),
             "batch_size": int(batch_size), "learning_rate": float(learning_rate),
             "population": int(population), "parents": int(parents), "mutation_prob": float(mutation_prob),
-            "generations": int(generations), "lease_seconds": float(lease_seconds)}
+            "generations": int(generations), "lease_seconds": float(lease_seconds),
+            "space_options": {k: [list(v) if isinstance(v, (list, tuple)) else v for v in vals]
+                              for k, vals in options.items()}}
     _check_same_search(directory, spec)
     _write_json(directory / "search.json", spec)
-    if workers and workers > 1:
-        np.savez(directory / "data.npz", x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va)
-        run_local_cluster(directory, int(workers), timeout=timeout, verbose=verbose)
-        oracle = load_oracle(directory)
-    else:
-        tuner = make_tuner(directory, spec, verbose=verbose)
-        tuner.search(x_tr, y_tr, x_va, y_va)
-        oracle = tuner.oracle
-    return collect(directory, oracle, spec, choice)
+    return spec, (x_tr, y_tr, x_va, y_va), choice
 
 
-def _stage1(directory, sram, flash, samples, resolutions, widths, seed, num_classes, shape, verbose):
+def write_cluster_data(directory, arrays) -> Path:
+    """DIRECTORY/data.npz: the arrays every worker process trains on."""
+    path = Path(directory) / "data.npz"
+    tmp = path.with_name(".data.tmp.npz")
+    x_tr, y_tr, x_va, y_va = arrays
+    np.savez(tmp, x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va)
+    os.replace(tmp, path)
+    return path
+
+
+def _space_options(stage_depths, kernel_sizes, expand_ratios) -> dict:
+    out = {}
+    if stage_depths is not None:
+        out["stage_depths"] = tuple(tuple(int(d) for d in s) for s in stage_depths)
+    if kernel_sizes is not None:
+        out["kernel_sizes"] = tuple(int(k) for k in kernel_sizes)
+    if expand_ratios is not None:
+        out["expand_ratios"] = tuple(int(e) for e in expand_ratios)
+    return out
+
+
+def _stage1(directory, sram, flash, samples, resolutions, widths, seed, num_classes, shape, verbose,
+            options):
     from nas.stage1 import optimize_search_space
     path = directory / "stage1.json"
     key = {"sram": sram, "flash": flash, "samples": samples, "resolutions": resolutions, "widths": widths,
-           "seed": seed, "num_classes": num_classes, "input_shape": list(shape)}
+           "seed": seed, "num_classes": num_classes, "input_shape": list(shape),
+           "space_options": {k: json.loads(json.dumps(v)) for k, v in options.items()}}
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
             return saved["resolution"], saved["width"], None
     choice = optimize_search_space(sram, flash, samples=samples, resolutions=resolutions, widths=widths,
                                    seed=seed, num_classes=num_classes, qat=True, input_shape=shape,
-                                   progress=verbose > 0)
+                                   progress=verbose > 0, space_options=options)
     if verbose:
         print(f"TinyNAS stage 1: {choice.reason}", flush=True)
     _write_json(path, {"key": key, "resolution": choice.resolution, "width": choice.width,
@@ -312,7 +366,8 @@ def _write_json(path: Path, obj):
 def make_oracle(spec: dict):
     from nas.stage2_oracle import TinyNASOracle
     space = MCUNetSpace(resolutions=[spec["resolution"]], widths=[spec["width"]],
-                        num_classes=spec["num_classes"], input_shape=spec["input_shape"])
+                        num_classes=spec["num_classes"], input_shape=spec["input_shape"],
+                        **spec.get("space_options", {}))
     return TinyNASOracle(space, spec["sram"], spec["flash"], max_trials=spec["max_trials"],
                          population=spec["population"], parents=spec["parents"],
                          mutation_prob=spec["mutation_prob"], generations=spec["generations"],

@@ -32,6 +32,7 @@ FIRST_BLOCK_CHANNELS = 16
 STAGE_WIDTHS = (24, 40, 80, 96, 192, 320)
 STAGE_STRIDES = (2, 2, 2, 1, 2, 1)
 STAGE_DEPTHS = ((2, 3, 4),) * 5 + ((1,),)
+MAX_STAGE_DEPTH = 4   # a space may also allow shallower stages (stage_depths=), down to 1 block
 KERNEL_SIZES = (3, 5, 7)
 EXPAND_RATIOS = (3, 4, 6)
 RESOLUTIONS = tuple(range(48, 225, 16))
@@ -95,9 +96,9 @@ class Arch:
     def validate(self):
         if len(self.depths) != len(STAGE_WIDTHS):
             raise ValueError(f"depths must have {len(STAGE_WIDTHS)} entries, got {list(self.depths)}")
-        for i, (d, allowed) in enumerate(zip(self.depths, STAGE_DEPTHS)):
-            if d not in allowed:
-                raise ValueError(f"stage {i} depth {d} is not in {allowed}")
+        for i, d in enumerate(self.depths):
+            if not 1 <= d <= MAX_STAGE_DEPTH:
+                raise ValueError(f"stage {i} depth {d} is not in 1..{MAX_STAGE_DEPTH}")
         n = sum(self.depths)
         if len(self.kernels) != n or len(self.expands) != n:
             raise ValueError(f"kernels and expands need {n} entries (sum of depths), got "
@@ -184,7 +185,8 @@ class MCUNetSpace:
     """
 
     def __init__(self, resolutions=None, widths=WIDTHS, num_classes: int = 1000,
-                 kernel_sizes=KERNEL_SIZES, expand_ratios=EXPAND_RATIOS, input_shape=None):
+                 kernel_sizes=KERNEL_SIZES, expand_ratios=EXPAND_RATIOS, input_shape=None,
+                 stage_depths=STAGE_DEPTHS):
         if input_shape is not None:
             input_shape = tuple(int(v) for v in input_shape)
             if len(input_shape) != 3 or min(input_shape) < 1:
@@ -195,6 +197,11 @@ class MCUNetSpace:
         self.resolutions = tuple(int(r) for r in resolutions)
         self.widths = tuple(round(float(w), 6) for w in widths)
         self.num_classes = int(num_classes)
+        self.stage_depths = tuple(tuple(int(d) for d in allowed) for allowed in stage_depths)
+        if len(self.stage_depths) != len(STAGE_WIDTHS) or not all(
+                allowed and all(1 <= d <= MAX_STAGE_DEPTH for d in allowed) for allowed in self.stage_depths):
+            raise ValueError(f"stage_depths needs {len(STAGE_WIDTHS)} non-empty sets of depths in "
+                             f"1..{MAX_STAGE_DEPTH}, got {stage_depths}")
         self.kernel_sizes = tuple(kernel_sizes)
         self.expand_ratios = tuple(expand_ratios)
         if not set(self.kernel_sizes) <= set(KERNEL_SIZES) or not set(self.expand_ratios) <= set(EXPAND_RATIOS):
@@ -225,7 +232,7 @@ class MCUNetSpace:
         r = _rng(rng)
         resolution = r.choice(self.resolutions) if resolution is None else resolution
         width = r.choice(self.widths) if width is None else round(float(width), 6)
-        depths = tuple(r.choice(allowed) for allowed in STAGE_DEPTHS)
+        depths = tuple(r.choice(allowed) for allowed in self.stage_depths)
         n = sum(depths)
         kernels = tuple(r.choice(self.kernel_sizes) for _ in range(n))
         expands = tuple(r.choice(self.expand_ratios) for _ in range(n))
@@ -247,7 +254,7 @@ class MCUNetSpace:
         if resolution and r.random() < prob:
             res = r.choice(self.resolutions)
         depths, kernels, expands = [], [], []
-        for (lo, hi), allowed in zip(self._stage_slices(arch), STAGE_DEPTHS):
+        for (lo, hi), allowed in zip(self._stage_slices(arch), self.stage_depths):
             d = hi - lo
             if r.random() < prob:
                 d = r.choice(allowed)

@@ -98,11 +98,10 @@ def _sample_and_check(space, resolution, width, samples, seed, checker):
 def _probes(space: MCUNetSpace, resolution: int, width: float) -> list:
     """The configuration's largest and smallest networks: between them every block variant
     (each kernel size with each expand ratio, stride and shortcut kind) appears."""
-    from nas.space import STAGE_DEPTHS
     ks, es = space.kernel_sizes, space.expand_ratios
-    deep = tuple(max(d) for d in STAGE_DEPTHS)
+    deep = tuple(max(d) for d in space.stage_depths)
     n = sum(deep)
-    shallow = tuple(min(d) for d in STAGE_DEPTHS)
+    shallow = tuple(min(d) for d in space.stage_depths)
     m = sum(shallow)
     return [space.arch(resolution, width, deep, [ks[i % len(ks)] for i in range(n)],
                        [es[(i // len(ks)) % len(es)] for i in range(n)]),
@@ -347,12 +346,14 @@ def optimize_search_space(sram: int, flash: int, samples: int = 1000, resolution
                           widths=WIDTHS, seed: int = 0, workers: int | None = None,
                           num_classes: int = 1000, min_fit_ratio: float = DEFAULT_MIN_FIT_RATIO,
                           progress: bool = True, raise_if_none: bool = True,
-                          qat: bool = False, input_shape=None) -> SearchSpaceChoice:
+                          qat: bool = False, input_shape=None,
+                          space_options: dict | None = None) -> SearchSpaceChoice:
     """TinyNAS stage 1 over resolutions x widths for an SRAM and a Flash budget (bytes).
 
     num_classes sizes the classifier (its weights count against Flash); qat=True costs the
     networks as tfmot's quantize_model() exports them (see nas.estimate). input_shape (H, W, C)
-    costs non-square or single-channel inputs (see MCUNetSpace). Uses `workers`
+    costs non-square or single-channel inputs, space_options restricts the per-block choices
+    (both as MCUNetSpace takes them). Uses `workers`
     processes (default: all cores) and shows a progress bar unless progress=False.
 
     Raises tinyengine_tf.DoesNotFitError when no sampled network of any configuration fits
@@ -361,7 +362,10 @@ def optimize_search_space(sram: int, flash: int, samples: int = 1000, resolution
     sram, flash = int(sram), int(flash)
     configs = [(r, w) for r in resolutions for w in widths]
     t0 = time.perf_counter()
-    space_kwargs = None if input_shape is None else {"input_shape": tuple(int(v) for v in input_shape)}
+    space_kwargs = dict(space_options or {})   # stage_depths, kernel_sizes, expand_ratios
+    if input_shape is not None:
+        space_kwargs["input_shape"] = tuple(int(v) for v in input_shape)
+    space_kwargs = space_kwargs or None
     evaluated = evaluate_configurations(configs, samples, seed, sram, flash, num_classes, workers, progress,
                                         space_kwargs=space_kwargs, qat=qat)
     choice = _select(evaluated, sram, flash, samples, seed, min_fit_ratio, time.perf_counter() - t0)

@@ -37,7 +37,7 @@ import time
 import keras_tuner
 from keras_tuner.src.engine import trial as trial_module
 
-from nas.space import STAGE_DEPTHS, Arch, MCUNetSpace
+from nas.space import STAGE_WIDTHS, Arch, MCUNetSpace
 
 OBJECTIVE = "accuracy"          # validation accuracy of the generated C (what ships)
 DEFAULT_LEASE_SECONDS = 120.0
@@ -60,7 +60,7 @@ def arch_values(arch: Arch) -> dict:
 
 def arch_from_values(values: dict) -> Arch:
     """The Arch a trial's hyperparameter values describe (inverse of arch_values)."""
-    depths = [int(values[f"depth_{i}"]) for i in range(len(STAGE_DEPTHS))]
+    depths = [int(values[f"depth_{i}"]) for i in range(len(STAGE_WIDTHS))]
     n = sum(depths)
     return Arch(int(values["resolution"]), float(values["width"]), depths,
                 [int(values[f"kernel_{j:02d}"]) for j in range(n)],
@@ -71,7 +71,7 @@ def arch_from_values(values: dict) -> Arch:
 def smallest_arch(space: MCUNetSpace, resolution: int, width: float) -> Arch:
     """The network of a space with the least SRAM and Flash: shallowest, smallest kernels and
     expand ratios (every choice only ever adds bytes)."""
-    depths = [min(d) for d in STAGE_DEPTHS]
+    depths = [min(d) for d in space.stage_depths]
     n = sum(depths)
     return space.arch(resolution, width, depths, [min(space.kernel_sizes)] * n,
                       [min(space.expand_ratios)] * n)

@@ -53,9 +53,10 @@ def _randomize(model, seed):
         layer.set_weights(new)
 
 
-def _representative(r, seed):
+def _representative(shape, seed):
+    shape = (shape, shape, 3) if isinstance(shape, int) else tuple(shape)
     rng = np.random.default_rng(seed)
-    return [rng.uniform(-1, 1, (1, r, r, 3)).astype(np.float32) for _ in range(3)]
+    return [rng.uniform(-1, 1, (1, *shape)).astype(np.float32) for _ in range(3)]
 
 
 def to_tflite(arch, seed, trained=True) -> bytes:
@@ -64,15 +65,15 @@ def to_tflite(arch, seed, trained=True) -> bytes:
     model = nas.build_model(arch)
     if trained:
         _randomize(model, seed)
-    r = arch.resolution
+    shape = arch.input_shape
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec((1, r, r, 3), tf.float32))
+        tf.TensorSpec((1, *shape), tf.float32))
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    samples = _representative(r, seed)
+    samples = _representative(shape, seed)
     conv.representative_dataset = lambda: ([x] for x in samples)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "statistics for quantized inputs were expected"
@@ -315,3 +316,17 @@ def test_estimate_without_footprints_emits_layers(monkeypatch):
     got = nas.estimate(arch)
     assert (got.peak_sram, got.flash, got.macs) == (want.peak_sram, want.flash, want.macs)
     assert got.layers == want.layers
+
+
+@pytest.mark.parametrize("shape, width, seed", [((49, 10, 1), 0.3, 0), ((40, 56, 3), 0.4, 1),
+                                                 ((32, 24, 1), 0.2, 2)])
+def test_estimate_equals_compiled_model_for_other_input_shapes(shape, width, seed):
+    """Non-square and single-channel inputs (49x10x1 MFCCs among them) cost exactly."""
+    from tinyengine_tf.api import compile_tflite
+    space = MCUNetSpace(widths=[width], num_classes=12, input_shape=shape)
+    arch = space.sample(rng=seed)
+    assert arch.input_shape == shape
+    cm = compile_tflite(to_tflite(arch, seed))
+    est = nas.estimate(arch)
+    assert (est.peak_sram, est.flash) == (cm.peak_sram, cm.flash)
+    assert cm.input_details[0]["shape"] == (1, *shape)

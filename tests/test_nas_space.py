@@ -178,7 +178,7 @@ def test_json_round_trip():
 
 
 @pytest.mark.parametrize("change", [
-    {"depths": (2, 3, 4, 2, 3, 2)},          # last stage is fixed at 1
+    {"depths": (2, 3, 4, 2, 3, 0)},          # every stage has 1..4 blocks
     {"depths": (5, 3, 4, 2, 3, 1)},
     {"kernels": (9,)},
     {"expands": (2,)},
@@ -196,3 +196,25 @@ def test_invalid_architectures_raise(change):
         d.update(change)
     with pytest.raises(ValueError):
         Arch.from_json(d)
+
+
+def test_input_shape_and_stage_depths_shape_the_space():
+    """A 49x10x1 input: every sample, mutant and child keeps it; shallower stage choices are
+    honoured; a resolution other than the input's height keeps its aspect ratio."""
+    space = MCUNetSpace(widths=[0.3], num_classes=12, input_shape=(49, 10, 1),
+                        stage_depths=[(1, 2)] * 5 + [(1,)])
+    assert space.resolutions == (49,)
+    archs = [space.sample(rng=i) for i in range(30)]
+    kids = [space.mutate(a, 0.5, rng=i) for i, a in enumerate(archs)] + \
+           [space.crossover(a, b, rng=i) for i, (a, b) in enumerate(zip(archs, archs[1:]))]
+    for a in archs + kids:
+        assert a.input_shape == (49, 10, 1)
+        assert all(d in (1, 2) for d in a.depths[:5]) and a.depths[5] == 1
+    assert {a.depths[0] for a in archs} == {1, 2}
+    wide = MCUNetSpace(resolutions=[96, 60], input_shape=(120, 160, 3))
+    assert wide.input_shape_at(96) == (96, 128, 3) and wide.input_shape_at(60) == (60, 80, 3)
+    a = wide.sample(60, 0.5, rng=0)
+    assert a.input_shape == (60, 80, 3) and Arch.from_json(a.to_json()) == a
+    assert "r60x80" in a.short()
+    with pytest.raises(ValueError):
+        MCUNetSpace(stage_depths=[(0, 1)] * 6)

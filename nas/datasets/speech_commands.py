@@ -199,7 +199,8 @@ def load_speech_commands(root, *, batch_size: int | None = None, augment: bool =
             offset = tf.random.stateless_uniform([], [r, 2], 0, room, tf.int64)
             volume = tf.where(u[1] < background_frequency, u[2] * background_volume, 0.0)
             audio += cut(f, offset) * volume
-        audio = tf.clip_by_value(audio, -1.0, 1.0)
+            # Only mixing can leave [-1, 1]; an eval clip stays exactly what features() sees on a device.
+            audio = tf.clip_by_value(audio, -1.0, 1.0)
         return features(audio), row["label"]
 
     out = []

@@ -39,6 +39,13 @@ ESPEAK_ENGLISH = ("en-us", "en", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp
                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")   # awb_time speaks only times of day
 VAL_SHARE = TEST_SHARE = 0.1
+# Per-clip ranges (uniform): speaking rate, pitch, signal-to-noise ratio, room echo, level.
+SPEED_WPM = (120, 230)
+PITCH = (20, 80)
+SNR_DB = (10.0, 40.0)
+ECHO_PROBABILITY, RT60_S = 0.5, (0.05, 0.4)
+PEAK = (0.05, 0.9)
+TRIM = 0.02
 BACKGROUND_SECONDS = 30
 INSTALL = "install it with `apt-get install espeak-ng` (`make sysdeps` does)"
 
@@ -89,8 +96,10 @@ def speakers(engines=None) -> list:
             raise DatasetError(f"espeak-ng is not installed; {INSTALL}")
         out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
                              check=True).stdout
-        variants = sorted({line.split()[4].split("/", 1)[-1] for line in out.splitlines()[1:]
-                           if len(line.split()) >= 5})
+        # The file column names a variant for "+name"; one with a space in it cannot be named.
+        files = [line.split(None, 4)[4].strip() for line in out.splitlines()[1:]
+                 if len(line.split(None, 4)) == 5]
+        variants = sorted({f.split("/", 1)[-1] for f in files if " " not in f})
         found += [Speaker("espeak-ng", v) for v in ESPEAK_ENGLISH]
         found += [Speaker("espeak-ng", f"{v}+{var}") for v in ESPEAK_ENGLISH for var in variants]
     if "flite" in engines and shutil.which("flite"):
@@ -132,8 +141,8 @@ def plan(per_word: int, seed: int, words, pools) -> list:
 
 def _synthesise(clip: Clip, rng, tmp_dir: Path) -> np.ndarray:
     """The word as float samples at 16 kHz, trimmed to where it is audible."""
-    speed = int(rng.integers(120, 231))          # words per minute
-    pitch = int(rng.integers(20, 81))
+    speed = int(rng.integers(SPEED_WPM[0], SPEED_WPM[1] + 1))
+    pitch = int(rng.integers(PITCH[0], PITCH[1] + 1))
     fd, tmp = tempfile.mkstemp(suffix=".wav", dir=tmp_dir)
     os.close(fd)
     try:
@@ -155,15 +164,17 @@ def _synthesise(clip: Clip, rng, tmp_dir: Path) -> np.ndarray:
         from scipy.signal import resample_poly
         g = gcd(rate, SAMPLE_RATE)
         x = resample_poly(x, SAMPLE_RATE // g, rate // g)
-    loud = np.flatnonzero(np.abs(x) > 0.02 * max(np.abs(x).max(), 1e-9))
+    if TRIM is None:
+        return x
+    loud = np.flatnonzero(np.abs(x) > TRIM * max(np.abs(x).max(), 1e-9))
     return x[loud[0]:loud[-1] + 1] if loud.size else x
 
 
 def _room(x: np.ndarray, rng) -> np.ndarray:
-    """A small room: an exponentially decaying noise tail (RT60 0.05-0.4 s), half the time."""
-    if rng.uniform() < 0.5:
+    """A small room: an exponentially decaying noise tail, some of the time."""
+    if rng.uniform() >= ECHO_PROBABILITY:
         return x
-    rt60 = rng.uniform(0.05, 0.4)
+    rt60 = rng.uniform(*RT60_S)
     t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
     ir = rng.normal(size=t.size) * np.exp(-6.9 * t / rt60) * rng.uniform(0.05, 0.3)
     ir[0] = 1.0
@@ -202,10 +213,10 @@ def render_clip(clip: Clip, tmp_dir: Path) -> np.ndarray:
     x = np.zeros(CLIP_SAMPLES)
     x[lead:lead + len(word)] = word / max(np.abs(word).max(), 1e-9)
     speech_rms = np.sqrt(np.mean(word ** 2)) / max(np.abs(word).max(), 1e-9)
-    snr_db = rng.uniform(10, 40)
+    snr_db = rng.uniform(*SNR_DB)
     x += _noise(NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))], CLIP_SAMPLES, rng) \
         * speech_rms * 10 ** (-snr_db / 20)
-    x *= rng.uniform(0.05, 0.9) / max(np.abs(x).max(), 1e-9)
+    x *= rng.uniform(*PEAK) / max(np.abs(x).max(), 1e-9)
     return np.round(x * 32767).astype(np.int16)
 
 

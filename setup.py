@@ -1,7 +1,7 @@
 from setuptools import find_packages, setup
 
 CORE = ["numpy==2.4.6", "flatbuffers==25.12.19", "tflite-micro==0.dev20261023182759",
-        "matplotlib==3.11.2", "tqdm==4.70.1"]
+        "jinja2==3.1.6", "matplotlib==3.11.2", "tqdm==4.70.1"]
 KERAS = ["tensorflow==2.21.0", "tf-keras==2.21.0", "protobuf==6.33.6"]
 # scipy resamples synthesised speech to 16 kHz; pillow draws and checks VWW images.
 NAS = KERAS + ["tensorflow-model-optimization==0.8.1", "keras-tuner==1.4.8", "scipy==1.17.1",

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -71,10 +72,31 @@ def test_same_seed_same_bytes_and_a_killed_run_resumes(small, tmp_path):
     (again / f".{victims[0].name}.tmp-999").write_bytes(b"partial")
     summary = synthesize_speech_commands(again, seed=3, **SMALL)
     assert summary.written == 2
-    assert {k: v for k, v in _files(again).items() if ".tmp-" not in k} == reference
+    assert _files(again) == reference                           # leftovers removed too
     other = tmp_path / "c"
     synthesize_speech_commands(other, seed=4, **SMALL)
     assert _files(other) != reference
+
+
+def test_a_run_killed_midway_resumes_to_the_same_set(small, tmp_path):
+    out, _ = small
+    target = tmp_path / "killed"
+    code = (f"from nas.datasets.speech_synth import synthesize_speech_commands as s; "
+            f"s({str(target)!r}, seed=3, workers=1, **{SMALL!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(target.glob("*/*_nohash_*.wav"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    done = len(list(target.glob("*/*_nohash_*.wav")))
+    assert 3 <= done < 12 and not (target / "testing_list.txt").exists()
+    summary = synthesize_speech_commands(target, seed=3, **SMALL)
+    assert summary.written == 12 - done
+    assert _files(target) == _files(out)
 
 
 def test_bad_arguments_and_missing_synthesiser(tmp_path):

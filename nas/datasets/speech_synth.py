@@ -236,6 +236,14 @@ def _write_background(out: Path, seed: int) -> None:
         write_wav(path, np.round(y * (0.5 / np.abs(y).max()) * 32767).astype(np.int16))
 
 
+def _remove_leftovers(out: Path) -> None:
+    """Temporary files of a run that was killed: never complete, so never kept."""
+    for tmp in out.glob(".synth-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in list(out.glob(".*.tmp-*")) + list(out.glob("*/.*.tmp-*")):
+        tmp.unlink(missing_ok=True)
+
+
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
@@ -264,6 +272,7 @@ def synthesize_speech_commands(out, per_word: int = 100, seed: int = 0, *, words
     clips = plan(per_word, seed, words, pools)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
     for word in words:
         (out / word).mkdir(exist_ok=True)
     _write_background(out, seed)

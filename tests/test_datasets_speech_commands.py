@@ -154,3 +154,10 @@ def test_a_corrupt_or_foreign_clip_is_named_and_nothing_changes(tmp_path):
     _write(bad, _tone(2, 8000), rate=8000)
     with pytest.raises(DatasetError, match=r"8000 Hz.*expected 16000 Hz mono"):
         scan(root)
+
+
+def test_micro_frontend_pipeline(v2):
+    _, val, _ = load_speech_commands(v2, as_numpy=True, frontend="micro")
+    assert val[0].shape[1:] == (49, 40, 1) and np.isfinite(val[0]).all()
+    with pytest.raises(DatasetError, match="unknown front end"):
+        load_speech_commands(v2, frontend="lpc")

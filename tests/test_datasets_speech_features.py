@@ -107,3 +107,21 @@ def test_input_quantization_refuses_what_it_cannot_read(tmp_path):
         input_quantization({"name": "x", "dtype": "float32", "scale": None, "zero_point": 0})
     with pytest.raises(DatasetError, match="cannot read an input quantization"):
         input_quantization(3.5)
+
+
+def test_micro_frontend_is_tflms_op_batched_and_scaled():
+    import tensorflow as tf
+    from tensorflow.lite.experimental.microfrontend.python.ops import audio_microfrontend_op as op
+    x = np.stack([_speechlike(8), _speechlike(9)])
+    pcm = np.round(x / np.abs(x).max() * 32767).astype(np.int16)
+    got = features(pcm, frontend="micro")
+    assert got.shape == (2, 49, 40, 1)
+    for k in range(2):
+        want = op.audio_microfrontend(tf.constant(pcm[k]), sample_rate=16000, window_size=30,
+                                      window_step=20, num_channels=40, out_scale=1,
+                                      out_type=tf.float32).numpy() * 10 / 256
+        np.testing.assert_allclose(got[k, ..., 0], want, rtol=1e-6)
+    # A float clip in [-1, 1] is what the microphone's int16 would be, scaled.
+    np.testing.assert_allclose(features(pcm[0] / 32767.0, frontend="micro"), got[0], atol=1e-5)
+    with pytest.raises(DatasetError, match="unknown front end 'fbank'"):
+        features(pcm, frontend="fbank")

@@ -12,12 +12,12 @@ Importing this package does not import TensorFlow; loading data does.
 """
 from nas.datasets.quantize import input_quantization, quantize
 from nas.datasets.speech_commands import LABELS, WORDS, load_speech_commands, scan
-from nas.datasets.speech_features import FEATURE_SHAPE, features
+from nas.datasets.speech_features import FEATURE_SHAPE, feature_shape, features
 from nas.datasets.speech_synth import synthesize_speech_commands
 from nas.datasets.splits import Splits
 from nas.datasets.synthetic_vww import make_synthetic_vww
 from nas.datasets.vww import load_vww, preprocess
 
-__all__ = ["LABELS", "WORDS", "FEATURE_SHAPE", "features", "load_speech_commands", "scan",
+__all__ = ["LABELS", "WORDS", "FEATURE_SHAPE", "feature_shape", "features", "load_speech_commands", "scan",
            "synthesize_speech_commands", "input_quantization", "quantize", "Splits",
            "load_vww", "preprocess", "make_synthetic_vww"]

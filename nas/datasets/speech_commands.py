@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.datasets.speech_features import CLIP_SAMPLES, SAMPLE_RATE, features
+from nas.datasets.speech_features import CLIP_SAMPLES, SAMPLE_RATE, feature_shape, features
 from nas.datasets.splits import SPLITS, Splits, to_numpy
 from nas.datasets.wav import check_clip, read_wav
 from tinyengine_tf.errors import DatasetError
@@ -161,16 +161,18 @@ def load_speech_commands(root, *, batch_size: int | None = None, augment: bool =
                          as_numpy: bool = False, seed: int = 0, silence_percentage: float = 10.0,
                          unknown_percentage: float | None = 10.0, time_shift_ms: float = 100.0,
                          background_volume: float = 0.1, background_frequency: float = 0.8,
-                         validate: bool = True) -> Splits:
+                         frontend: str = "mfcc", validate: bool = True) -> Splits:
     """(train, val, test) of the 12-class task, features from ``speech_features.features``.
 
-    Each split is a tf.data.Dataset of (float32 (49, 10, 1), int32 label), batched when
+    Each split is a tf.data.Dataset of (float32 (49, 10, 1), int32 label) (``frontend="micro"``:
+    (49, 40, 1), TFLM's micro frontend), batched when
     ``batch_size`` is given; or an (x, y) numpy pair with ``as_numpy`` (training augmented once).
     Only training is shuffled and augmented; val and test are the same on every pass.
     ``unknown_percentage=None`` keeps every non-keyword clip.
     """
     import tensorflow as tf
 
+    feature_shape(frontend)             # an unknown front end fails before any file is read
     index = scan(root, validate=validate)
     bg, starts, lengths = _background(index)
     bg_t, starts_t, lengths_t = tf.constant(bg), tf.constant(starts or [0], tf.int64), \
@@ -201,7 +203,7 @@ def load_speech_commands(root, *, batch_size: int | None = None, augment: bool =
             audio += cut(f, offset) * volume
             # Only mixing can leave [-1, 1]; an eval clip stays exactly what features() sees on a device.
             audio = tf.clip_by_value(audio, -1.0, 1.0)
-        return features(audio), row["label"]
+        return features(audio, frontend=frontend), row["label"]
 
     out = []
     for k, split in enumerate(SPLITS):

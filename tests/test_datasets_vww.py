@@ -21,7 +21,7 @@ COLOURS = {1: (200, 40, 40), 0: (40, 40, 200)}
 
 def _jpeg(label, k, size=(120, 90)):
     rng = np.random.default_rng(k)
-    img = np.clip(np.array(COLOURS[label]) + rng.normal(0, 10, (size[1], size[0], 3)), 0, 255)
+    img = np.clip(np.array(COLOURS.get(label, (128, 128, 128))) + rng.normal(0, 10, (size[1], size[0], 3)), 0, 255)
     buf = io.BytesIO()
     Image.fromarray(img.astype(np.uint8)).save(buf, format="JPEG")
     return buf.getvalue()
@@ -156,6 +156,20 @@ def test_a_corrupt_image_or_shard_is_named(tmp_path):
     data[len(data) // 2] ^= 0xFF                                        # flip a byte: CRC fails
     shard.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match=r"train\.record-00000-of-00001: corrupt TFRecord shard"):
+        load_vww(root)
+
+
+def test_a_shard_of_other_records_is_named(tmp_path):
+    import tensorflow as tf
+    root = make_tfrecords(tmp_path / "tf", n_train=2, n_val=1, shards=1)
+    val = root / "val.record-00000-of-00001"
+    with tf.io.TFRecordWriter(str(val)) as w:                 # a record without the VWW fields
+        w.write(tf.train.Example().SerializeToString())
+    with pytest.raises(DatasetError, match=r"val\.record-00000-of-00001: not a Visual Wake Words shard"):
+        load_vww(root)
+    with tf.io.TFRecordWriter(str(val)) as w:
+        w.write(_example(tf, 2, 0))                            # a label VWW does not have
+    with pytest.raises(DatasetError, match=r"val\.record-00000-of-00001: image/class/label 2 found"):
         load_vww(root)
 
 

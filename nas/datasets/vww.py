@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from nas.datasets.splits import SPLITS, Splits, to_numpy
 from tinyengine_tf.errors import DatasetError
 
@@ -114,19 +116,25 @@ def _check_image(path: Path) -> None:
 
 
 def _check_shard(path: Path) -> None:
+    """Read every record of one shard (CRCs, the two fields, labels 0/1) in one tf.data pass."""
     import tensorflow as tf
     try:
-        for k, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
-            ex = tf.train.Example.FromString(record).features.feature
-            if "image/encoded" not in ex or "image/class/label" not in ex:
-                raise DatasetError(f"{path}, record {k}: no image/encoded or image/class/label; "
-                                   "not a Visual Wake Words shard")
-            label = list(ex["image/class/label"].int64_list.value)
-            if label not in ([0], [1]):
-                raise DatasetError(f"{path}, record {k}: image/class/label is {label}, expected 0 or 1")
+        ds = tf.data.TFRecordDataset(str(path)).map(_parse).map(lambda _, y: y).batch(4096)
+        for labels in ds.as_numpy_iterator():
+            if not np.isin(labels, (0, 1)).all():
+                bad = sorted(set(labels.tolist()) - {0, 1})
+                raise DatasetError(f"{path}: image/class/label {bad[0]} found; Visual Wake Words "
+                                   "labels are 0 (no person) and 1 (person)")
+    except tf.errors.InvalidArgumentError as exc:
+        raise DatasetError(f"{path}: not a Visual Wake Words shard ({_first_line(exc)}); records "
+                           "need image/encoded and image/class/label") from None
     except tf.errors.OpError as exc:
-        raise DatasetError(f"{path}: corrupt TFRecord shard ({exc.message.splitlines()[0]}); "
+        raise DatasetError(f"{path}: corrupt TFRecord shard ({_first_line(exc)}); "
                            "rebuild or remove it") from None
+
+
+def _first_line(exc) -> str:
+    return (exc.message or str(exc)).strip().splitlines()[0][:200]
 
 
 def load_vww(root, resolution: int = 96, *, batch_size: int | None = None, augment: bool = True,

@@ -10,7 +10,6 @@ deployed model all go through it, so the model is fed on the device exactly what
 """
 from __future__ import annotations
 
-
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = 16000          # one second
 FRAME_LENGTH = 480            # 30 ms

@@ -150,17 +150,16 @@ def _add_data(sub) -> None:
     except ModuleNotFoundError as exc:
         if exc.name in ("nas", "nas.datasets", "nas.datasets.cli"):
             return
-        _nas_broken(sub, exc, "data")
+        _nas_broken(sub, exc, "data", "offline datasets")
         return
     except Exception as exc:
-        _nas_broken(sub, exc, "data")
+        _nas_broken(sub, exc, "data", "offline datasets")
         return
     data_cli.register(sub)
 
 
-def _nas_broken(sub, exc, command="nas") -> None:
-    p = sub.add_parser(command, help=f"{command} (unavailable: the nas package failed to import)",
-                       add_help=False)
+def _nas_broken(sub, exc, command="nas", what="TinyNAS") -> None:
+    p = sub.add_parser(command, help=f"{what} (unavailable: it failed to import)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     def fail(_args):

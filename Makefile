@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py constraints.txt | sha1sum | cut -c1-12)
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm espeak-ng flite
 
 .PHONY: demo test bench sysdeps venv clean
 
@@ -15,11 +15,14 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[all]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-# System packages for the Cortex-M target, installed only when missing (needs root).
+# System packages for the Cortex-M target and the offline speech set (espeak-ng, flite),
+# installed only when missing (needs root).
 sysdeps:
 	@missing=""; \
 	command -v arm-none-eabi-gcc >/dev/null || missing="$$missing gcc-arm-none-eabi libnewlib-arm-none-eabi"; \
 	command -v qemu-system-arm >/dev/null || missing="$$missing qemu-system-arm"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v flite >/dev/null || missing="$$missing flite"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

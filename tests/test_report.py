@@ -63,6 +63,13 @@ def test_report_renders_markdown_html_and_plot(tmp_path):
     assert rep.peak_layer.startswith("CONV_2D")
 
 
+def test_html_report_escapes_names_from_the_model(tmp_path):
+    cm = te.convert(_conv_chain(), name="x<script>&")
+    text = open(cm.memory_report().to_html(tmp_path / "r.html")).read()
+    assert "<script>" not in text and "Memory report: x&lt;script&gt;&amp;</h1>" in text
+    assert text.count('class="peak"') == 1
+
+
 def test_save_writes_project_and_report(tmp_path):
     cm = te.convert(_conv_chain(), name="chain")
     out = cm.save(tmp_path / "proj")

@@ -4,6 +4,7 @@
     tinyengine-tf report MODEL.tflite [--html report.html]
     tinyengine-tf demo [-o OUT/]
     tinyengine-tf nas ...                 (when the nas package is importable)
+    tinyengine-tf data ...                (nas/datasets/cli.py: offline datasets)
     tinyengine-tf ops
 
 Exit codes: 0 success, 1 a TinyEngineError (bad model, unsupported op, does not fit...) or an
@@ -142,8 +143,23 @@ def _add_nas(sub) -> None:
     nas_cli.register(sub)
 
 
-def _nas_broken(sub, exc) -> None:
-    p = sub.add_parser("nas", help="TinyNAS (unavailable: it failed to import)", add_help=False)
+def _add_data(sub) -> None:
+    """`data` (offline datasets) lives in nas/datasets/cli.py; like `nas`, it may be absent."""
+    try:
+        import nas.datasets.cli as data_cli
+    except ModuleNotFoundError as exc:
+        if exc.name in ("nas", "nas.datasets", "nas.datasets.cli"):
+            return
+        _nas_broken(sub, exc, "data", "offline datasets")
+        return
+    except Exception as exc:
+        _nas_broken(sub, exc, "data", "offline datasets")
+        return
+    data_cli.register(sub)
+
+
+def _nas_broken(sub, exc, command="nas", what="TinyNAS") -> None:
+    p = sub.add_parser(command, help=f"{what} (unavailable: it failed to import)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     def fail(_args):
@@ -192,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     _add_nas(sub)
+    _add_data(sub)
 
     p = sub.add_parser("ops", parents=[debug], help="list the supported ops",
                        description="List the TFLite op kinds the code generator supports.")

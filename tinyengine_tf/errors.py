@@ -40,3 +40,7 @@ class ConversionError(TinyEngineError):
 
 class ToolchainError(TinyEngineError):
     """A compiler, linker or emulator needed for the requested step failed or is missing."""
+
+
+class DatasetError(TinyEngineError):
+    """A dataset on disk is missing, laid out wrongly or holds a corrupt file (the message names it)."""

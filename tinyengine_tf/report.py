@@ -8,7 +8,6 @@ peak is checked against the measured head in the tests.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import os
 import re
@@ -150,26 +149,14 @@ class MemoryReport:
         import matplotlib.pyplot as plt
         plt.close(fig)
         img = base64.b64encode(buf.getvalue()).decode()
-        summary = "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
-                          for a, b, c in self.summary_rows())
-        rows = "".join(
-            f"<tr{' class=peak' if r.step == self.tinyengine.peak_step else ''}><td>{r.step}</td>"
-            f"<td>{html.escape(r.kind)} #{r.op_index}</td><td>{list(r.output_shape)}</td>"
-            f"<td>{'folded' if r.tinyengine_bytes is None else f'{r.tinyengine_bytes:,}'}</td>"
-            f"<td>{r.tflm_bytes:,}</td><td>{html.escape(', '.join(r.live))}</td></tr>" for r in self.layers)
-        page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Memory report: {html.escape(self.model)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f3f3f3}}tr.peak td{{background:#fff3c4}}
-td:nth-child(2),td:nth-child(6){{text-align:left}}</style></head>
-<body><h1>Memory report: {html.escape(self.model)}</h1>
-<table id="summary"><tr><th></th><th>TinyEngine</th><th>TFLite Micro</th></tr>{summary}</table>
-<p>The peak (highlighted) is at {html.escape(self.peak_layer or 'n/a')}.</p>
-<img alt="per-layer memory" src="data:image/png;base64,{img}" style="max-width:100%">
-<table id="layers"><tr><th>step</th><th>op</th><th>output</th><th>TinyEngine live bytes</th><th>TFLM live bytes</th><th>live tensors (TinyEngine)</th></tr>{rows}</table>
-<p>TFLM totals: measured with the tflite-micro interpreter. Framework size: {html.escape(TFLM_FRAMEWORK_SOURCE)}.</p>
-</body></html>
-"""
+        # A template with autoescaping: model and tensor names come from the user's file.
+        import jinja2
+        env = jinja2.Environment(loader=jinja2.PackageLoader("tinyengine_tf", "templates"),
+                                 autoescape=True, keep_trailing_newline=True)
+        page = env.get_template("memory_report.html").render(
+            model=self.model, summary=self.summary_rows(), peak_layer=self.peak_layer,
+            plot_png=img, layers=self.layers, peak_step=self.tinyengine.peak_step,
+            framework_source=TFLM_FRAMEWORK_SOURCE)
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
             f.write(page)

@@ -205,8 +205,10 @@ def test_chief_restart_and_worker_back_under_its_id_continue_the_search(tmp_path
     procs["chief"].wait(timeout=30)
     time.sleep(2)
     _start(procs, run, "chief2", port, log["chief2"], tuner_id="chief")
-    _wait(f"trial {first} to complete", lambda: _statuses(run).get(first) == "COMPLETED", procs)
-    _wait("worker0's second trial", lambda: _ongoing(run).get("worker0") not in (None, first), procs)
+    _wait(f"trial {first} to complete", lambda: _statuses(run).get(first) == "COMPLETED", procs,
+          allow_exit=("chief",))
+    _wait("worker0's second trial", lambda: _ongoing(run).get("worker0") not in (None, first), procs,
+          allow_exit=("chief",))
     second = _ongoing(run)["worker0"]
     time.sleep(3)
     procs["worker0"].send_signal(signal.SIGKILL)

@@ -45,6 +45,17 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+def positive_int(text) -> int:
+    """argparse type for counts: a whole number of at least 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
 # -- commands ---------------------------------------------------------------------------------
 def _convert_model(path: str, name: str | None = None, sram=None, flash=None):
     import tinyengine_tf as te

@@ -11,13 +11,8 @@ import argparse
 
 
 def _positive(text) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return v
+    from tinyengine_tf.cli import positive_int
+    return positive_int(text)
 
 
 def register(subparsers) -> None:

@@ -212,13 +212,14 @@ def search(train, val, *, num_classes: int, sram: int, flash: int, input_shape=N
            mutation_prob: float = 0.1, generations: int = 30, stage1_samples: int = 1000,
            lease_seconds: float = 120.0, overwrite: bool = False, verbose: int = 1,
            timeout: float | None = None, stage_depths=None, kernel_sizes=None,
-           expand_ratios=None) -> SearchResult:
+           expand_ratios=None, recalibrate_batches: int = 50) -> SearchResult:
     """TinyNAS: stage 1 picks (resolution, width) unless a single one is given, stage 2 evolves
     networks in it with QAT trials scored on the generated C. See the module docstring.
 
     population/parents default to the paper's 100/20, scaled down to max_trials // 2 and a fifth
     of that so a short search still evolves. timeout bounds a multi-process search (seconds).
     stage_depths / kernel_sizes / expand_ratios narrow the MCUNet space (see MCUNetSpace).
+    recalibrate_batches: forward passes that refresh BatchNorm statistics after training (MCUNet).
     """
     spec, arrays, choice = plan_search(
         train, val, num_classes=num_classes, sram=sram, flash=flash, input_shape=input_shape,
@@ -227,7 +228,7 @@ def search(train, val, *, num_classes: int, sram: int, flash: int, input_shape=N
         learning_rate=learning_rate, population=population, parents=parents,
         mutation_prob=mutation_prob, generations=generations, stage1_samples=stage1_samples,
         lease_seconds=lease_seconds, overwrite=overwrite, verbose=verbose, stage_depths=stage_depths,
-        kernel_sizes=kernel_sizes, expand_ratios=expand_ratios)
+        kernel_sizes=kernel_sizes, expand_ratios=expand_ratios, recalibrate_batches=recalibrate_batches)
     directory = Path(directory)
     if workers and workers > 1:
         write_cluster_data(directory, arrays)
@@ -244,7 +245,7 @@ def plan_search(train, val, *, num_classes, sram, flash, input_shape=None, resol
                 max_trials=20, epochs=10, directory="tinynas_run", seed=0, warmup_epochs=0,
                 batch_size=32, learning_rate=2e-3, population=None, parents=None, mutation_prob=0.1,
                 generations=30, stage1_samples=1000, lease_seconds=120.0, overwrite=False, verbose=1,
-                stage_depths=None, kernel_sizes=None, expand_ratios=None):
+                stage_depths=None, kernel_sizes=None, expand_ratios=None, recalibrate_batches=50):
     """Everything before stage 2 (checks, stage 1, the settings file): (spec, arrays, stage-1 choice).
     Writes DIRECTORY/search.json, which every process of a distributed search reads."""
     from nas.stage2_oracle import check_budget_reachable
@@ -297,6 +298,7 @@ def plan_search(train, val, *, num_classes, sram, flash, input_shape=None, resol
             "batch_size": int(batch_size), "learning_rate": float(learning_rate),
             "population": int(population), "parents": int(parents), "mutation_prob": float(mutation_prob),
             "generations": int(generations), "lease_seconds": float(lease_seconds),
+            "recalibrate_batches": int(recalibrate_batches),
             "space_options": {k: [list(v) if isinstance(v, (list, tuple)) else v for v in vals]
                               for k, vals in options.items()}}
     _check_same_search(directory, spec)
@@ -378,7 +380,8 @@ def make_tuner(directory, spec: dict, verbose: int = 1):
     from nas.stage2_tuner import TinyNASTuner
     return TinyNASTuner(make_oracle(spec), sram=spec["sram"], flash=spec["flash"], epochs=spec["epochs"],
                         warmup_epochs=spec["warmup_epochs"], batch_size=spec["batch_size"],
-                        learning_rate=spec["learning_rate"], directory=str(directory),
+                        learning_rate=spec["learning_rate"],
+                        recalibrate_batches=spec.get("recalibrate_batches", 50), directory=str(directory),
                         project_name=STAGE2, overwrite=False, verbose=verbose)
 
 

@@ -49,7 +49,8 @@ class TinyNASTuner(keras_tuner.Tuner):
     """
 
     def __init__(self, oracle, *, sram: int, flash: int, epochs: int = 10, warmup_epochs: int = 0,
-                 batch_size: int = 32, learning_rate: float = 2e-3, directory=None,
+                 batch_size: int = 32, learning_rate: float = 2e-3, recalibrate_batches: int = 50,
+                 directory=None,
                  project_name: str = "stage2", overwrite: bool = False, verbose: int = 1,
                  save_c_project: bool = True, **kwargs):
         super().__init__(oracle, hypermodel=None, directory=directory, project_name=project_name,
@@ -57,6 +58,7 @@ class TinyNASTuner(keras_tuner.Tuner):
         self.sram, self.flash = int(sram), int(flash)
         self.epochs, self.warmup_epochs = int(epochs), int(warmup_epochs)
         self.batch_size, self.learning_rate = int(batch_size), float(learning_rate)
+        self.recalibrate_batches = int(recalibrate_batches)
         self.verbose = int(verbose)
         self.save_c_project = bool(save_c_project)
         self.lease_seconds = float(getattr(oracle, "lease_seconds", 120.0))
@@ -180,6 +182,7 @@ class TinyNASTuner(keras_tuner.Tuner):
                        callbacks=[report])
         report.check()
         train_acc = float(hist.history.get("accuracy", [float("nan")])[-1])
+        self._recalibrate(qat, xt)
         try:
             tflite = keras_to_tflite(qat)
         except TinyEngineError as exc:
@@ -199,6 +202,16 @@ class TinyNASTuner(keras_tuner.Tuner):
         return {"accuracy": acc, "train_accuracy": train_acc, "peak_sram": float(cm.peak_sram),
                 "flash": float(cm.flash), "macs": float(est.macs),
                 "estimated_peak_sram": float(est.peak_sram), "estimated_flash": float(est.flash)}
+
+
+    def _recalibrate(self, model, x):
+        """MCUNet recalibrates BatchNorm statistics before evaluating a network: forward passes
+        in training mode (no gradient step) let the moving means/variances and the fake-quant
+        ranges catch up with the final weights, which a short training leaves far behind."""
+        n = len(x)
+        for i in range(self.recalibrate_batches):
+            lo = (i * self.batch_size) % max(1, n - self.batch_size + 1)
+            model(x[lo:lo + self.batch_size], training=True)
 
 
 def quantize_input(x, details: dict) -> np.ndarray:

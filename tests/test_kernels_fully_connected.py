@@ -159,7 +159,8 @@ def _custom(x_shape=(1, 8), w_shape=(4, 8), y_shape=(1, 4), x_dtype="int8", w_zp
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(w_zp=3), "zero point"),
-    (dict(w_qdim=1, w_scales=[0.01] * 8), "quantized dimension 0"),
+    (dict(w_qdim=1, w_scales=[0.01] * 4), "quantized dimension"),
+    (dict(w_qdim=2, w_scales=[0.01] * 4), "quantized dimension"),
     (dict(w_const=False), "constant"),
     (dict(x_dtype="int16"), "int16"),
     (dict(w_shape=(4, 2, 4)), "2-D"),

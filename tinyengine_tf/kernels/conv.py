@@ -143,8 +143,13 @@ def _layer(op: Op, ctx: EmitContext) -> _Layer:
                                   f"and output {list(y.shape)}")
     if np.any(w.zero_point != 0):
         raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)")
-    if w.per_channel and (w.quantized_dim != 0 or len(w.scale) != oc):
-        raise ctx.unsupported(op, "per-channel filter scales must run along the output channel")
+    # TFLM (PopulateConvolutionQuantizationParams) reads the scales by output channel and
+    # checks only their count against the output channels and the axis quantized_dimension names.
+    qd = w.quantized_dim
+    if w.per_channel and (len(w.scale) != oc or not 0 <= qd < 4 or w.shape[qd] != oc):
+        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized "
+                                  f"dimension {qd} of {list(w.shape)}; TFLite Micro needs 1 or one "
+                                  f"per output channel ({oc}), along an axis of that size")
     groups = ic // icf
     win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
 

@@ -157,9 +157,12 @@ def _check_quantization(op: Op, ctx: EmitContext, lay: Layout):
         raise ctx.unsupported(op, "the filter is not a constant tensor")
     if np.any(w.zero_point != 0):
         raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)")
-    if len(w.scale) not in (1, lay.oc):
-        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales; TFLite Micro needs 1 or one "
-                                  f"per output channel ({lay.oc})")
+    qd = w.quantized_dim
+    if len(w.scale) not in (1, lay.oc) or (
+            w.per_channel and (not 0 <= qd < len(w.shape) or w.shape[qd] != lay.oc)):
+        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension "
+                                  f"{qd} of {list(w.shape)}; TFLite Micro needs 1 or one per "
+                                  f"output channel ({lay.oc}), along an axis of that size")
 
 
 def _offset_term(value: str, in_off: int) -> str:

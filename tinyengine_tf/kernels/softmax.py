@@ -66,7 +66,8 @@ def _check(op: Op, ctx: EmitContext):
         raise ctx.unsupported(op, f"the softmax axis has {depth} entries; TFLite Micro's Q12 sum "
                                   f"of exponentials overflows above {MAX_DEPTH}",
                               "Split the softmax or reduce the number of classes")
-    beta = float(op.options.get("beta", 1.0))
+    # Without SoftmaxOptions TFLM's parser leaves beta at 0 (and the schema's default is 0).
+    beta = float(op.options.get("beta", 0.0))
     params = softmax_params(beta, x.s)
     if params is None:
         raise ctx.unsupported(op, f"beta {beta:g} times input scale {x.s:g} is too small (or not "

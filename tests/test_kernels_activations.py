@@ -165,3 +165,104 @@ def test_unsupported_per_channel():
     y = b.tensor((1, 2, 3), scale=0.1, zp=0)
     b.op("RELU", [x], [y])
     assert_unsupported(b.build([x], [y]), "RELU", "per channel")
+
+
+# -- LEAKY_RELU and RSQRT -----------------------------------------------------------------------
+
+def leaky_model(shape, qi, qo, alpha):
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=qi[0], zp=qi[1])
+    y = b.tensor(shape, scale=qo[0], zp=qo[1])
+    b.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=alpha)
+    return b.build([x], [y])
+
+
+ALPHAS = [0.2, 0.01, 0.3333, 1.0, 1.7, 0.0, -0.25]
+
+
+def _random_quant(rng, lo=-4, hi=1):
+    return float(np.float32(10 ** rng.uniform(lo, hi))), int(rng.integers(-128, 128))
+
+
+def test_leaky_relu_tables_match_tflm():
+    """Every input code, over 7 alphas (negative and > 1 included) x 10 random quantizations
+    (scales 1e-4 .. 10, any zero points): 70 combinations, table by table."""
+    rng = np.random.default_rng(71)
+    for alpha in ALPHAS:
+        for _ in range(10):
+            qi, qo = _random_quant(rng), _random_quant(rng)
+            table = activations.leaky_relu_table(qi[0], qi[1], qo[0], qo[1], alpha)
+            ref = tflm_run(leaky_model((1, 256), qi, qo, alpha), ALL_CODES[None]).ravel()
+            assert np.array_equal(table, ref), (alpha, qi, qo, np.flatnonzero(table != ref)[:8])
+
+
+@pytest.mark.parametrize("qk", [0, 2, 3, 5])
+@pytest.mark.parametrize("alpha", [0.2, -0.25])
+def test_leaky_relu_compiled(qk, alpha):
+    qi, qo = QUANTS[qk]
+    model = leaky_model((1, 256), qi, qo, alpha)
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, ALL_CODES[None])
+    check_total_footprint(cm)
+    model = leaky_model((1, 5, 7, 3), qi, qo, alpha)
+    assert_matches_tflm(te.convert(model), model, int8_inputs((5, 7, 3), 20, seed=qk))
+
+
+def rsqrt_model(shape, qi, qo):
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=qi[0], zp=qi[1])
+    y = b.tensor(shape, scale=qo[0], zp=qo[1])
+    b.op("RSQRT", [x], [y])
+    return b.build([x], [y])
+
+
+def _codes_from(zp):
+    """Every code TFLM's RSQRT accepts (>= the zero point), padded with 127 to 256."""
+    codes = np.full(256, 127, np.int8)
+    codes[:128 - zp] = np.arange(zp, 128)
+    return codes
+
+
+def test_rsqrt_tables_match_tflm():
+    """Every valid input code over 60 random quantizations (input zero points across the int8
+    range, scales 1e-4 .. 10): the table equals TFLM's function."""
+    rng = np.random.default_rng(72)
+    for _ in range(60):
+        qi, qo = _random_quant(rng), _random_quant(rng)
+        qi = (qi[0], int(rng.integers(-128, 120)))
+        codes = _codes_from(qi[1])
+        table = activations.rsqrt_table(qi[0], qi[1], qo[0], qo[1])[codes.astype(np.int64) + 128]
+        ref = tflm_run(rsqrt_model((1, 256), qi, qo), codes[None]).ravel()
+        assert np.array_equal(table, ref), (qi, qo, np.flatnonzero(table != ref)[:8])
+
+
+@pytest.mark.parametrize("qi,qo", [((0.05, -128), (0.02, -128)), ((1.3, -20), (0.01, 3)),
+                                   ((0.0004, 100), (0.9, -128)), ((8.0, 0), (0.004, 127))])
+def test_rsqrt_compiled(qi, qo):
+    model = rsqrt_model((1, 256), qi, qo)
+    codes = _codes_from(qi[1])
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, codes[None])
+    check_total_footprint(cm)
+    # Random valid codes on an NHWC shape, the extremes (zero point and 127) first.
+    rng = np.random.default_rng(3)
+    x = rng.integers(qi[1], 128, (20, 4, 5, 3)).astype(np.int8)
+    x[0], x[1] = qi[1], 127
+    assert_matches_tflm(te.convert(rsqrt_model((1, 4, 5, 3), qi, qo)), rsqrt_model((1, 4, 5, 3), qi, qo), x)
+
+
+def test_rsqrt_below_zero_point():
+    """TFLM refuses to run on a code below the zero point; the C answers 127, defined."""
+    model = rsqrt_model((1, 4), (0.1, 10), (0.05, 0))
+    with pytest.raises(RuntimeError):
+        tflm_run(model, np.array([[9, 10, 11, 12]], np.int8))
+    out = te.convert(model).run(np.array([[9, 10, 11, -128]], np.int8))
+    assert out[0, 0] == 127 and out[0, 3] == 127 and out[0, 1] == 127
+
+
+@pytest.mark.parametrize("kind", ["LEAKY_RELU", "RSQRT"])
+def test_leaky_relu_rsqrt_sanitized(kind):
+    qi, qo = (0.05, -128), (0.03, -5)
+    model = (leaky_model((1, 4, 4, 16), qi, qo, 0.1) if kind == "LEAKY_RELU"
+             else rsqrt_model((1, 4, 4, 16), qi, qo))
+    assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs((4, 4, 16), 6, seed=1))

@@ -1,4 +1,5 @@
-"""int8 activations: RELU, RELU6, LOGISTIC, TANH, HARD_SWISH.
+"""int8 activations and other one-input functions: RELU, RELU6, LOGISTIC, TANH, HARD_SWISH,
+LEAKY_RELU, RSQRT.
 
 An int8 -> int8 function of one element has only 256 possible inputs, so RELU, LOGISTIC, TANH and
 HARD_SWISH become a 256-byte lookup table computed here, at generation time, by Python functions
@@ -16,6 +17,12 @@ Quirks of TFLM reproduced on purpose (the interpreter is the judge):
 - LOGISTIC requires output zero point -128 but ignores the output scale (assumes 1/256).
 - TANH ignores the output quantization (assumes zero point 0, scale 1/128).
 - HARD_SWISH computes its multipliers in float32 and runs a 16-bit fixed-point pipeline.
+- LEAKY_RELU computes both multipliers (in_s * alpha / out_s and in_s / out_s) in float32;
+  a negative alpha multiplies by |q| and negates (leaky_relu.h).
+- RSQRT (elementwise.cc) finds 1/sqrt(x - zp) with gemmlowp's Newton-Raphson inverse square
+  root (GetInvSqrtQuantizedMultiplierExp) and rescales by 1 / (sqrtf(in_s) * out_s); x == zp
+  gives 127. TFLM stops the whole inference with an error on an input below the zero point (a
+  negative real); the generated C has no error path and returns 127 there too.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
-LUT_KINDS = ("RELU", "LOGISTIC", "TANH", "HARD_SWISH")
+LUT_KINDS = ("RELU", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "RSQRT")
 INPUTS = range(-128, 128)
 
 
@@ -272,7 +279,86 @@ def hard_swish_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int)
     return np.array([hard_swish_element(x, in_zp, out_zp, *params) for x in INPUTS], np.int8)
 
 
-def table_for(kind: str, x, y) -> np.ndarray:
+def leaky_relu_params(in_scale: float, out_scale: float, alpha: float):
+    """((q, shift) of the identity branch, (q, shift) of the alpha branch), float32 products."""
+    f32 = np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        m_alpha = float(f32(f32(f32(in_scale) * f32(alpha)) / f32(out_scale)))
+        m_id = float(f32(f32(in_scale) / f32(out_scale)))
+    if not (math.isfinite(m_alpha) and math.isfinite(m_id)):
+        raise ValueError(f"alpha {alpha:g} and the scales overflow float32")
+    q_id, s_id = quant.quantize_multiplier(m_id)
+    q_a, s_a = quant.quantize_multiplier(m_alpha)
+    if s_id > 30 or s_a > 30:
+        raise ValueError("the input/output scale ratio puts LEAKY_RELU's shift beyond 30 bits")
+    return (q_id, s_id), (q_a, s_a)
+
+
+def leaky_relu_table(in_scale, in_zp, out_scale, out_zp, alpha, lo=-128, hi=127, codes=INPUTS):
+    (q_id, s_id), (q_a, s_a) = leaky_relu_params(in_scale, out_scale, alpha)
+    out = []
+    for x in codes:
+        v = x - in_zp
+        if v >= 0:
+            r = out_zp + mbqm(v, q_id, s_id)
+        else:
+            t = mbqm(v, abs(q_a), s_a)
+            r = out_zp + (-t if q_a < 0 else t)
+        out.append(_clamp(_wrap32(r), lo, hi))
+    return np.array(out, np.int64)
+
+
+def _inv_sqrt_multiplier_exp(value: int) -> tuple[int, int]:
+    """GetInvSqrtQuantizedMultiplierExp(value, kReverseShift): (q, left shift), value > 0."""
+    if value <= 1:
+        return INT32_MAX, 0
+    shift = 11
+    while value >= (1 << 29):
+        value //= 4
+        shift += 1
+    max_left_shift_bits = (32 - value.bit_length()) - 1
+    pairs = max_left_shift_bits // 2 - 1
+    shift -= pairs
+    value <<= 2 * pairs
+    # FixedPoint<int32, 3> Newton-Raphson, 5 steps from x = 1.
+    f_in = value >> 1
+    f_half_in = rdbpot(f_in, 1)
+    half_three = (1 << 28) + (1 << 27)
+    x = 1 << 28
+    for _ in range(5):
+        x3 = _sat_mul_pot(srdhm(srdhm(x, x), x), 6)             # F9 -> F3
+        x = _sat_mul_pot(_wrap32(srdhm(half_three, x) - srdhm(f_half_in, x3)), 3)  # F6 -> F3
+    x = srdhm(x, 1518500250)                                     # * sqrt(2)/2
+    if shift < 0:
+        x = _wrap32(x << -shift)
+        shift = 0
+    return x, -shift
+
+
+def rsqrt_params(in_scale: float, out_scale: float) -> tuple[int, int]:
+    f32 = np.float32
+    with np.errstate(over="ignore", under="ignore"):
+        denom = float(f32(np.sqrt(f32(in_scale)) * f32(out_scale)))
+    if not (math.isfinite(denom) and denom > 0):
+        raise ValueError("sqrt(input scale) x output scale is out of float32 range")
+    return quant.quantize_multiplier(1.0 / denom)
+
+
+def rsqrt_table(in_scale, in_zp, out_scale, out_zp, lo=-128, hi=127, codes=INPUTS):
+    q, shift = rsqrt_params(in_scale, out_scale)
+    out = []
+    for x in codes:
+        v = x - in_zp
+        if v <= 0:  # 0: TFLM's max output; < 0: TFLM raises, we give the same
+            out.append(hi)
+            continue
+        q_inv, s_inv = _inv_sqrt_multiplier_exp(v)
+        data = mbqm(1, q_inv, s_inv + 20)
+        out.append(_clamp(_wrap32(mbqm(data, q, shift - 20) + out_zp), lo, hi))
+    return np.array(out, np.int64)
+
+
+def table_for(kind: str, x, y, options=None) -> np.ndarray:
     """The 256-entry table of a LUT kind, indexed by input code + 128. ValueError if TFLM
     would refuse the quantization."""
     if kind == "RELU":
@@ -286,6 +372,11 @@ def table_for(kind: str, x, y) -> np.ndarray:
         return tanh_table(x.s, x.zp)
     if kind == "HARD_SWISH":
         return hard_swish_table(x.s, x.zp, y.s, y.zp)
+    if kind == "LEAKY_RELU":
+        alpha = float((options or {}).get("alpha", 0.0))
+        return leaky_relu_table(x.s, x.zp, y.s, y.zp, alpha).astype(np.int8)
+    if kind == "RSQRT":
+        return rsqrt_table(x.s, x.zp, y.s, y.zp).astype(np.int8)
     raise KeyError(kind)
 
 
@@ -317,7 +408,7 @@ def _footprint(op: Op, g: Graph) -> tuple[int, int]:
 def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     x, y = _check_unary(op, ctx)
     try:
-        table = table_for(op.kind, x, y)
+        table = table_for(op.kind, x, y, op.options)
     except ValueError as exc:
         raise ctx.unsupported(op, str(exc), "Requantize the model") from None
     if y.numel == 0:

@@ -1,4 +1,6 @@
-"""ADD, SUB and MUL on int8 tensors, with TFLM's broadcasting (up to 6-D) and fused activation.
+"""Binary element-wise ops with TFLM's broadcasting: ADD, SUB, MUL (int8, up to 6-D, fused
+activation), MAXIMUM, MINIMUM (int8/int16, raw codes), SQUARED_DIFFERENCE (int8, up to 4-D) and
+PRELU (int8 input and alpha).
 
 Arithmetic (TFLM add_common.cc / sub_common.cc / mul_common.cc and reference/integer_ops):
 - ADD/SUB rescale both inputs to a common scale with 20 bits of headroom
@@ -7,6 +9,12 @@ Arithmetic (TFLM add_common.cc / sub_common.cc / mul_common.cc and reference/int
   "smaller than one" QuantizeMultiplier, computed in double.
 - MUL multiplies the zero-point-corrected inputs in int32 and requantizes once with
   ``s1 * s2 / s_out`` (double).
+- MAXIMUM/MINIMUM compare raw codes and never requantize (TFLM has no Prepare for them).
+- SQUARED_DIFFERENCE rescales like ADD with 7 bits of headroom, squares the int32 difference
+  and requantizes with ``(2 * max(s1, s2))^2 / (2^14 * s_out)`` (the denominator a float32
+  product, as TFLM computes it).
+- PRELU: ``x - zp >= 0`` requantizes with ``s_in / s_out``, else ``(x - zp) * (alpha - zp_a)``
+  with ``s_in * s_alpha / s_out`` (both double), then the output zero point and a clamp.
 Right-shift requantizations use te_mbqm_1r (te_runtime.h): TFLM's two roundings folded
 exactly into one 64-bit rounding shift, which vectorizes better.
 
@@ -17,8 +25,10 @@ value is computed once, outside the loop.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tinyengine_tf import quant
-from tinyengine_tf.ir import Graph, Op
+from tinyengine_tf.ir import C_TYPES, Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 
 LEFT_SHIFT = 20       # int8 ADD/SUB headroom bits (TFLM: 15 for int16, 20 for int8)
@@ -28,7 +38,7 @@ HEADERS = ()
 
 # -- shapes -------------------------------------------------------------------------------------
 
-def broadcast_runs(op: Op, ctx: EmitContext, s1, s2, so) -> list:
+def broadcast_runs(op: Op, ctx: EmitContext, s1, s2, so, max_rank=MAX_BROADCAST_RANK) -> list:
     """[(size, full1, full2)]: the output as merged dimension runs; fullK says input K varies.
 
     Dimensions of extent 1 vanish and neighbours with the same broadcast pattern merge, so an
@@ -42,9 +52,9 @@ def broadcast_runs(op: Op, ctx: EmitContext, s1, s2, so) -> list:
             raise ctx.unsupported(op, f"input shapes {list(s1)} and {list(s2)} do not broadcast "
                                       f"to the output shape {list(so)}",
                                   "Re-export the model; the shapes are inconsistent")
-    if a != b and rank > MAX_BROADCAST_RANK:
+    if a != b and rank > max_rank:
         raise ctx.unsupported(op, f"broadcasting {list(s1)} with {list(s2)} needs {rank} dimensions; "
-                                  f"TFLite Micro broadcasts at most {MAX_BROADCAST_RANK}",
+                                  f"TFLite Micro broadcasts at most {max_rank} for this op",
                               "Reshape the operands to fewer dimensions in the model")
     runs: list = []
     for d in range(rank):
@@ -74,11 +84,14 @@ def _pointer(base: str, index_vars: list, strides: list) -> str:
     return " + ".join([base] + terms)
 
 
-def loop_nest(runs: list, a: str, b: str, scale_a, scale_b, combine) -> str:
+def loop_nest(runs: list, a: str, b: str, scale_a, scale_b, combine,
+              types=("int8_t", "int8_t", "int8_t")) -> str:
     """C loops over the runs. scale_x(expr) -> C int32 expression of one input element;
-    combine(ea, eb) -> C int32 expression of the clamped output element."""
+    combine(ea, eb) -> C int32 expression of the clamped output element. types: the C element
+    types of input 1, input 2 and the output."""
+    ta, tb, to = types
     if not runs:
-        return f"\n  out0[0] = (int8_t)({combine(scale_a(f'{a}[0]'), scale_b(f'{b}[0]'))});"
+        return f"\n  out0[0] = ({to})({combine(scale_a(f'{a}[0]'), scale_b(f'{b}[0]'))});"
     outer, (n, full_a, full_b) = runs[:-1], runs[-1]
     sa, sb = _strides(runs, 1), _strides(runs, 2)
     so = _strides([(r[0], True, True) for r in runs], 1)
@@ -91,17 +104,17 @@ def loop_nest(runs: list, a: str, b: str, scale_a, scale_b, combine) -> str:
     pa, pb, po = (_pointer(base, ivars, st[:-1]) for base, st in ((a, sa), (b, sb), ("out0", so)))
     if full_a and full_b:
         inner = (f"\n{indent}for (int i = 0; i < {n}; ++i) "
-                 f"po[i] = (int8_t)({combine(scale_a('pa[i]'), scale_b('pb[i]'))});")
+                 f"po[i] = ({to})({combine(scale_a('pa[i]'), scale_b('pb[i]'))});")
     elif full_a:
         inner = (f"\n{indent}const int32_t vb = {scale_b('pb[0]')};"
                  f"\n{indent}for (int i = 0; i < {n}; ++i) "
-                 f"po[i] = (int8_t)({combine(scale_a('pa[i]'), 'vb')});")
+                 f"po[i] = ({to})({combine(scale_a('pa[i]'), 'vb')});")
     else:
         inner = (f"\n{indent}const int32_t va = {scale_a('pa[0]')};"
                  f"\n{indent}for (int i = 0; i < {n}; ++i) "
-                 f"po[i] = (int8_t)({combine('va', scale_b('pb[i]'))});")
-    body = (f"\n{indent}const int8_t *pa = {pa};\n{indent}const int8_t *pb = {pb};"
-            f"\n{indent}int8_t *po = {po};{inner}")
+                 f"po[i] = ({to})({combine('va', scale_b('pb[i]'))});")
+    body = (f"\n{indent}const {ta} *pa = {pa};\n{indent}const {tb} *pb = {pb};"
+            f"\n{indent}{to} *po = {po};{inner}")
     return head + body + tail
 
 
@@ -219,8 +232,87 @@ def mul(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
 
 
-def _emit(op, ctx, y, runs, scale_a, scale_b, combine) -> str:
+def _emit(op, ctx, y, runs, scale_a, scale_b, combine, types=("int8_t",) * 3) -> str:
     if y.numel == 0:
         return ""
     a, b = ctx.operand(op, 0), ctx.operand(op, 1)
-    return loop_nest(runs, a, b, scale_a, scale_b, combine)
+    return loop_nest(runs, a, b, scale_a, scale_b, combine, types)
+
+
+def _binary_io(op: Op, ctx: EmitContext):
+    if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
+        raise ctx.unsupported(op, f"expects 2 inputs and 1 output, got {len(op.inputs)} and "
+                                  f"{len(op.outputs)}")
+    return ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+
+
+BROADCAST_LOOP_RANK = 8   # TFLM's BroadcastBinaryOpSimple (MAXIMUM, MINIMUM, PRELU)
+BROADCAST_4D = 4          # BroadcastBinaryFunction4DSlow (SQUARED_DIFFERENCE)
+
+
+@kernel("MAXIMUM", "MINIMUM", footprint=_footprint)
+def maximum_minimum(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    x1, x2, y = _binary_io(op, ctx)
+    if not (x1.dtype == x2.dtype == y.dtype) or y.dtype not in ("int8", "int16"):
+        raise ctx.unsupported(op, f"inputs {x1.dtype}, {x2.dtype} and output {y.dtype} must all be "
+                                  "int8 or all int16", "Quantize the model to int8")
+    runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape, BROADCAST_LOOP_RANK)
+    pick = "te_max_i32" if op.kind == "MAXIMUM" else "te_min_i32"
+    ct = C_TYPES[y.dtype]
+
+    def raw(e):
+        return f"(int32_t){e}"
+
+    body = _emit(op, ctx, y, runs, raw, raw, lambda ea, eb: f"{pick}({ea}, {eb})", (ct,) * 3)
+    return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
+
+
+@kernel("SQUARED_DIFFERENCE", footprint=_footprint)
+def squared_difference(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    x1, x2, y = _check_io(op, ctx)
+    runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape,
+                          BROADCAST_4D)
+    twice = 2.0 * max(x1.s, x2.s)
+    denominator = float(np.float32(np.float32(1 << 14) * np.float32(y.s)))
+    q1, r1 = _smaller_than_one(op, ctx, x1.s / twice, "input 1")
+    q2, r2 = _smaller_than_one(op, ctx, x2.s / twice, "input 2")
+    if not denominator > 0 or not np.isfinite(denominator):
+        raise ctx.unsupported(op, f"the output scale {y.s:g} times 2^14 is out of float32 range",
+                              "Requantize the model")
+    qo, so = quant.quantize_multiplier(twice * twice / denominator)
+    if so > 30:
+        raise ctx.unsupported(op, f"the output multiplier needs a left shift of {so} bits, beyond "
+                                  "TFLite Micro's range", "Requantize the model")
+
+    def scale(q, r, zp):  # (x - zp) * 2^7 <= 255 * 128: exact
+        return lambda e: f"te_mbqm_1r(({_plus(f'(int32_t){e}', -zp)}) * 128, {q}, {r})"
+
+    def combine(ea, eb):
+        # Each scaled value is at most 2^15 in magnitude: the square fits int32.
+        d = f"({ea} - {eb})"
+        return f"te_clamp({_plus(_mbqm_expr(f'{d} * {d}', qo, so), y.zp)}, -128, 127)"
+
+    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine)
+    return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
+
+
+@kernel("PRELU", footprint=_footprint)
+def prelu(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    x, alpha, y = _check_io(op, ctx)
+    runs = broadcast_runs(op, ctx, x.shape, alpha.shape, y.shape, BROADCAST_LOOP_RANK)
+    q1, s1 = quant.quantize_multiplier(x.s / y.s)
+    q2, s2 = quant.quantize_multiplier(x.s * alpha.s / y.s)
+    if s1 > 30 or s2 > 30:
+        raise ctx.unsupported(op, "the input/alpha/output scales need a left shift beyond 30 "
+                                  "bits, beyond TFLite Micro's range", "Requantize the model")
+
+    def combine(ea, eb):
+        # |(x - zp) * (alpha - zp_a)| <= 255 * 255: exact in int32.
+        pos, neg = _mbqm_expr(ea, q1, s1), _mbqm_expr(f"{ea} * {eb}", q2, s2)
+        return f"te_clamp({_plus(f'({ea} >= 0 ? {pos} : {neg})', y.zp)}, -128, 127)"
+
+    def offset(zp):
+        return lambda e: f"({_plus(f'(int32_t){e}', -zp)})"
+
+    body = _emit(op, ctx, y, runs, offset(x.zp), offset(alpha.zp), combine)
+    return LayerCode(body=body, in_place=_in_place(x, y), headers=HEADERS)

@@ -1,4 +1,5 @@
-"""PAD/PADV2, CONCATENATION, TRANSPOSE, SLICE/STRIDED_SLICE, SPLIT/SPLIT_V against TFLite Micro."""
+"""PAD/PADV2, CONCATENATION, TRANSPOSE, SLICE/STRIDED_SLICE, SPLIT/SPLIT_V, DEPTH_TO_SPACE/SPACE_TO_DEPTH
+against TFLite Micro."""
 from __future__ import annotations
 
 import numpy as np
@@ -285,3 +286,61 @@ def test_layout_kernels_are_clean_under_sanitizers():
     cm = compile_and_check(model)
     xs = [int8_inputs((3, 4, 2), 5), int8_inputs((4, 6, 2), 5, seed=9)]
     assert_sanitized_matches_tflm(cm, model, xs)
+
+
+# -- DEPTH_TO_SPACE / SPACE_TO_DEPTH ----------------------------------------------------------
+
+def _depth_space_model(kind, shape, bs, q=(0.05, -3), out_q=None, out_shape=None):
+    n, h, w, c = shape
+    if out_shape is None:
+        out_shape = ((n, h * bs, w * bs, c // (bs * bs)) if kind == "DEPTH_TO_SPACE"
+                     else (n, h // bs, w // bs, c * bs * bs))
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=q[0], zp=q[1])
+    y = b.tensor(out_shape, scale=(out_q or q)[0], zp=(out_q or q)[1])
+    opts = "DepthToSpaceOptions" if kind == "DEPTH_TO_SPACE" else "SpaceToDepthOptions"
+    b.op(kind, [x], [y], opts, blockSize=bs)
+    return b.build([x], [y])
+
+
+# (shape, block size): channels 1 per output position up to many, batch 2, non-square maps.
+DEPTH_TO_SPACE_CASES = [((1, 3, 4, 8), 2), ((1, 2, 2, 4), 2), ((2, 3, 2, 18), 3), ((1, 1, 1, 16), 4),
+                        ((1, 5, 3, 12), 2), ((1, 4, 4, 7), 1), ((1, 2, 3, 27), 3)]
+SPACE_TO_DEPTH_CASES = [((1, 4, 6, 3), 2), ((1, 2, 2, 1), 2), ((2, 6, 3, 5), 3), ((1, 4, 4, 2), 4),
+                        ((1, 8, 2, 4), 2), ((1, 3, 5, 2), 1), ((1, 6, 9, 8), 3)]
+
+
+@pytest.mark.parametrize("shape,bs", DEPTH_TO_SPACE_CASES)
+def test_depth_to_space_matches_tflm(shape, bs):
+    compile_and_check(_depth_space_model("DEPTH_TO_SPACE", shape, bs))
+
+
+@pytest.mark.parametrize("shape,bs", SPACE_TO_DEPTH_CASES)
+def test_space_to_depth_matches_tflm(shape, bs):
+    compile_and_check(_depth_space_model("SPACE_TO_DEPTH", shape, bs))
+
+
+def test_depth_space_copy_raw_codes_when_quantization_differs():
+    for kind, shape in (("DEPTH_TO_SPACE", (1, 2, 3, 8)), ("SPACE_TO_DEPTH", (1, 4, 2, 3))):
+        compile_and_check(_depth_space_model(kind, shape, 2, q=(0.05, -3), out_q=(0.2, 40)))
+
+
+def test_depth_space_rejects_what_tflm_rejects():
+    assert_unsupported(_depth_space_model("DEPTH_TO_SPACE", (1, 2, 2, 6), 2, out_shape=(1, 4, 4, 1)),
+                       "DEPTH_TO_SPACE", "multiple")
+    assert_unsupported(_depth_space_model("SPACE_TO_DEPTH", (1, 3, 4, 2), 2, out_shape=(1, 1, 2, 8)),
+                       "SPACE_TO_DEPTH", "multiples")
+    assert_unsupported(_depth_space_model("DEPTH_TO_SPACE", (1, 2, 2, 8), 2, out_shape=(1, 4, 4, 1)),
+                       "DEPTH_TO_SPACE", "computes")
+    assert_unsupported(_depth_space_model("SPACE_TO_DEPTH", (1, 2, 2, 8), 0, out_shape=(1, 2, 2, 8)),
+                       "SPACE_TO_DEPTH", "block size")
+
+
+def test_depth_space_clean_under_sanitizers():
+    """Each op alone on exact-size heap buffers (a read or write outside them is reported)."""
+    import tinyengine_tf as te
+    for kind, shape in (("SPACE_TO_DEPTH", (1, 4, 6, 3)), ("DEPTH_TO_SPACE", (1, 2, 3, 12)),
+                        ("DEPTH_TO_SPACE", (2, 2, 3, 18))):
+        model = _depth_space_model(kind, shape, 2 if shape[-1] != 18 else 3)
+        xs = int8_inputs(shape[1:] if shape[0] == 1 else shape, 5)
+        assert_sanitized_matches_tflm(te.convert(model), model, xs, layer=0)

@@ -1,5 +1,5 @@
 """Data movement on int8 activations: PAD, PADV2, CONCATENATION, TRANSPOSE, SLICE, STRIDED_SLICE,
-SPLIT, SPLIT_V.
+SPLIT, SPLIT_V, DEPTH_TO_SPACE, SPACE_TO_DEPTH.
 
 None of these ops computes anything: TFLite Micro copies raw int8 values (PAD fills with a
 constant) without requantizing. Every op here is therefore expressed as a few n-d strided copies
@@ -8,7 +8,8 @@ fewest loops with literal bounds and a ``memcpy`` for every contiguous run, so t
 sees straight-line block moves instead of TFLM's per-element index arithmetic.
 
 The validations mirror the Prepare() checks of TFLM's kernels (read from tflite-micro's pad.cc,
-concatenation.cc, transpose.cc, strided_slice.cc, split.cc; confirmed against the interpreter):
+concatenation.cc, transpose.cc, strided_slice.cc, split.cc, depth_to_space.cc,
+space_to_depth.cc; confirmed against the interpreter):
 where TFLM refuses a configuration, so do we.
 """
 from __future__ import annotations
@@ -359,3 +360,50 @@ def _strided_box(op, ctx, x):
         box.append((int(picked[0]) if picked.size else 0, step, int(picked.size), True))
     starts, steps, counts, keep = (list(v) for v in zip(*box))
     return starts, steps, counts, keep
+
+
+# -- DEPTH_TO_SPACE / SPACE_TO_DEPTH ----------------------------------------------------------
+
+@kernel("DEPTH_TO_SPACE", "SPACE_TO_DEPTH", footprint=_single_input_footprint)
+def depth_space(op: Op, g, ctx: EmitContext) -> LayerCode:
+    """TF's DCR order: out[b, h*bs + i, w*bs + j, c] = in[b, h, w, (i*bs + j)*C + c] (and the
+    inverse), as one 6-D copy whose innermost run is C contiguous bytes. TFLM copies raw codes
+    (no requantization) and computes the output shape itself: a different declared shape is
+    refused."""
+    if len(op.inputs) != 1 or len(op.outputs) != 1 or op.inputs[0] < 0:
+        raise ctx.unsupported(op, "expects 1 input and 1 output")
+    x, y = ctx.t_in(op, 0), ctx.t_out(op)
+    if x.dtype != "int8" or y.dtype != "int8":
+        raise ctx.unsupported(op, f"input {x.dtype} and output {y.dtype}; only int8 is supported",
+                              "Quantize the model to int8")
+    if len(x.shape) != 4:
+        raise ctx.unsupported(op, f"input {list(x.shape)} must be 4-D (NHWC), as TFLite Micro requires")
+    bs = int(op.options.get("block_size", 0))
+    if bs <= 0:
+        raise ctx.unsupported(op, f"block size {bs} must be positive")
+    n, h, w, c = (int(d) for d in x.shape)
+    if op.kind == "DEPTH_TO_SPACE":
+        if c % (bs * bs):
+            raise ctx.unsupported(op, f"{c} input channels are not a multiple of block size "
+                                      f"{bs} squared, which TFLite Micro rejects")
+        want = (n, h * bs, w * bs, c // (bs * bs))
+    else:
+        if h % bs or w % bs:
+            raise ctx.unsupported(op, f"input height {h} and width {w} must be multiples of the "
+                                      f"block size {bs}, as TFLite Micro requires")
+        want = (n, h // bs, w // bs, c * bs * bs)
+    if tuple(int(d) for d in y.shape) != want:
+        raise ctx.unsupported(op, f"output {list(y.shape)} is not the {list(want)} TFLite Micro "
+                                  "computes from the input and block size", "Re-export the model")
+    src = ctx.operand(op, 0)
+    if op.kind == "DEPTH_TO_SPACE":
+        oh, ow, oc = want[1], want[2], want[3]
+        counts = (n, h, bs, w, bs, oc)
+        dst = (oh * ow * oc, bs * ow * oc, ow * oc, bs * oc, oc, 1)
+        srcs = (h * w * c, w * c, bs * oc, c, oc, 1)
+    else:
+        oh, ow, oc = want[1], want[2], want[3]
+        counts = (n, oh, bs, ow, bs, c)
+        dst = (oh * ow * oc, ow * oc, bs * c, oc, c, 1)
+        srcs = (h * w * c, bs * w * c, w * c, bs * c, c, 1)
+    return LayerCode(body=copy_loops("out0", src, counts, dst, srcs))

@@ -1,0 +1,97 @@
+"""BATCH_MATMUL on int8, bit-exact with TFLite Micro (batch_matmul.cc, reference_ops::BatchMatMul).
+
+out[..., i, j] = requant(sum_k (L[..., i, k] - zp_L) * (R[..., k, j] - zp_R)), with adj_x / adj_y
+reading L / R transposed, the batch dimensions (up to 3 after extending both to rank 5)
+broadcast where one side is 1, and one multiplier ``s_L * s_R / s_out`` (TFLM reads the first
+scale and zero point of each operand, per-channel or not) clamped to the int8 range. TFLM
+transposes operands into persistent copies before its loops; here the strides of each layout are
+baked into the loops, so nothing is copied. The int32 sum is exact (the depth is bounded), so the
+order of accumulation does not matter.
+"""
+from __future__ import annotations
+
+from tinyengine_tf import quant
+from tinyengine_tf.ir import Op
+from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+
+MAX_RANK = 5
+MAX_DEPTH = (2**31 - 1) // (255 * 255)
+
+
+def _footprint(op: Op, g) -> tuple[int, int]:
+    return sum(g.t(i).nbytes for i in op.inputs[:2] if i >= 0 and g.t(i).is_const), 0
+
+
+def _mbqm(acc: str, q: int, shift: int) -> str:
+    return f"te_mbqm({acc}, {q}, {shift})" if shift > 0 else f"te_mbqm_r({acc}, {q}, {-shift})"
+
+
+@kernel("BATCH_MATMUL", footprint=_footprint)
+def batch_matmul(op: Op, g, ctx: EmitContext) -> LayerCode:
+    if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
+        raise ctx.unsupported(op, "expects 2 inputs and 1 output")
+    L, R, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    ctx.require_int8(op, L, R, y)
+    rl, rr = len(L.shape), len(R.shape)
+    if not (2 <= rl <= MAX_RANK and 2 <= rr <= MAX_RANK):
+        raise ctx.unsupported(op, f"operand ranks {rl} and {rr}; TFLite Micro supports 2 to {MAX_RANK}")
+    adj_x = bool(op.options.get("adj_x", False))
+    adj_y = bool(op.options.get("adj_y", False))
+    ls = (1,) * (MAX_RANK - rl) + tuple(int(d) for d in L.shape)
+    rs = (1,) * (MAX_RANK - rr) + tuple(int(d) for d in R.shape)
+    batch = []
+    for a, b in zip(ls[:3], rs[:3]):
+        if a != b and a != 1 and b != 1:
+            raise ctx.unsupported(op, f"batch dimensions of {list(L.shape)} and {list(R.shape)} do "
+                                      "not broadcast")
+        batch.append(max(a, b))
+    rows, depth = (ls[4], ls[3]) if adj_x else (ls[3], ls[4])
+    depth_r, cols = (rs[4], rs[3]) if adj_y else (rs[3], rs[4])
+    if depth != depth_r:
+        raise ctx.unsupported(op, f"{list(L.shape)} (adj_x={adj_x}) and {list(R.shape)} "
+                                  f"(adj_y={adj_y}) disagree on the summed dimension")
+    out_rank = max(rl, rr)
+    want = tuple(batch[3 - (out_rank - 2):]) + (rows, cols) if out_rank > 2 else (rows, cols)
+    if y.numel != rows * cols * batch[0] * batch[1] * batch[2]:
+        raise ctx.unsupported(op, f"output {list(y.shape)} does not hold the {list(want)} result")
+    if depth > MAX_DEPTH:
+        raise ctx.unsupported(op, f"{depth} products per output could overflow int32",
+                              "Split the matrix multiplication")
+    q, shift = quant.quantize_multiplier(L.s * R.s / y.s)
+    if shift > 30:
+        raise ctx.unsupported(op, "the output multiplier needs a left shift beyond 30 bits",
+                              "Requantize the model")
+
+    def extents(shape):
+        """Element stride of each of the 3 batch dims, 0 where broadcast."""
+        per = shape[3] * shape[4]
+        s2 = per
+        s1 = shape[2] * s2
+        s0 = shape[1] * s1
+        return [s if d != 1 else 0 for s, d in zip((s0, s1, s2), shape[:3])]
+
+    el, er = extents(ls), extents(rs)
+    li = ("k * %d + i" % rows) if adj_x else ("i * %d + k" % depth)
+    rj = ("j * %d + k" % depth) if adj_y else ("k * %d + j" % cols)
+    a, b = ctx.operand(op, 0), ctx.operand(op, 1)
+    zl, zr = -L.zp, -R.zp
+
+    def off(v, z):
+        return f"((int32_t){v} + {z})" if z else f"(int32_t){v}"
+
+    body = f"""
+  int8_t *po = out0;
+  for (int b0 = 0; b0 < {batch[0]}; ++b0)
+  for (int b1 = 0; b1 < {batch[1]}; ++b1)
+  for (int b2 = 0; b2 < {batch[2]}; ++b2) {{
+    const int8_t *pl = {a} + b0 * {el[0]} + b1 * {el[1]} + b2 * {el[2]};
+    const int8_t *pr = {b} + b0 * {er[0]} + b1 * {er[1]} + b2 * {er[2]};
+    for (int i = 0; i < {rows}; ++i) {{
+      for (int j = 0; j < {cols}; ++j) {{
+        int32_t acc = 0;
+        for (int k = 0; k < {depth}; ++k) acc += {off(f'pl[{li}]', zl)} * {off(f'pr[{rj}]', zr)};
+        *po++ = (int8_t)te_clamp({_mbqm('acc', q, shift)} + {y.zp}, -128, 127);
+      }}
+    }}
+  }}"""
+    return LayerCode(body=body)

@@ -299,5 +299,9 @@ def test_refuses_accumulator_overflow():
     assert_unsupported(conv_model(p, bias_values=[2**31 - 10, 0]), "CONV_2D", "overflow")
 
 
-def test_refuses_int16_activations():
-    assert_unsupported(_model_with(x_dtype="int16"), "CONV_2D", "only int8")
+def test_int16_activations_go_to_the_16x8_kernel():
+    """int16 input and output with int8 weights is 16x8 (tests/test_kernels_int16x8.py)."""
+    from tinyengine_tf.kernels import int16x8
+    from converters.tflite_reader import read_tflite
+    g = read_tflite(_model_with(x_dtype="int16"))
+    assert int16x8.handles(g.ops[0], g)

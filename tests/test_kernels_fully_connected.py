@@ -162,7 +162,6 @@ def _custom(x_shape=(1, 8), w_shape=(4, 8), y_shape=(1, 4), x_dtype="int8", w_zp
     (dict(w_qdim=1, w_scales=[0.01] * 4), "quantized dimension"),
     (dict(w_qdim=2, w_scales=[0.01] * 4), "quantized dimension"),
     (dict(w_const=False), "constant"),
-    (dict(x_dtype="int16"), "int16"),
     (dict(w_shape=(4, 2, 4)), "2-D"),
     (dict(y_shape=(1, 5)), "units"),
     (dict(x_shape=(1, 9)), "rows of 8"),

@@ -36,7 +36,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
-from tinyengine_tf.kernels import dsp
+from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.geometry import Window
 
@@ -55,6 +55,8 @@ CHANNEL_OUTER_FROM = 16
 
 def conv_footprint(op: Op, g) -> tuple[int, int]:
     """(Flash, scratch) bytes of the emitted layer, from shapes and quantization granularity."""
+    if int16x8.handles(op, g):
+        return int16x8.footprint(op, g)
     w = g.t(op.inputs[1])
     oc = int(w.shape[0])
     flash = int(np.prod(w.shape)) + 4 * oc          # weights (either order) + int32 bias
@@ -65,6 +67,8 @@ def conv_footprint(op: Op, g) -> tuple[int, int]:
 
 @kernel("CONV_2D", footprint=conv_footprint)
 def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
+    if int16x8.handles(op, g):
+        return int16x8.conv_2d(op, g, ctx)
     L = _layer(op, ctx)
     body = _body(L)
     fast = _dsp_body(L)

@@ -17,7 +17,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
-from tinyengine_tf.kernels import dsp
+from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.geometry import requant
 
@@ -38,6 +38,8 @@ def _has_bias(op: Op) -> bool:
 
 def footprint(op: Op, g) -> tuple[int, int]:
     """Weights (N*K int8) + folded bias (N int32) + per-channel multipliers (N int32 + N int8)."""
+    if int16x8.handles(op, g):
+        return int16x8.footprint(op, g)
     _, k, n = _dims(op, g)
     flash = n * k + 4 * n
     if g.t(op.inputs[1]).per_channel:
@@ -106,6 +108,8 @@ def _check_bias_scale(op: Op, ctx: EmitContext, x, w, y):
 
 @kernel("FULLY_CONNECTED", footprint=footprint)
 def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
+    if int16x8.handles(op, g):
+        return int16x8.fully_connected(op, g, ctx)
     x, w, y, rows, k, n = _check(op, ctx)
     bias = _bias(op, ctx, n)
     if not w.per_channel:

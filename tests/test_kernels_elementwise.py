@@ -219,7 +219,7 @@ def test_clean_under_sanitizers(kind, s1, s2, const):
 
 # -- unsupported configurations ---------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize("kind", ["MUL"])
 def test_unsupported_int16(kind):
     model, _ = binary_model(kind, (1, 4), (1, 4), (0.1, 0), (0.1, 0), (0.1, 0), dtype="int16")
     assert_unsupported(model, kind, "int16")
@@ -379,3 +379,41 @@ def test_new_ops_refusals():
     x, c, y = (b.tensor((1, 4), dtype=d, scale=0.1, zp=0) for d in ("int8", "int16", "int8"))
     b.op("MAXIMUM", [x, c], [y])
     assert_unsupported(b.build([x, c], [y]), "MAXIMUM", "int16")
+
+
+# -- ADD / SUB in 16x8 models -------------------------------------------------------------------
+
+def int16_inputs(shape, n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-32768, 32768, size=(n, *shape)).astype(np.int16)
+    if n >= 3:
+        x[0], x[1] = -32768, 32767
+        x[2].flat[::2] = -32768
+        x[2].flat[1::2] = 32767
+    return x
+
+
+# Quantizations of 16x8 models (zero points 0, as the converter writes them) and a few with
+# zero points, which TFLM applies.
+QUANTS_16 = [((3e-5, 0), (5e-5, 0), (4e-5, 0)), ((1e-4, 0), (1e-6, 0), (2e-5, 0)),
+             ((0.001, 0), (0.001, 0), (0.002, 0)), ((2e-4, 100), (3e-4, -50), (5e-4, 7))]
+SHAPES_16 = [((1, 4, 5, 6), (1, 4, 5, 6)), ((1, 4, 5, 6), (6,)), ((1, 5), (5,)), ((2, 3, 1), (1, 1, 4))]
+
+
+@pytest.mark.parametrize("kind", ["ADD", "SUB"])
+@pytest.mark.parametrize("qi", range(len(QUANTS_16)))
+@pytest.mark.parametrize("si", range(len(SHAPES_16)))
+def test_add_sub_int16(kind, qi, si):
+    s1, s2 = SHAPES_16[si]
+    model, shapes = binary_model(kind, s1, s2, *QUANTS_16[qi], act=["NONE", "RELU"][si % 2],
+                                 dtype="int16")
+    xs = [int16_inputs(sample_shape(s), 12, seed=qi + k) for k, s in enumerate(shapes)]
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs)
+    check_total_footprint(cm)
+
+
+def test_add_int16_clean_under_sanitizers():
+    model, shapes = binary_model("ADD", (1, 3, 4, 8), (1, 3, 4, 8), *QUANTS_16[0], dtype="int16")
+    xs = [int16_inputs(sample_shape(s), 6, seed=k) for k, s in enumerate(shapes)]
+    assert_sanitized_matches_tflm(te.convert(model), model, xs, layer=0)

@@ -32,6 +32,7 @@ from tinyengine_tf.ir import C_TYPES, Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 
 LEFT_SHIFT = 20       # int8 ADD/SUB headroom bits (TFLM: 15 for int16, 20 for int8)
+LEFT_SHIFT_16 = 15
 MAX_BROADCAST_RANK = 6  # TFLM's BroadcastBinaryFunction6DSlow / BroadcastSubCommon limit
 HEADERS = ()
 
@@ -152,13 +153,13 @@ def _smaller_than_one(op: Op, ctx: EmitContext, m: float, what: str) -> tuple[in
     return q, -shift
 
 
-def add_sub_params(s1: float, s2: float, so: float):
+def add_sub_params(s1: float, s2: float, so: float, left_shift: int = 20):
     """The three real multipliers of int8 ADD and SUB, in double from the float32 scales.
 
     (TFLM's sub_common.cc has also been seen dividing in float32; the interpreter this project
     is judged by computes SUB in double like ADD, and one-code differences show up otherwise.)"""
     twice = 2.0 * max(s1, s2)
-    return s1 / twice, s2 / twice, twice / ((1 << LEFT_SHIFT) * so)
+    return s1 / twice, s2 / twice, twice / ((1 << left_shift) * so)
 
 
 def _plus(x: str, k: int) -> str:
@@ -188,17 +189,42 @@ def _footprint(op: Op, g: Graph) -> tuple[int, int]:
     return flash, 0
 
 
+def _check_io_16(op: Op, ctx: EmitContext):
+    """ADD/SUB in 16x8 models: all three tensors int16, per tensor."""
+    if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
+        raise ctx.unsupported(op, f"expects 2 inputs and 1 output, got {len(op.inputs)} and "
+                                  f"{len(op.outputs)}")
+    x1, x2, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    for t in (x1, x2, y):
+        if t.dtype != "int16" or not t.quantized:
+            raise ctx.unsupported(op, f"tensor {t.describe()}: an int16 ADD/SUB needs all its "
+                                      "tensors int16 and quantized")
+    ctx.require_per_tensor(op, x1, x2, y)
+    return x1, x2, y
+
+
 @kernel("ADD", "SUB", footprint=_footprint)
 def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    x1, x2, y = _check_io(op, ctx)
+    """int8, or int16 (16x8 models: TFLM uses the same recipe with 15 headroom bits)."""
+    wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
+    x1, x2, y = _check_io_16(op, ctx) if wide else _check_io(op, ctx)
     runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape)
-    lo, hi = _activation(op, ctx, y)
-    m1, m2, mo = add_sub_params(x1.s, x2.s, y.s)
+    qmin, qmax = (-32768, 32767) if wide else (-128, 127)
+    act = op.options.get("fused_activation_function") or "NONE"
+    try:
+        lo, hi = quant.activation_range(act, y.s, y.zp, qmin, qmax)
+    except ValueError:
+        raise ctx.unsupported(op, f"fused activation {act} is not supported by TFLite Micro's "
+                                  "quantized kernels", "Use NONE, RELU, RELU6 or RELU_N1_TO_1") from None
+    left = LEFT_SHIFT_16 if wide else LEFT_SHIFT
+    m1, m2, mo = add_sub_params(x1.s, x2.s, y.s, left)
     q1, r1 = _smaller_than_one(op, ctx, m1, "input 1")
     q2, r2 = _smaller_than_one(op, ctx, m2, "input 2")
     qo, ro = _smaller_than_one(op, ctx, mo, "output")
     sign = "-" if op.kind == "SUB" else "+"
-    unit = 1 << LEFT_SHIFT  # (x - zp) * 2^20 stays below 2^28: an exact int32 product
+    # (x - zp) * 2^20 stays below 2^28 for int8, and (x - zp) * 2^15 below 2^31 for int16:
+    # exact int32 products.
+    unit = 1 << left
 
     def scale(q, r, zp):
         return lambda e: f"te_mbqm_1r(({_plus(f'(int32_t){e}', -zp)}) * {unit}, {q}, {r})"
@@ -206,7 +232,8 @@ def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     def combine(ea, eb):
         return f"te_clamp({_plus(f'te_mbqm_1r({ea} {sign} {eb}, {qo}, {ro})', y.zp)}, {lo}, {hi})"
 
-    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine)
+    types = ("int16_t",) * 3 if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine, types)
     return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
 
 

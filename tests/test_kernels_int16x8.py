@@ -118,3 +118,47 @@ def test_16x8_refusals():
     b.op("FULLY_CONNECTED", [x, w], [y], "FullyConnectedOptions")
     assert_unsupported(b.build([x], [y]), "FULLY_CONNECTED", "int8 weights")
     assert_unsupported(fc16(1, 8, 4, xq=(1.0, 0), yq=(1e-9, 0)), "FULLY_CONNECTED", "shift")
+
+
+def dw16(h=6, w=7, ic=3, mult=1, k=(3, 3), s=(1, 1), d=(1, 1), pad="SAME", seed=0, per_channel=True,
+         bias=True, xq=(0.0005, 0), yq=(0.002, 0), act="NONE", batch=1):
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder()
+    oc = ic * mult
+    x = b.tensor((batch, h, w, ic), dtype="int16", scale=xq[0], zp=xq[1])
+    fs = list(rng.uniform(0.002, 0.02, oc)) if per_channel else [0.01]
+    wshape = (1, k[0], k[1], oc)
+    wt = b.tensor(wshape, scale=fs, zp=[0] * len(fs), data=rng.integers(-127, 128, wshape), qdim=3)
+    ins = [x, wt] + (_bias(b, rng, oc, "int64", xq[0], fs, 1 << 22) if bias else [])
+    oh = out_size(h, k[0], s[0], d[0], pad)
+    ow = out_size(w, k[1], s[1], d[1], pad)
+    y = b.tensor((batch, oh, ow, oc), dtype="int16", scale=yq[0], zp=yq[1])
+    b.op("DEPTHWISE_CONV_2D", ins, [y], "DepthwiseConv2DOptions", padding=pad, strideH=s[0],
+         strideW=s[1], dilationHFactor=d[0], dilationWFactor=d[1], depthMultiplier=mult,
+         fusedActivationFunction=act)
+    return b.build([x], [y])
+
+
+DW_CASES = [dict(), dict(pad="VALID", s=(2, 2)), dict(mult=2, per_channel=False), dict(bias=False),
+            dict(d=(2, 2), h=9, w=9), dict(act="RELU", yq=(0.0004, 0)),
+            dict(xq=(0.001, 12), yq=(0.002, -9)), dict(k=(5, 3), s=(2, 1), h=8, w=5, batch=2, ic=5),
+            dict(ic=8, mult=3, xq=(0.03, 0))]
+
+
+@pytest.mark.parametrize("ci", range(len(DW_CASES)))
+def test_depthwise_16x8(ci):
+    check16(dw16(seed=ci, **DW_CASES[ci]), seed=ci)
+
+
+def test_depthwise_16x8_sanitized_and_int32_bias_refused():
+    model = dw16(mult=2)
+    assert_sanitized_matches_tflm(te.convert(model), model, int16_inputs((6, 7, 3), 6), layer=0)
+    rng = np.random.default_rng(0)
+    b = ModelBuilder()
+    x = b.tensor((1, 4, 4, 2), dtype="int16", scale=0.001, zp=0)
+    wt = b.tensor((1, 3, 3, 2), scale=[0.01, 0.02], zp=[0, 0], data=rng.integers(-127, 128, (1, 3, 3, 2)), qdim=3)
+    bias = b.tensor((2,), dtype="int32", scale=[1e-5, 2e-5], zp=[0, 0], data=[5, 7])
+    y = b.tensor((1, 4, 4, 2), dtype="int16", scale=0.002, zp=0)
+    b.op("DEPTHWISE_CONV_2D", [x, wt, bias], [y], "DepthwiseConv2DOptions", padding="SAME",
+         strideH=1, strideW=1, depthMultiplier=1)
+    assert_unsupported(b.build([x], [y]), "DEPTHWISE_CONV_2D", "int64")

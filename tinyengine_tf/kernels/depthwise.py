@@ -36,7 +36,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
-from tinyengine_tf.kernels import dsp
+from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.geometry import Window, output_regions, requant
 
@@ -126,6 +126,8 @@ def layout(op: Op, g: Graph, ctx: EmitContext) -> Layout:
 
 def footprint(op: Op, g: Graph) -> tuple[int, int]:
     """(flash bytes, scratch bytes) exactly as the emitted layer declares them."""
+    if int16x8.handles(op, g):
+        return int16x8.footprint(op, g, channel_axis=3)
     lay = layout(op, g, EmitContext(g, "footprint"))
     size = {"int8_t": 1, "int32_t": 4}
     flash = sum(count * size[ctype] for count, ctype in lay.arrays().values())
@@ -174,6 +176,8 @@ def _offset_term(value: str, in_off: int) -> str:
 
 @kernel("DEPTHWISE_CONV_2D", footprint=footprint)
 def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    if int16x8.handles(op, g):
+        return int16x8.depthwise_conv_2d(op, g, ctx)
     lay = layout(op, g, ctx)
     _check_quantization(op, ctx, lay)
     x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)

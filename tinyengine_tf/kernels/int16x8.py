@@ -1,4 +1,5 @@
-"""16x8 quantization (int16 activations, int8 weights): CONV_2D and FULLY_CONNECTED.
+"""16x8 quantization (int16 activations, int8 weights): CONV_2D, DEPTHWISE_CONV_2D and
+FULLY_CONNECTED.
 
 The int8 kernel modules hand a layer over to this one when its input is int16 (``handles``).
 TFLM's 16x8 recipes (reference_integer_ops::ConvPerChannel for int16, FullyConnected /
@@ -10,8 +11,9 @@ FullyConnectedPerChannel with int16 input), reproduced:
   multiplier reduced to 16 bits, ``(q + 2^15) >> 16`` (0x7FFF from 0x7FFF0000 up), then
   ``(acc * reduced + 2^(14 - shift)) >> (15 - shift)``; the int32 one by the usual double
   rounding (te_mbqm).
-- CONV_2D ignores both zero points (TFLM's int16 conv uses neither); FULLY_CONNECTED applies
-  them. Activation bounds are computed in the int16 range with the output zero point.
+- DEPTHWISE_CONV_2D always accumulates in int64 and reads its bias as int64.
+- CONV_2D and DEPTHWISE_CONV_2D ignore both zero points (TFLM's int16 kernels use neither);
+  FULLY_CONNECTED applies them. Activation bounds are computed in the int16 range with the output zero point.
 The C is a plain loop nest with literal shapes (no DSP path yet); constants: the int8 weights, the
 bias in its own width, and the multipliers (per channel, or literals per tensor).
 """
@@ -45,10 +47,10 @@ def _wide(op: Op, g) -> bool:
     return int(op.options.get("quantized_bias_type", 0)) != INT32
 
 
-def footprint(op: Op, g) -> tuple[int, int]:
+def footprint(op: Op, g, channel_axis: int = 0) -> tuple[int, int]:
     """int8 weights + the bias in its width + per-channel (int32 multiplier, int8 shift)."""
     w = g.t(op.inputs[1])
-    n = int(w.shape[0])
+    n = int(w.shape[channel_axis])
     b = _bias_tensor(op, g)
     flash = w.numel + (0 if b is None else n * (8 if b.dtype == "int64" else 4))
     if w.per_channel:
@@ -207,6 +209,58 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
           const int16_t *px = {xin} + ((b * {ih} + iy) * {iw} + ix) * {ic} + g0;
           const int8_t *pw = {W} + ((c * {kh} + ky) * {kw} + kx) * {icf};
           for (int i = 0; i < {icf}; ++i) acc += (int32_t)pw[i] * (int32_t)px[i];
+        }}
+      }}
+      {f'acc += {B}[c];' if B else ''}
+      po[c] = (int16_t)te_clamp({rq('acc', 'c')}, {lo}, {hi});
+    }}
+  }}"""
+    return LayerCode(body=body, headers=("te_int16.h",))
+
+
+def depthwise_conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
+    x, w, y = _check_common(op, ctx)
+    if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4 or int(w.shape[0]) != 1:
+        raise ctx.unsupported(op, "input, filter [1, KH, KW, C*M] and output must be 4-D")
+    n, ih, iw, ic = (int(d) for d in x.shape)
+    _, kh, kw, oc = (int(d) for d in w.shape)
+    if oc % ic or int(y.shape[3]) != oc or int(y.shape[0]) != n:
+        raise ctx.unsupported(op, f"filter {list(w.shape)} does not match input {list(x.shape)} "
+                                  f"and output {list(y.shape)}")
+    mult = oc // ic
+    qd = w.quantized_dim
+    if w.per_channel and (len(w.scale) != oc or not 0 <= qd < 4 or w.shape[qd] != oc):
+        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension "
+                                  f"{qd}; TFLite Micro needs 1 or one per output channel ({oc})")
+    win = Window.from_op(op, ih, iw, kh, kw, int(y.shape[1]), int(y.shape[2]))
+    b = _bias_tensor(op, g)
+    if b is not None and b.dtype != "int64":
+        raise ctx.unsupported(op, f"the bias is {b.dtype}; TFLite Micro's 16x8 depthwise reads it "
+                                  "as int64", "Re-convert the model in 16x8 mode")
+    bias_max = int(np.abs(b.data.astype(np.int64)).max(initial=0)) if b is not None and b.is_const else 0
+    if not _acc_bound_ok(kh * kw, 0, 0, bias_max, True):
+        raise ctx.unsupported(op, "the window could overflow the accumulator")
+    lo, hi = _activation(op, ctx, y)
+    W = ctx.const("w", w.data.ravel(), "int8_t")
+    B = _bias(op, ctx, oc, True)
+    rq = _requant_parts(op, ctx, x, w, y, oc, True, w.per_channel)
+    xin = ctx.operand(op, 0)
+    body = f"""
+  for (int b = 0; b < {n}; ++b)
+  for (int oy = 0; oy < {win.oh}; ++oy)
+  for (int ox = 0; ox < {win.ow}; ++ox) {{
+    int16_t *po = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {oc};
+    for (int c = 0; c < {oc}; ++c) {{
+      const int ci = c / {mult};
+      int64_t acc = 0;
+      for (int ky = 0; ky < {kh}; ++ky) {{
+        const int iy = oy * {win.sh} - {win.pt} + ky * {win.dh};
+        if (iy < 0 || iy >= {ih}) continue;
+        for (int kx = 0; kx < {kw}; ++kx) {{
+          const int ix = ox * {win.sw} - {win.pl} + kx * {win.dw};
+          if (ix < 0 || ix >= {iw}) continue;
+          acc += (int32_t){W}[(ky * {kw} + kx) * {oc} + c] *
+                 (int32_t){xin}[((b * {ih} + iy) * {iw} + ix) * {ic} + ci];
         }}
       }}
       {f'acc += {B}[c];' if B else ''}

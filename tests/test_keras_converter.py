@@ -250,3 +250,25 @@ def test_keras_int16x8_matches_tflm():
 def test_unknown_quantization_is_refused():
     with pytest.raises(te.QuantizationError, match="int16x8"):
         te.convert(_int16x8_model(keras), _data(4, shape=(8, 8, 2)), quantization="int4")
+
+
+def test_keras_int16x8_ds_cnn_matches_tflm():
+    """A DS-CNN-like keyword model in 16x8: conv, depthwise, 1x1 conv, average pool, dense and
+    the int16 softmax, equal to TFLM on int16 inputs (extremes first)."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((10, 8, 1))
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = L.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = L.Conv2D(8, 1, activation="relu")(x)
+    x = L.Flatten()(L.AveragePooling2D((5, 4))(x))
+    model = keras.Model(inp, L.Softmax()(L.Dense(4)(x)))
+    cm = te.convert(model, _data(32, shape=(10, 8, 1)), quantization="int16x8")
+    assert [op.kind for op in cm.graph.ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D",
+                                                "AVERAGE_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"]
+    rng = np.random.default_rng(4)
+    x = rng.integers(-32768, 32768, (20, 10, 8, 1)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    assert np.array_equal(np.asarray(cm.run(x)).reshape(20, -1), tflm_run(cm.tflite, x).reshape(20, -1))
+    # The planner counts 2-byte elements: the first conv's input and output live together.
+    assert cm.peak_sram >= 2 * (10 * 8 * 1 + 5 * 4 * 8)

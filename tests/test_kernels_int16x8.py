@@ -162,3 +162,11 @@ def test_depthwise_16x8_sanitized_and_int32_bias_refused():
     b.op("DEPTHWISE_CONV_2D", [x, wt, bias], [y], "DepthwiseConv2DOptions", padding="SAME",
          strideH=1, strideW=1, depthMultiplier=1)
     assert_unsupported(b.build([x], [y]), "DEPTHWISE_CONV_2D", "int64")
+
+
+def test_planner_counts_two_byte_elements():
+    """One 16x8 conv: its input and output are both live, at 2 bytes per element."""
+    cm = te.convert(conv16())
+    live = 2 * (6 * 7 * 3 + 6 * 7 * 4)
+    assert live <= cm.peak_sram <= live + 32
+    assert cm.memory_report().lower_bound == cm.peak_sram

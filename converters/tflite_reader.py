@@ -180,9 +180,9 @@ def _quantization(q, dtype: str, where: str, name: str):
     What TFLM does, and so what is accepted here:
     - a tensor is quantized only when it has both scales and zero points; scales alone leave it
       unquantized (TFLM's kernels then reject it where they need quantization);
-    - one zero point with several scales is broadcast to every channel (a space saving the
-      TFLite converter uses for symmetric weights); other count mismatches are refused, since
-      TFLM would read past the zero-point vector;
+    - the scales set the channel count; when the zero-point count differs from it, TFLM uses
+      the first zero point for every channel (the space saving the TFLite converter uses for
+      symmetric weights), and so does the reader;
     - quantized_dimension is stored, never checked here: TFLM ignores it on biases (a 1-D bias
       may carry quantized_dimension 3) and conv/depthwise kernels index their own channel axis;
       each kernel checks the scale count against the axis it reads, as TFLM's Prepare does.
@@ -196,10 +196,7 @@ def _quantization(q, dtype: str, where: str, name: str):
     scale = np.asarray(q.scale, dtype=np.float32)
     zero_point = np.asarray(q.zeroPoint, dtype=np.int64)
     if len(zero_point) != len(scale):
-        if len(zero_point) != 1:
-            raise InvalidModelError(f"{where} ({name}) has {len(scale)} scales but "
-                                    f"{len(zero_point)} zero points; re-export the model")
-        zero_point = np.repeat(zero_point, len(scale))
+        zero_point = np.repeat(zero_point[:1], len(scale))
     qdim = int(q.quantizedDimension)
     if dtype in _RAW_INTEGER_TYPES:
         return scale, zero_point, qdim

@@ -215,7 +215,7 @@ def test_import_and_convert_do_not_import_tensorflow(tmp_path, shared_models):
 # relaxed one: a model TFLM refuses, which we refuse too.
 
 def _conv_with(bias_q=None, w_qdim=0, w_zp=None, bias_extra=0, bias_zp=True, kind="CONV_2D",
-               options=None):
+               options=None, bias_zps=None):
     """A per-channel 3x3 conv (or depthwise: filter [1, 3, 3, 4], qdim 3) of 4 channels whose
     filter / bias quantization is edited as the TFLite files in the wild carry it.
     bias_q: (scales, quantized_dimension) of the bias; w_zp: the filter's zero-point list."""
@@ -229,7 +229,7 @@ def _conv_with(bias_q=None, w_qdim=0, w_zp=None, bias_extra=0, bias_zp=True, kin
         b.tensors[w].quantization.zeroPoint = list(w_zp)
     bs, bq = bias_q if bias_q is not None else (bias_scale(0.05, fs), 0)
     bvals = rng.integers(-800, 800, 4 + bias_extra)
-    bias = b.tensor((4 + bias_extra,), dtype="int32", scale=bs, zp=[0] * len(bs), data=bvals,
+    bias = b.tensor((4 + bias_extra,), dtype="int32", scale=bs, zp=[0] * (bias_zps or len(bs)), data=bvals,
                     qdim=bq)
     if bias_extra:  # the same tensor, declared with 4 elements: its buffer is longer
         b.tensors[bias].shape = [4]
@@ -262,6 +262,9 @@ RELAXED = {
     "depthwise_filter_qdim_1_of_size_4": None,
     # One zero point for four scales: TFLM broadcasts it.
     "filter_single_zero_point": dict(w_zp=[0]),
+    # More zero points than scales (a per-tensor bias with one zero point per channel): TFLM
+    # reads one channel and takes the first zero point.
+    "bias_more_zero_points_than_scales": dict(bias_q=([0.05 * 0.011], 0), bias_zps=4),
     # A constant buffer longer than its shape needs: TFLM reads the first bytes.
     "bias_buffer_longer_than_shape": dict(bias_extra=3),
 }

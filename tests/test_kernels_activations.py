@@ -11,6 +11,7 @@ import tinyengine_tf as te
 from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
                        check_total_footprint, int8_inputs, tflm_run)
 from tflite_builder import ModelBuilder
+from tinyengine_tf import quant
 from tinyengine_tf.kernels import activations
 
 KINDS = ["RELU", "RELU6", "LOGISTIC", "TANH", "HARD_SWISH"]
@@ -266,3 +267,44 @@ def test_leaky_relu_rsqrt_sanitized(kind):
     model = (leaky_model((1, 4, 4, 16), qi, qo, 0.1) if kind == "LEAKY_RELU"
              else rsqrt_model((1, 4, 4, 16), qi, qo))
     assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs((4, 4, 16), 6, seed=1))
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.01, 1.7, -0.25])
+@pytest.mark.parametrize("qi,qo", [((1e-4, 0), (1e-4, 0)), ((3e-5, 0), (2e-4, 0)),
+                                   ((5e-4, 100), (1e-4, -300)), ((0.01, 0), (1e-5, 0))])
+def test_leaky_relu_int16(alpha, qi, qo):
+    """16x8 LEAKY_RELU: every 64th int16 code plus both extremes, 16 quantization x alpha cases."""
+    b = ModelBuilder()
+    x = b.tensor((1, 1025), dtype="int16", scale=qi[0], zp=qi[1])
+    y = b.tensor((1, 1025), dtype="int16", scale=qo[0], zp=qo[1])
+    b.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=alpha)
+    model = b.build([x], [y])
+    codes = np.concatenate([np.arange(-32768, 32768, 64), [32767]]).astype(np.int16)[None]
+    rng = np.random.default_rng(2)
+    xs = np.concatenate([codes, rng.integers(-32768, 32768, (4, 1025)).astype(np.int16)])
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs)
+    check_total_footprint(cm)
+    if alpha == 0.2 and qi[1] == 0 and qo[0] == 1e-4:
+        assert_sanitized_matches_tflm(cm, model, xs[:3], layer=0)
+
+
+def test_leaky_relu_multipliers_are_double_as_the_interpreter_computes():
+    """A quantization where float32 multipliers (as TFLM's source reads) give int16 outputs one
+    code off the interpreter, and double ones (what the kernel uses) do not."""
+    qi, qo, alpha = (3e-5, 0), (2e-4, 0), 1.7
+    f32 = np.float32
+    m32 = float(f32(f32(f32(qi[0]) * f32(alpha)) / f32(qo[0])))
+    (_, _), (qa, sa) = activations.leaky_relu_params(qi[0], qo[0], alpha)
+    assert (qa, sa) != quant.quantize_multiplier(m32)
+    b = ModelBuilder()
+    x = b.tensor((1, 256), dtype="int16", scale=qi[0], zp=0)
+    y = b.tensor((1, 256), dtype="int16", scale=qo[0], zp=0)
+    b.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=alpha)
+    model = b.build([x], [y])
+    codes = np.arange(-32750, -32750 + 200 * 256, 200).astype(np.int16)[None]
+    assert_matches_tflm(te.convert(model), model, codes)
+    q32, s32 = quant.quantize_multiplier(m32)
+    ref = tflm_run(model, codes).ravel()
+    f32_out = np.array([quant.mbqm(int(v), q32, s32) for v in codes.ravel()])
+    assert np.any(f32_out != ref)

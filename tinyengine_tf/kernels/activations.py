@@ -17,8 +17,9 @@ Quirks of TFLM reproduced on purpose (the interpreter is the judge):
 - LOGISTIC requires output zero point -128 but ignores the output scale (assumes 1/256).
 - TANH ignores the output quantization (assumes zero point 0, scale 1/128).
 - HARD_SWISH computes its multipliers in float32 and runs a 16-bit fixed-point pipeline.
-- LEAKY_RELU computes both multipliers (in_s * alpha / out_s and in_s / out_s) in float32;
-  a negative alpha multiplies by |q| and negates (leaky_relu.h).
+- LEAKY_RELU computes both multipliers (in_s * alpha / out_s and in_s / out_s) in double
+  (the interpreter does, although its source reads as float32); a negative alpha multiplies by
+  |q| and negates (leaky_relu.h). int16 LEAKY_RELU runs the same recipe per element.
 - RSQRT (elementwise.cc) finds 1/sqrt(x - zp) with gemmlowp's Newton-Raphson inverse square
   root (GetInvSqrtQuantizedMultiplierExp) and rescales by 1 / (sqrtf(in_s) * out_s); x == zp
   gives 127. TFLM stops the whole inference with an error on an input below the zero point (a
@@ -280,11 +281,14 @@ def hard_swish_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int)
 
 
 def leaky_relu_params(in_scale: float, out_scale: float, alpha: float):
-    """((q, shift) of the identity branch, (q, shift) of the alpha branch), float32 products."""
+    """((q, shift) of the identity branch, (q, shift) of the alpha branch).
+
+    TFLM's source reads as float32 products, but the interpreter computes both in double from
+    the float32 scale and alpha (measured on int16 inputs, where a float32 multiplier gives
+    outputs one code off: tests/test_kernels_activations.py)."""
     f32 = np.float32
-    with np.errstate(over="ignore", invalid="ignore"):
-        m_alpha = float(f32(f32(f32(in_scale) * f32(alpha)) / f32(out_scale)))
-        m_id = float(f32(f32(in_scale) / f32(out_scale)))
+    m_alpha = float(f32(in_scale)) * float(f32(alpha)) / float(f32(out_scale))
+    m_id = float(f32(in_scale)) / float(f32(out_scale))
     if not (math.isfinite(m_alpha) and math.isfinite(m_id)):
         raise ValueError(f"alpha {alpha:g} and the scales overflow float32")
     q_id, s_id = quant.quantize_multiplier(m_id)
@@ -400,12 +404,49 @@ def _footprint(op: Op, g: Graph) -> tuple[int, int]:
     if y.numel == 0:
         return 0, 0
     x = g.t(op.inputs[0])
-    table = 256 if op.kind in LUT_KINDS else 0
+    table = 256 if op.kind in LUT_KINDS and x.dtype != "int16" else 0
     return table + (x.nbytes if x.is_const else 0), 0
+
+
+def _leaky_relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
+    """int16 LEAKY_RELU (16x8 models): TFLM's same QuantizeLeakyRelu in the int16 range, computed
+    per element (a table would take 128 KiB)."""
+    if len(op.inputs) != 1 or len(op.outputs) != 1:
+        raise ctx.unsupported(op, "expects 1 input and 1 output")
+    x, y = ctx.t_in(op, 0), ctx.t_out(op)
+    if y.dtype != "int16" or not x.quantized or not y.quantized:
+        raise ctx.unsupported(op, "an int16 LEAKY_RELU needs quantized int16 input and output")
+    ctx.require_per_tensor(op, x, y)
+    if x.numel != y.numel:
+        raise ctx.unsupported(op, f"input {list(x.shape)} and output {list(y.shape)} differ in size")
+    alpha = float(op.options.get("alpha", 0.0))
+    try:
+        (q_id, s_id), (q_a, s_a) = leaky_relu_params(x.s, y.s, alpha)
+    except ValueError as exc:
+        raise ctx.unsupported(op, str(exc), "Requantize the model") from None
+    if y.numel == 0:
+        return LayerCode(body="", in_place=True)
+
+    def mbqm_c(v, q, shift):
+        return f"te_mbqm({v}, {q}, {shift})" if shift > 0 else f"te_mbqm_r({v}, {q}, {-shift})"
+
+    neg = mbqm_c("v", abs(q_a), s_a)
+    neg = f"-{neg}" if q_a < 0 else neg
+    src = ctx.operand(op, 0)
+    body = f"""
+  for (int i = 0; i < {y.numel}; ++i) {{
+    const int32_t v = (int32_t){src}[i] - {x.zp};
+    const int32_t r = v >= 0 ? {mbqm_c("v", q_id, s_id)} : {neg};
+    out0[i] = (int16_t)te_clamp(r + {y.zp}, -32768, 32767);
+  }}"""
+    return LayerCode(body=body, in_place=not x.is_const)
 
 
 @kernel(*LUT_KINDS, footprint=_footprint)
 def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    if op.kind == "LEAKY_RELU" and op.inputs and op.inputs[0] >= 0 and \
+            ctx.t_in(op, 0).dtype == "int16":
+        return _leaky_relu_int16(op, ctx)
     x, y = _check_unary(op, ctx)
     try:
         table = table_for(op.kind, x, y, op.options)

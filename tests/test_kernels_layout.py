@@ -344,3 +344,79 @@ def test_depth_space_clean_under_sanitizers():
         model = _depth_space_model(kind, shape, 2 if shape[-1] != 18 else 3)
         xs = int8_inputs(shape[1:] if shape[0] == 1 else shape, 5)
         assert_sanitized_matches_tflm(te.convert(model), model, xs, layer=0)
+
+
+# -- int16 (16x8 models) ----------------------------------------------------------------------
+
+def _int16(shape, n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-32768, 32768, (n, *shape)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    return x
+
+
+def _check16(model, shapes):
+    import tinyengine_tf as te
+    from reference import assert_matches_tflm, check_footprints
+    cm = te.convert(model)
+    xs = [_int16(s, seed=k) for k, s in enumerate(shapes)]
+    assert_matches_tflm(cm, model, xs if len(xs) > 1 else xs[0])
+    check_footprints(cm)
+    return cm
+
+
+@pytest.mark.parametrize("zp,value", [(0, None), (37, None), (0, -1234), (5, 32767)])
+def test_pad_int16(zp, value):
+    """int16 PAD fills with 0 whatever the zero point; PADV2 with its constant's raw value."""
+    b = ModelBuilder()
+    x = b.tensor((1, 3, 4, 2), dtype="int16", scale=1e-4, zp=zp)
+    p = b.tensor((4, 2), dtype="int32", data=[[0, 0], [1, 2], [0, 3], [1, 0]])
+    y = b.tensor((1, 6, 7, 3), dtype="int16", scale=1e-4, zp=zp)
+    if value is None:
+        b.op("PAD", [x, p], [y])
+    else:
+        v = b.tensor((), dtype="int16", scale=2e-4, zp=0, data=value)
+        b.op("PADV2", [x, p, v], [y])
+    cm = _check16(b.build([x], [y]), [(3, 4, 2)])
+    if zp == 0 and value is None:
+        from reference import assert_sanitized_matches_tflm
+        assert_sanitized_matches_tflm(cm, b.build([x], [y]), _int16((3, 4, 2)), layer=0)
+
+
+def test_concatenation_int16_copies_raw_values():
+    """int16 CONCATENATION: zero points 0, scales may differ (TFLM copies raw values)."""
+    b = ModelBuilder()
+    xs = [b.tensor((1, 3, 2, c), dtype="int16", scale=s, zp=0) for c, s in ((2, 1e-4), (3, 3e-4))]
+    y = b.tensor((1, 3, 2, 5), dtype="int16", scale=2e-4, zp=0)
+    b.op("CONCATENATION", xs, [y], "ConcatenationOptions", axis=3)
+    _check16(b.build(xs, [y]), [(3, 2, 2), (3, 2, 3)])
+    b = ModelBuilder()
+    xs = [b.tensor((1, 4), dtype="int16", scale=1e-4, zp=z) for z in (0, 3)]
+    y = b.tensor((1, 8), dtype="int16", scale=1e-4, zp=0)
+    b.op("CONCATENATION", xs, [y], "ConcatenationOptions", axis=1)
+    assert_unsupported(b.build(xs, [y]), "CONCATENATION", "zero point 0")
+
+
+def test_transpose_slices_splits_int16():
+    b = ModelBuilder()
+    q = dict(dtype="int16", scale=1e-4, zp=0)
+    x = b.tensor((1, 4, 6, 3), **q)
+    perm = b.tensor((4,), dtype="int32", data=[0, 2, 1, 3])
+    t = b.tensor((1, 6, 4, 3), **q)
+    b.op("TRANSPOSE", [x, perm], [t], "TransposeOptions")
+    ss = [b.tensor((4,), dtype="int32", data=v) for v in ([0, 1, 0, 0], [1, 6, 4, 3], [1, 2, 1, 1])]
+    s = b.tensor((1, 3, 4, 3), **q)
+    b.op("STRIDED_SLICE", [t, *ss], [s], "StridedSliceOptions")
+    begin = b.tensor((4,), dtype="int32", data=[0, 0, 1, 0])
+    size = b.tensor((4,), dtype="int32", data=[1, 3, 2, 3])
+    sl = b.tensor((1, 3, 2, 3), **q)
+    b.op("SLICE", [s, begin, size], [sl], "SliceOptions")
+    axis = b.tensor((), dtype="int32", data=3)
+    parts = [b.tensor((1, 3, 2, 1), **q) for _ in range(3)]
+    b.op("SPLIT", [axis, sl], parts, "SplitOptions", numSplits=3)
+    sizes = b.tensor((2,), dtype="int32", data=[1, 2])
+    axis2 = b.tensor((), dtype="int32", data=1)
+    v1, v2 = b.tensor((1, 1, 2, 1), **q), b.tensor((1, 2, 2, 1), **q)
+    b.op("SPLIT_V", [parts[1], sizes, axis2], [v1, v2], "SplitVOptions", numSplits=2)
+    model = b.build([x], [parts[0], v2, parts[2]])
+    _check16(model, [(4, 6, 3)])

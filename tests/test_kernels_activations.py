@@ -146,7 +146,7 @@ def test_unsupported_hard_swish_fine_output():
                        "128x")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["LOGISTIC", "TANH", "HARD_SWISH"])
 def test_unsupported_int16(kind):
     assert_unsupported(unary_model(kind, (1, 8), (0.1, 0), (0.1, 0), dtype="int16"), kind, "int16")
 
@@ -308,3 +308,20 @@ def test_leaky_relu_multipliers_are_double_as_the_interpreter_computes():
     ref = tflm_run(model, codes).ravel()
     f32_out = np.array([quant.mbqm(int(v), q32, s32) for v in codes.ravel()])
     assert np.any(f32_out != ref)
+
+
+
+@pytest.mark.parametrize("kind", ["RELU", "RELU6"])
+@pytest.mark.parametrize("qi,qo", [((1e-4, 0), (1e-4, 0)), ((3e-5, 0), (2e-4, 0)),
+                                   ((2e-3, 0), (1e-5, 0)), ((1e-4, 40), (1e-4, 40))])
+def test_relu_relu6_int16(kind, qi, qo):
+    """16x8 RELU (zero points 0, requantized) and RELU6 (clamped in the input's codes)."""
+    if kind == "RELU" and qi[1]:
+        assert_unsupported(unary_model(kind, (1, 8), qi, qo, dtype="int16"), kind, "zero point")
+        return
+    model = unary_model(kind, (1, 1025), qi, qo, dtype="int16")
+    codes = np.concatenate([np.arange(-32768, 32768, 64), [32767]]).astype(np.int16)[None]
+    xs = np.concatenate([codes, np.random.default_rng(1).integers(-32768, 32768, (4, 1025)).astype(np.int16)])
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs)
+    check_total_footprint(cm)

@@ -202,12 +202,12 @@ def relu_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np
     return np.array([_clamp(out_zp + mbqm(x - in_zp, q, shift), lo, 127) for x in INPUTS], np.int8)
 
 
-def relu6_bounds(in_scale: float, in_zp: int) -> tuple[int, int]:
+def relu6_bounds(in_scale: float, in_zp: int, qmax: int = 127) -> tuple[int, int]:
     """TFLM Relu6Prepare: [zp, FloatToQuantizedType(6.0f)] in the input's quantization."""
     six = float(np.float32(6.0) / np.float32(in_scale))
     if not abs(six) < 2**30:
         raise ValueError(f"6.0 / input scale {in_scale:g} overflows int32")
-    return in_zp, _clamp(quant.round_away(six) + in_zp, -128, 127)
+    return in_zp, _clamp(quant.round_away(six) + in_zp, -qmax - 1, qmax)
 
 
 # 16-bit fixed point of TFLM's reference HardSwish.
@@ -442,11 +442,41 @@ def _leaky_relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
     return LayerCode(body=body, in_place=not x.is_const)
 
 
+def _check_unary_int16(op: Op, ctx: EmitContext):
+    if len(op.inputs) != 1 or len(op.outputs) != 1:
+        raise ctx.unsupported(op, "expects 1 input and 1 output")
+    x, y = ctx.t_in(op, 0), ctx.t_out(op)
+    if y.dtype != "int16" or not x.quantized or not y.quantized:
+        raise ctx.unsupported(op, f"an int16 {op.kind} needs quantized int16 input and output")
+    ctx.require_per_tensor(op, x, y)
+    if x.numel != y.numel:
+        raise ctx.unsupported(op, f"input {list(x.shape)} and output {list(y.shape)} differ in size")
+    return x, y
+
+
+def _relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
+    """int16 RELU (activations_common.cc): zero points 0, then TFLM's int8 recipe per element."""
+    x, y = _check_unary_int16(op, ctx)
+    if x.zp or y.zp:
+        raise ctx.unsupported(op, "int16 RELU needs zero points 0, as TFLite Micro requires")
+    q, shift = quant.quantize_multiplier(float(np.float32(x.s)) / float(np.float32(y.s)))
+    if shift > 30:
+        raise ctx.unsupported(op, "the input/output scale ratio needs a shift beyond 30 bits")
+    if y.numel == 0:
+        return LayerCode(body="", in_place=True)
+    src = ctx.operand(op, 0)
+    body = (f"\n  for (int i = 0; i < {y.numel}; ++i) "
+            f"out0[i] = (int16_t)te_clamp(te_mbqm((int32_t){src}[i], {q}, {shift}), 0, 32767);")
+    return LayerCode(body=body, in_place=not x.is_const)
+
+
 @kernel(*LUT_KINDS, footprint=_footprint)
 def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    if op.kind == "LEAKY_RELU" and op.inputs and op.inputs[0] >= 0 and \
-            ctx.t_in(op, 0).dtype == "int16":
-        return _leaky_relu_int16(op, ctx)
+    if op.inputs and op.inputs[0] >= 0 and ctx.t_in(op, 0).dtype == "int16":
+        if op.kind == "LEAKY_RELU":
+            return _leaky_relu_int16(op, ctx)
+        if op.kind == "RELU":
+            return _relu_int16(op, ctx)
     x, y = _check_unary(op, ctx)
     try:
         table = table_for(op.kind, x, y, op.options)
@@ -462,14 +492,16 @@ def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
 
 @kernel("RELU6", footprint=_footprint)
 def relu6(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    x, y = _check_unary(op, ctx)
+    wide = bool(op.inputs) and op.inputs[0] >= 0 and ctx.t_in(op, 0).dtype == "int16"
+    x, y = _check_unary_int16(op, ctx) if wide else _check_unary(op, ctx)
     try:
-        lo, hi = relu6_bounds(x.s, x.zp)
+        lo, hi = relu6_bounds(x.s, x.zp, 32767 if wide else 127)
     except ValueError as exc:
         raise ctx.unsupported(op, str(exc), "Requantize the model") from None
     if y.numel == 0:
         return LayerCode(body="", in_place=True)
     src = ctx.operand(op, 0)
+    ct = "int16_t" if wide else "int8_t"
     body = (f"\n  for (int i = 0; i < {y.numel}; ++i) "
-            f"out0[i] = (int8_t)te_clamp({src}[i], {lo}, {hi});")
+            f"out0[i] = ({ct})te_clamp({src}[i], {lo}, {hi});")
     return LayerCode(body=body, in_place=not x.is_const)

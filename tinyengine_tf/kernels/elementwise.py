@@ -239,9 +239,20 @@ def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
 
 @kernel("MUL", footprint=_footprint)
 def mul(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    x1, x2, y = _check_io(op, ctx)
+    """int8, or int16 (16x8: TFLM requires zero points 0; |x1 * x2| <= 2^30 stays exact)."""
+    wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
+    x1, x2, y = _check_io_16(op, ctx) if wide else _check_io(op, ctx)
     runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape)
-    lo, hi = _activation(op, ctx, y)
+    if wide:
+        if x1.zp or x2.zp or y.zp:
+            raise ctx.unsupported(op, "int16 MUL needs zero points 0, as TFLite Micro requires")
+        act = op.options.get("fused_activation_function") or "NONE"
+        try:
+            lo, hi = quant.activation_range(act, y.s, y.zp, -32768, 32767)
+        except ValueError:
+            raise ctx.unsupported(op, f"fused activation {act} is not supported") from None
+    else:
+        lo, hi = _activation(op, ctx, y)
     q, shift = quant.quantize_multiplier(x1.s * x2.s / y.s)
     if shift > 30:
         raise ctx.unsupported(op, f"the output multiplier {x1.s * x2.s / y.s:.6g} needs a left shift "
@@ -255,7 +266,8 @@ def mul(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
         # |(x1 - zp1) * (x2 - zp2)| <= 255 * 255: the int32 product is exact.
         return f"te_clamp({_plus(_mbqm_expr(f'{ea} * {eb}', q, shift), y.zp)}, {lo}, {hi})"
 
-    body = _emit(op, ctx, y, runs, scale(x1.zp), scale(x2.zp), combine)
+    types = ("int16_t",) * 3 if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, scale(x1.zp), scale(x2.zp), combine, types)
     return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
 
 

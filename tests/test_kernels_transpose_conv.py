@@ -98,3 +98,43 @@ def test_refusals():
          strideW=2)
     assert_unsupported(b.build([x, wt], [y]), "TRANSPOSE_CONV", "constant")
     assert_unsupported(tconv_model(spec(s=(0, 2))), "TRANSPOSE_CONV", "strides")
+
+
+# -- 16x8 -------------------------------------------------------------------------------------
+
+def tconv16_model(p, bias_dtype="int64"):
+    rng = np.random.default_rng(p["seed"])
+    b = ModelBuilder()
+    n, h, w, ic = p["in"]
+    oc, (kh, kw), (oh, ow) = p["oc"], p["k"], p["out"]
+    x = b.tensor((n, h, w, ic), dtype="int16", scale=p["xs"], zp=p["xzp"])
+    shape = b.tensor((4,), dtype="int32", data=[n, oh, ow, oc])
+    fs = list(rng.uniform(0.002, 0.03, oc)) if p["per_channel"] else [0.01]
+    wt = b.tensor((oc, kh, kw, ic), scale=fs, zp=[0] * len(fs),
+                  data=rng.integers(-127, 128, (oc, kh, kw, ic)), qdim=0)
+    ins = [shape, wt, x]
+    if p["bias"]:
+        bound = 30000 if bias_dtype == "int16" else 1 << 24
+        ins.append(b.tensor((oc,), dtype=bias_dtype, scale=bias_scale(p["xs"], np.resize(fs, oc)),
+                            zp=[0] * oc, data=rng.integers(-bound, bound, oc)))
+    y = b.tensor((n, oh, ow, oc), dtype="int16", scale=p["ys"], zp=p["yzp"])
+    b.op("TRANSPOSE_CONV", ins, [y], "TransposeConvOptions", padding=p["pad"], strideH=p["s"][0],
+         strideW=p["s"][1], fusedActivationFunction=p.get("act", "NONE"))
+    return b.build([x], [y])
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_matches_tflm_16x8(k):
+    p = random_specs(8)[k]
+    p.update(xs=p["xs"] / 200, ys=p["ys"] / 100, xzp=0 if k % 3 else 9, yzp=0)
+    model = tconv16_model(p, bias_dtype=["int64", "int16"][k % 2])
+    shape = p["in"][1:] if p["in"][0] == 1 else p["in"]
+    rng = np.random.default_rng(k)
+    x = rng.integers(-32768, 32768, (10, *shape)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    from reference import assert_matches_tflm, check_footprints
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, x)
+    check_footprints(cm)
+    if k == 2:
+        assert_sanitized_matches_tflm(cm, model, x[:3], layer=0)

@@ -1,4 +1,5 @@
-"""TRANSPOSE_CONV on int8, bit-exact with TFLite Micro's reference_integer_ops::TransposeConv.
+"""TRANSPOSE_CONV on int8 (and 16x8: int16 activations, int8 weights), bit-exact with TFLite
+Micro's reference_integer_ops::TransposeConv.
 
 Inputs are (output_shape, filter [OC, KH, KW, IC], input [N, H, W, IC], bias [OC] optional).
 TFLM scatters every input pixel times the filter into an int32 image of the whole output, adds the
@@ -12,6 +13,10 @@ input (``ComputePaddingHeightWidth`` with dilation 1); the output tensor's shape
 output_shape input is not read by the int8 kernel); filter scales are 1 or one per output
 channel (axis 0, PopulateConvolutionQuantizationParams); the int8 kernel ignores the filter zero
 point; the bias is read as int32.
+
+16x8 (the int16 overload): no zero points are applied, the accumulator is int64, the bias is
+int64 (or int16, widened), and the requantization is TFLM's 64-bit MultiplyByQuantizedMultiplier
+(te_mbqm64, tinyengine_tf/kernels/int16x8.py).
 """
 from __future__ import annotations
 
@@ -31,12 +36,13 @@ def _geometry(op: Op, g):
 
 
 def footprint(op: Op, g) -> tuple[int, int]:
-    """Filter (int8) + bias (int32 per channel) + per-channel multipliers (int32 + int8);
-    scratch: one int32 per output channel."""
-    w, _, y = _geometry(op, g)
+    """Filter (int8) + bias (int32 per channel, int64 for 16x8) + per-channel multipliers
+    (int32 + int8); scratch: one accumulator (int32, int64 for 16x8) per output channel."""
+    w, x, y = _geometry(op, g)
     oc = int(w.shape[0])
-    flash = w.numel + 4 * oc + (5 * oc if w.per_channel else 0)
-    return flash, -(-4 * oc // ALIGN) * ALIGN
+    acc = 8 if x.dtype == "int16" else 4
+    flash = w.numel + acc * oc + (5 * oc if w.per_channel else 0)
+    return flash, -(-acc * oc // ALIGN) * ALIGN
 
 
 @kernel("TRANSPOSE_CONV", footprint=footprint)
@@ -44,7 +50,13 @@ def transpose_conv(op: Op, g, ctx: EmitContext) -> LayerCode:
     if len(op.inputs) not in (3, 4) or len(op.outputs) != 1 or min(op.inputs[:3]) < 0:
         raise ctx.unsupported(op, "expects (output shape, filter, input[, bias]) and one output")
     w, x, y = ctx.t_in(op, 1), ctx.t_in(op, 2), ctx.t_out(op)
-    ctx.require_int8(op, x, w, y)
+    wide = x.dtype == "int16"
+    if wide:
+        if y.dtype != "int16" or w.dtype != "int8" or not all(t.quantized for t in (x, w, y)):
+            raise ctx.unsupported(op, "16x8 needs quantized int16 input and output and int8 "
+                                      "weights")
+    else:
+        ctx.require_int8(op, x, w, y)
     ctx.require_per_tensor(op, x, y)
     if not w.is_const:
         raise ctx.unsupported(op, "the filter is not a constant tensor")
@@ -68,7 +80,8 @@ def transpose_conv(op: Op, g, ctx: EmitContext) -> LayerCode:
                                   "transposed convolution", "Re-export the model")
     act = o.get("fused_activation_function") or "NONE"
     try:
-        lo, hi = quant.activation_range(act, y.s, y.zp)
+        lo, hi = (quant.activation_range(act, y.s, y.zp, -32768, 32767) if wide
+                  else quant.activation_range(act, y.s, y.zp))
     except ValueError:
         raise ctx.unsupported(op, f"fused activation {act} is not supported") from None
 
@@ -81,10 +94,18 @@ def transpose_conv(op: Op, g, ctx: EmitContext) -> LayerCode:
     bias = np.zeros(oc, np.int64)
     if len(op.inputs) == 4 and op.inputs[3] >= 0:
         b = ctx.t_in(op, 3)
-        if not b.is_const or b.dtype != "int32" or b.numel != oc:
-            raise ctx.unsupported(op, f"bias must be a constant int32 vector of {oc}, got {b.describe()}")
+        kinds = ("int64", "int16") if wide else ("int32",)
+        if not b.is_const or b.dtype not in kinds or b.numel != oc:
+            raise ctx.unsupported(op, f"bias must be a constant {' or '.join(kinds)} vector of {oc} "
+                                      f"(how TFLite Micro reads it), got {b.describe()}")
         bias = b.data.astype(np.int64).ravel()
     taps = -(-kh // sh) * -(-kw // sw) * ic
+    if wide:
+        if int(np.abs(bias).max(initial=0)) + taps * 32768 * 128 >= 2**47:
+            raise ctx.unsupported(op, f"{taps} taps per output can leave TFLM's 64-bit "
+                                      "requantization range", "Use fewer input channels")
+        return _transpose_conv_16(op, ctx, x, w, y, bias, (n, ih, iw, ic, oc, kh, kw, oh, ow),
+                                  (sh, sw, pad(oh, kh, sh), pad(ow, kw, sw)), (lo, hi), g)
     if int(np.abs(bias).max(initial=0)) + taps * 255 * 128 > INT32_MAX:
         raise ctx.unsupported(op, f"{taps} taps per output with these biases can overflow the int32 "
                                   "accumulator", "Use fewer input channels")
@@ -126,3 +147,41 @@ def transpose_conv(op: Op, g, ctx: EmitContext) -> LayerCode:
     }}
   }}"""
     return LayerCode(body=body, scratch_bytes=footprint(op, g)[1])
+
+
+def _transpose_conv_16(op, ctx, x, w, y, bias, dims, geo, bounds, g) -> LayerCode:
+    from tinyengine_tf.kernels import int16x8
+    n, ih, iw, ic, oc, kh, kw, oh, ow = dims
+    sh, sw, pt, pl = geo
+    lo, hi = bounds
+    W = ctx.const("w", w.data.ravel(), "int8_t")
+    B = ctx.const("bias", bias, "int64_t")
+    rq = int16x8._requant_parts(op, ctx, x, w, y, oc, True, w.per_channel)
+    src = ctx.operand(op, 2)
+    body = f"""
+  int64_t *acc = (int64_t *)(void *)scratch;
+  for (int b = 0; b < {n}; ++b) {{
+    for (int oy = 0; oy < {oh}; ++oy) {{
+      for (int ox = 0; ox < {ow}; ++ox) {{
+        for (int c = 0; c < {oc}; ++c) acc[c] = {B}[c];
+        for (int ky = 0; ky < {kh}; ++ky) {{
+          const int ty = oy + {pt} - ky;
+          if (ty < 0 || ty % {sh} != 0 || ty / {sh} >= {ih}) continue;
+          for (int kx = 0; kx < {kw}; ++kx) {{
+            const int tx = ox + {pl} - kx;
+            if (tx < 0 || tx % {sw} != 0 || tx / {sw} >= {iw}) continue;
+            const int16_t *px = {src} + ((b * {ih} + ty / {sh}) * {iw} + tx / {sw}) * {ic};
+            const int8_t *pw = {W} + (ky * {kw} + kx) * {ic};
+            for (int c = 0; c < {oc}; ++c, pw += {kh * kw * ic}) {{
+              int64_t s = 0;
+              for (int i = 0; i < {ic}; ++i) s += (int32_t)px[i] * (int32_t)pw[i];
+              acc[c] += s;
+            }}
+          }}
+        }}
+        int16_t *po = out0 + ((b * {oh} + oy) * {ow} + ox) * {oc};
+        for (int c = 0; c < {oc}; ++c) po[c] = (int16_t)te_clamp({rq('acc[c]', 'c')}, {lo}, {hi});
+      }}
+    }}
+  }}"""
+    return LayerCode(body=body, scratch_bytes=footprint(op, g)[1], headers=("te_int16.h",))

@@ -217,10 +217,11 @@ def read_tflite(data: bytes, name: str = "model") -> Graph:
     if model.version != 3:
         raise InvalidModelError(f"unsupported TFLite schema version {model.version} (expected 3)")
     subgraphs = model.subgraphs or []
-    if len(subgraphs) != 1:
-        raise InvalidModelError(
-            f"the model has {len(subgraphs)} subgraphs; tinyengine-tf compiles single-subgraph "
-            "models (no control flow: remove tf.cond/tf.while_loop from the Keras model)")
+    if not subgraphs:
+        raise InvalidModelError("the model has no subgraph; re-export it")
+    # TFLM runs subgraph 0; further subgraphs only run through control-flow ops (IF, WHILE,
+    # CALL_ONCE), which subgraph 0 would then contain and which the code generator refuses by
+    # name. Unreferenced extra subgraphs change nothing, so they are accepted and ignored.
     sg = subgraphs[0]
     raw_tensors = sg.tensors or []
     tensors = {i: _tensor(data, model, i, t) for i, t in enumerate(raw_tensors)}

@@ -81,3 +81,28 @@ def test_refusals():
     assert_unsupported(bmm_model((3, 4), (5, 6), out_shape=(3, 6))[0], "BATCH_MATMUL", "summed")
     assert_unsupported(bmm_model((1, 1, 1, 1, 3, 4), (4, 5), out_shape=(1, 1, 1, 1, 3, 5))[0],
                        "BATCH_MATMUL", "ranks")
+
+
+@pytest.mark.parametrize("si", [0, 2, 5, 7])
+@pytest.mark.parametrize("adj_x,adj_y", [(False, False), (True, True)])
+def test_int16(si, adj_x, adj_y):
+    """16x8-style int16 BATCH_MATMUL (zero points 0): int64 sums, TFLM's 64-bit requantization."""
+    ls, rs = SHAPES[si]
+    ls, rs = _adj(ls, adj_x), _adj(rs, adj_y)
+    rng = np.random.default_rng(si)
+    b = ModelBuilder()
+    l, r = b.tensor(ls, dtype="int16", scale=2e-4, zp=0), b.tensor(rs, dtype="int16", scale=3e-4, zp=0)
+    ref_model, _ = bmm_model(ls, rs, adj_x, adj_y)
+    from converters.tflite_reader import read_tflite
+    out_shape = read_tflite(ref_model).t(2).shape
+    y = b.tensor(out_shape, dtype="int16", scale=5e-3, zp=0)
+    b.op("BATCH_MATMUL", [l, r], [y], "BatchMatMulOptions", adjX=adj_x, adjY=adj_y)
+    model = b.build([l, r], [y])
+    xs = []
+    for s in (ls, rs):
+        x = rng.integers(-32768, 32768, (10, *sample_shape(s))).astype(np.int16)
+        x[0], x[1] = -32768, 32767
+        xs.append(x)
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs)
+    check_total_footprint(cm)

@@ -425,3 +425,26 @@ def test_add_int16_clean_under_sanitizers():
     model, shapes = binary_model("ADD", (1, 3, 4, 8), (1, 3, 4, 8), *QUANTS_16[0], dtype="int16")
     xs = [int16_inputs(sample_shape(s), 6, seed=k) for k, s in enumerate(shapes)]
     assert_sanitized_matches_tflm(te.convert(model), model, xs, layer=0)
+
+
+@pytest.mark.parametrize("kind", ["SQUARED_DIFFERENCE", "PRELU"])
+@pytest.mark.parametrize("si", range(len(SHAPES_16)))
+def test_squared_difference_prelu_int16(kind, si):
+    """16x8: SQUARED_DIFFERENCE on int16 (zero points 0); PRELU on int16 with an int8 alpha."""
+    s1, s2 = SHAPES_16[si]
+    rng = np.random.default_rng(si)
+    b = ModelBuilder()
+    x1 = b.tensor(s1, dtype="int16", scale=[3e-4, 1e-4][si % 2], zp=0)
+    if kind == "PRELU":
+        x2 = b.tensor(s2, scale=0.01, zp=[0, 5][si % 2], data=rng.integers(-128, 128, s2))
+        ins = [x1]
+    else:
+        x2 = b.tensor(s2, dtype="int16", scale=2e-4, zp=0)
+        ins = [x1, x2]
+    y = b.tensor(np.broadcast_shapes(s1, s2), dtype="int16", scale=[1e-3, 5e-5][si % 2], zp=0)
+    b.op(kind, [x1, x2], [y], *(["SquaredDifferenceOptions"] if kind != "PRELU" else []))
+    model = b.build(ins, [y])
+    xs = [int16_inputs(sample_shape(s), 12, seed=si + k) for k, s in enumerate([s1, s2][:len(ins)])]
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs if len(xs) > 1 else xs[0])
+    check_total_footprint(cm)

@@ -308,11 +308,17 @@ def maximum_minimum(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
 
 @kernel("SQUARED_DIFFERENCE", footprint=_footprint)
 def squared_difference(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    x1, x2, y = _check_io(op, ctx)
+    """int8 (7 headroom bits), or int16 (16x8: zero points 0, no headroom bits)."""
+    wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
+    x1, x2, y = _check_io_16(op, ctx) if wide else _check_io(op, ctx)
+    if wide and (x1.zp or x2.zp or y.zp):
+        raise ctx.unsupported(op, "int16 SQUARED_DIFFERENCE needs zero points 0, as TFLite Micro "
+                                  "requires")
     runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape,
                           BROADCAST_4D)
+    left = 0 if wide else 7
     twice = 2.0 * max(x1.s, x2.s)
-    denominator = float(np.float32(np.float32(1 << 14) * np.float32(y.s)))
+    denominator = float(np.float32(np.float32(1 << (2 * left)) * np.float32(y.s)))
     q1, r1 = _smaller_than_one(op, ctx, x1.s / twice, "input 1")
     q2, r2 = _smaller_than_one(op, ctx, x2.s / twice, "input 2")
     if not denominator > 0 or not np.isfinite(denominator):
@@ -323,21 +329,38 @@ def squared_difference(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
         raise ctx.unsupported(op, f"the output multiplier needs a left shift of {so} bits, beyond "
                                   "TFLite Micro's range", "Requantize the model")
 
-    def scale(q, r, zp):  # (x - zp) * 2^7 <= 255 * 128: exact
-        return lambda e: f"te_mbqm_1r(({_plus(f'(int32_t){e}', -zp)}) * 128, {q}, {r})"
+    def scale(q, r, zp):  # (x - zp) * 2^7 <= 255 * 128 (int8), x <= 2^15 (int16): exact
+        unit = f" * {1 << left}" if left else ""
+        return lambda e: f"te_mbqm_1r(({_plus(f'(int32_t){e}', -zp)}){unit}, {q}, {r})"
+
+    qmin, qmax = (-32768, 32767) if wide else (-128, 127)
 
     def combine(ea, eb):
-        # Each scaled value is at most 2^15 in magnitude: the square fits int32.
+        # Each scaled value is at most 2^15 in magnitude (the multipliers are <= 1/2): the
+        # square fits int32.
         d = f"({ea} - {eb})"
-        return f"te_clamp({_plus(_mbqm_expr(f'{d} * {d}', qo, so), y.zp)}, -128, 127)"
+        return f"te_clamp({_plus(_mbqm_expr(f'{d} * {d}', qo, so), y.zp)}, {qmin}, {qmax})"
 
-    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine)
+    types = ("int16_t",) * 3 if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine, types)
     return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
 
 
 @kernel("PRELU", footprint=_footprint)
 def prelu(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    x, alpha, y = _check_io(op, ctx)
+    """int8, or int16 input and output with an int8 alpha (16x8, prelu_common.cc)."""
+    wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
+    if wide:
+        if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
+            raise ctx.unsupported(op, "expects 2 inputs and 1 output")
+        x, alpha, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+        if y.dtype != "int16" or alpha.dtype != "int8" or not all(
+                t.quantized for t in (x, alpha, y)):
+            raise ctx.unsupported(op, "an int16 PRELU needs quantized int16 input and output and "
+                                      "an int8 alpha, as TFLite Micro requires")
+        ctx.require_per_tensor(op, x, alpha, y)
+    else:
+        x, alpha, y = _check_io(op, ctx)
     runs = broadcast_runs(op, ctx, x.shape, alpha.shape, y.shape, BROADCAST_LOOP_RANK)
     q1, s1 = quant.quantize_multiplier(x.s / y.s)
     q2, s2 = quant.quantize_multiplier(x.s * alpha.s / y.s)
@@ -345,13 +368,16 @@ def prelu(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
         raise ctx.unsupported(op, "the input/alpha/output scales need a left shift beyond 30 "
                                   "bits, beyond TFLite Micro's range", "Requantize the model")
 
+    qmin, qmax = (-32768, 32767) if wide else (-128, 127)
+
     def combine(ea, eb):
-        # |(x - zp) * (alpha - zp_a)| <= 255 * 255: exact in int32.
+        # |(x - zp) * (alpha - zp_a)| <= 65535 * 255: exact in int32.
         pos, neg = _mbqm_expr(ea, q1, s1), _mbqm_expr(f"{ea} * {eb}", q2, s2)
-        return f"te_clamp({_plus(f'({ea} >= 0 ? {pos} : {neg})', y.zp)}, -128, 127)"
+        return f"te_clamp({_plus(f'({ea} >= 0 ? {pos} : {neg})', y.zp)}, {qmin}, {qmax})"
 
     def offset(zp):
         return lambda e: f"({_plus(f'(int32_t){e}', -zp)})"
 
-    body = _emit(op, ctx, y, runs, offset(x.zp), offset(alpha.zp), combine)
+    types = ("int16_t", "int8_t", "int16_t") if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, offset(x.zp), offset(alpha.zp), combine, types)
     return LayerCode(body=body, in_place=_in_place(x, y), headers=HEADERS)

@@ -214,8 +214,9 @@ def _quantization(q, dtype: str, where: str, name: str):
 def read_tflite(data: bytes, name: str = "model") -> Graph:
     """Parse and validate; returns the graph with ops in a valid execution order."""
     data, model = _unpack(data)
-    if model.version != 3:
-        raise InvalidModelError(f"unsupported TFLite schema version {model.version} (expected 3)")
+    # model.version is not checked: TFLM's interpreter never reads it (its examples compare it
+    # with TFLITE_SCHEMA_VERSION, the interpreter runs any value); the 'TFL3' identifier that
+    # _unpack requires already fixes the layout.
     subgraphs = model.subgraphs or []
     if not subgraphs:
         raise InvalidModelError("the model has no subgraph; re-export it")

@@ -241,12 +241,13 @@ def test_control_flow_op_is_refused_by_name():
     assert "IF (op #1)" in str(info.value)
 
 
-def test_wrong_schema_version_is_invalid():
+@pytest.mark.parametrize("version", [0, 2, 4])
+def test_schema_version_field_is_not_checked_as_tflm(version):
+    """TFLM's interpreter runs a TFL3 file whatever its version field says (issue 11)."""
+    from reference import compile_and_check
     m = _object(conv_model())
-    m.version = 2
-    with pytest.raises(te.InvalidModelError) as info:
-        te.convert(_repack(m))
-    assert "version" in str(info.value)
+    m.version = version
+    compile_and_check(_repack(m))
 
 
 def test_the_valid_baseline_converts():

@@ -81,11 +81,13 @@ def _options(op_t) -> dict:
             if isinstance(value, np.ndarray):
                 value = [int(v) for v in value]
             opts[key] = value
-    for key, names in (("padding", _PADDING), ("fused_activation_function", _ACTIVATION)):
-        if key in opts:
-            if opts[key] not in names:
-                raise InvalidModelError(f"unknown {key} value {opts[key]}; the model is corrupt")
-            opts[key] = names[opts[key]]
+    if "fused_activation_function" in opts:
+        # TFLM's ConvertActivation maps a value outside the enum to NONE.
+        opts["fused_activation_function"] = _ACTIVATION.get(opts["fused_activation_function"], "NONE")
+    if "padding" in opts:
+        if opts["padding"] not in _PADDING:
+            raise InvalidModelError(f"unknown padding value {opts['padding']}; the model is corrupt")
+        opts["padding"] = _PADDING[opts["padding"]]
     return opts
 
 

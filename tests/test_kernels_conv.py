@@ -83,6 +83,7 @@ CASES = {
     "relu": spec(act="RELU", yzp=-20),
     "relu6": spec(act="RELU6", ys=0.03, yzp=-100),
     "relu_n1_to_1": spec(act="RELU_N1_TO_1", ys=0.01),
+    "tanh_fused_no_clamp": spec(act="TANH", ys=0.02),   # TFLM clamps only the RELU family
     "left_shift_multiplier": spec(ys=0.0004, xs=0.5, yzp=0),
     "mixed_shifts_per_channel": spec(ys=0.0015, xs=0.2),
     "xzp_zero": spec(xzp=0),

@@ -299,8 +299,11 @@ def test_refuses_non_int32_bias():
     assert_unsupported(dw_model(spec(), bias_dtype="int64"), "DEPTHWISE_CONV_2D", "bias")
 
 
-def test_refuses_unsupported_fused_activation():
-    assert_unsupported(dw_model(spec(act="TANH")), "DEPTHWISE_CONV_2D", "TANH")
+@pytest.mark.parametrize("act", ["TANH", "SIGN_BIT"])
+def test_fused_tanh_and_sign_bit_do_not_clamp_as_in_tflm(act):
+    """TFLM's quantized kernels clamp only for the RELU family; TANH/SIGN_BIT run as NONE."""
+    from reference import compile_and_check
+    compile_and_check(dw_model(spec(act=act)))
 
 
 def test_refuses_inconsistent_output_shape():

@@ -251,9 +251,10 @@ def test_unsupported_per_channel_operand():
     assert_unsupported(b.build([x], [y]), "MUL", "per channel")
 
 
-def test_unsupported_fused_activation():
-    model, _ = binary_model("ADD", (1, 4), (1, 4), (0.1, 0), (0.1, 0), (0.1, 0), act="TANH")
-    assert_unsupported(model, "ADD", "TANH")
+@pytest.mark.parametrize("act", ["TANH", "SIGN_BIT"])
+def test_fused_tanh_and_sign_bit_do_not_clamp_as_in_tflm(act):
+    """TFLM's quantized ADD/SUB/MUL clamp only for the RELU family; TANH/SIGN_BIT run as NONE."""
+    check(ALL, (1, 4, 4, 8), (1, 1, 1, 8), (0.03, -20), (0.06, 11), (0.02, -9), act=act)
 
 
 def test_unsupported_mul_multiplier_too_large():

@@ -56,6 +56,7 @@ CASES = {
     "zp_min": spec(zp=-128, fh=3, fw=3, pad="SAME", act="RELU"),
     "zp_max": spec(zp=127, fh=3, fw=3, pad="SAME"),
     "relu_n1_to_1": spec(act="RELU_N1_TO_1", xs=0.01, zp=0),
+    "tanh_fused_no_clamp": spec(act="TANH", xs=0.01, zp=3),
     "relu6_small_scale": spec(act="RELU6", xs=0.03, zp=-100, fh=3, fw=3, sh=1, sw=1, pad="SAME"),
     "scale_within_tolerance": spec(xs=0.05, ys=0.0500004),
     "batch2": spec(batch=2, h=6, w=7, fh=3, fw=3, pad="SAME"),
@@ -139,8 +140,10 @@ def test_refuses_different_zero_points(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_refuses_unsupported_fused_activation(kind):
-    assert_unsupported(pool_model(kind, spec(act="TANH")), kind, "TANH")
+def test_fused_sign_bit_does_not_clamp_as_in_tflm(kind):
+    """TFLM's quantized pools clamp only for the RELU family (TANH: see CASES)."""
+    model = pool_model(kind, spec(act="SIGN_BIT"))
+    assert_matches_tflm(te.convert(model), model, samples(spec(act="SIGN_BIT")))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -42,7 +42,7 @@ from tinyengine_tf.kernels.geometry import Window, output_regions, requant
 
 INT32_MAX = 2**31 - 1
 # Fused activations TFLite Micro's CalculateActivationRangeQuantized accepts.
-ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1", "TANH", "SIGN_BIT")  # the last two: no clamp
 
 
 @dataclass

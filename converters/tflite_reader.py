@@ -152,6 +152,22 @@ def _tensor(data: bytes, model, index: int, t) -> Tensor:
 
     raw = _buffer_bytes(data, model, t.buffer, f"{where} ({name})")
     array = None
+    if dtype == "int4":
+        # Packed 4-bit weights (conv, depthwise, FC filters): TFLM unpacks them to int8 before
+        # its int8 kernels run (UnpackDenseInt4IntoInt8: low nibble first, sign-extended), so
+        # the reader does the same and the constant is int8 from here on.
+        if raw is None:
+            raise InvalidModelError(f"{where} ({name}) is an int4 tensor without data; only "
+                                    "constant int4 weights are supported")
+        need = (numel + 1) // 2
+        if len(raw) < need:
+            raise InvalidModelError(f"{where} ({name}): buffer holds {len(raw)} bytes but "
+                                    f"{numel} int4 values need {need}")
+        packed = np.frombuffer(raw[:need], dtype=np.int8).astype(np.int16)
+        low = ((packed << 4).astype(np.int8) >> 4).astype(np.int8)
+        high = (packed.astype(np.int8) >> 4).astype(np.int8)
+        array = np.stack([low, high], axis=1).ravel()[:numel].reshape(shape).copy()
+        raw, dtype = None, "int8"
     if raw is not None:
         if dtype not in _NUMPY:
             raise InvalidModelError(f"{where} ({name}) is a constant of unsupported type {dtype}")

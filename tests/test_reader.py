@@ -392,3 +392,50 @@ def test_kept_rule_refuses_what_tflm_refuses(case):
 
 def test_tflm_accepts_helper_sees_a_valid_model():
     assert _tflm_accepts(_fc(bias=(0.05 * 0.01, 0)))
+
+
+def _int4_model(kind, odd=False, seed=3):
+    """A conv / depthwise / FC layer whose filter is packed int4 (low nibble first)."""
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder()
+    if kind == "FULLY_CONNECTED":
+        k = 9 if odd else 8
+        x = b.tensor((1, k), scale=0.05, zp=-3)
+        wshape, fs, y_shape, opts = (5, k), [0.1], (1, 5), "FullyConnectedOptions"
+    elif kind == "CONV_2D":
+        x = b.tensor((1, 5, 5, 3), scale=0.05, zp=-3)
+        wshape, fs, y_shape, opts = (3, 3, 3, 3), [0.1, 0.2, 0.15], (1, 5, 5, 3), "Conv2DOptions"
+    else:
+        x = b.tensor((1, 5, 5, 3), scale=0.05, zp=-3)
+        wshape, fs, y_shape, opts = (1, 3, 3, 3), [0.1, 0.2, 0.15], (1, 5, 5, 3), "DepthwiseConv2DOptions"
+    vals = rng.integers(-8, 8, wshape).astype(np.int8)
+    vals.flat[0], vals.flat[1] = -8, 7
+    flat = vals.ravel()
+    if flat.size % 2:
+        flat = np.concatenate([flat, [0]])
+    packed = ((flat[0::2].astype(np.uint8) & 0x0F) | ((flat[1::2].astype(np.uint8) & 0x0F) << 4))
+    w = b.tensor(wshape, scale=fs, zp=[0] * len(fs), qdim=3 if kind == "DEPTHWISE_CONV_2D" else 0,
+                 data=np.zeros(wshape))
+    buf = schema.BufferT()
+    buf.data = packed.astype(np.uint8)
+    b.buffers[b.tensors[w].buffer] = buf
+    b.tensors[w].type = schema.TensorType.INT4
+    y = b.tensor(y_shape, scale=0.3, zp=2)
+    extra = {} if kind != "DEPTHWISE_CONV_2D" else {"depthMultiplier": 1}
+    if kind == "FULLY_CONNECTED":
+        b.op(kind, [x, w], [y], opts)
+    else:
+        b.op(kind, [x, w], [y], opts, padding="SAME", strideH=1, strideW=1, **extra)
+    return b.build([x], [y]), vals
+
+
+@pytest.mark.parametrize("kind,odd", [("CONV_2D", False), ("DEPTHWISE_CONV_2D", False),
+                                      ("FULLY_CONNECTED", False), ("FULLY_CONNECTED", True)])
+def test_int4_weights_accepted_as_tflm_unpacks_them(kind, odd):
+    """TFLM runs int4 (packed) filters by unpacking them to int8; the reader does the same."""
+    from reference import compile_and_check
+    model, vals = _int4_model(kind, odd)
+    g = read_tflite(model)
+    w = g.t(g.ops[0].inputs[1])
+    assert w.dtype == "int8" and np.array_equal(w.data, vals)
+    compile_and_check(model)

@@ -187,8 +187,10 @@ def _tensor(data: bytes, model, index: int, t) -> Tensor:
 
 # Element types whose quantization parameters TFLM's int8/int16 kernels never turn into
 # arithmetic: int32/int64 constants are biases (their scale is implied by input x filter scale;
-# only FULLY_CONNECTED compares it, with a tolerance) or raw integers (shapes, axes, pads).
-_RAW_INTEGER_TYPES = ("int32", "int64")
+# only FULLY_CONNECTED compares it, with a tolerance) or raw integers (shapes, axes, pads);
+# float and bool tensors are never dequantized (QUANTIZE reads its int output's parameters,
+# DEQUANTIZE its int input's).
+_RAW_INTEGER_TYPES = ("int32", "int64", "float32", "float16", "float64", "bool")
 
 
 def _quantization(q, dtype: str, where: str, name: str):

@@ -439,3 +439,17 @@ def test_int4_weights_accepted_as_tflm_unpacks_them(kind, odd):
     w = g.t(g.ops[0].inputs[1])
     assert w.dtype == "int8" and np.array_equal(w.data, vals)
     compile_and_check(model)
+
+
+def test_float_tensor_quantization_is_not_read_as_tflm():
+    """A float model input carrying a zero quantization scale: TFLM's QUANTIZE reads only its
+    int8 output's parameters and runs; so does the reader."""
+    import tinyengine_tf as te
+    from reference import assert_matches_tflm
+    b = ModelBuilder()
+    x = b.tensor((1, 8), dtype="float32", scale=0.0, zp=0)
+    y = b.tensor((1, 8), scale=0.05, zp=-3)
+    b.op("QUANTIZE", [x], [y])
+    model = b.build([x], [y])
+    xs = np.linspace(-8, 8, 5 * 8, dtype=np.float32).reshape(5, 8)
+    assert_matches_tflm(te.convert(model), model, xs)

@@ -127,3 +127,10 @@ def ctype_bytes(ctype: str) -> int:
 def supported_ops() -> list:
     from tinyengine_tf import kernels  # noqa: F401  (imports every kernel module)
     return sorted(set(KERNELS) | VIEW_OPS)
+
+
+# Fixes that refusal messages name (ctx.unsupported(op, why, fix)).
+FIX_REEXPORT = "Re-export the model with the TFLite converter (its shapes or options are inconsistent)"
+FIX_QUANTIZE = "Quantize the model with the TFLite converter (int8, or 16x8 for int16 activations)"
+FIX_CONSTANT = "Export the model with constant weights and sizes"
+FIX_REQUANTIZE = "Requantize the model or split the layer"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE, FIX_REEXPORT
 
 MAX_RANK = 5
 MAX_DEPTH = (2**31 - 1) // (255 * 255)
@@ -32,21 +33,22 @@ def _mbqm(acc: str, q: int, shift: int) -> str:
 @kernel("BATCH_MATMUL", footprint=_footprint)
 def batch_matmul(op: Op, g, ctx: EmitContext) -> LayerCode:
     if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
-        raise ctx.unsupported(op, "expects 2 inputs and 1 output")
+        raise ctx.unsupported(op, "expects 2 inputs and 1 output", FIX_REEXPORT)
     L, R, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
     wide = L.dtype == "int16"
     if wide:
         if not (R.dtype == y.dtype == "int16") or not all(t.quantized for t in (L, R, y)):
             raise ctx.unsupported(op, "an int16 BATCH_MATMUL needs quantized int16 operands and "
-                                      "output")
+                                      "output", FIX_QUANTIZE)
         if L.zp or R.zp or y.zp:
             raise ctx.unsupported(op, "int16 BATCH_MATMUL needs zero points 0, as TFLite Micro "
-                                      "requires")
+                                      "requires", FIX_QUANTIZE)
     else:
         ctx.require_int8(op, L, R, y)
     rl, rr = len(L.shape), len(R.shape)
     if not (2 <= rl <= MAX_RANK and 2 <= rr <= MAX_RANK):
-        raise ctx.unsupported(op, f"operand ranks {rl} and {rr}; TFLite Micro supports 2 to {MAX_RANK}")
+        raise ctx.unsupported(op, f"operand ranks {rl} and {rr}; TFLite Micro supports 2 to {MAX_RANK}",
+                              FIX_REEXPORT)
     adj_x = bool(op.options.get("adj_x", False))
     adj_y = bool(op.options.get("adj_y", False))
     ls = (1,) * (MAX_RANK - rl) + tuple(int(d) for d in L.shape)
@@ -55,17 +57,18 @@ def batch_matmul(op: Op, g, ctx: EmitContext) -> LayerCode:
     for a, b in zip(ls[:3], rs[:3]):
         if a != b and a != 1 and b != 1:
             raise ctx.unsupported(op, f"batch dimensions of {list(L.shape)} and {list(R.shape)} do "
-                                      "not broadcast")
+                                      "not broadcast", FIX_REEXPORT)
         batch.append(max(a, b))
     rows, depth = (ls[4], ls[3]) if adj_x else (ls[3], ls[4])
     depth_r, cols = (rs[4], rs[3]) if adj_y else (rs[3], rs[4])
     if depth != depth_r:
         raise ctx.unsupported(op, f"{list(L.shape)} (adj_x={adj_x}) and {list(R.shape)} "
-                                  f"(adj_y={adj_y}) disagree on the summed dimension")
+                                  f"(adj_y={adj_y}) disagree on the summed dimension", FIX_REEXPORT)
     out_rank = max(rl, rr)
     want = tuple(batch[3 - (out_rank - 2):]) + (rows, cols) if out_rank > 2 else (rows, cols)
     if y.numel != rows * cols * batch[0] * batch[1] * batch[2]:
-        raise ctx.unsupported(op, f"output {list(y.shape)} does not hold the {list(want)} result")
+        raise ctx.unsupported(op, f"output {list(y.shape)} does not hold the {list(want)} result",
+                              FIX_REEXPORT)
     if depth > (MAX_DEPTH_16 if wide else MAX_DEPTH):
         raise ctx.unsupported(op, f"{depth} products per output could overflow the accumulator",
                               "Split the matrix multiplication")

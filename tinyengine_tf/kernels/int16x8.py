@@ -24,6 +24,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode
+from tinyengine_tf.kernels.base import FIX_CONSTANT, FIX_QUANTIZE, FIX_REEXPORT, FIX_REQUANTIZE
 from tinyengine_tf.kernels.geometry import Window
 
 INT32 = 2          # schema TensorType.INT32, the value of quantized_bias_type that means int32
@@ -89,7 +90,7 @@ def _bias(op, ctx, n, wide):
         return None
     if not b.is_const or b.dtype not in ("int32", "int64") or b.numel != n:
         raise ctx.unsupported(op, f"bias must be a constant int32 or int64 vector of {n}, got "
-                                  f"{b.describe()}")
+                                  f"{b.describe()}", FIX_CONSTANT)
     return ctx.const("bias", b.data.astype(np.int64).ravel(), "int64_t" if wide else "int32_t")
 
 
@@ -97,13 +98,14 @@ def _check_common(op, ctx):
     x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
     if y.dtype != "int16" or w.dtype != "int8":
         raise ctx.unsupported(op, f"16x8 needs int16 input and output and int8 weights, got "
-                                  f"{x.dtype}, {w.dtype} and {y.dtype}")
+                                  f"{x.dtype}, {w.dtype} and {y.dtype}", FIX_QUANTIZE)
     for t in (x, w, y):
         if not t.quantized:
-            raise ctx.unsupported(op, f"tensor {t.describe()} has no quantization parameters")
+            raise ctx.unsupported(op, f"tensor {t.describe()} has no quantization parameters",
+                                  FIX_QUANTIZE)
     ctx.require_per_tensor(op, x, y)
     if not w.is_const:
-        raise ctx.unsupported(op, "the filter is not a constant tensor")
+        raise ctx.unsupported(op, "the filter is not a constant tensor", FIX_CONSTANT)
     return x, w, y
 
 
@@ -112,7 +114,7 @@ def _activation(op, ctx, y):
     try:
         return quant.activation_range(act, y.s, y.zp, INT16_MIN, INT16_MAX)
     except ValueError:
-        raise ctx.unsupported(op, f"fused activation {act} is not supported") from None
+        raise ctx.unsupported(op, f"fused activation {act} is not supported", FIX_REEXPORT) from None
 
 
 def _acc_bound_ok(terms: int, x_off: int, w_off: int, bias_max: int, wide: bool) -> bool:
@@ -124,20 +126,23 @@ def _acc_bound_ok(terms: int, x_off: int, w_off: int, bias_max: int, wide: bool)
 def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
     x, w, y = _check_common(op, ctx)
     if len(w.shape) != 2:
-        raise ctx.unsupported(op, f"the filter must be 2-D [out, in], got {list(w.shape)}")
+        raise ctx.unsupported(op, f"the filter must be 2-D [out, in], got {list(w.shape)}",
+                              FIX_REEXPORT)
     if op.options.get("weights_format", 0) not in (0, "DEFAULT"):
-        raise ctx.unsupported(op, "shuffled weights formats are not supported")
+        raise ctx.unsupported(op, "shuffled weights formats are not supported", FIX_REEXPORT)
     n, k = int(w.shape[0]), int(w.shape[1])
     if not y.shape or int(y.shape[-1]) != n or n == 0 or k == 0 or (y.numel // n) * k != x.numel:
         raise ctx.unsupported(op, f"input {list(x.shape)}, filter {list(w.shape)} and output "
-                                  f"{list(y.shape)} do not agree")
+                                  f"{list(y.shape)} do not agree", FIX_REEXPORT)
     rows = y.numel // n
     qd = w.quantized_dim
     if w.per_channel and (not 0 <= qd < 2 or len(w.scale) != w.shape[qd] or len(w.scale) < n):
         raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension "
-                                  f"{qd}; TFLite Micro needs one per output unit ({n})")
+                                  f"{qd}; TFLite Micro needs one per output unit ({n})",
+                              FIX_QUANTIZE)
     if np.any(w.zero_point != 0):
-        raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)")
+        raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)",
+                              FIX_QUANTIZE)
     wide = _wide(op, g)
     b = _bias_tensor(op, g)
     bias_max = int(np.abs(b.data.astype(np.int64)).max(initial=0)) if b is not None and b.is_const else 0
@@ -166,16 +171,18 @@ def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
 def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
     x, w, y = _check_common(op, ctx)
     if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4:
-        raise ctx.unsupported(op, "input, filter and output must be 4-D (NHWC / OHWI)")
+        raise ctx.unsupported(op, "input, filter and output must be 4-D (NHWC / OHWI)",
+                              FIX_REEXPORT)
     n, ih, iw, ic = (int(d) for d in x.shape)
     oc, kh, kw, icf = (int(d) for d in w.shape)
     if icf < 1 or ic % icf or oc % (ic // icf) or y.shape[3] != oc or y.shape[0] != n:
         raise ctx.unsupported(op, f"filter {list(w.shape)} does not match input {list(x.shape)} "
-                                  f"and output {list(y.shape)}")
+                                  f"and output {list(y.shape)}", FIX_REEXPORT)
     qd = w.quantized_dim
     if w.per_channel and (len(w.scale) != oc or not 0 <= qd < 4 or w.shape[qd] != oc):
         raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension "
-                                  f"{qd}; TFLite Micro needs 1 or one per output channel ({oc})")
+                                  f"{qd}; TFLite Micro needs 1 or one per output channel ({oc})",
+                              FIX_QUANTIZE)
     groups = ic // icf
     win = Window.from_op(op, ih, iw, kh, kw, int(y.shape[1]), int(y.shape[2]))
     wide = _wide(op, g)
@@ -221,17 +228,19 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
 def depthwise_conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
     x, w, y = _check_common(op, ctx)
     if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4 or int(w.shape[0]) != 1:
-        raise ctx.unsupported(op, "input, filter [1, KH, KW, C*M] and output must be 4-D")
+        raise ctx.unsupported(op, "input, filter [1, KH, KW, C*M] and output must be 4-D",
+                              FIX_REEXPORT)
     n, ih, iw, ic = (int(d) for d in x.shape)
     _, kh, kw, oc = (int(d) for d in w.shape)
     if oc % ic or int(y.shape[3]) != oc or int(y.shape[0]) != n:
         raise ctx.unsupported(op, f"filter {list(w.shape)} does not match input {list(x.shape)} "
-                                  f"and output {list(y.shape)}")
+                                  f"and output {list(y.shape)}", FIX_REEXPORT)
     mult = oc // ic
     qd = w.quantized_dim
     if w.per_channel and (len(w.scale) != oc or not 0 <= qd < 4 or w.shape[qd] != oc):
         raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension "
-                                  f"{qd}; TFLite Micro needs 1 or one per output channel ({oc})")
+                                  f"{qd}; TFLite Micro needs 1 or one per output channel ({oc})",
+                              FIX_QUANTIZE)
     win = Window.from_op(op, ih, iw, kh, kw, int(y.shape[1]), int(y.shape[2]))
     b = _bias_tensor(op, g)
     if b is not None and b.dtype != "int64":
@@ -239,7 +248,7 @@ def depthwise_conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
                                   "as int64", "Re-convert the model in 16x8 mode")
     bias_max = int(np.abs(b.data.astype(np.int64)).max(initial=0)) if b is not None and b.is_const else 0
     if not _acc_bound_ok(kh * kw, 0, 0, bias_max, True):
-        raise ctx.unsupported(op, "the window could overflow the accumulator")
+        raise ctx.unsupported(op, "the window could overflow the accumulator", FIX_REQUANTIZE)
     lo, hi = _activation(op, ctx, y)
     W = ctx.const("w", w.data.ravel(), "int8_t")
     B = _bias(op, ctx, oc, True)

@@ -23,19 +23,22 @@ import numpy as np
 
 from tinyengine_tf.ir import C_TYPES, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_REEXPORT
 
 
 def _check(op: Op, ctx: EmitContext, dtypes):
     if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
-        raise ctx.unsupported(op, "expects an input, a size tensor and one output")
+        raise ctx.unsupported(op, "expects an input, a size tensor and one output", FIX_REEXPORT)
     x, size, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
     if x.dtype not in dtypes or y.dtype != x.dtype:
         raise ctx.unsupported(op, f"input {x.dtype} and output {y.dtype}; supported: "
                                   f"{' or '.join(dtypes)}, the same for both", "Quantize the model to int8")
     if len(x.shape) != 4:
-        raise ctx.unsupported(op, f"input {list(x.shape)} must be 4-D (NHWC), as TFLite Micro requires")
+        raise ctx.unsupported(op, f"input {list(x.shape)} must be 4-D (NHWC), as TFLite Micro requires",
+                              FIX_REEXPORT)
     if size.dtype != "int32" or len(size.shape) != 1 or size.shape[0] != 2:
-        raise ctx.unsupported(op, f"the size tensor {size.describe()} must be an int32 vector of 2")
+        raise ctx.unsupported(op, f"the size tensor {size.describe()} must be an int32 vector of 2",
+                              FIX_REEXPORT)
     if not size.is_const:
         raise ctx.unsupported(op, "the size tensor is computed at run time; TFLite Micro needs a "
                                   "constant", "Export the model with a fixed output size")

@@ -25,6 +25,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels.base import ALIGN, EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_CONSTANT, FIX_QUANTIZE, FIX_REEXPORT
 from tinyengine_tf.kernels.geometry import requant
 
 INT32_MAX = 2**31 - 1
@@ -48,30 +49,33 @@ def footprint(op: Op, g) -> tuple[int, int]:
 @kernel("TRANSPOSE_CONV", footprint=footprint)
 def transpose_conv(op: Op, g, ctx: EmitContext) -> LayerCode:
     if len(op.inputs) not in (3, 4) or len(op.outputs) != 1 or min(op.inputs[:3]) < 0:
-        raise ctx.unsupported(op, "expects (output shape, filter, input[, bias]) and one output")
+        raise ctx.unsupported(op, "expects (output shape, filter, input[, bias]) and one output",
+                              FIX_REEXPORT)
     w, x, y = ctx.t_in(op, 1), ctx.t_in(op, 2), ctx.t_out(op)
     wide = x.dtype == "int16"
     if wide:
         if y.dtype != "int16" or w.dtype != "int8" or not all(t.quantized for t in (x, w, y)):
             raise ctx.unsupported(op, "16x8 needs quantized int16 input and output and int8 "
-                                      "weights")
+                                      "weights", FIX_QUANTIZE)
     else:
         ctx.require_int8(op, x, w, y)
     ctx.require_per_tensor(op, x, y)
     if not w.is_const:
-        raise ctx.unsupported(op, "the filter is not a constant tensor")
+        raise ctx.unsupported(op, "the filter is not a constant tensor", FIX_CONSTANT)
     if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4:
-        raise ctx.unsupported(op, "input, filter and output must be 4-D (NHWC / OHWI)")
+        raise ctx.unsupported(op, "input, filter and output must be 4-D (NHWC / OHWI)",
+                              FIX_REEXPORT)
     n, ih, iw, ic = (int(d) for d in x.shape)
     oc, kh, kw, icf = (int(d) for d in w.shape)
     _, oh, ow, occ = (int(d) for d in y.shape)
     if icf != ic or occ != oc or int(y.shape[0]) != n:
         raise ctx.unsupported(op, f"filter {list(w.shape)} does not match input {list(x.shape)} "
-                                  f"and output {list(y.shape)}")
+                                  f"and output {list(y.shape)}", FIX_REEXPORT)
     qd = w.quantized_dim
     if w.per_channel and (len(w.scale) != oc or not 0 <= qd < 4 or w.shape[qd] != oc):
         raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension "
-                                  f"{qd}; TFLite Micro needs 1 or one per output channel ({oc})")
+                                  f"{qd}; TFLite Micro needs 1 or one per output channel ({oc})",
+                              FIX_QUANTIZE)
     o = op.options
     sh, sw = int(o.get("stride_h", 0)), int(o.get("stride_w", 0))
     padding = o.get("padding", "SAME")
@@ -83,7 +87,7 @@ def transpose_conv(op: Op, g, ctx: EmitContext) -> LayerCode:
         lo, hi = (quant.activation_range(act, y.s, y.zp, -32768, 32767) if wide
                   else quant.activation_range(act, y.s, y.zp))
     except ValueError:
-        raise ctx.unsupported(op, f"fused activation {act} is not supported") from None
+        raise ctx.unsupported(op, f"fused activation {act} is not supported", FIX_REEXPORT) from None
 
     def pad(size, k, s):
         conv_out = quant.conv_output_size(size, k, s, 1, padding)
@@ -97,7 +101,8 @@ def transpose_conv(op: Op, g, ctx: EmitContext) -> LayerCode:
         kinds = ("int64", "int16") if wide else ("int32",)
         if not b.is_const or b.dtype not in kinds or b.numel != oc:
             raise ctx.unsupported(op, f"bias must be a constant {' or '.join(kinds)} vector of {oc} "
-                                      f"(how TFLite Micro reads it), got {b.describe()}")
+                                      f"(how TFLite Micro reads it), got {b.describe()}",
+                                  FIX_CONSTANT)
         bias = b.data.astype(np.int64).ravel()
     taps = -(-kh // sh) * -(-kw // sw) * ic
     if wide:

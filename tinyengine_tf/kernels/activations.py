@@ -34,6 +34,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE, FIX_REEXPORT, FIX_REQUANTIZE
 
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 LUT_KINDS = ("RELU", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "RSQRT")
@@ -412,10 +413,11 @@ def _leaky_relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
     """int16 LEAKY_RELU (16x8 models): TFLM's same QuantizeLeakyRelu in the int16 range, computed
     per element (a table would take 128 KiB)."""
     if len(op.inputs) != 1 or len(op.outputs) != 1:
-        raise ctx.unsupported(op, "expects 1 input and 1 output")
+        raise ctx.unsupported(op, "expects 1 input and 1 output", FIX_REEXPORT)
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
     if y.dtype != "int16" or not x.quantized or not y.quantized:
-        raise ctx.unsupported(op, "an int16 LEAKY_RELU needs quantized int16 input and output")
+        raise ctx.unsupported(op, "an int16 LEAKY_RELU needs quantized int16 input and output",
+                              FIX_QUANTIZE)
     ctx.require_per_tensor(op, x, y)
     if x.numel != y.numel:
         raise ctx.unsupported(op, f"input {list(x.shape)} and output {list(y.shape)} differ in size")
@@ -444,10 +446,11 @@ def _leaky_relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
 
 def _check_unary_int16(op: Op, ctx: EmitContext):
     if len(op.inputs) != 1 or len(op.outputs) != 1:
-        raise ctx.unsupported(op, "expects 1 input and 1 output")
+        raise ctx.unsupported(op, "expects 1 input and 1 output", FIX_REEXPORT)
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
     if y.dtype != "int16" or not x.quantized or not y.quantized:
-        raise ctx.unsupported(op, f"an int16 {op.kind} needs quantized int16 input and output")
+        raise ctx.unsupported(op, f"an int16 {op.kind} needs quantized int16 input and output",
+                              FIX_QUANTIZE)
     ctx.require_per_tensor(op, x, y)
     if x.numel != y.numel:
         raise ctx.unsupported(op, f"input {list(x.shape)} and output {list(y.shape)} differ in size")
@@ -458,10 +461,12 @@ def _relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
     """int16 RELU (activations_common.cc): zero points 0, then TFLM's int8 recipe per element."""
     x, y = _check_unary_int16(op, ctx)
     if x.zp or y.zp:
-        raise ctx.unsupported(op, "int16 RELU needs zero points 0, as TFLite Micro requires")
+        raise ctx.unsupported(op, "int16 RELU needs zero points 0, as TFLite Micro requires",
+                              FIX_QUANTIZE)
     q, shift = quant.quantize_multiplier(float(np.float32(x.s)) / float(np.float32(y.s)))
     if shift > 30:
-        raise ctx.unsupported(op, "the input/output scale ratio needs a shift beyond 30 bits")
+        raise ctx.unsupported(op, "the input/output scale ratio needs a shift beyond 30 bits",
+                              FIX_REQUANTIZE)
     if y.numel == 0:
         return LayerCode(body="", in_place=True)
     src = ctx.operand(op, 0)

@@ -38,6 +38,7 @@ from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import Window
 
 INT32_MAX = 2**31 - 1
@@ -153,7 +154,8 @@ def _layer(op: Op, ctx: EmitContext) -> _Layer:
     if w.per_channel and (len(w.scale) != oc or not 0 <= qd < 4 or w.shape[qd] != oc):
         raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized "
                                   f"dimension {qd} of {list(w.shape)}; TFLite Micro needs 1 or one "
-                                  f"per output channel ({oc}), along an axis of that size")
+                                  f"per output channel ({oc}), along an axis of that size",
+                              FIX_QUANTIZE)
     groups = ic // icf
     win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
 

@@ -38,6 +38,7 @@ from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import Window, output_regions, requant
 
 INT32_MAX = 2**31 - 1
@@ -164,7 +165,8 @@ def _check_quantization(op: Op, ctx: EmitContext, lay: Layout):
             w.per_channel and (not 0 <= qd < len(w.shape) or w.shape[qd] != lay.oc)):
         raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension "
                                   f"{qd} of {list(w.shape)}; TFLite Micro needs 1 or one per "
-                                  f"output channel ({lay.oc}), along an axis of that size")
+                                  f"output channel ({lay.oc}), along an axis of that size",
+                              FIX_QUANTIZE)
 
 
 def _offset_term(value: str, in_off: int) -> str:

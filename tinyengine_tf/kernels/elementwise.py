@@ -30,6 +30,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import C_TYPES, Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE, FIX_REEXPORT
 
 LEFT_SHIFT = 20       # int8 ADD/SUB headroom bits (TFLM: 15 for int16, 20 for int8)
 LEFT_SHIFT_16 = 15
@@ -198,7 +199,7 @@ def _check_io_16(op: Op, ctx: EmitContext):
     for t in (x1, x2, y):
         if t.dtype != "int16" or not t.quantized:
             raise ctx.unsupported(op, f"tensor {t.describe()}: an int16 ADD/SUB needs all its "
-                                      "tensors int16 and quantized")
+                                      "tensors int16 and quantized", FIX_QUANTIZE)
     ctx.require_per_tensor(op, x1, x2, y)
     return x1, x2, y
 
@@ -245,12 +246,14 @@ def mul(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape)
     if wide:
         if x1.zp or x2.zp or y.zp:
-            raise ctx.unsupported(op, "int16 MUL needs zero points 0, as TFLite Micro requires")
+            raise ctx.unsupported(op, "int16 MUL needs zero points 0, as TFLite Micro requires",
+                                  FIX_QUANTIZE)
         act = op.options.get("fused_activation_function") or "NONE"
         try:
             lo, hi = quant.activation_range(act, y.s, y.zp, -32768, 32767)
         except ValueError:
-            raise ctx.unsupported(op, f"fused activation {act} is not supported") from None
+            raise ctx.unsupported(op, f"fused activation {act} is not supported",
+                                  FIX_REEXPORT) from None
     else:
         lo, hi = _activation(op, ctx, y)
     q, shift = quant.quantize_multiplier(x1.s * x2.s / y.s)
@@ -313,7 +316,7 @@ def squared_difference(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     x1, x2, y = _check_io_16(op, ctx) if wide else _check_io(op, ctx)
     if wide and (x1.zp or x2.zp or y.zp):
         raise ctx.unsupported(op, "int16 SQUARED_DIFFERENCE needs zero points 0, as TFLite Micro "
-                                  "requires")
+                                  "requires", FIX_QUANTIZE)
     runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape,
                           BROADCAST_4D)
     left = 0 if wide else 7
@@ -352,12 +355,12 @@ def prelu(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
     if wide:
         if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
-            raise ctx.unsupported(op, "expects 2 inputs and 1 output")
+            raise ctx.unsupported(op, "expects 2 inputs and 1 output", FIX_REEXPORT)
         x, alpha, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
         if y.dtype != "int16" or alpha.dtype != "int8" or not all(
                 t.quantized for t in (x, alpha, y)):
             raise ctx.unsupported(op, "an int16 PRELU needs quantized int16 input and output and "
-                                      "an int8 alpha, as TFLite Micro requires")
+                                      "an int8 alpha, as TFLite Micro requires", FIX_QUANTIZE)
         ctx.require_per_tensor(op, x, alpha, y)
     else:
         x, alpha, y = _check_io(op, ctx)

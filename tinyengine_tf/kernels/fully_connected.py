@@ -19,6 +19,7 @@ from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import requant
 
 # |sum(w * x)| <= K * 128 * 128 must stay below 2^31 for the int32 dot product.
@@ -78,7 +79,7 @@ def _check(op: Op, ctx: EmitContext):
     if w.per_channel and (not 0 <= qd < 2 or len(w.scale) != w.shape[qd] or len(w.scale) < n):
         raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension {qd} of "
                                   f"{list(w.shape)}; TFLite Micro needs as many as that dimension "
-                                  f"holds, and at least one per output unit ({n})")
+                                  f"holds, and at least one per output unit ({n})", FIX_QUANTIZE)
     return x, w, y, rows, k, n
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_CONSTANT, FIX_QUANTIZE, FIX_REEXPORT
 
 PAD_MAX_RANK = 5            # reference_ops::PadKernelMaxDimensionCount()
 CONCAT_MAX_INPUTS = 10      # concatenation.cc kMaxInputNum
@@ -107,7 +108,8 @@ def _require_data(op: Op, ctx: EmitContext, *tensors) -> int:
     if all(t.dtype == "int16" for t in tensors):
         for t in tensors:
             if not t.quantized:
-                raise ctx.unsupported(op, f"tensor {t.describe()} has no quantization parameters")
+                raise ctx.unsupported(op, f"tensor {t.describe()} has no quantization parameters",
+                                      FIX_QUANTIZE)
         return 2
     ctx.require_int8(op, *tensors)
     return 1
@@ -176,7 +178,8 @@ def _pad_value(op: Op, ctx: EmitContext, y) -> int:
         return 0 if y.dtype == "int16" else y.zp
     v = ctx.t_in(op, 2)
     if not v.is_const or v.numel != 1 or v.dtype != y.dtype:
-        raise ctx.unsupported(op, f"the pad value {v.describe()} must be a constant {y.dtype} scalar")
+        raise ctx.unsupported(op, f"the pad value {v.describe()} must be a constant {y.dtype} scalar",
+                              FIX_CONSTANT)
     if y.dtype == "int16":
         return int(np.asarray(v.data).ravel()[0])
     if not v.quantized or not _same_quant(v, y):
@@ -209,7 +212,7 @@ def concatenation(op: Op, g, ctx: EmitContext) -> LayerCode:
         if esize == 2:  # int16 (concatenation.cc): zero points 0, scales not compared
             if x.zp != 0 or y.zp != 0:
                 raise ctx.unsupported(op, "int16 inputs and output need zero point 0, as TFLite "
-                                          "Micro requires")
+                                          "Micro requires", FIX_QUANTIZE)
         elif not _same_quant(x, y):
             raise ctx.unsupported(op, f"input {x.describe()} and output {y.describe()} are quantized "
                                       "differently; TFLite Micro requires equal scales and zero points")
@@ -396,26 +399,27 @@ def depth_space(op: Op, g, ctx: EmitContext) -> LayerCode:
     (no requantization) and computes the output shape itself: a different declared shape is
     refused."""
     if len(op.inputs) != 1 or len(op.outputs) != 1 or op.inputs[0] < 0:
-        raise ctx.unsupported(op, "expects 1 input and 1 output")
+        raise ctx.unsupported(op, "expects 1 input and 1 output", FIX_REEXPORT)
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
     if x.dtype != "int8" or y.dtype != "int8":
         raise ctx.unsupported(op, f"input {x.dtype} and output {y.dtype}; only int8 is supported",
                               "Quantize the model to int8")
     if len(x.shape) != 4:
-        raise ctx.unsupported(op, f"input {list(x.shape)} must be 4-D (NHWC), as TFLite Micro requires")
+        raise ctx.unsupported(op, f"input {list(x.shape)} must be 4-D (NHWC), as TFLite Micro requires",
+                              FIX_REEXPORT)
     bs = int(op.options.get("block_size", 0))
     if bs <= 0:
-        raise ctx.unsupported(op, f"block size {bs} must be positive")
+        raise ctx.unsupported(op, f"block size {bs} must be positive", FIX_REEXPORT)
     n, h, w, c = (int(d) for d in x.shape)
     if op.kind == "DEPTH_TO_SPACE":
         if c % (bs * bs):
             raise ctx.unsupported(op, f"{c} input channels are not a multiple of block size "
-                                      f"{bs} squared, which TFLite Micro rejects")
+                                      f"{bs} squared, which TFLite Micro rejects", FIX_REEXPORT)
         want = (n, h * bs, w * bs, c // (bs * bs))
     else:
         if h % bs or w % bs:
             raise ctx.unsupported(op, f"input height {h} and width {w} must be multiples of the "
-                                      f"block size {bs}, as TFLite Micro requires")
+                                      f"block size {bs}, as TFLite Micro requires", FIX_REEXPORT)
         want = (n, h // bs, w // bs, c * bs * bs)
     if tuple(int(d) for d in y.shape) != want:
         raise ctx.unsupported(op, f"output {list(y.shape)} is not the {list(want)} TFLite Micro "

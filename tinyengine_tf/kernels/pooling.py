@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.depthwise import ACTIVATIONS
 from tinyengine_tf.kernels.geometry import Window, output_regions
 from tinyengine_tf import quant
@@ -36,7 +37,8 @@ def _window(op: Op, ctx: EmitContext):
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
     if x.dtype == "int16" and y.dtype == "int16":
         if not (x.quantized and y.quantized):
-            raise ctx.unsupported(op, "int16 pooling needs quantized input and output")
+            raise ctx.unsupported(op, "int16 pooling needs quantized input and output",
+                                  FIX_QUANTIZE)
     else:
         ctx.require_int8(op, x, y)
     ctx.require_per_tensor(op, x, y)
@@ -66,7 +68,8 @@ def _window(op: Op, ctx: EmitContext):
                                   "kernels", "Use a separate activation layer")
     if y.dtype == "int16":
         if kh * kw > INT16_MAX_TAPS:
-            raise ctx.unsupported(op, f"a {kh}x{kw} window of int16 values can overflow int32")
+            raise ctx.unsupported(op, f"a {kh}x{kw} window of int16 values can overflow int32",
+                                  "Use a smaller pooling window")
         lo, hi = quant.activation_range(act, y.s, y.zp, -32768, 32767)
     else:
         lo, hi = quant.activation_range(act, y.s, y.zp)

@@ -26,6 +26,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 
 MAX_RANK = 5              # TFLM reduce kernels index at most 5 dimensions
 MAX_REDUCED = 1 << 22     # keeps |sum - zp * N| well inside int32 (no wrap, no UB)
@@ -87,7 +88,8 @@ def reduce_op(op: Op, g, ctx: EmitContext) -> LayerCode:
     wide = x.dtype == "int16" and y.dtype == "int16" and op.kind != "REDUCE_MAX"
     if wide:
         if not (x.quantized and y.quantized):
-            raise ctx.unsupported(op, "int16 MEAN/SUM need quantized input and output")
+            raise ctx.unsupported(op, "int16 MEAN/SUM need quantized input and output",
+                                  FIX_QUANTIZE)
     else:
         ctx.require_int8(op, x, y)
     ctx.require_per_tensor(op, x, y)

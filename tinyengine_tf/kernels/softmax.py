@@ -24,6 +24,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE, FIX_REQUANTIZE
 
 SCALED_DIFF_INTEGER_BITS = 5      # exp input format Q5.26
 ACCUM_INTEGER_BITS = 12           # sum of exps format Q12.19
@@ -120,10 +121,12 @@ def int16_tables() -> tuple[np.ndarray, np.ndarray]:
 
 def _softmax_int16(op: Op, ctx: EmitContext, x, y) -> LayerCode:
     if y.dtype != "int16":
-        raise ctx.unsupported(op, f"softmax from int16 to {y.dtype}; TFLite Micro needs int16 out")
+        raise ctx.unsupported(op, f"softmax from int16 to {y.dtype}; TFLite Micro needs int16 out",
+                              FIX_QUANTIZE)
     for t in (x, y):
         if not t.quantized:
-            raise ctx.unsupported(op, f"tensor {t.describe()} has no quantization parameters")
+            raise ctx.unsupported(op, f"tensor {t.describe()} has no quantization parameters",
+                                  FIX_QUANTIZE)
     ctx.require_per_tensor(op, x, y)
     if tuple(x.shape) != tuple(y.shape) or len(x.shape) < 1 or x.numel == 0:
         raise ctx.unsupported(op, f"input {list(x.shape)} and output {list(y.shape)} must have the "
@@ -134,7 +137,8 @@ def _softmax_int16(op: Op, ctx: EmitContext, x, y) -> LayerCode:
                                   "as TFLite Micro requires", "Re-convert the model")
     depth = int(x.shape[-1])
     if depth > INT16_MAX_DEPTH:
-        raise ctx.unsupported(op, f"{depth} entries could overflow the int32 sum of exps")
+        raise ctx.unsupported(op, f"{depth} entries could overflow the int32 sum of exps",
+                              FIX_REQUANTIZE)
     beta = float(op.options.get("beta", 0.0))
     q, shift = quant.quantize_multiplier(float(np.float32(x.s)) * float(np.float32(beta))
                                          / (10.0 / 65535.0))

@@ -420,3 +420,20 @@ def test_transpose_slices_splits_int16():
     b.op("SPLIT_V", [parts[1], sizes, axis2], [v1, v2], "SplitVOptions", numSplits=2)
     model = b.build([x], [parts[0], v2, parts[2]])
     _check16(model, [(4, 6, 3)])
+
+
+@pytest.mark.parametrize("kind", ["SPLIT", "SPLIT_V"])
+def test_split_copies_raw_values_when_quantization_differs(kind):
+    """TFLM's split kernels compare no quantization: outputs quantized otherwise than the input
+    get its raw codes (issue 11: accept what TFLM accepts)."""
+    b = ModelBuilder()
+    x = b.tensor((1, 4, 6), scale=0.05, zp=-3)
+    ys = [b.tensor((1, 4, 3), scale=s, zp=z) for s, z in ((0.1, 7), (0.02, -40))]
+    if kind == "SPLIT":
+        axis = b.tensor((), dtype="int32", data=2)
+        b.op("SPLIT", [axis, x], ys, "SplitOptions", numSplits=2)
+    else:
+        sizes = b.tensor((2,), dtype="int32", data=[3, 3])
+        axis = b.tensor((), dtype="int32", data=2)
+        b.op("SPLIT_V", [x, sizes, axis], ys, "SplitVOptions", numSplits=2)
+    compile_and_check(b.build([x], ys))

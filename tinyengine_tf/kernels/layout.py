@@ -258,10 +258,7 @@ def split(op: Op, g, ctx: EmitContext) -> LayerCode:
     ys = [ctx.t_out(op, k) for k in range(len(op.outputs))]
     esize = _require_data(op, ctx, x, *ys)
     ctx.require_per_tensor(op, x, *ys)
-    for y in ys:
-        if not _same_quant(x, y):
-            raise ctx.unsupported(op, f"output {y.describe()} is quantized differently from the input "
-                                      f"{x.describe()}; a split cannot requantize")
+    # TFLM's SPLIT / SPLIT_V compare no quantization: outputs get the raw input codes.
     axis_v = _const_ints(ctx, op, axis_k, "axis")
     rank = len(x.shape)
     if axis_v.size != 1 or rank == 0:

@@ -242,13 +242,18 @@ def test_unsupported_shapes(kind):
     assert_unsupported(model, kind, "at most 6")
 
 
-def test_unsupported_per_channel_operand():
+@pytest.mark.parametrize("kind", ["ADD", "SUB", "MUL", "MAXIMUM", "SQUARED_DIFFERENCE", "PRELU"])
+def test_per_channel_operand_uses_the_first_channel_as_tflm(kind):
+    """TFLM's element-wise kernels read a per-channel operand's first scale and zero point and
+    run (issue 11: accept what TFLM accepts); so does the generated code."""
     b = ModelBuilder()
     x = b.tensor((1, 2, 2, 3), scale=0.1, zp=0)
-    c = b.tensor((1, 1, 1, 3), scale=[0.1, 0.2, 0.3], zp=[0, 0, 0], qdim=3, data=[[[[1, 2, 3]]]])
-    y = b.tensor((1, 2, 2, 3), scale=0.1, zp=0)
-    b.op("MUL", [x, c], [y], "MulOptions")
-    assert_unsupported(b.build([x], [y]), "MUL", "per channel")
+    c = b.tensor((1, 1, 1, 3), scale=[0.1, 0.2, 0.3], zp=[4, 0, 0], qdim=3, data=[[[[1, -2, 3]]]])
+    y = b.tensor((1, 2, 2, 3), scale=0.07, zp=-5)
+    b.op(kind, [x, c], [y], *([OPTIONS[kind]] if kind in OPTIONS else
+                              [NEW_OPTIONS[kind]] if NEW_OPTIONS.get(kind) else []))
+    model = b.build([x], [y])
+    assert_matches_tflm(te.convert(model), model, int8_inputs((2, 2, 3), N_SAMPLES))
 
 
 @pytest.mark.parametrize("act", ["TANH", "SIGN_BIT"])

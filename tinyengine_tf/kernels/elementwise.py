@@ -128,7 +128,8 @@ def _check_io(op: Op, ctx: EmitContext):
                                   f"{len(op.outputs)}")
     x1, x2, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
     ctx.require_int8(op, x1, x2, y)
-    ctx.require_per_tensor(op, x1, x2, y)
+    # No per-tensor check: TFLM's element-wise kernels read params.scale / zero_point, the
+    # first channel's, of a per-channel tensor and run; Tensor.s / .zp are exactly those.
     return x1, x2, y
 
 
@@ -361,7 +362,6 @@ def prelu(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
                 t.quantized for t in (x, alpha, y)):
             raise ctx.unsupported(op, "an int16 PRELU needs quantized int16 input and output and "
                                       "an int8 alpha, as TFLite Micro requires", FIX_QUANTIZE)
-        ctx.require_per_tensor(op, x, alpha, y)
     else:
         x, alpha, y = _check_io(op, ctx)
     runs = broadcast_runs(op, ctx, x.shape, alpha.shape, y.shape, BROADCAST_LOOP_RANK)

@@ -160,12 +160,16 @@ def test_unsupported_size_mismatch(kind):
     assert_unsupported(b.build([x], [y]), kind, "size")
 
 
-def test_unsupported_per_channel():
+@pytest.mark.parametrize("kind", ["RELU", "RELU6", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU"])
+def test_per_channel_input_uses_the_first_channel_as_tflm(kind):
+    """TFLM reads a per-channel activation's first scale and zero point and runs (issue 11)."""
     b = ModelBuilder()
-    x = b.tensor((1, 2, 3), scale=[0.1, 0.2, 0.3], zp=[0, 0, 0], qdim=2)
-    y = b.tensor((1, 2, 3), scale=0.1, zp=0)
-    b.op("RELU", [x], [y])
-    assert_unsupported(b.build([x], [y]), "RELU", "per channel")
+    x = b.tensor((1, 2, 3), scale=[0.1, 0.2, 0.3], zp=[3, 0, 0], qdim=2)
+    y = b.tensor((1, 2, 3), scale=1 / 256 if kind == "LOGISTIC" else 0.05,
+                 zp=-128 if kind == "LOGISTIC" else 1)
+    b.op(kind, [x], [y])
+    model = b.build([x], [y])
+    assert_matches_tflm(te.convert(model), model, int8_inputs((2, 3), 20))
 
 
 # -- LEAKY_RELU and RSQRT -----------------------------------------------------------------------

@@ -453,3 +453,40 @@ def test_float_tensor_quantization_is_not_read_as_tflm():
     model = b.build([x], [y])
     xs = np.linspace(-8, 8, 5 * 8, dtype=np.float32).reshape(5, 8)
     assert_matches_tflm(te.convert(model), model, xs)
+
+
+def _per_channel_activation_model(kind):
+    """`kind` reading an activation quantized per channel (3 scales, zero points 2, 0, 0)."""
+    b = ModelBuilder()
+    x = b.tensor((1, 4, 4, 3), scale=[0.1, 0.2, 0.3], zp=[2, 0, 0], qdim=3)
+    same = dict(scale=[0.1, 0.2, 0.3], zp=[2, 0, 0], qdim=3)
+    if kind == "AVERAGE_POOL_2D":
+        y = b.tensor((1, 2, 2, 3), **same)
+        b.op(kind, [x], [y], "Pool2DOptions", padding="VALID", strideH=2, strideW=2,
+             filterHeight=2, filterWidth=2)
+    elif kind == "MEAN":
+        ax = b.tensor((2,), dtype="int32", data=[1, 2])
+        y = b.tensor((1, 1, 1, 3), scale=0.05, zp=3)
+        b.op(kind, [x, ax], [y], "ReducerOptions", keepDims=True)
+    elif kind == "SOFTMAX":
+        y = b.tensor((1, 4, 4, 3), scale=1 / 256, zp=-128)
+        b.op(kind, [x], [y], "SoftmaxOptions", beta=1.0)
+    elif kind == "TRANSPOSE":
+        perm = b.tensor((4,), dtype="int32", data=[0, 2, 1, 3])
+        y = b.tensor((1, 4, 4, 3), **same)
+        b.op(kind, [x, perm], [y], "TransposeOptions")
+    else:  # CONV_2D with a per-channel input and output
+        rng = np.random.default_rng(2)
+        w = b.tensor((3, 3, 3, 3), scale=[0.01, 0.02, 0.03], zp=[0] * 3,
+                     data=rng.integers(-127, 128, (3, 3, 3, 3)))
+        y = b.tensor((1, 4, 4, 3), scale=[0.3, 0.1, 0.2], zp=[-4, 0, 0], qdim=3)
+        b.op(kind, [x, w], [y], "Conv2DOptions", padding="SAME", strideH=1, strideW=1)
+    return b.build([x], [y])
+
+
+@pytest.mark.parametrize("kind", ["AVERAGE_POOL_2D", "MEAN", "SOFTMAX", "TRANSPOSE", "CONV_2D"])
+def test_per_channel_activations_read_through_the_first_channel(kind):
+    """TFLM's kernels read an activation's params (its first scale and zero point) and never
+    check the scale count (except QUANTIZE's output): accepted, bit-exact."""
+    from reference import compile_and_check
+    compile_and_check(_per_channel_activation_model(kind))

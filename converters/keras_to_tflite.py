@@ -274,8 +274,26 @@ def _is_qat(model) -> bool:
     return False
 
 
-def _configure(tf, converter, calibration):
+QUANTIZATIONS = ("int8", "int16x8")
+
+
+def check_quantization(quantization: str):
+    if quantization not in QUANTIZATIONS:
+        raise QuantizationError(f"quantization={quantization!r} is not one of {QUANTIZATIONS}: "
+                                "'int8' (8-bit activations and weights) or 'int16x8' (16-bit "
+                                "activations, 8-bit weights)")
+
+
+def _configure(tf, converter, calibration, quantization="int8"):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "int16x8":
+        # TFLite's 16x8 mode: int16 activations and model I/O, int8 weights, int64 biases.
+        converter.inference_input_type = tf.int16
+        converter.inference_output_type = tf.int16
+        converter.representative_dataset = calibration
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        return
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     if calibration is not None:
@@ -334,15 +352,18 @@ def _missing_dataset(model, spec: _Inputs) -> QuantizationError:
         f"(tensorflow_model_optimization.quantization.keras.quantize_model) and pass that model")
 
 
-def keras_to_tflite(model, representative_dataset=None) -> bytes:
-    """A Keras 3 or tf_keras model -> full-int8 .tflite bytes.
+def keras_to_tflite(model, representative_dataset=None, quantization: str = "int8") -> bytes:
+    """A Keras 3 or tf_keras model -> full-int8 (or 16x8) .tflite bytes.
 
     A float model is post-training quantized with representative_dataset (a numpy array
     (N, *input_shape), a tuple of such arrays for a multi-input model, or an iterable / generator
     function of batches); a tfmot QAT model is converted with the ranges it learned.
+    quantization="int16x8" selects TFLite's 16x8 mode (int16 activations and I/O, int8 weights),
+    which always needs representative_dataset.
     """
+    check_quantization(quantization)
     spec = _keras_inputs(model)
-    if representative_dataset is None and not _is_qat(model):
+    if representative_dataset is None and (quantization != "int8" or not _is_qat(model)):
         raise _missing_dataset(model, spec)
     tf = _tf()
     what = f"Keras model {getattr(model, 'name', '')!r}"
@@ -359,7 +380,7 @@ def keras_to_tflite(model, representative_dataset=None) -> bytes:
                 continue
             calibration = _Calibration(representative_dataset, route_spec) \
                 if representative_dataset is not None else None
-            _configure(tf, converter, calibration)
+            _configure(tf, converter, calibration, quantization)
             try:
                 data = _run(converter, what, calibration)
             except TinyEngineError as exc:
@@ -442,8 +463,9 @@ def _saved_model_inputs(tf, path: str) -> _Inputs:
                    [kwargs[n].dtype.name for n in names], keys=names)
 
 
-def saved_model_to_tflite(path: str, representative_dataset=None) -> bytes:
-    """A SavedModel directory -> full-int8 .tflite bytes (QAT exports need no dataset)."""
+def saved_model_to_tflite(path: str, representative_dataset=None, quantization: str = "int8") -> bytes:
+    """A SavedModel directory -> full-int8 (or 16x8) .tflite bytes (QAT exports need no dataset)."""
+    check_quantization(quantization)
     path = str(path)
     if not os.path.isfile(os.path.join(path, "saved_model.pb")) and \
             not os.path.isfile(os.path.join(path, "saved_model.pbtxt")):
@@ -462,7 +484,9 @@ def saved_model_to_tflite(path: str, representative_dataset=None) -> bytes:
         raise _explain(exc, what, "") from None
     calibration = _Calibration(representative_dataset, spec) if representative_dataset is not None \
         else None
-    _configure(tf, converter, calibration)
+    if calibration is None and quantization != "int8":
+        raise _float_without_data(what, spec)
+    _configure(tf, converter, calibration, quantization)
     try:
         data = _run(converter, what, calibration)
     except ConversionError as exc:

@@ -40,17 +40,36 @@ _OPTIONS_FOR = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2
 _OPTIONS_REQUIRED = {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D"}
 
 
-def _check_options_type(op_t, kind, k):
+_OPTIONS_IRREGULAR = {"BATCH_MATMUL": "BatchMatMulOptions", "LEAKY_RELU": "LeakyReluOptions",
+                      "SPLIT_V": "SplitVOptions", "SUM": "ReducerOptions",
+                      "REDUCE_MAX": "ReducerOptions", "REDUCE_MIN": "ReducerOptions",
+                      "PADV2": "PadV2Options", "MAXIMUM": "MaximumMinimumOptions",
+                      "MINIMUM": "MaximumMinimumOptions"}
+
+
+def _options_for(kind: str) -> str | None:
+    """The options table TFLM's parser reads for `kind`, when the schema has one."""
+    if kind in _OPTIONS_FOR:
+        return _OPTIONS_FOR[kind]
+    if kind in _OPTIONS_IRREGULAR:
+        return _OPTIONS_IRREGULAR[kind]
+    name = "".join(w.capitalize() for w in kind.split("_")) + "Options"
+    return name if name in _OPTION_TYPES.values() else None
+
+
+def _check_options_type(op_t, kind, k) -> bool:
+    """Whether the op's options are the ones TFLM reads. TFLM's parser
+    (builtin_options_as_<Kind>Options) sees a table of another type as absent and runs with
+    zero defaults, so such an op is accepted with default options; only ops whose defaults
+    TFLM cannot run (stride 0 convolutions and pools) need their options."""
     where = f"{kind} (op #{k})"
-    got = _OPTION_TYPES.get(op_t.builtinOptionsType)
-    if got is None:
-        raise InvalidModelError(f"{where} has unknown builtin options type "
-                                f"{op_t.builtinOptionsType}; the model is corrupt, re-export it")
-    want = _OPTIONS_FOR.get(kind)
-    if want and got != "NONE" and got != want:
-        raise InvalidModelError(f"{where} carries {got} instead of {want}; the model is corrupt")
-    if kind in _OPTIONS_REQUIRED and (got == "NONE" or op_t.builtinOptions is None):
-        raise InvalidModelError(f"{where} has no {want}; the model is corrupt, re-export it")
+    got = _OPTION_TYPES.get(op_t.builtinOptionsType, "UNKNOWN")
+    want = _options_for(kind)
+    usable = got != "NONE" and op_t.builtinOptions is not None and (want is None or got == want)
+    if kind in _OPTIONS_REQUIRED and not usable:
+        raise InvalidModelError(f"{where} carries {got} options instead of {want}; TFLite Micro "
+                                "would run it with stride 0: the model is corrupt, re-export it")
+    return usable
 
 
 def _options(op_t) -> dict:
@@ -62,11 +81,13 @@ def _options(op_t) -> dict:
             if isinstance(value, np.ndarray):
                 value = [int(v) for v in value]
             opts[key] = value
-    for key, names in (("padding", _PADDING), ("fused_activation_function", _ACTIVATION)):
-        if key in opts:
-            if opts[key] not in names:
-                raise InvalidModelError(f"unknown {key} value {opts[key]}; the model is corrupt")
-            opts[key] = names[opts[key]]
+    if "fused_activation_function" in opts:
+        # TFLM's ConvertActivation maps a value outside the enum to NONE.
+        opts["fused_activation_function"] = _ACTIVATION.get(opts["fused_activation_function"], "NONE")
+    if "padding" in opts:
+        if opts["padding"] not in _PADDING:
+            raise InvalidModelError(f"unknown padding value {opts['padding']}; the model is corrupt")
+        opts["padding"] = _PADDING[opts["padding"]]
     return opts
 
 
@@ -131,53 +152,97 @@ def _tensor(data: bytes, model, index: int, t) -> Tensor:
 
     raw = _buffer_bytes(data, model, t.buffer, f"{where} ({name})")
     array = None
+    if dtype == "int4":
+        # Packed 4-bit weights (conv, depthwise, FC filters): TFLM unpacks them to int8 before
+        # its int8 kernels run (UnpackDenseInt4IntoInt8: low nibble first, sign-extended), so
+        # the reader does the same and the constant is int8 from here on.
+        if raw is None:
+            raise InvalidModelError(f"{where} ({name}) is an int4 tensor without data; only "
+                                    "constant int4 weights are supported")
+        need = (numel + 1) // 2
+        if len(raw) < need:
+            raise InvalidModelError(f"{where} ({name}): buffer holds {len(raw)} bytes but "
+                                    f"{numel} int4 values need {need}")
+        packed = np.frombuffer(raw[:need], dtype=np.int8).astype(np.int16)
+        low = ((packed << 4).astype(np.int8) >> 4).astype(np.int8)
+        high = (packed.astype(np.int8) >> 4).astype(np.int8)
+        array = np.stack([low, high], axis=1).ravel()[:numel].reshape(shape).copy()
+        raw, dtype = None, "int8"
     if raw is not None:
         if dtype not in _NUMPY:
             raise InvalidModelError(f"{where} ({name}) is a constant of unsupported type {dtype}")
         expected = numel * DTYPE_BYTES[dtype]
-        if len(raw) != expected:
+        # TFLM reads the first `expected` bytes and never compares the buffer's length with the
+        # shape: a longer buffer is accepted (its tail ignored); a shorter one would be read
+        # past its end, so it stays an error.
+        if len(raw) < expected:
             raise InvalidModelError(f"{where} ({name}): buffer holds {len(raw)} bytes but shape "
                                     f"{list(shape)} of {dtype} needs {expected}")
-        array = np.frombuffer(raw, dtype=_NUMPY[dtype]).reshape(shape).copy()
+        array = np.frombuffer(raw[:expected], dtype=_NUMPY[dtype]).reshape(shape).copy()
 
-    scale = zero_point = None
-    qdim = 0
-    q = t.quantization
-    if q is not None and q.scale is not None and len(q.scale) > 0:
-        scale = np.asarray(q.scale, dtype=np.float32)
-        zp = q.zeroPoint if q.zeroPoint is not None else np.zeros(len(scale), np.int64)
-        zero_point = np.asarray(zp, dtype=np.int64)
-        qdim = int(q.quantizedDimension)
-        if len(zero_point) != len(scale):
-            raise InvalidModelError(f"{where} ({name}) has {len(scale)} scales but "
-                                    f"{len(zero_point)} zero points")
-        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            raise InvalidModelError(f"{where} ({name}) has a non-positive or non-finite "
-                                    f"quantization scale {scale[:4].tolist()}")
-        if len(scale) > 1:
-            if not (0 <= qdim < len(shape)) or shape[qdim] != len(scale):
-                raise InvalidModelError(
-                    f"{where} ({name}) is quantized per channel along dimension {qdim} with "
-                    f"{len(scale)} scales, which does not match its shape {list(shape)}")
-        lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}.get(
-            dtype, (-2**31, 2**31 - 1))
-        if np.any(zero_point < lo) or np.any(zero_point > hi):
-            raise InvalidModelError(f"{where} ({name}) has zero point {zero_point[:4].tolist()} "
-                                    f"outside the {dtype} range")
+    scale, zero_point, qdim = _quantization(t.quantization, dtype, where, name)
     return Tensor(index=index, name=name, shape=shape, dtype=dtype, scale=scale,
                   zero_point=zero_point, quantized_dim=qdim, data=array)
+
+
+# Element types whose quantization parameters TFLM's int8/int16 kernels never turn into
+# arithmetic: int32/int64 constants are biases (their scale is implied by input x filter scale;
+# only FULLY_CONNECTED compares it, with a tolerance) or raw integers (shapes, axes, pads);
+# float and bool tensors are never dequantized (QUANTIZE reads its int output's parameters,
+# DEQUANTIZE its int input's).
+_RAW_INTEGER_TYPES = ("int32", "int64", "float32", "float16", "float64", "bool")
+
+
+def _quantization(q, dtype: str, where: str, name: str):
+    """(scale, zero_point, quantized_dim) as TFLM's allocator builds them
+    (InitializeTfLiteTensorFromFlatbuffer), or (None, None, 0) for an unquantized tensor.
+
+    What TFLM does, and so what is accepted here:
+    - a tensor is quantized only when it has both scales and zero points; scales alone leave it
+      unquantized (TFLM's kernels then reject it where they need quantization);
+    - the scales set the channel count; when the zero-point count differs from it, TFLM uses
+      the first zero point for every channel (the space saving the TFLite converter uses for
+      symmetric weights), and so does the reader;
+    - quantized_dimension is stored, never checked here: TFLM ignores it on biases (a 1-D bias
+      may carry quantized_dimension 3) and conv/depthwise kernels index their own channel axis;
+      each kernel checks the scale count against the axis it reads, as TFLM's Prepare does.
+    Kept because the generated arithmetic relies on them: scales finite and positive and zero
+    points within the element type on tensors whose quantization becomes arithmetic.
+    """
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None, None, 0
+    if q.zeroPoint is None or len(q.zeroPoint) == 0:
+        return None, None, 0
+    scale = np.asarray(q.scale, dtype=np.float32)
+    zero_point = np.asarray(q.zeroPoint, dtype=np.int64)
+    if len(zero_point) != len(scale):
+        zero_point = np.repeat(zero_point[:1], len(scale))
+    qdim = int(q.quantizedDimension)
+    if dtype in _RAW_INTEGER_TYPES:
+        return scale, zero_point, qdim
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise InvalidModelError(f"{where} ({name}) has a non-positive or non-finite "
+                                f"quantization scale {scale[:4].tolist()}")
+    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}.get(
+        dtype, (-2**31, 2**31 - 1))
+    if np.any(zero_point < lo) or np.any(zero_point > hi):
+        raise InvalidModelError(f"{where} ({name}) has zero point {zero_point[:4].tolist()} "
+                                f"outside the {dtype} range")
+    return scale, zero_point, qdim
 
 
 def read_tflite(data: bytes, name: str = "model") -> Graph:
     """Parse and validate; returns the graph with ops in a valid execution order."""
     data, model = _unpack(data)
-    if model.version != 3:
-        raise InvalidModelError(f"unsupported TFLite schema version {model.version} (expected 3)")
+    # model.version is not checked: TFLM's interpreter never reads it (its examples compare it
+    # with TFLITE_SCHEMA_VERSION, the interpreter runs any value); the 'TFL3' identifier that
+    # _unpack requires already fixes the layout.
     subgraphs = model.subgraphs or []
-    if len(subgraphs) != 1:
-        raise InvalidModelError(
-            f"the model has {len(subgraphs)} subgraphs; tinyengine-tf compiles single-subgraph "
-            "models (no control flow: remove tf.cond/tf.while_loop from the Keras model)")
+    if not subgraphs:
+        raise InvalidModelError("the model has no subgraph; re-export it")
+    # TFLM runs subgraph 0; further subgraphs only run through control-flow ops (IF, WHILE,
+    # CALL_ONCE), which subgraph 0 would then contain and which the code generator refuses by
+    # name. Unreferenced extra subgraphs change nothing, so they are accepted and ignored.
     sg = subgraphs[0]
     raw_tensors = sg.tensors or []
     tensors = {i: _tensor(data, model, i, t) for i, t in enumerate(raw_tensors)}
@@ -204,9 +269,9 @@ def read_tflite(data: bytes, name: str = "model") -> Graph:
         outs = [check_index(i, f"{kind} (op #{k}) output") for i in (op_t.outputs if op_t.outputs is not None else [])]
         if not outs or any(o < 0 for o in outs):
             raise InvalidModelError(f"{kind} (op #{k}) has no valid output tensor")
-        _check_options_type(op_t, kind, k)
+        usable = _check_options_type(op_t, kind, k)
         try:
-            options = _options(op_t)
+            options = _options(op_t) if usable else {}
         except InvalidModelError as exc:
             raise InvalidModelError(f"{kind} (op #{k}): {exc}") from None
         ops.append(Op(index=k, kind=kind, inputs=ins, outputs=outs, options=options))

@@ -227,9 +227,9 @@ _NP = {"int8": np.int8, "int16": np.int16, "int32": np.int32, "float32": np.floa
 def _stdio_main(prelude, in_bytes, out_bytes, runs, buffers) -> str:
     """main(): per sample, reads every input from stdin into its own exact-size heap buffer, then
     per statement in `runs` executes it and writes every output to stdout. `buffers` maps extra
-    heap buffers (int8_t *name) to their sizes."""
+    heap buffers (void *name) to their sizes."""
     ni, no = len(in_bytes), len(out_bytes)
-    extra = "".join(f"  int8_t *{b} = malloc({max(size, 1)});\n  if (!{b}) return 3;\n"
+    extra = "".join(f"  void *{b} = malloc({max(size, 1)});\n  if (!{b}) return 3;\n"
                     for b, size in buffers.items())
     body = "".join(f"    {stmt}\n    for (k = 0; k < {no}; ++k) fwrite(out[k], 1, out_bytes[k], stdout);\n"
                    for stmt in runs)

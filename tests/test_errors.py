@@ -191,20 +191,63 @@ def _object(data):
     return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
 
 
-def test_multi_subgraph_model_is_invalid():
+def test_extra_unreferenced_subgraph_is_ignored_as_tflm_does():
+    """TFLM runs subgraph 0; a second subgraph no op calls changes nothing (issue 11)."""
+    from reference import compile_and_check
     m = _object(conv_model())
     m.subgraphs = [m.subgraphs[0], _object(conv_model()).subgraphs[0]]
-    with pytest.raises(te.InvalidModelError) as info:
-        te.convert(_repack(m))
-    assert "2 subgraphs" in str(info.value)
+    compile_and_check(_repack(m))
 
 
-def test_wrong_schema_version_is_invalid():
+def test_model_without_subgraphs_is_invalid():
     m = _object(conv_model())
-    m.version = 2
+    m.subgraphs = []
     with pytest.raises(te.InvalidModelError) as info:
         te.convert(_repack(m))
-    assert "version" in str(info.value)
+    assert "no subgraph" in str(info.value)
+
+
+def test_control_flow_op_is_refused_by_name():
+    """A model whose subgraph 0 calls another through IF: refused naming the op."""
+    m = _object(conv_model())
+    sub = _object(conv_model()).subgraphs[0]
+    main = m.subgraphs[0]
+    cond = schema.TensorT()
+    cond.shape, cond.type, cond.name, cond.buffer = [1], schema.TensorType.BOOL, "cond", 0
+    main.tensors.append(cond)
+    main.inputs = list(main.inputs) + [len(main.tensors) - 1]
+    oc = schema.OperatorCodeT()
+    oc.builtinCode = schema.BuiltinOperator.IF
+    oc.deprecatedBuiltinCode = schema.BuiltinOperator.IF
+    oc.version = 1
+    m.operatorCodes.append(oc)
+    op = schema.OperatorT()
+    op.opcodeIndex = len(m.operatorCodes) - 1
+    op.inputs = [len(main.tensors) - 1, main.outputs[0]]
+    out = schema.TensorT()
+    out.shape, out.type, out.name, out.buffer = list(main.tensors[main.outputs[0]].shape), \
+        main.tensors[main.outputs[0]].type, "if_out", 0
+    out.quantization = main.tensors[main.outputs[0]].quantization
+    main.tensors.append(out)
+    op.outputs = [len(main.tensors) - 1]
+    opts = schema.IfOptionsT()
+    opts.thenSubgraphIndex, opts.elseSubgraphIndex = 1, 1
+    op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.IfOptions, opts
+    main.operators.append(op)
+    main.outputs = [len(main.tensors) - 1]
+    m.subgraphs = [main, sub]
+    with pytest.raises(te.UnsupportedOpError) as info:
+        te.convert(_repack(m))
+    assert "IF (op #1)" in str(info.value)
+
+
+@pytest.mark.parametrize("version", [0, 2, 4])
+def test_schema_version_field_is_not_checked_as_tflm(version):
+    """TFLM's interpreter runs a TFL3 file whatever its version field says (issue 11)."""
+    from reference import compile_and_check
+    m = _object(conv_model())
+    m.version = version
+    compile_and_check(_repack(m))
 
 
 def test_the_valid_baseline_converts():

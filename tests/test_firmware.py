@@ -66,3 +66,20 @@ def test_profile_counts_every_layer(shared_models):
     assert 0.3 < prof.per_mac < 60
     again = cm.profile("cortex-m4")
     assert again.invoke_instructions == prof.invoke_instructions  # exact counts are repeatable
+
+
+@pytest.mark.parametrize("seed_name", ["new_ops", "int16x8"])
+def test_issue_11_ops_and_16x8_match_tflm_under_qemu(seed_name):
+    """The fuzz seeds that chain every op issue 11 added (int8) and a 16x8 keyword chain, built
+    for Cortex-M4 (DSP path on) and run under QEMU: equal to TFLM, extremes included."""
+    from test_reader_fuzz import seed_model
+    model = seed_model(seed_name)
+    cm = te.convert(model)
+    shape = tuple(cm.graph.t(cm.graph.inputs[0]).shape[1:])
+    if seed_name == "new_ops":
+        x = int8_inputs(shape, 6)
+    else:
+        x = np.random.default_rng(0).integers(-32768, 32768, (6, *shape)).astype(np.int16)
+        x[0], x[1] = -32768, 32767
+    y = cm.run(x, target="cortex-m4")
+    assert np.array_equal(np.asarray(y).reshape(6, -1), tflm_run(model, x).reshape(6, -1))

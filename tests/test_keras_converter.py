@@ -216,3 +216,59 @@ def test_demo_is_bit_exact_and_saves_a_project(tmp_path, capsys):
     files = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {"Makefile", "demo.c", "demo.h"} <= files
     assert f"{result['equal']}/{result['total']}" in printed and str(tmp_path / "demo") in printed
+
+
+def _int16x8_model(kl, seed=0):
+    """conv (fused ReLU) + conv + flatten + two dense + add: the 16x8 ops compiled so far."""
+    kl.utils.set_random_seed(seed)
+    L = kl.layers
+    inp = kl.Input((8, 8, 2))
+    x = L.Conv2D(4, 3, strides=2, padding="same", activation="relu")(inp)
+    x = L.Conv2D(6, 3, padding="valid")(x)
+    a = L.Flatten()(x)
+    return kl.Model(inp, L.Add()([L.Dense(5)(a), L.Dense(5, activation="relu")(a)]))
+
+
+def test_keras_int16x8_matches_tflm():
+    """quantization="int16x8": TFLite's 16x8 mode (int16 I/O and activations, int8 weights,
+    int64 biases), compiled and equal to TFLM on int16 inputs including the extremes."""
+    data = _data(32, shape=(8, 8, 2))
+    cm = te.convert(_int16x8_model(keras), data, quantization="int16x8", name="m16")
+    assert [d["dtype"] for d in cm.input_details + cm.output_details] == ["int16", "int16"]
+    kinds = {op.kind for op in cm.graph.ops}
+    assert {"CONV_2D", "FULLY_CONNECTED", "ADD"} <= kinds
+    biases = [cm.graph.t(op.inputs[2]).dtype for op in cm.graph.ops
+              if op.kind == "CONV_2D" and len(op.inputs) > 2]
+    assert biases and set(biases) == {"int64"}
+    rng = np.random.default_rng(3)
+    x = rng.integers(-32768, 32768, (20, 8, 8, 2)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    x[2:10] = (data[:8] / cm.graph.t(cm.graph.inputs[0]).s).round().clip(-32768, 32767)
+    assert np.array_equal(np.asarray(cm.run(x)).reshape(20, -1), tflm_run(cm.tflite, x).reshape(20, -1))
+
+
+def test_unknown_quantization_is_refused():
+    with pytest.raises(te.QuantizationError, match="int16x8"):
+        te.convert(_int16x8_model(keras), _data(4, shape=(8, 8, 2)), quantization="int4")
+
+
+def test_keras_int16x8_ds_cnn_matches_tflm():
+    """A DS-CNN-like keyword model in 16x8: conv, depthwise, 1x1 conv, average pool, dense and
+    the int16 softmax, equal to TFLM on int16 inputs (extremes first)."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((10, 8, 1))
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = L.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = L.Conv2D(8, 1, activation="relu")(x)
+    x = L.Flatten()(L.AveragePooling2D((5, 4))(x))
+    model = keras.Model(inp, L.Softmax()(L.Dense(4)(x)))
+    cm = te.convert(model, _data(32, shape=(10, 8, 1)), quantization="int16x8")
+    assert [op.kind for op in cm.graph.ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D",
+                                                "AVERAGE_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"]
+    rng = np.random.default_rng(4)
+    x = rng.integers(-32768, 32768, (20, 10, 8, 1)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    assert np.array_equal(np.asarray(cm.run(x)).reshape(20, -1), tflm_run(cm.tflite, x).reshape(20, -1))
+    # The planner counts 2-byte elements: the first conv's input and output live together.
+    assert cm.peak_sram >= 2 * (10 * 8 * 1 + 5 * 4 * 8)

@@ -11,6 +11,7 @@ import tinyengine_tf as te
 from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
                        check_total_footprint, int8_inputs, tflm_run)
 from tflite_builder import ModelBuilder
+from tinyengine_tf import quant
 from tinyengine_tf.kernels import activations
 
 KINDS = ["RELU", "RELU6", "LOGISTIC", "TANH", "HARD_SWISH"]
@@ -145,7 +146,7 @@ def test_unsupported_hard_swish_fine_output():
                        "128x")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["LOGISTIC", "TANH", "HARD_SWISH"])
 def test_unsupported_int16(kind):
     assert_unsupported(unary_model(kind, (1, 8), (0.1, 0), (0.1, 0), dtype="int16"), kind, "int16")
 
@@ -159,9 +160,172 @@ def test_unsupported_size_mismatch(kind):
     assert_unsupported(b.build([x], [y]), kind, "size")
 
 
-def test_unsupported_per_channel():
+@pytest.mark.parametrize("kind", ["RELU", "RELU6", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU"])
+def test_per_channel_input_uses_the_first_channel_as_tflm(kind):
+    """TFLM reads a per-channel activation's first scale and zero point and runs (issue 11)."""
     b = ModelBuilder()
-    x = b.tensor((1, 2, 3), scale=[0.1, 0.2, 0.3], zp=[0, 0, 0], qdim=2)
-    y = b.tensor((1, 2, 3), scale=0.1, zp=0)
-    b.op("RELU", [x], [y])
-    assert_unsupported(b.build([x], [y]), "RELU", "per channel")
+    x = b.tensor((1, 2, 3), scale=[0.1, 0.2, 0.3], zp=[3, 0, 0], qdim=2)
+    y = b.tensor((1, 2, 3), scale=1 / 256 if kind == "LOGISTIC" else 0.05,
+                 zp=-128 if kind == "LOGISTIC" else 1)
+    b.op(kind, [x], [y])
+    model = b.build([x], [y])
+    assert_matches_tflm(te.convert(model), model, int8_inputs((2, 3), 20))
+
+
+# -- LEAKY_RELU and RSQRT -----------------------------------------------------------------------
+
+def leaky_model(shape, qi, qo, alpha):
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=qi[0], zp=qi[1])
+    y = b.tensor(shape, scale=qo[0], zp=qo[1])
+    b.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=alpha)
+    return b.build([x], [y])
+
+
+ALPHAS = [0.2, 0.01, 0.3333, 1.0, 1.7, 0.0, -0.25]
+
+
+def _random_quant(rng, lo=-4, hi=1):
+    return float(np.float32(10 ** rng.uniform(lo, hi))), int(rng.integers(-128, 128))
+
+
+def test_leaky_relu_tables_match_tflm():
+    """Every input code, over 7 alphas (negative and > 1 included) x 10 random quantizations
+    (scales 1e-4 .. 10, any zero points): 70 combinations, table by table."""
+    rng = np.random.default_rng(71)
+    for alpha in ALPHAS:
+        for _ in range(10):
+            qi, qo = _random_quant(rng), _random_quant(rng)
+            table = activations.leaky_relu_table(qi[0], qi[1], qo[0], qo[1], alpha)
+            ref = tflm_run(leaky_model((1, 256), qi, qo, alpha), ALL_CODES[None]).ravel()
+            assert np.array_equal(table, ref), (alpha, qi, qo, np.flatnonzero(table != ref)[:8])
+
+
+@pytest.mark.parametrize("qk", [0, 2, 3, 5])
+@pytest.mark.parametrize("alpha", [0.2, -0.25])
+def test_leaky_relu_compiled(qk, alpha):
+    qi, qo = QUANTS[qk]
+    model = leaky_model((1, 256), qi, qo, alpha)
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, ALL_CODES[None])
+    check_total_footprint(cm)
+    model = leaky_model((1, 5, 7, 3), qi, qo, alpha)
+    assert_matches_tflm(te.convert(model), model, int8_inputs((5, 7, 3), 20, seed=qk))
+
+
+def rsqrt_model(shape, qi, qo):
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=qi[0], zp=qi[1])
+    y = b.tensor(shape, scale=qo[0], zp=qo[1])
+    b.op("RSQRT", [x], [y])
+    return b.build([x], [y])
+
+
+def _codes_from(zp):
+    """Every code TFLM's RSQRT accepts (>= the zero point), padded with 127 to 256."""
+    codes = np.full(256, 127, np.int8)
+    codes[:128 - zp] = np.arange(zp, 128)
+    return codes
+
+
+def test_rsqrt_tables_match_tflm():
+    """Every valid input code over 60 random quantizations (input zero points across the int8
+    range, scales 1e-4 .. 10): the table equals TFLM's function."""
+    rng = np.random.default_rng(72)
+    for _ in range(60):
+        qi, qo = _random_quant(rng), _random_quant(rng)
+        qi = (qi[0], int(rng.integers(-128, 120)))
+        codes = _codes_from(qi[1])
+        table = activations.rsqrt_table(qi[0], qi[1], qo[0], qo[1])[codes.astype(np.int64) + 128]
+        ref = tflm_run(rsqrt_model((1, 256), qi, qo), codes[None]).ravel()
+        assert np.array_equal(table, ref), (qi, qo, np.flatnonzero(table != ref)[:8])
+
+
+@pytest.mark.parametrize("qi,qo", [((0.05, -128), (0.02, -128)), ((1.3, -20), (0.01, 3)),
+                                   ((0.0004, 100), (0.9, -128)), ((8.0, 0), (0.004, 127))])
+def test_rsqrt_compiled(qi, qo):
+    model = rsqrt_model((1, 256), qi, qo)
+    codes = _codes_from(qi[1])
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, codes[None])
+    check_total_footprint(cm)
+    # Random valid codes on an NHWC shape, the extremes (zero point and 127) first.
+    rng = np.random.default_rng(3)
+    x = rng.integers(qi[1], 128, (20, 4, 5, 3)).astype(np.int8)
+    x[0], x[1] = qi[1], 127
+    assert_matches_tflm(te.convert(rsqrt_model((1, 4, 5, 3), qi, qo)), rsqrt_model((1, 4, 5, 3), qi, qo), x)
+
+
+def test_rsqrt_below_zero_point():
+    """TFLM refuses to run on a code below the zero point; the C answers 127, defined."""
+    model = rsqrt_model((1, 4), (0.1, 10), (0.05, 0))
+    with pytest.raises(RuntimeError):
+        tflm_run(model, np.array([[9, 10, 11, 12]], np.int8))
+    out = te.convert(model).run(np.array([[9, 10, 11, -128]], np.int8))
+    assert out[0, 0] == 127 and out[0, 3] == 127 and out[0, 1] == 127
+
+
+@pytest.mark.parametrize("kind", ["LEAKY_RELU", "RSQRT"])
+def test_leaky_relu_rsqrt_sanitized(kind):
+    qi, qo = (0.05, -128), (0.03, -5)
+    model = (leaky_model((1, 4, 4, 16), qi, qo, 0.1) if kind == "LEAKY_RELU"
+             else rsqrt_model((1, 4, 4, 16), qi, qo))
+    assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs((4, 4, 16), 6, seed=1))
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.01, 1.7, -0.25])
+@pytest.mark.parametrize("qi,qo", [((1e-4, 0), (1e-4, 0)), ((3e-5, 0), (2e-4, 0)),
+                                   ((5e-4, 100), (1e-4, -300)), ((0.01, 0), (1e-5, 0))])
+def test_leaky_relu_int16(alpha, qi, qo):
+    """16x8 LEAKY_RELU: every 64th int16 code plus both extremes, 16 quantization x alpha cases."""
+    b = ModelBuilder()
+    x = b.tensor((1, 1025), dtype="int16", scale=qi[0], zp=qi[1])
+    y = b.tensor((1, 1025), dtype="int16", scale=qo[0], zp=qo[1])
+    b.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=alpha)
+    model = b.build([x], [y])
+    codes = np.concatenate([np.arange(-32768, 32768, 64), [32767]]).astype(np.int16)[None]
+    rng = np.random.default_rng(2)
+    xs = np.concatenate([codes, rng.integers(-32768, 32768, (4, 1025)).astype(np.int16)])
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs)
+    check_total_footprint(cm)
+    if alpha == 0.2 and qi[1] == 0 and qo[0] == 1e-4:
+        assert_sanitized_matches_tflm(cm, model, xs[:3], layer=0)
+
+
+def test_leaky_relu_multipliers_are_double_as_the_interpreter_computes():
+    """A quantization where float32 multipliers (as TFLM's source reads) give int16 outputs one
+    code off the interpreter, and double ones (what the kernel uses) do not."""
+    qi, qo, alpha = (3e-5, 0), (2e-4, 0), 1.7
+    f32 = np.float32
+    m32 = float(f32(f32(f32(qi[0]) * f32(alpha)) / f32(qo[0])))
+    (_, _), (qa, sa) = activations.leaky_relu_params(qi[0], qo[0], alpha)
+    assert (qa, sa) != quant.quantize_multiplier(m32)
+    b = ModelBuilder()
+    x = b.tensor((1, 256), dtype="int16", scale=qi[0], zp=0)
+    y = b.tensor((1, 256), dtype="int16", scale=qo[0], zp=0)
+    b.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=alpha)
+    model = b.build([x], [y])
+    codes = np.arange(-32750, -32750 + 200 * 256, 200).astype(np.int16)[None]
+    assert_matches_tflm(te.convert(model), model, codes)
+    q32, s32 = quant.quantize_multiplier(m32)
+    ref = tflm_run(model, codes).ravel()
+    f32_out = np.array([quant.mbqm(int(v), q32, s32) for v in codes.ravel()])
+    assert np.any(f32_out != ref)
+
+
+
+@pytest.mark.parametrize("kind", ["RELU", "RELU6"])
+@pytest.mark.parametrize("qi,qo", [((1e-4, 0), (1e-4, 0)), ((3e-5, 0), (2e-4, 0)),
+                                   ((2e-3, 0), (1e-5, 0)), ((1e-4, 40), (1e-4, 40))])
+def test_relu_relu6_int16(kind, qi, qo):
+    """16x8 RELU (zero points 0, requantized) and RELU6 (clamped in the input's codes)."""
+    if kind == "RELU" and qi[1]:
+        assert_unsupported(unary_model(kind, (1, 8), qi, qo, dtype="int16"), kind, "zero point")
+        return
+    model = unary_model(kind, (1, 1025), qi, qo, dtype="int16")
+    codes = np.concatenate([np.arange(-32768, 32768, 64), [32767]]).astype(np.int16)[None]
+    xs = np.concatenate([codes, np.random.default_rng(1).integers(-32768, 32768, (4, 1025)).astype(np.int16)])
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs)
+    check_total_footprint(cm)

@@ -83,6 +83,7 @@ CASES = {
     "relu": spec(act="RELU", yzp=-20),
     "relu6": spec(act="RELU6", ys=0.03, yzp=-100),
     "relu_n1_to_1": spec(act="RELU_N1_TO_1", ys=0.01),
+    "tanh_fused_no_clamp": spec(act="TANH", ys=0.02),   # TFLM clamps only the RELU family
     "left_shift_multiplier": spec(ys=0.0004, xs=0.5, yzp=0),
     "mixed_shifts_per_channel": spec(ys=0.0015, xs=0.2),
     "xzp_zero": spec(xzp=0),
@@ -281,8 +282,12 @@ def _model_with(x_dtype="int8", qdim=0, n_scales=4):
     return b.build([x], [y])
 
 
-def test_refuses_per_channel_scales_on_input_axis():
-    assert_unsupported(_model_with(qdim=3), "CONV_2D", "output channel")
+def test_per_channel_quantized_dimension_as_tflm_checks_it():
+    """TFLM reads conv filter scales by output channel and only checks that quantized_dimension
+    names an axis of that size: axis 3 of a [4, 3, 3, 4] filter runs, axis 1 (size 3) does not."""
+    from reference import compile_and_check
+    compile_and_check(_model_with(qdim=3))
+    assert_unsupported(_model_with(qdim=1), "CONV_2D", "output channel")
 
 
 def test_refuses_inconsistent_output_shape():
@@ -295,5 +300,9 @@ def test_refuses_accumulator_overflow():
     assert_unsupported(conv_model(p, bias_values=[2**31 - 10, 0]), "CONV_2D", "overflow")
 
 
-def test_refuses_int16_activations():
-    assert_unsupported(_model_with(x_dtype="int16"), "CONV_2D", "only int8")
+def test_int16_activations_go_to_the_16x8_kernel():
+    """int16 input and output with int8 weights is 16x8 (tests/test_kernels_int16x8.py)."""
+    from tinyengine_tf.kernels import int16x8
+    from converters.tflite_reader import read_tflite
+    g = read_tflite(_model_with(x_dtype="int16"))
+    assert int16x8.handles(g.ops[0], g)

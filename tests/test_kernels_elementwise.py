@@ -219,10 +219,10 @@ def test_clean_under_sanitizers(kind, s1, s2, const):
 
 # -- unsupported configurations ---------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize("kind", ["MUL"])
 def test_unsupported_int16(kind):
-    model, _ = binary_model(kind, (1, 4), (1, 4), (0.1, 0), (0.1, 0), (0.1, 0), dtype="int16")
-    assert_unsupported(model, kind, "int16")
+    model, _ = binary_model(kind, (1, 4), (1, 4), (0.1, 3), (0.1, 0), (0.1, 0), dtype="int16")
+    assert_unsupported(model, kind, "zero points 0")
 
 
 @pytest.mark.parametrize("kind", ["ADD", "SUB"])
@@ -242,20 +242,215 @@ def test_unsupported_shapes(kind):
     assert_unsupported(model, kind, "at most 6")
 
 
-def test_unsupported_per_channel_operand():
+@pytest.mark.parametrize("kind", ["ADD", "SUB", "MUL", "MAXIMUM", "SQUARED_DIFFERENCE", "PRELU"])
+def test_per_channel_operand_uses_the_first_channel_as_tflm(kind):
+    """TFLM's element-wise kernels read a per-channel operand's first scale and zero point and
+    run (issue 11: accept what TFLM accepts); so does the generated code."""
     b = ModelBuilder()
     x = b.tensor((1, 2, 2, 3), scale=0.1, zp=0)
-    c = b.tensor((1, 1, 1, 3), scale=[0.1, 0.2, 0.3], zp=[0, 0, 0], qdim=3, data=[[[[1, 2, 3]]]])
-    y = b.tensor((1, 2, 2, 3), scale=0.1, zp=0)
-    b.op("MUL", [x, c], [y], "MulOptions")
-    assert_unsupported(b.build([x], [y]), "MUL", "per channel")
+    c = b.tensor((1, 1, 1, 3), scale=[0.1, 0.2, 0.3], zp=[4, 0, 0], qdim=3, data=[[[[1, -2, 3]]]])
+    y = b.tensor((1, 2, 2, 3), scale=0.07, zp=-5)
+    b.op(kind, [x, c], [y], *([OPTIONS[kind]] if kind in OPTIONS else
+                              [NEW_OPTIONS[kind]] if NEW_OPTIONS.get(kind) else []))
+    model = b.build([x], [y])
+    assert_matches_tflm(te.convert(model), model, int8_inputs((2, 2, 3), N_SAMPLES))
 
 
-def test_unsupported_fused_activation():
-    model, _ = binary_model("ADD", (1, 4), (1, 4), (0.1, 0), (0.1, 0), (0.1, 0), act="TANH")
-    assert_unsupported(model, "ADD", "TANH")
+@pytest.mark.parametrize("act", ["TANH", "SIGN_BIT"])
+def test_fused_tanh_and_sign_bit_do_not_clamp_as_in_tflm(act):
+    """TFLM's quantized ADD/SUB/MUL clamp only for the RELU family; TANH/SIGN_BIT run as NONE."""
+    check(ALL, (1, 4, 4, 8), (1, 1, 1, 8), (0.03, -20), (0.06, 11), (0.02, -9), act=act)
 
 
 def test_unsupported_mul_multiplier_too_large():
     model, _ = binary_model("MUL", (1, 4), (1, 4), (1000.0, 0), (1000.0, 0), (1e-6, 0))
     assert_unsupported(model, "MUL", "left shift")
+
+
+# -- MAXIMUM, MINIMUM, SQUARED_DIFFERENCE, PRELU --------------------------------------------------
+
+NEW_OPTIONS = {"MAXIMUM": "MaximumMinimumOptions", "MINIMUM": "MaximumMinimumOptions",
+               "SQUARED_DIFFERENCE": "SquaredDifferenceOptions", "PRELU": None}
+NEW = list(NEW_OPTIONS)
+
+
+def new_binary_model(kind, s1, s2, q1, q2, qo, const=None, seed=0, dtype="int8"):
+    """One `kind` op on two operands (const = 0 or 1 makes that one a constant)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = (-128, 128) if dtype == "int8" else (-32768, 32768)
+    b = ModelBuilder()
+    ids, graph_inputs = [], []
+    for k, (shape, (scale, zp)) in enumerate(((s1, q1), (s2, q2))):
+        data = rng.integers(lo, hi, size=shape) if const == k else None
+        ids.append(b.tensor(shape, dtype=dtype, scale=scale, zp=zp, data=data))
+        if const != k:
+            graph_inputs.append(ids[-1])
+    y = b.tensor(np.broadcast_shapes(tuple(s1), tuple(s2)), dtype=dtype, scale=qo[0], zp=qo[1])
+    if NEW_OPTIONS[kind]:
+        b.op(kind, ids, [y], NEW_OPTIONS[kind])
+    else:
+        b.op(kind, ids, [y])
+    return b.build(graph_inputs, [y]), [s for k, s in enumerate((s1, s2)) if k != const]
+
+
+def check_new(kind, s1, s2, q1, q2, qo, const=None, seed=0):
+    model, shapes = new_binary_model(kind, s1, s2, q1, q2, qo, const, seed)
+    cm = te.convert(model)
+    xs = [int8_inputs(sample_shape(s), N_SAMPLES, seed=seed + 7 * k) for k, s in enumerate(shapes)]
+    assert_matches_tflm(cm, model, xs if len(xs) > 1 else xs[0])
+    check_total_footprint(cm)
+    return cm
+
+
+@pytest.mark.parametrize("kind", NEW)
+@pytest.mark.parametrize("seed", range(4))
+def test_new_ops_all_input_pairs(kind, seed):
+    """Every (x1, x2) int8 pair in one sample, then 20 random ones, under random quantizations
+    (scales 1e-3 .. 3, any zero points)."""
+    rng = np.random.default_rng(200 + seed)
+    q1, q2, qo = random_quant(rng), random_quant(rng), random_quant(rng, -3.0, 1.0)
+    model, _ = new_binary_model(kind, (1, 65536), (1, 65536), q1, q2, qo)
+    pairs = np.arange(65536)
+    x1 = np.concatenate([((pairs >> 8) - 128).astype(np.int8)[None], int8_inputs((65536,), 20, seed)])
+    x2 = np.concatenate([((pairs & 255) - 128).astype(np.int8)[None],
+                         int8_inputs((65536,), 20, seed + 1)])
+    assert_matches_tflm(te.convert(model), model, [x1, x2])
+
+
+@pytest.mark.parametrize("kind", NEW)
+@pytest.mark.parametrize("qi", range(len(QUANTS)))
+def test_new_ops_quantizations(kind, qi):
+    q1, q2, qo = QUANTS[qi]
+    check_new(kind, (1, 6, 5, 16), (1, 6, 5, 16), q1, q2, qo, seed=qi)
+    check_new(kind, (1, 6, 5, 16), (16,), q1, q2, qo, seed=qi + 50)
+
+
+@pytest.mark.parametrize("kind", NEW)
+@pytest.mark.parametrize("si", range(len(SHAPES)))
+def test_new_ops_broadcast_shapes(kind, si):
+    s1, s2 = SHAPES[si]
+    q1, q2, qo = QUANTS[si % len(QUANTS)]
+    if kind == "SQUARED_DIFFERENCE" and tuple(s1) != tuple(s2) and max(len(s1), len(s2)) > 4:
+        model, _ = new_binary_model(kind, s1, s2, q1, q2, qo)
+        assert_unsupported(model, kind, "at most 4")
+        return
+    check_new(kind, s1, s2, q1, q2, qo, seed=si)
+
+
+@pytest.mark.parametrize("kind", NEW)
+@pytest.mark.parametrize("const,shapes", [(1, ((1, 4, 5, 6), (1, 1, 6))),
+                                          (1, ((1, 4, 5, 6), (4, 5, 6))),
+                                          (0, ((1, 1, 1, 6), (1, 4, 5, 6)))])
+def test_new_ops_constant_operand(kind, const, shapes):
+    """PRELU's alpha is a constant in every converted model: per channel and per position."""
+    cm = check_new(kind, *shapes, (0.07, 4), (0.011, -33), (0.05, 17), const=const, seed=const)
+    assert f"model_L0_in{const}" in cm.sources["model.c"]
+
+
+@pytest.mark.parametrize("kind", ["MAXIMUM", "MINIMUM"])
+@pytest.mark.parametrize("s1,s2", [((1, 4, 5, 6), (1, 4, 5, 6)), ((1, 4, 5, 6), (6,)),
+                                   ((3, 1, 5), (1, 4, 1))])
+def test_maximum_minimum_int16(kind, s1, s2):
+    model, shapes = new_binary_model(kind, s1, s2, (0.001, 0), (0.001, 0), (0.001, 0),
+                                     dtype="int16")
+    rng = np.random.default_rng(4)
+    xs = []
+    for s in shapes:
+        x = rng.integers(-32768, 32768, (N_SAMPLES, *sample_shape(s))).astype(np.int16)
+        x[0], x[1] = -32768, 32767
+        xs.append(x)
+    assert_matches_tflm(te.convert(model), model, xs)
+
+
+@pytest.mark.parametrize("kind", NEW)
+def test_new_ops_clean_under_sanitizers(kind):
+    model, shapes = new_binary_model(kind, (2, 3, 1, 4), (1, 1, 5, 4), *QUANTS[2], const=1)
+    xs = [int8_inputs(sample_shape(s), 8, seed=k) for k, s in enumerate(shapes)]
+    cm = te.convert(model)
+    assert_sanitized_matches_tflm(cm, model, xs)
+    model, shapes = new_binary_model(kind, (1, 6, 6, 3), (1, 6, 6, 3), *QUANTS[1])
+    xs = [int8_inputs(sample_shape(s), 8, seed=k) for k, s in enumerate(shapes)]
+    cm = te.convert(model)
+    assert cm._gen.layers[0][1].in_place
+    assert_sanitized_matches_tflm(cm, model, xs, layer=0)
+
+
+def test_new_ops_refusals():
+    model, _ = new_binary_model("PRELU", (1, 4), (1, 4), (0.1, 0), (0.1, 0), (0.1, 0), dtype="int16")
+    assert_unsupported(model, "PRELU", "int16")
+    model, _ = new_binary_model("SQUARED_DIFFERENCE", (1, 4), (1, 4), (1000.0, 0), (1000.0, 0),
+                                (1e-9, 0))
+    assert_unsupported(model, "SQUARED_DIFFERENCE", "left shift")
+    b = ModelBuilder()
+    x, c, y = (b.tensor((1, 4), dtype=d, scale=0.1, zp=0) for d in ("int8", "int16", "int8"))
+    b.op("MAXIMUM", [x, c], [y])
+    assert_unsupported(b.build([x, c], [y]), "MAXIMUM", "int16")
+
+
+# -- ADD / SUB in 16x8 models -------------------------------------------------------------------
+
+def int16_inputs(shape, n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-32768, 32768, size=(n, *shape)).astype(np.int16)
+    if n >= 3:
+        x[0], x[1] = -32768, 32767
+        x[2].flat[::2] = -32768
+        x[2].flat[1::2] = 32767
+    return x
+
+
+# Quantizations of 16x8 models (zero points 0, as the converter writes them) and a few with
+# zero points, which TFLM applies.
+QUANTS_16 = [((3e-5, 0), (5e-5, 0), (4e-5, 0)), ((1e-4, 0), (1e-6, 0), (2e-5, 0)),
+             ((0.001, 0), (0.001, 0), (0.002, 0)), ((2e-4, 100), (3e-4, -50), (5e-4, 7))]
+SHAPES_16 = [((1, 4, 5, 6), (1, 4, 5, 6)), ((1, 4, 5, 6), (6,)), ((1, 5), (5,)), ((2, 3, 1), (1, 1, 4))]
+
+
+@pytest.mark.parametrize("kind", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize("qi", range(len(QUANTS_16)))
+@pytest.mark.parametrize("si", range(len(SHAPES_16)))
+def test_add_sub_int16(kind, qi, si):
+    """ADD/SUB/MUL in 16x8 models (MUL: zero points 0, as TFLM requires)."""
+    if kind == "MUL" and qi == 3:
+        return
+    if kind == "MUL":
+        QUANTS_MUL = [((3e-3, 0), (5e-3, 0), (4e-2, 0)), ((1e-4, 0), (1e-2, 0), (2e-5, 0)),
+                      ((0.001, 0), (0.001, 0), (0.0001, 0))]
+        q = QUANTS_MUL[qi]
+    else:
+        q = QUANTS_16[qi]
+    s1, s2 = SHAPES_16[si]
+    model, shapes = binary_model(kind, s1, s2, *q, act=["NONE", "RELU"][si % 2], dtype="int16")
+    xs = [int16_inputs(sample_shape(s), 12, seed=qi + k) for k, s in enumerate(shapes)]
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs)
+    check_total_footprint(cm)
+
+
+def test_add_int16_clean_under_sanitizers():
+    model, shapes = binary_model("ADD", (1, 3, 4, 8), (1, 3, 4, 8), *QUANTS_16[0], dtype="int16")
+    xs = [int16_inputs(sample_shape(s), 6, seed=k) for k, s in enumerate(shapes)]
+    assert_sanitized_matches_tflm(te.convert(model), model, xs, layer=0)
+
+
+@pytest.mark.parametrize("kind", ["SQUARED_DIFFERENCE", "PRELU"])
+@pytest.mark.parametrize("si", range(len(SHAPES_16)))
+def test_squared_difference_prelu_int16(kind, si):
+    """16x8: SQUARED_DIFFERENCE on int16 (zero points 0); PRELU on int16 with an int8 alpha."""
+    s1, s2 = SHAPES_16[si]
+    rng = np.random.default_rng(si)
+    b = ModelBuilder()
+    x1 = b.tensor(s1, dtype="int16", scale=[3e-4, 1e-4][si % 2], zp=0)
+    if kind == "PRELU":
+        x2 = b.tensor(s2, scale=0.01, zp=[0, 5][si % 2], data=rng.integers(-128, 128, s2))
+        ins = [x1]
+    else:
+        x2 = b.tensor(s2, dtype="int16", scale=2e-4, zp=0)
+        ins = [x1, x2]
+    y = b.tensor(np.broadcast_shapes(s1, s2), dtype="int16", scale=[1e-3, 5e-5][si % 2], zp=0)
+    b.op(kind, [x1, x2], [y], *(["SquaredDifferenceOptions"] if kind != "PRELU" else []))
+    model = b.build(ins, [y])
+    xs = [int16_inputs(sample_shape(s), 12, seed=si + k) for k, s in enumerate([s1, s2][:len(ins)])]
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, xs if len(xs) > 1 else xs[0])
+    check_total_footprint(cm)

@@ -159,9 +159,9 @@ def _custom(x_shape=(1, 8), w_shape=(4, 8), y_shape=(1, 4), x_dtype="int8", w_zp
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(w_zp=3), "zero point"),
-    (dict(w_qdim=1, w_scales=[0.01] * 8), "quantized dimension 0"),
+    (dict(w_qdim=1, w_scales=[0.01] * 4), "quantized dimension"),
+    (dict(w_qdim=2, w_scales=[0.01] * 4), "quantized dimension"),
     (dict(w_const=False), "constant"),
-    (dict(x_dtype="int16"), "int16"),
     (dict(w_shape=(4, 2, 4)), "2-D"),
     (dict(y_shape=(1, 5)), "units"),
     (dict(x_shape=(1, 9)), "rows of 8"),
@@ -206,3 +206,10 @@ def test_sanitized_build_matches_tflm(per_channel, in_zp, k):
     rng = np.random.default_rng(11)
     model = fc_model((3, k), k, 9, rng, per_channel=per_channel, in_zp=in_zp, act="RELU")
     assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs((3, k), 20, seed=2))
+
+
+@pytest.mark.parametrize("act", ["TANH", "SIGN_BIT"])
+def test_fused_tanh_and_sign_bit_do_not_clamp_as_in_tflm(act):
+    """TFLM's quantized FC clamps only for the RELU family; TANH/SIGN_BIT run as NONE."""
+    from reference import compile_and_check
+    compile_and_check(fc_model((2, 24), 24, 7, np.random.default_rng(5), act=act, out_scale=0.05))

@@ -1,4 +1,5 @@
-"""PAD/PADV2, CONCATENATION, TRANSPOSE, SLICE/STRIDED_SLICE, SPLIT/SPLIT_V against TFLite Micro."""
+"""PAD/PADV2, CONCATENATION, TRANSPOSE, SLICE/STRIDED_SLICE, SPLIT/SPLIT_V, DEPTH_TO_SPACE/SPACE_TO_DEPTH
+against TFLite Micro."""
 from __future__ import annotations
 
 import numpy as np
@@ -285,3 +286,154 @@ def test_layout_kernels_are_clean_under_sanitizers():
     cm = compile_and_check(model)
     xs = [int8_inputs((3, 4, 2), 5), int8_inputs((4, 6, 2), 5, seed=9)]
     assert_sanitized_matches_tflm(cm, model, xs)
+
+
+# -- DEPTH_TO_SPACE / SPACE_TO_DEPTH ----------------------------------------------------------
+
+def _depth_space_model(kind, shape, bs, q=(0.05, -3), out_q=None, out_shape=None):
+    n, h, w, c = shape
+    if out_shape is None:
+        out_shape = ((n, h * bs, w * bs, c // (bs * bs)) if kind == "DEPTH_TO_SPACE"
+                     else (n, h // bs, w // bs, c * bs * bs))
+    b = ModelBuilder()
+    x = b.tensor(shape, scale=q[0], zp=q[1])
+    y = b.tensor(out_shape, scale=(out_q or q)[0], zp=(out_q or q)[1])
+    opts = "DepthToSpaceOptions" if kind == "DEPTH_TO_SPACE" else "SpaceToDepthOptions"
+    b.op(kind, [x], [y], opts, blockSize=bs)
+    return b.build([x], [y])
+
+
+# (shape, block size): channels 1 per output position up to many, batch 2, non-square maps.
+DEPTH_TO_SPACE_CASES = [((1, 3, 4, 8), 2), ((1, 2, 2, 4), 2), ((2, 3, 2, 18), 3), ((1, 1, 1, 16), 4),
+                        ((1, 5, 3, 12), 2), ((1, 4, 4, 7), 1), ((1, 2, 3, 27), 3)]
+SPACE_TO_DEPTH_CASES = [((1, 4, 6, 3), 2), ((1, 2, 2, 1), 2), ((2, 6, 3, 5), 3), ((1, 4, 4, 2), 4),
+                        ((1, 8, 2, 4), 2), ((1, 3, 5, 2), 1), ((1, 6, 9, 8), 3)]
+
+
+@pytest.mark.parametrize("shape,bs", DEPTH_TO_SPACE_CASES)
+def test_depth_to_space_matches_tflm(shape, bs):
+    compile_and_check(_depth_space_model("DEPTH_TO_SPACE", shape, bs))
+
+
+@pytest.mark.parametrize("shape,bs", SPACE_TO_DEPTH_CASES)
+def test_space_to_depth_matches_tflm(shape, bs):
+    compile_and_check(_depth_space_model("SPACE_TO_DEPTH", shape, bs))
+
+
+def test_depth_space_copy_raw_codes_when_quantization_differs():
+    for kind, shape in (("DEPTH_TO_SPACE", (1, 2, 3, 8)), ("SPACE_TO_DEPTH", (1, 4, 2, 3))):
+        compile_and_check(_depth_space_model(kind, shape, 2, q=(0.05, -3), out_q=(0.2, 40)))
+
+
+def test_depth_space_rejects_what_tflm_rejects():
+    assert_unsupported(_depth_space_model("DEPTH_TO_SPACE", (1, 2, 2, 6), 2, out_shape=(1, 4, 4, 1)),
+                       "DEPTH_TO_SPACE", "multiple")
+    assert_unsupported(_depth_space_model("SPACE_TO_DEPTH", (1, 3, 4, 2), 2, out_shape=(1, 1, 2, 8)),
+                       "SPACE_TO_DEPTH", "multiples")
+    assert_unsupported(_depth_space_model("DEPTH_TO_SPACE", (1, 2, 2, 8), 2, out_shape=(1, 4, 4, 1)),
+                       "DEPTH_TO_SPACE", "computes")
+    assert_unsupported(_depth_space_model("SPACE_TO_DEPTH", (1, 2, 2, 8), 0, out_shape=(1, 2, 2, 8)),
+                       "SPACE_TO_DEPTH", "block size")
+
+
+def test_depth_space_clean_under_sanitizers():
+    """Each op alone on exact-size heap buffers (a read or write outside them is reported)."""
+    import tinyengine_tf as te
+    for kind, shape in (("SPACE_TO_DEPTH", (1, 4, 6, 3)), ("DEPTH_TO_SPACE", (1, 2, 3, 12)),
+                        ("DEPTH_TO_SPACE", (2, 2, 3, 18))):
+        model = _depth_space_model(kind, shape, 2 if shape[-1] != 18 else 3)
+        xs = int8_inputs(shape[1:] if shape[0] == 1 else shape, 5)
+        assert_sanitized_matches_tflm(te.convert(model), model, xs, layer=0)
+
+
+# -- int16 (16x8 models) ----------------------------------------------------------------------
+
+def _int16(shape, n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-32768, 32768, (n, *shape)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    return x
+
+
+def _check16(model, shapes):
+    import tinyengine_tf as te
+    from reference import assert_matches_tflm, check_footprints
+    cm = te.convert(model)
+    xs = [_int16(s, seed=k) for k, s in enumerate(shapes)]
+    assert_matches_tflm(cm, model, xs if len(xs) > 1 else xs[0])
+    check_footprints(cm)
+    return cm
+
+
+@pytest.mark.parametrize("zp,value", [(0, None), (37, None), (0, -1234), (5, 32767)])
+def test_pad_int16(zp, value):
+    """int16 PAD fills with 0 whatever the zero point; PADV2 with its constant's raw value."""
+    b = ModelBuilder()
+    x = b.tensor((1, 3, 4, 2), dtype="int16", scale=1e-4, zp=zp)
+    p = b.tensor((4, 2), dtype="int32", data=[[0, 0], [1, 2], [0, 3], [1, 0]])
+    y = b.tensor((1, 6, 7, 3), dtype="int16", scale=1e-4, zp=zp)
+    if value is None:
+        b.op("PAD", [x, p], [y])
+    else:
+        v = b.tensor((), dtype="int16", scale=2e-4, zp=0, data=value)
+        b.op("PADV2", [x, p, v], [y])
+    cm = _check16(b.build([x], [y]), [(3, 4, 2)])
+    if zp == 0 and value is None:
+        from reference import assert_sanitized_matches_tflm
+        assert_sanitized_matches_tflm(cm, b.build([x], [y]), _int16((3, 4, 2)), layer=0)
+
+
+def test_concatenation_int16_copies_raw_values():
+    """int16 CONCATENATION: zero points 0, scales may differ (TFLM copies raw values)."""
+    b = ModelBuilder()
+    xs = [b.tensor((1, 3, 2, c), dtype="int16", scale=s, zp=0) for c, s in ((2, 1e-4), (3, 3e-4))]
+    y = b.tensor((1, 3, 2, 5), dtype="int16", scale=2e-4, zp=0)
+    b.op("CONCATENATION", xs, [y], "ConcatenationOptions", axis=3)
+    _check16(b.build(xs, [y]), [(3, 2, 2), (3, 2, 3)])
+    b = ModelBuilder()
+    xs = [b.tensor((1, 4), dtype="int16", scale=1e-4, zp=z) for z in (0, 3)]
+    y = b.tensor((1, 8), dtype="int16", scale=1e-4, zp=0)
+    b.op("CONCATENATION", xs, [y], "ConcatenationOptions", axis=1)
+    assert_unsupported(b.build(xs, [y]), "CONCATENATION", "zero point 0")
+
+
+def test_transpose_slices_splits_int16():
+    b = ModelBuilder()
+    q = dict(dtype="int16", scale=1e-4, zp=0)
+    x = b.tensor((1, 4, 6, 3), **q)
+    perm = b.tensor((4,), dtype="int32", data=[0, 2, 1, 3])
+    t = b.tensor((1, 6, 4, 3), **q)
+    b.op("TRANSPOSE", [x, perm], [t], "TransposeOptions")
+    ss = [b.tensor((4,), dtype="int32", data=v) for v in ([0, 1, 0, 0], [1, 6, 4, 3], [1, 2, 1, 1])]
+    s = b.tensor((1, 3, 4, 3), **q)
+    b.op("STRIDED_SLICE", [t, *ss], [s], "StridedSliceOptions")
+    begin = b.tensor((4,), dtype="int32", data=[0, 0, 1, 0])
+    size = b.tensor((4,), dtype="int32", data=[1, 3, 2, 3])
+    sl = b.tensor((1, 3, 2, 3), **q)
+    b.op("SLICE", [s, begin, size], [sl], "SliceOptions")
+    axis = b.tensor((), dtype="int32", data=3)
+    parts = [b.tensor((1, 3, 2, 1), **q) for _ in range(3)]
+    b.op("SPLIT", [axis, sl], parts, "SplitOptions", numSplits=3)
+    sizes = b.tensor((2,), dtype="int32", data=[1, 2])
+    axis2 = b.tensor((), dtype="int32", data=1)
+    v1, v2 = b.tensor((1, 1, 2, 1), **q), b.tensor((1, 2, 2, 1), **q)
+    b.op("SPLIT_V", [parts[1], sizes, axis2], [v1, v2], "SplitVOptions", numSplits=2)
+    model = b.build([x], [parts[0], v2, parts[2]])
+    _check16(model, [(4, 6, 3)])
+
+
+@pytest.mark.parametrize("kind", ["SPLIT", "SPLIT_V"])
+def test_split_copies_raw_values_when_quantization_differs(kind):
+    """TFLM's split kernels compare no quantization: outputs quantized otherwise than the input
+    get its raw codes (issue 11: accept what TFLM accepts)."""
+    b = ModelBuilder()
+    x = b.tensor((1, 4, 6), scale=0.05, zp=-3)
+    ys = [b.tensor((1, 4, 3), scale=s, zp=z) for s, z in ((0.1, 7), (0.02, -40))]
+    if kind == "SPLIT":
+        axis = b.tensor((), dtype="int32", data=2)
+        b.op("SPLIT", [axis, x], ys, "SplitOptions", numSplits=2)
+    else:
+        sizes = b.tensor((2,), dtype="int32", data=[3, 3])
+        axis = b.tensor((), dtype="int32", data=2)
+        b.op("SPLIT_V", [x, sizes, axis], ys, "SplitVOptions", numSplits=2)
+    compile_and_check(b.build([x], ys))

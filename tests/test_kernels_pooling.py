@@ -56,6 +56,7 @@ CASES = {
     "zp_min": spec(zp=-128, fh=3, fw=3, pad="SAME", act="RELU"),
     "zp_max": spec(zp=127, fh=3, fw=3, pad="SAME"),
     "relu_n1_to_1": spec(act="RELU_N1_TO_1", xs=0.01, zp=0),
+    "tanh_fused_no_clamp": spec(act="TANH", xs=0.01, zp=3),
     "relu6_small_scale": spec(act="RELU6", xs=0.03, zp=-100, fh=3, fw=3, sh=1, sw=1, pad="SAME"),
     "scale_within_tolerance": spec(xs=0.05, ys=0.0500004),
     "batch2": spec(batch=2, h=6, w=7, fh=3, fw=3, pad="SAME"),
@@ -139,8 +140,10 @@ def test_refuses_different_zero_points(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_refuses_unsupported_fused_activation(kind):
-    assert_unsupported(pool_model(kind, spec(act="TANH")), kind, "TANH")
+def test_fused_sign_bit_does_not_clamp_as_in_tflm(kind):
+    """TFLM's quantized pools clamp only for the RELU family (TANH: see CASES)."""
+    model = pool_model(kind, spec(act="SIGN_BIT"))
+    assert_matches_tflm(te.convert(model), model, samples(spec(act="SIGN_BIT")))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -158,3 +161,37 @@ def test_tflm_refuses_what_we_refuse(kind):
     """The refusals mirror TFLite Micro's own Prepare checks, not a limitation of ours."""
     with pytest.raises(RuntimeError):
         tflm_run(pool_model(kind, spec(xs=0.05, ys=0.1)), samples(spec(), n=1))
+
+
+# -- int16 (16x8 models) ----------------------------------------------------------------------
+
+def pool_model_16(kind, p) -> bytes:
+    b = ModelBuilder()
+    x = b.tensor((p["batch"], p["h"], p["w"], p["c"]), dtype="int16", scale=p["xs"], zp=p["zp"])
+    oh = out_size(p["h"], p["fh"], p["sh"], 1, p["pad"])
+    ow = out_size(p["w"], p["fw"], p["sw"], 1, p["pad"])
+    y = b.tensor((p["batch"], oh, ow, p["c"]), dtype="int16", scale=p["xs"], zp=p["zp"])
+    b.op(kind, [x], [y], "Pool2DOptions", padding=p["pad"], strideH=p["sh"], strideW=p["sw"],
+         filterHeight=p["fh"], filterWidth=p["fw"], fusedActivationFunction=p["act"])
+    return b.build([x], [y])
+
+
+CASES_16 = ["2x2_s2_valid", "3x3_s2_same", "3x3_s1_same_relu", "global_10x10_looped",
+            "9x9_s2_same_looped", "filter_bigger_than_input_same", "relu6_small_scale"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", CASES_16)
+def test_int16_pooling_matches_tflm(kind, case):
+    p = dict(CASES[case], xs=CASES[case]["xs"] / 200, zp=0 if case != "3x3_s1_same_relu" else 40)
+    model = pool_model_16(kind, p)
+    rng = np.random.default_rng(5)
+    shape = sample_shape((p["batch"], p["h"], p["w"], p["c"]))
+    x = rng.integers(-32768, 32768, (12, *shape)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    x[2].flat[::2] = -32768
+    x[2].flat[1::2] = 32767
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, x)
+    if case == "3x3_s2_same":
+        assert_sanitized_matches_tflm(cm, model, x[:4], layer=0)

@@ -192,3 +192,21 @@ def test_quantize_rejects_what_tflm_rejects():
     y = b.tensor((1, 4), dtype="int16")
     b.op("DEQUANTIZE", [x], [y])
     assert_unsupported(b.build([x], [y]), "DEQUANTIZE", "float32")
+
+
+@pytest.mark.parametrize("kind", ["QUANTIZE", "DEQUANTIZE"])
+def test_per_channel_input_uses_the_first_channel_as_tflm(kind):
+    """TFLM checks only QUANTIZE's output scale count; a per-channel input is read through its
+    first scale and zero point (issue 11)."""
+    b = ModelBuilder()
+    x = b.tensor((1, 4), scale=[0.1, 0.2, 0.3, 0.4], zp=[3, 0, 0, 0], qdim=1)
+    y = (b.tensor((1, 4), scale=0.07, zp=-2) if kind == "QUANTIZE"
+         else b.tensor((1, 4), dtype="float32"))
+    b.op(kind, [x], [y])
+    model = b.build([x], [y])
+    xs = int8_inputs((4,), 20)
+    cm = te.convert(model)
+    if kind == "QUANTIZE":
+        assert_matches_tflm(cm, model, xs)
+    else:
+        np.testing.assert_array_equal(cm.run(xs), tflm_run(model, xs))

@@ -117,3 +117,39 @@ def test_reduce_kernels_are_clean_under_sanitizers():
         (_reduce_model("REDUCE_MAX", (2, 3, 4), [0, 2], True, (0.1, 1), (0.1, 1)), (2, 3, 4)),
     ]:
         assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs(shape, 6))
+
+
+# -- int16 (16x8 models) ----------------------------------------------------------------------
+
+def _reduce_model_16(kind, shape, axes, keep, in_q, out_q):
+    b = ModelBuilder()
+    x = b.tensor(shape, dtype="int16", scale=in_q[0], zp=in_q[1])
+    ax = b.tensor((len(axes),), dtype="int32", data=axes)
+    resolved = {a % len(shape) for a in axes}
+    out = ([1 if d in resolved else n for d, n in enumerate(shape)] if keep
+           else [n for d, n in enumerate(shape) if d not in resolved])
+    y = b.tensor(out, dtype="int16", scale=out_q[0], zp=out_q[1])
+    b.op(kind, [x, ax], [y], "ReducerOptions", keepDims=keep)
+    return b.build([x], [y])
+
+
+@pytest.mark.parametrize("kind", ["MEAN", "SUM"])
+@pytest.mark.parametrize("shape,axes,keep,in_q,out_q", [
+    ((1, 7, 7, 16), [1, 2], True, (1e-4, 0), (1e-4, 0)),
+    ((1, 5, 3, 8), [2, 1], False, (3e-5, 0), (1e-4, 0)),
+    ((2, 4, 6, 5), [3], True, (2e-4, 10), (5e-4, -7)),
+    ((3, 7), [1], False, (1e-3, 0), (2e-2, 0)),
+    ((2, 3, 4, 5), [0, 2], False, (1e-4, 0), (3e-4, 0))])
+def test_mean_sum_int16(kind, shape, axes, keep, in_q, out_q):
+    from reference import assert_matches_tflm, check_footprints, sample_shape
+    if kind == "SUM":
+        out_q = (out_q[0] * 8, out_q[1])
+    model = _reduce_model_16(kind, shape, axes, keep, in_q, out_q)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-32768, 32768, (8, *sample_shape(shape))).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, x)
+    check_footprints(cm)
+    if shape == (1, 7, 7, 16):
+        assert_sanitized_matches_tflm(cm, model, x[:3], layer=0)

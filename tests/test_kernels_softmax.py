@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
-                       int8_inputs, run_c_check, sample_shape)
+                       check_footprints, int8_inputs, run_c_check, sample_shape)
 from tflite_builder import ModelBuilder
 
 import tinyengine_tf as te
@@ -157,7 +157,7 @@ def test_long_rows_beyond_tflm_shift_limit():
     (dict(out_scale=1.0 / 255), "1/256"),
     (dict(out_dtype="int16", out_scale=1.0 / 65536, out_zp=0), "zero point -32768"),
     (dict(out_dtype="int16", out_scale=1.0 / 60000, out_zp=-32768), "1/65536"),
-    (dict(in_dtype="int16", out_dtype="int16", out_scale=1.0 / 32768, out_zp=0), "int16"),
+    (dict(in_dtype="int16", out_dtype="int8", out_scale=1.0 / 256, out_zp=-128), "int16"),
     (dict(out_dtype="int32", out_scale=1.0 / 65536, out_zp=0), "int32"),
 ])
 def test_unsupported_quantization(kwargs, words):
@@ -357,3 +357,50 @@ def test_c_helpers_match_gemmlowp_mirror():
     bad = [(case, tuple(g), _mirror(*case)) for case, g in zip(cases, got.tolist())
            if tuple(g) != _mirror(*case)]
     assert not bad, f"{len(bad)} of {len(cases)} differ, first (case, C, mirror): {bad[:3]}"
+
+
+# -- int16 -> int16 (16x8 models) ---------------------------------------------------------------
+
+def softmax16_model(shape, in_scale, beta=1.0, out_scale=1 / 32768):
+    b = ModelBuilder()
+    x = b.tensor(shape, dtype="int16", scale=in_scale, zp=0)
+    y = b.tensor(shape, dtype="int16", scale=out_scale, zp=0)
+    b.op("SOFTMAX", [x], [y], "SoftmaxOptions", beta=beta)
+    return b.build([x], [y])
+
+
+def _int16_rows(shape, n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-32768, 32768, (n, *shape)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    x[2].flat[::2] = -32768
+    x[2].flat[1::2] = 32767
+    x[3] = rng.integers(-2000, 2000, shape)       # close values: many entries share the mass
+    x[4] = 0
+    x[4].flat[::3] = 500
+    return x
+
+
+@pytest.mark.parametrize("in_scale,beta", [(1e-4, 1.0), (3e-4, 1.0), (1e-5, 1.0), (5e-4, 0.5),
+                                           (2e-3, 1.0), (1e-4, 2.0), (3.05e-5, 1.0)])
+@pytest.mark.parametrize("shape", [(1, 10), (3, 7), (1, 2, 2, 33), (1, 300)])
+def test_int16_softmax_matches_tflm(in_scale, beta, shape):
+    model = softmax16_model(shape, in_scale, beta)
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, _int16_rows(shape[1:] if shape[0] == 1 else shape, 10, len(shape)))
+    check_footprints(cm)
+
+
+def test_int16_softmax_tables_are_tflm_functions():
+    """Guards the table builder: exp decreasing to about 0 at -10, 1 / (1 + x) from 1 to 1/2."""
+    from tinyengine_tf.kernels.softmax import int16_tables
+    exp_t, inv_t = int16_tables()
+    assert len(exp_t) == len(inv_t) == 513
+    assert np.all(np.diff(exp_t) >= 0) and exp_t[-1] == 32767 and exp_t[0] <= 2
+    assert np.all(np.diff(inv_t) <= 0) and inv_t[0] == 32767 and abs(int(inv_t[-1]) - 16384) <= 1
+
+
+def test_int16_softmax_sanitized_and_refusals():
+    model = softmax16_model((1, 2, 12), 2e-4)
+    assert_sanitized_matches_tflm(te.convert(model), model, _int16_rows((2, 12), 6, 1), layer=0)
+    assert_unsupported(softmax16_model((1, 8), 1e-4, out_scale=1 / 65536), "SOFTMAX", "1/32768")

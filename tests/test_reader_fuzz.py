@@ -117,13 +117,102 @@ def _mini_model() -> bytes:
     return _force_defaults(b.build([x], [probs]))
 
 
+def _new_ops_model() -> bytes:
+    """Every op family issue 11 added, chained on a small map, so mutations reach their checks:
+    LEAKY_RELU, PRELU, MAXIMUM, SQUARED_DIFFERENCE, RSQRT (on the non-negative squares), resizes,
+    SPACE_TO_DEPTH / DEPTH_TO_SPACE, TRANSPOSE_CONV, BATCH_MATMUL, MINIMUM."""
+    rng = np.random.default_rng(14)
+    b = ModelBuilder()
+    q = dict(scale=0.05, zp=-10)
+    x = b.tensor((1, 4, 4, 4), **q)
+    t1 = b.tensor((1, 4, 4, 4), scale=0.04, zp=-20)
+    b.op("LEAKY_RELU", [x], [t1], "LeakyReluOptions", alpha=0.2)
+    alpha = b.tensor((4,), scale=0.01, zp=0, data=rng.integers(-60, 60, 4))
+    t2 = b.tensor((1, 4, 4, 4), scale=0.04, zp=-20)
+    b.op("PRELU", [t1, alpha], [t2])
+    c = b.tensor((1, 1, 1, 4), scale=0.04, zp=-20, data=rng.integers(-128, 128, (1, 1, 1, 4)))
+    t3 = b.tensor((1, 4, 4, 4), scale=0.04, zp=-20)
+    b.op("MAXIMUM", [t2, c], [t3], "MaximumMinimumOptions")
+    t4 = b.tensor((1, 4, 4, 4), scale=0.05, zp=-128)
+    b.op("SQUARED_DIFFERENCE", [t3, t1], [t4], "SquaredDifferenceOptions")
+    t5 = b.tensor((1, 4, 4, 4), scale=0.1, zp=-128)
+    b.op("RSQRT", [t4], [t5])
+    size8 = b.tensor((2,), dtype="int32", data=[8, 8])
+    t6 = b.tensor((1, 8, 8, 4), scale=0.1, zp=-128)
+    b.op("RESIZE_NEAREST_NEIGHBOR", [t5, size8], [t6], "ResizeNearestNeighborOptions")
+    t7 = b.tensor((1, 4, 4, 16), scale=0.1, zp=-128)
+    b.op("SPACE_TO_DEPTH", [t6], [t7], "SpaceToDepthOptions", blockSize=2)
+    t8 = b.tensor((1, 8, 8, 4), scale=0.1, zp=-128)
+    b.op("DEPTH_TO_SPACE", [t7], [t8], "DepthToSpaceOptions", blockSize=2)
+    size3 = b.tensor((2,), dtype="int32", data=[3, 3])
+    t9 = b.tensor((1, 3, 3, 4), scale=0.1, zp=-128)
+    b.op("RESIZE_BILINEAR", [t8, size3], [t9], "ResizeBilinearOptions", halfPixelCenters=True)
+    oshape = b.tensor((4,), dtype="int32", data=[1, 6, 6, 3])
+    fs = [0.01, 0.02, 0.015]
+    w = b.tensor((3, 2, 2, 4), scale=fs, zp=[0] * 3, data=rng.integers(-127, 128, (3, 2, 2, 4)))
+    bias = b.tensor((3,), dtype="int32", scale=bias_scale(0.1, fs), zp=[0] * 3,
+                    data=rng.integers(-300, 300, 3))
+    t10 = b.tensor((1, 6, 6, 3), scale=0.2, zp=3)
+    b.op("TRANSPOSE_CONV", [oshape, w, t9, bias], [t10], "TransposeConvOptions", padding="SAME",
+         strideH=2, strideW=2)
+    rshape = b.tensor((3,), dtype="int32", data=[1, 36, 3])
+    t11 = b.tensor((1, 36, 3), scale=0.2, zp=3)
+    b.op("RESHAPE", [t10, rshape], [t11], "ReshapeOptions", newShape=[1, 36, 3])
+    m = b.tensor((3, 2), scale=0.02, zp=0, data=rng.integers(-127, 128, (3, 2)))
+    t12 = b.tensor((1, 36, 2), scale=0.1, zp=-5)
+    b.op("BATCH_MATMUL", [t11, m], [t12], "BatchMatMulOptions")
+    c2 = b.tensor((2,), scale=0.1, zp=-5, data=[40, -30])
+    y = b.tensor((1, 36, 2), scale=0.1, zp=-5)
+    b.op("MINIMUM", [t12, c2], [y], "MaximumMinimumOptions")
+    return _force_defaults(b.build([x], [y]))
+
+
+def _int16x8_model() -> bytes:
+    """A 16x8 keyword-model chain: conv (int64 bias), depthwise, average pool, reshape, fully
+    connected (int32 bias), add, int16 softmax."""
+    rng = np.random.default_rng(15)
+    b = ModelBuilder()
+    x = b.tensor((1, 6, 4, 1), dtype="int16", scale=3e-5, zp=0)
+    fs = [0.02, 0.015, 0.03, 0.01]
+    w = b.tensor((4, 3, 3, 1), scale=fs, zp=[0] * 4, data=rng.integers(-127, 128, (4, 3, 3, 1)))
+    bias = b.tensor((4,), dtype="int64", scale=bias_scale(3e-5, fs), zp=[0] * 4,
+                    data=rng.integers(-3000, 3000, 4))
+    c = b.tensor((1, 3, 2, 4), dtype="int16", scale=4e-5, zp=0)
+    b.op("CONV_2D", [x, w, bias], [c], "Conv2DOptions", padding="SAME", strideH=2, strideW=2,
+         fusedActivationFunction="RELU")
+    dfs = [0.05, 0.04, 0.06, 0.03]
+    dw = b.tensor((1, 3, 3, 4), scale=dfs, zp=[0] * 4, qdim=3, data=rng.integers(-127, 128, (1, 3, 3, 4)))
+    dbias = b.tensor((4,), dtype="int64", scale=bias_scale(4e-5, dfs), zp=[0] * 4,
+                     data=rng.integers(-2000, 2000, 4))
+    d = b.tensor((1, 3, 2, 4), dtype="int16", scale=5e-5, zp=0)
+    b.op("DEPTHWISE_CONV_2D", [c, dw, dbias], [d], "DepthwiseConv2DOptions", padding="SAME",
+         strideH=1, strideW=1, depthMultiplier=1, fusedActivationFunction="RELU6")
+    p = b.tensor((1, 1, 1, 4), dtype="int16", scale=5e-5, zp=0)
+    b.op("AVERAGE_POOL_2D", [d], [p], "Pool2DOptions", padding="VALID", strideH=3, strideW=2,
+         filterHeight=3, filterWidth=2)
+    shape = b.tensor((2,), dtype="int32", data=[1, 4])
+    flat = b.tensor((1, 4), dtype="int16", scale=5e-5, zp=0)
+    b.op("RESHAPE", [p, shape], [flat], "ReshapeOptions", newShape=[1, 4])
+    fw = b.tensor((3, 4), scale=[0.01], zp=[0], data=rng.integers(-127, 128, (3, 4)))
+    fb = b.tensor((3,), dtype="int32", scale=bias_scale(5e-5, [0.01]), zp=[0] * 3,
+                  data=rng.integers(-500, 500, 3))
+    logits = b.tensor((1, 3), dtype="int16", scale=1e-4, zp=0)
+    b.op("FULLY_CONNECTED", [flat, fw, fb], [logits], "FullyConnectedOptions")
+    k = b.tensor((3,), dtype="int16", scale=1e-4, zp=0, data=[1000, -2000, 300])
+    s2 = b.tensor((1, 3), dtype="int16", scale=2e-4, zp=0)
+    b.op("ADD", [logits, k], [s2], "AddOptions")
+    probs = b.tensor((1, 3), dtype="int16", scale=1 / 32768, zp=0)
+    b.op("SOFTMAX", [s2], [probs], "SoftmaxOptions", beta=1.0)
+    return _force_defaults(b.build([x], [probs]))
+
+
 def _kws_model() -> bytes:
     from conftest import SHARED_MODELS
     return (SHARED_MODELS / "kws_ref_model.tflite").read_bytes()
 
 
 SEEDS = {"conv": _conv_model, "conv_reshape": _conv_reshape_model, "mini": _mini_model,
-         "kws": _kws_model}
+         "kws": _kws_model, "new_ops": _new_ops_model, "int16x8": _int16x8_model}
 _CACHE: dict = {}
 
 
@@ -436,6 +525,12 @@ def sample_inputs(cm, seed):
         sample = sample_shape(d["shape"])
         if d["dtype"] == "int8":
             xs.append(int8_inputs(sample, N_SAMPLES, seed=seed + k))
+        elif d["dtype"] == "int16":  # 16x8 models: the int16 extremes first
+            x = np.random.default_rng(seed + k).integers(-32768, 32768, (N_SAMPLES, *sample))
+            x[0], x[1] = -32768, 32767
+            x[2].flat[::2] = -32768
+            x[2].flat[1::2] = 32767
+            xs.append(x.astype(np.int16))
         else:
             lo, hi = _NP_RANGE.get(d["dtype"], (0, 1))
             rng = np.random.default_rng(seed + k)
@@ -545,10 +640,10 @@ def test_layout_finds_the_fields_it_targets():
 def test_seed_models_match_tflm(worker):
     """The unmutated models are judged like mutants: the harness itself can tell a match."""
     tally = Tally("seeds")
-    for name in ("conv", "conv_reshape", "mini"):
+    for name in ("conv", "conv_reshape", "mini", "new_ops", "int16x8"):
         check_case(seed_model(name), f"seed {name}", tally, worker)
     tally.report()
-    assert tally.counts["matched_tflm"] == 3
+    assert tally.counts["matched_tflm"] == 5
 
 
 def test_random_bytes(worker):
@@ -591,7 +686,9 @@ def test_truncations(name, count, worker):
 # kws checks the reader on a real converter's layout (many tensors, shared vtables).
 CAMPAIGNS = [("conv", "targeted", 150, 25), ("conv_reshape", "targeted", 100, 15),
              ("mini", "targeted", 150, 15), ("conv", "random", 60, 8), ("mini", "random", 40, 5),
-             ("kws", "targeted", 60, 2), ("kws", "random", 30, 1)]
+             ("kws", "targeted", 60, 2), ("kws", "random", 30, 1),
+             ("new_ops", "targeted", 120, 12), ("new_ops", "random", 30, 3),
+             ("int16x8", "targeted", 100, 10)]
 
 
 @pytest.mark.parametrize("name,how,count,compiles", CAMPAIGNS)

@@ -7,22 +7,29 @@ from pathlib import Path
 from tinyengine_tf.errors import DoesNotFitError, InvalidModelError, TinyEngineError
 
 
-def load_tflite_bytes(model, representative_dataset=None) -> bytes:
-    """The int8 flatbuffer for any accepted model form. Only Keras/SavedModel inputs import TF."""
+QUANTIZATIONS = ("int8", "int16x8")
+
+
+def load_tflite_bytes(model, representative_dataset=None, quantization: str = "int8") -> bytes:
+    """The int8 (or 16x8) flatbuffer for any accepted model form. Only Keras/SavedModel inputs
+    import TF; `quantization` applies to those (a .tflite file is compiled as it is quantized)."""
+    if quantization not in QUANTIZATIONS:
+        from tinyengine_tf.errors import QuantizationError
+        raise QuantizationError(f"quantization={quantization!r} is not one of {QUANTIZATIONS}")
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model)
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if path.is_dir():
             from converters.keras_to_tflite import saved_model_to_tflite
-            return saved_model_to_tflite(str(path), representative_dataset)
+            return saved_model_to_tflite(str(path), representative_dataset, quantization)
         if not path.exists():
             raise InvalidModelError(f"{path}: no such file; pass a .tflite file, a SavedModel "
                                     "directory, .tflite bytes or a Keras model")
         return path.read_bytes()
     if hasattr(model, "layers") and hasattr(model, "inputs"):
         from converters.keras_to_tflite import keras_to_tflite
-        return keras_to_tflite(model, representative_dataset)
+        return keras_to_tflite(model, representative_dataset, quantization)
     raise TinyEngineError(f"cannot convert a {type(model).__name__}: pass .tflite bytes, a path to a "
                           ".tflite file or SavedModel directory, or a Keras model")
 
@@ -56,7 +63,10 @@ def _check_budget(cm, sram, flash):
 
 
 def convert(model, representative_dataset=None, *, name: str = "model", sram: int | None = None,
-            flash: int | None = None):
-    """Compile a model to specialized C. See shared/docs/design.md for the contract."""
-    data = load_tflite_bytes(model, representative_dataset)
+            flash: int | None = None, quantization: str = "int8"):
+    """Compile a model to specialized C. See shared/docs/design.md for the contract.
+
+    quantization: for a Keras model or SavedModel, "int8" (default) or "int16x8" (TFLite's 16x8
+    mode: int16 activations, int8 weights)."""
+    data = load_tflite_bytes(model, representative_dataset, quantization)
     return compile_tflite(data, name=name, sram=sram, flash=flash)

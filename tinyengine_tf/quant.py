@@ -71,10 +71,15 @@ def quantize_float(value: float, scale: float, zero_point: int) -> int:
         return zero_point + round_away(float(np.float32(value) / np.float32(scale)))
 
 
+# Fused activations TFLM's quantized kernels do not clamp for: CalculateActivationRangeQuantized
+# handles RELU, RELU6 and RELU_N1_TO_1 and leaves the full range for anything else.
+FULL_RANGE_ACTIVATIONS = ("NONE", "TANH", "SIGN_BIT")
+
+
 def activation_range(activation: str, scale: float, zero_point: int, qmin=-128, qmax=127):
-    """[lo, hi] for a fused activation on an int8 output."""
+    """[lo, hi] for a fused activation on a quantized (int8 by default) output."""
     activation = activation or "NONE"
-    if activation == "NONE":
+    if activation in FULL_RANGE_ACTIVATIONS:
         return qmin, qmax
     if activation == "RELU":
         return max(qmin, quantize_float(0.0, scale, zero_point)), qmax

@@ -96,4 +96,14 @@ TE_INLINE int32_t te_softmax_exp(int32_t diff, int32_t multiplier, int left_shif
     return te_fp_exp_on_negative_q5(te_srdhm(te_shl(diff, left_shift), multiplier));
 }
 
+/* TFLM's int16 LUTLookup: a 513-entry table over the int16 range, linear interpolation across
+ * each 128-value step (the int16 softmax's exp and 1 / (1 + x)). */
+TE_INLINE int16_t te_lut16(int16_t value, const int16_t *lut) {
+    const int index = 256 + (value >> 7);
+    const int32_t offset = value & 0x7f;
+    const int32_t base = lut[index];
+    const int32_t slope = (int16_t)(lut[index + 1] - lut[index]);
+    return (int16_t)(base + ((slope * offset + 64) >> 7));
+}
+
 #endif

@@ -1,4 +1,5 @@
-"""int8 activations: RELU, RELU6, LOGISTIC, TANH, HARD_SWISH.
+"""int8 activations and other one-input functions: RELU, RELU6, LOGISTIC, TANH, HARD_SWISH,
+LEAKY_RELU, RSQRT.
 
 An int8 -> int8 function of one element has only 256 possible inputs, so RELU, LOGISTIC, TANH and
 HARD_SWISH become a 256-byte lookup table computed here, at generation time, by Python functions
@@ -16,6 +17,13 @@ Quirks of TFLM reproduced on purpose (the interpreter is the judge):
 - LOGISTIC requires output zero point -128 but ignores the output scale (assumes 1/256).
 - TANH ignores the output quantization (assumes zero point 0, scale 1/128).
 - HARD_SWISH computes its multipliers in float32 and runs a 16-bit fixed-point pipeline.
+- LEAKY_RELU computes both multipliers (in_s * alpha / out_s and in_s / out_s) in double
+  (the interpreter does, although its source reads as float32); a negative alpha multiplies by
+  |q| and negates (leaky_relu.h). int16 LEAKY_RELU runs the same recipe per element.
+- RSQRT (elementwise.cc) finds 1/sqrt(x - zp) with gemmlowp's Newton-Raphson inverse square
+  root (GetInvSqrtQuantizedMultiplierExp) and rescales by 1 / (sqrtf(in_s) * out_s); x == zp
+  gives 127. TFLM stops the whole inference with an error on an input below the zero point (a
+  negative real); the generated C has no error path and returns 127 there too.
 """
 from __future__ import annotations
 
@@ -26,9 +34,10 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE, FIX_REEXPORT, FIX_REQUANTIZE
 
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
-LUT_KINDS = ("RELU", "LOGISTIC", "TANH", "HARD_SWISH")
+LUT_KINDS = ("RELU", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "RSQRT")
 INPUTS = range(-128, 128)
 
 
@@ -194,12 +203,12 @@ def relu_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np
     return np.array([_clamp(out_zp + mbqm(x - in_zp, q, shift), lo, 127) for x in INPUTS], np.int8)
 
 
-def relu6_bounds(in_scale: float, in_zp: int) -> tuple[int, int]:
+def relu6_bounds(in_scale: float, in_zp: int, qmax: int = 127) -> tuple[int, int]:
     """TFLM Relu6Prepare: [zp, FloatToQuantizedType(6.0f)] in the input's quantization."""
     six = float(np.float32(6.0) / np.float32(in_scale))
     if not abs(six) < 2**30:
         raise ValueError(f"6.0 / input scale {in_scale:g} overflows int32")
-    return in_zp, _clamp(quant.round_away(six) + in_zp, -128, 127)
+    return in_zp, _clamp(quant.round_away(six) + in_zp, -qmax - 1, qmax)
 
 
 # 16-bit fixed point of TFLM's reference HardSwish.
@@ -272,7 +281,89 @@ def hard_swish_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int)
     return np.array([hard_swish_element(x, in_zp, out_zp, *params) for x in INPUTS], np.int8)
 
 
-def table_for(kind: str, x, y) -> np.ndarray:
+def leaky_relu_params(in_scale: float, out_scale: float, alpha: float):
+    """((q, shift) of the identity branch, (q, shift) of the alpha branch).
+
+    TFLM's source reads as float32 products, but the interpreter computes both in double from
+    the float32 scale and alpha (measured on int16 inputs, where a float32 multiplier gives
+    outputs one code off: tests/test_kernels_activations.py)."""
+    f32 = np.float32
+    m_alpha = float(f32(in_scale)) * float(f32(alpha)) / float(f32(out_scale))
+    m_id = float(f32(in_scale)) / float(f32(out_scale))
+    if not (math.isfinite(m_alpha) and math.isfinite(m_id)):
+        raise ValueError(f"alpha {alpha:g} and the scales overflow float32")
+    q_id, s_id = quant.quantize_multiplier(m_id)
+    q_a, s_a = quant.quantize_multiplier(m_alpha)
+    if s_id > 30 or s_a > 30:
+        raise ValueError("the input/output scale ratio puts LEAKY_RELU's shift beyond 30 bits")
+    return (q_id, s_id), (q_a, s_a)
+
+
+def leaky_relu_table(in_scale, in_zp, out_scale, out_zp, alpha, lo=-128, hi=127, codes=INPUTS):
+    (q_id, s_id), (q_a, s_a) = leaky_relu_params(in_scale, out_scale, alpha)
+    out = []
+    for x in codes:
+        v = x - in_zp
+        if v >= 0:
+            r = out_zp + mbqm(v, q_id, s_id)
+        else:
+            t = mbqm(v, abs(q_a), s_a)
+            r = out_zp + (-t if q_a < 0 else t)
+        out.append(_clamp(_wrap32(r), lo, hi))
+    return np.array(out, np.int64)
+
+
+def _inv_sqrt_multiplier_exp(value: int) -> tuple[int, int]:
+    """GetInvSqrtQuantizedMultiplierExp(value, kReverseShift): (q, left shift), value > 0."""
+    if value <= 1:
+        return INT32_MAX, 0
+    shift = 11
+    while value >= (1 << 29):
+        value //= 4
+        shift += 1
+    max_left_shift_bits = (32 - value.bit_length()) - 1
+    pairs = max_left_shift_bits // 2 - 1
+    shift -= pairs
+    value <<= 2 * pairs
+    # FixedPoint<int32, 3> Newton-Raphson, 5 steps from x = 1.
+    f_in = value >> 1
+    f_half_in = rdbpot(f_in, 1)
+    half_three = (1 << 28) + (1 << 27)
+    x = 1 << 28
+    for _ in range(5):
+        x3 = _sat_mul_pot(srdhm(srdhm(x, x), x), 6)             # F9 -> F3
+        x = _sat_mul_pot(_wrap32(srdhm(half_three, x) - srdhm(f_half_in, x3)), 3)  # F6 -> F3
+    x = srdhm(x, 1518500250)                                     # * sqrt(2)/2
+    if shift < 0:
+        x = _wrap32(x << -shift)
+        shift = 0
+    return x, -shift
+
+
+def rsqrt_params(in_scale: float, out_scale: float) -> tuple[int, int]:
+    f32 = np.float32
+    with np.errstate(over="ignore", under="ignore"):
+        denom = float(f32(np.sqrt(f32(in_scale)) * f32(out_scale)))
+    if not (math.isfinite(denom) and denom > 0):
+        raise ValueError("sqrt(input scale) x output scale is out of float32 range")
+    return quant.quantize_multiplier(1.0 / denom)
+
+
+def rsqrt_table(in_scale, in_zp, out_scale, out_zp, lo=-128, hi=127, codes=INPUTS):
+    q, shift = rsqrt_params(in_scale, out_scale)
+    out = []
+    for x in codes:
+        v = x - in_zp
+        if v <= 0:  # 0: TFLM's max output; < 0: TFLM raises, we give the same
+            out.append(hi)
+            continue
+        q_inv, s_inv = _inv_sqrt_multiplier_exp(v)
+        data = mbqm(1, q_inv, s_inv + 20)
+        out.append(_clamp(_wrap32(mbqm(data, q, shift - 20) + out_zp), lo, hi))
+    return np.array(out, np.int64)
+
+
+def table_for(kind: str, x, y, options=None) -> np.ndarray:
     """The 256-entry table of a LUT kind, indexed by input code + 128. ValueError if TFLM
     would refuse the quantization."""
     if kind == "RELU":
@@ -286,6 +377,11 @@ def table_for(kind: str, x, y) -> np.ndarray:
         return tanh_table(x.s, x.zp)
     if kind == "HARD_SWISH":
         return hard_swish_table(x.s, x.zp, y.s, y.zp)
+    if kind == "LEAKY_RELU":
+        alpha = float((options or {}).get("alpha", 0.0))
+        return leaky_relu_table(x.s, x.zp, y.s, y.zp, alpha).astype(np.int8)
+    if kind == "RSQRT":
+        return rsqrt_table(x.s, x.zp, y.s, y.zp).astype(np.int8)
     raise KeyError(kind)
 
 
@@ -309,15 +405,86 @@ def _footprint(op: Op, g: Graph) -> tuple[int, int]:
     if y.numel == 0:
         return 0, 0
     x = g.t(op.inputs[0])
-    table = 256 if op.kind in LUT_KINDS else 0
+    table = 256 if op.kind in LUT_KINDS and x.dtype != "int16" else 0
     return table + (x.nbytes if x.is_const else 0), 0
+
+
+def _leaky_relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
+    """int16 LEAKY_RELU (16x8 models): TFLM's same QuantizeLeakyRelu in the int16 range, computed
+    per element (a table would take 128 KiB)."""
+    if len(op.inputs) != 1 or len(op.outputs) != 1:
+        raise ctx.unsupported(op, "expects 1 input and 1 output", FIX_REEXPORT)
+    x, y = ctx.t_in(op, 0), ctx.t_out(op)
+    if y.dtype != "int16" or not x.quantized or not y.quantized:
+        raise ctx.unsupported(op, "an int16 LEAKY_RELU needs quantized int16 input and output",
+                              FIX_QUANTIZE)
+    ctx.require_per_tensor(op, x, y)
+    if x.numel != y.numel:
+        raise ctx.unsupported(op, f"input {list(x.shape)} and output {list(y.shape)} differ in size")
+    alpha = float(op.options.get("alpha", 0.0))
+    try:
+        (q_id, s_id), (q_a, s_a) = leaky_relu_params(x.s, y.s, alpha)
+    except ValueError as exc:
+        raise ctx.unsupported(op, str(exc), "Requantize the model") from None
+    if y.numel == 0:
+        return LayerCode(body="", in_place=True)
+
+    def mbqm_c(v, q, shift):
+        return f"te_mbqm({v}, {q}, {shift})" if shift > 0 else f"te_mbqm_r({v}, {q}, {-shift})"
+
+    neg = mbqm_c("v", abs(q_a), s_a)
+    neg = f"-{neg}" if q_a < 0 else neg
+    src = ctx.operand(op, 0)
+    body = f"""
+  for (int i = 0; i < {y.numel}; ++i) {{
+    const int32_t v = (int32_t){src}[i] - {x.zp};
+    const int32_t r = v >= 0 ? {mbqm_c("v", q_id, s_id)} : {neg};
+    out0[i] = (int16_t)te_clamp(r + {y.zp}, -32768, 32767);
+  }}"""
+    return LayerCode(body=body, in_place=not x.is_const)
+
+
+def _check_unary_int16(op: Op, ctx: EmitContext):
+    if len(op.inputs) != 1 or len(op.outputs) != 1:
+        raise ctx.unsupported(op, "expects 1 input and 1 output", FIX_REEXPORT)
+    x, y = ctx.t_in(op, 0), ctx.t_out(op)
+    if y.dtype != "int16" or not x.quantized or not y.quantized:
+        raise ctx.unsupported(op, f"an int16 {op.kind} needs quantized int16 input and output",
+                              FIX_QUANTIZE)
+    ctx.require_per_tensor(op, x, y)
+    if x.numel != y.numel:
+        raise ctx.unsupported(op, f"input {list(x.shape)} and output {list(y.shape)} differ in size")
+    return x, y
+
+
+def _relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
+    """int16 RELU (activations_common.cc): zero points 0, then TFLM's int8 recipe per element."""
+    x, y = _check_unary_int16(op, ctx)
+    if x.zp or y.zp:
+        raise ctx.unsupported(op, "int16 RELU needs zero points 0, as TFLite Micro requires",
+                              FIX_QUANTIZE)
+    q, shift = quant.quantize_multiplier(float(np.float32(x.s)) / float(np.float32(y.s)))
+    if shift > 30:
+        raise ctx.unsupported(op, "the input/output scale ratio needs a shift beyond 30 bits",
+                              FIX_REQUANTIZE)
+    if y.numel == 0:
+        return LayerCode(body="", in_place=True)
+    src = ctx.operand(op, 0)
+    body = (f"\n  for (int i = 0; i < {y.numel}; ++i) "
+            f"out0[i] = (int16_t)te_clamp(te_mbqm((int32_t){src}[i], {q}, {shift}), 0, 32767);")
+    return LayerCode(body=body, in_place=not x.is_const)
 
 
 @kernel(*LUT_KINDS, footprint=_footprint)
 def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    if op.inputs and op.inputs[0] >= 0 and ctx.t_in(op, 0).dtype == "int16":
+        if op.kind == "LEAKY_RELU":
+            return _leaky_relu_int16(op, ctx)
+        if op.kind == "RELU":
+            return _relu_int16(op, ctx)
     x, y = _check_unary(op, ctx)
     try:
-        table = table_for(op.kind, x, y)
+        table = table_for(op.kind, x, y, op.options)
     except ValueError as exc:
         raise ctx.unsupported(op, str(exc), "Requantize the model") from None
     if y.numel == 0:
@@ -330,14 +497,16 @@ def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
 
 @kernel("RELU6", footprint=_footprint)
 def relu6(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    x, y = _check_unary(op, ctx)
+    wide = bool(op.inputs) and op.inputs[0] >= 0 and ctx.t_in(op, 0).dtype == "int16"
+    x, y = _check_unary_int16(op, ctx) if wide else _check_unary(op, ctx)
     try:
-        lo, hi = relu6_bounds(x.s, x.zp)
+        lo, hi = relu6_bounds(x.s, x.zp, 32767 if wide else 127)
     except ValueError as exc:
         raise ctx.unsupported(op, str(exc), "Requantize the model") from None
     if y.numel == 0:
         return LayerCode(body="", in_place=True)
     src = ctx.operand(op, 0)
+    ct = "int16_t" if wide else "int8_t"
     body = (f"\n  for (int i = 0; i < {y.numel}; ++i) "
-            f"out0[i] = (int8_t)te_clamp({src}[i], {lo}, {hi});")
+            f"out0[i] = ({ct})te_clamp({src}[i], {lo}, {hi});")
     return LayerCode(body=body, in_place=not x.is_const)

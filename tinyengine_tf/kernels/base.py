@@ -113,10 +113,12 @@ class EmitContext:
                                        "Quantize the model to int8 with a representative dataset")
 
     def require_per_tensor(self, op: Op, *tensors: Tensor):
-        for t in tensors:
-            if t.per_channel:
-                raise self.unsupported(op, f"tensor {t.describe()} is quantized per channel, "
-                                           "which TFLite Micro does not allow for this op")
+        """Activations quantized per channel are accepted: TFLite Micro's kernels read a tensor's
+        params.scale / params.zero_point, which are its first channel's (micro_allocator.cc),
+        and run; Tensor.s and Tensor.zp are exactly those. Only QUANTIZE / DEQUANTIZE check the
+        scale count, and they do so themselves (kernels/quantize.py). Kept as the one place that
+        states this rule for every kernel that calls it."""
+        del op, tensors
 
 
 def ctype_bytes(ctype: str) -> int:
@@ -127,3 +129,10 @@ def ctype_bytes(ctype: str) -> int:
 def supported_ops() -> list:
     from tinyengine_tf import kernels  # noqa: F401  (imports every kernel module)
     return sorted(set(KERNELS) | VIEW_OPS)
+
+
+# Fixes that refusal messages name (ctx.unsupported(op, why, fix)).
+FIX_REEXPORT = "Re-export the model with the TFLite converter (its shapes or options are inconsistent)"
+FIX_QUANTIZE = "Quantize the model with the TFLite converter (int8, or 16x8 for int16 activations)"
+FIX_CONSTANT = "Export the model with constant weights and sizes"
+FIX_REQUANTIZE = "Requantize the model or split the layer"

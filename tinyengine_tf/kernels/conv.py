@@ -36,8 +36,9 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
-from tinyengine_tf.kernels import dsp
+from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import Window
 
 INT32_MAX = 2**31 - 1
@@ -55,6 +56,8 @@ CHANNEL_OUTER_FROM = 16
 
 def conv_footprint(op: Op, g) -> tuple[int, int]:
     """(Flash, scratch) bytes of the emitted layer, from shapes and quantization granularity."""
+    if int16x8.handles(op, g):
+        return int16x8.footprint(op, g)
     w = g.t(op.inputs[1])
     oc = int(w.shape[0])
     flash = int(np.prod(w.shape)) + 4 * oc          # weights (either order) + int32 bias
@@ -65,6 +68,8 @@ def conv_footprint(op: Op, g) -> tuple[int, int]:
 
 @kernel("CONV_2D", footprint=conv_footprint)
 def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
+    if int16x8.handles(op, g):
+        return int16x8.conv_2d(op, g, ctx)
     L = _layer(op, ctx)
     body = _body(L)
     fast = _dsp_body(L)
@@ -143,8 +148,14 @@ def _layer(op: Op, ctx: EmitContext) -> _Layer:
                                   f"and output {list(y.shape)}")
     if np.any(w.zero_point != 0):
         raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)")
-    if w.per_channel and (w.quantized_dim != 0 or len(w.scale) != oc):
-        raise ctx.unsupported(op, "per-channel filter scales must run along the output channel")
+    # TFLM (PopulateConvolutionQuantizationParams) reads the scales by output channel and
+    # checks only their count against the output channels and the axis quantized_dimension names.
+    qd = w.quantized_dim
+    if w.per_channel and (len(w.scale) != oc or not 0 <= qd < 4 or w.shape[qd] != oc):
+        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized "
+                                  f"dimension {qd} of {list(w.shape)}; TFLite Micro needs 1 or one "
+                                  f"per output channel ({oc}), along an axis of that size",
+                              FIX_QUANTIZE)
     groups = ic // icf
     win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
 

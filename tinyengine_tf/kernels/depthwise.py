@@ -36,13 +36,14 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
-from tinyengine_tf.kernels import dsp
+from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import Window, output_regions, requant
 
 INT32_MAX = 2**31 - 1
 # Fused activations TFLite Micro's CalculateActivationRangeQuantized accepts.
-ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1", "TANH", "SIGN_BIT")  # the last two: no clamp
 
 
 @dataclass
@@ -126,6 +127,8 @@ def layout(op: Op, g: Graph, ctx: EmitContext) -> Layout:
 
 def footprint(op: Op, g: Graph) -> tuple[int, int]:
     """(flash bytes, scratch bytes) exactly as the emitted layer declares them."""
+    if int16x8.handles(op, g):
+        return int16x8.footprint(op, g, channel_axis=3)
     lay = layout(op, g, EmitContext(g, "footprint"))
     size = {"int8_t": 1, "int32_t": 4}
     flash = sum(count * size[ctype] for count, ctype in lay.arrays().values())
@@ -157,9 +160,13 @@ def _check_quantization(op: Op, ctx: EmitContext, lay: Layout):
         raise ctx.unsupported(op, "the filter is not a constant tensor")
     if np.any(w.zero_point != 0):
         raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)")
-    if len(w.scale) not in (1, lay.oc):
-        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales; TFLite Micro needs 1 or one "
-                                  f"per output channel ({lay.oc})")
+    qd = w.quantized_dim
+    if len(w.scale) not in (1, lay.oc) or (
+            w.per_channel and (not 0 <= qd < len(w.shape) or w.shape[qd] != lay.oc)):
+        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension "
+                                  f"{qd} of {list(w.shape)}; TFLite Micro needs 1 or one per "
+                                  f"output channel ({lay.oc}), along an axis of that size",
+                              FIX_QUANTIZE)
 
 
 def _offset_term(value: str, in_off: int) -> str:
@@ -171,6 +178,8 @@ def _offset_term(value: str, in_off: int) -> str:
 
 @kernel("DEPTHWISE_CONV_2D", footprint=footprint)
 def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    if int16x8.handles(op, g):
+        return int16x8.depthwise_conv_2d(op, g, ctx)
     lay = layout(op, g, ctx)
     _check_quantization(op, ctx, lay)
     x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)

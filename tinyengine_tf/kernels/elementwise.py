@@ -1,4 +1,6 @@
-"""ADD, SUB and MUL on int8 tensors, with TFLM's broadcasting (up to 6-D) and fused activation.
+"""Binary element-wise ops with TFLM's broadcasting: ADD, SUB, MUL (int8, up to 6-D, fused
+activation), MAXIMUM, MINIMUM (int8/int16, raw codes), SQUARED_DIFFERENCE (int8, up to 4-D) and
+PRELU (int8 input and alpha).
 
 Arithmetic (TFLM add_common.cc / sub_common.cc / mul_common.cc and reference/integer_ops):
 - ADD/SUB rescale both inputs to a common scale with 20 bits of headroom
@@ -7,6 +9,12 @@ Arithmetic (TFLM add_common.cc / sub_common.cc / mul_common.cc and reference/int
   "smaller than one" QuantizeMultiplier, computed in double.
 - MUL multiplies the zero-point-corrected inputs in int32 and requantizes once with
   ``s1 * s2 / s_out`` (double).
+- MAXIMUM/MINIMUM compare raw codes and never requantize (TFLM has no Prepare for them).
+- SQUARED_DIFFERENCE rescales like ADD with 7 bits of headroom, squares the int32 difference
+  and requantizes with ``(2 * max(s1, s2))^2 / (2^14 * s_out)`` (the denominator a float32
+  product, as TFLM computes it).
+- PRELU: ``x - zp >= 0`` requantizes with ``s_in / s_out``, else ``(x - zp) * (alpha - zp_a)``
+  with ``s_in * s_alpha / s_out`` (both double), then the output zero point and a clamp.
 Right-shift requantizations use te_mbqm_1r (te_runtime.h): TFLM's two roundings folded
 exactly into one 64-bit rounding shift, which vectorizes better.
 
@@ -17,18 +25,22 @@ value is computed once, outside the loop.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tinyengine_tf import quant
-from tinyengine_tf.ir import Graph, Op
+from tinyengine_tf.ir import C_TYPES, Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE, FIX_REEXPORT
 
 LEFT_SHIFT = 20       # int8 ADD/SUB headroom bits (TFLM: 15 for int16, 20 for int8)
+LEFT_SHIFT_16 = 15
 MAX_BROADCAST_RANK = 6  # TFLM's BroadcastBinaryFunction6DSlow / BroadcastSubCommon limit
 HEADERS = ()
 
 
 # -- shapes -------------------------------------------------------------------------------------
 
-def broadcast_runs(op: Op, ctx: EmitContext, s1, s2, so) -> list:
+def broadcast_runs(op: Op, ctx: EmitContext, s1, s2, so, max_rank=MAX_BROADCAST_RANK) -> list:
     """[(size, full1, full2)]: the output as merged dimension runs; fullK says input K varies.
 
     Dimensions of extent 1 vanish and neighbours with the same broadcast pattern merge, so an
@@ -42,9 +54,9 @@ def broadcast_runs(op: Op, ctx: EmitContext, s1, s2, so) -> list:
             raise ctx.unsupported(op, f"input shapes {list(s1)} and {list(s2)} do not broadcast "
                                       f"to the output shape {list(so)}",
                                   "Re-export the model; the shapes are inconsistent")
-    if a != b and rank > MAX_BROADCAST_RANK:
+    if a != b and rank > max_rank:
         raise ctx.unsupported(op, f"broadcasting {list(s1)} with {list(s2)} needs {rank} dimensions; "
-                                  f"TFLite Micro broadcasts at most {MAX_BROADCAST_RANK}",
+                                  f"TFLite Micro broadcasts at most {max_rank} for this op",
                               "Reshape the operands to fewer dimensions in the model")
     runs: list = []
     for d in range(rank):
@@ -74,11 +86,14 @@ def _pointer(base: str, index_vars: list, strides: list) -> str:
     return " + ".join([base] + terms)
 
 
-def loop_nest(runs: list, a: str, b: str, scale_a, scale_b, combine) -> str:
+def loop_nest(runs: list, a: str, b: str, scale_a, scale_b, combine,
+              types=("int8_t", "int8_t", "int8_t")) -> str:
     """C loops over the runs. scale_x(expr) -> C int32 expression of one input element;
-    combine(ea, eb) -> C int32 expression of the clamped output element."""
+    combine(ea, eb) -> C int32 expression of the clamped output element. types: the C element
+    types of input 1, input 2 and the output."""
+    ta, tb, to = types
     if not runs:
-        return f"\n  out0[0] = (int8_t)({combine(scale_a(f'{a}[0]'), scale_b(f'{b}[0]'))});"
+        return f"\n  out0[0] = ({to})({combine(scale_a(f'{a}[0]'), scale_b(f'{b}[0]'))});"
     outer, (n, full_a, full_b) = runs[:-1], runs[-1]
     sa, sb = _strides(runs, 1), _strides(runs, 2)
     so = _strides([(r[0], True, True) for r in runs], 1)
@@ -91,17 +106,17 @@ def loop_nest(runs: list, a: str, b: str, scale_a, scale_b, combine) -> str:
     pa, pb, po = (_pointer(base, ivars, st[:-1]) for base, st in ((a, sa), (b, sb), ("out0", so)))
     if full_a and full_b:
         inner = (f"\n{indent}for (int i = 0; i < {n}; ++i) "
-                 f"po[i] = (int8_t)({combine(scale_a('pa[i]'), scale_b('pb[i]'))});")
+                 f"po[i] = ({to})({combine(scale_a('pa[i]'), scale_b('pb[i]'))});")
     elif full_a:
         inner = (f"\n{indent}const int32_t vb = {scale_b('pb[0]')};"
                  f"\n{indent}for (int i = 0; i < {n}; ++i) "
-                 f"po[i] = (int8_t)({combine(scale_a('pa[i]'), 'vb')});")
+                 f"po[i] = ({to})({combine(scale_a('pa[i]'), 'vb')});")
     else:
         inner = (f"\n{indent}const int32_t va = {scale_a('pa[0]')};"
                  f"\n{indent}for (int i = 0; i < {n}; ++i) "
-                 f"po[i] = (int8_t)({combine('va', scale_b('pb[i]'))});")
-    body = (f"\n{indent}const int8_t *pa = {pa};\n{indent}const int8_t *pb = {pb};"
-            f"\n{indent}int8_t *po = {po};{inner}")
+                 f"po[i] = ({to})({combine('va', scale_b('pb[i]'))});")
+    body = (f"\n{indent}const {ta} *pa = {pa};\n{indent}const {tb} *pb = {pb};"
+            f"\n{indent}{to} *po = {po};{inner}")
     return head + body + tail
 
 
@@ -113,7 +128,8 @@ def _check_io(op: Op, ctx: EmitContext):
                                   f"{len(op.outputs)}")
     x1, x2, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
     ctx.require_int8(op, x1, x2, y)
-    ctx.require_per_tensor(op, x1, x2, y)
+    # No per-tensor check: TFLM's element-wise kernels read params.scale / zero_point, the
+    # first channel's, of a per-channel tensor and run; Tensor.s / .zp are exactly those.
     return x1, x2, y
 
 
@@ -139,13 +155,13 @@ def _smaller_than_one(op: Op, ctx: EmitContext, m: float, what: str) -> tuple[in
     return q, -shift
 
 
-def add_sub_params(s1: float, s2: float, so: float):
+def add_sub_params(s1: float, s2: float, so: float, left_shift: int = 20):
     """The three real multipliers of int8 ADD and SUB, in double from the float32 scales.
 
     (TFLM's sub_common.cc has also been seen dividing in float32; the interpreter this project
     is judged by computes SUB in double like ADD, and one-code differences show up otherwise.)"""
     twice = 2.0 * max(s1, s2)
-    return s1 / twice, s2 / twice, twice / ((1 << LEFT_SHIFT) * so)
+    return s1 / twice, s2 / twice, twice / ((1 << left_shift) * so)
 
 
 def _plus(x: str, k: int) -> str:
@@ -175,17 +191,42 @@ def _footprint(op: Op, g: Graph) -> tuple[int, int]:
     return flash, 0
 
 
+def _check_io_16(op: Op, ctx: EmitContext):
+    """ADD/SUB/MUL/SQUARED_DIFFERENCE in 16x8 models: all three tensors int16 (a per-channel
+    tensor is read through its first scale and zero point, as in TFLM)."""
+    if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
+        raise ctx.unsupported(op, f"expects 2 inputs and 1 output, got {len(op.inputs)} and "
+                                  f"{len(op.outputs)}")
+    x1, x2, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    for t in (x1, x2, y):
+        if t.dtype != "int16" or not t.quantized:
+            raise ctx.unsupported(op, f"tensor {t.describe()}: an int16 ADD/SUB needs all its "
+                                      "tensors int16 and quantized", FIX_QUANTIZE)
+    return x1, x2, y
+
+
 @kernel("ADD", "SUB", footprint=_footprint)
 def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    x1, x2, y = _check_io(op, ctx)
+    """int8, or int16 (16x8 models: TFLM uses the same recipe with 15 headroom bits)."""
+    wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
+    x1, x2, y = _check_io_16(op, ctx) if wide else _check_io(op, ctx)
     runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape)
-    lo, hi = _activation(op, ctx, y)
-    m1, m2, mo = add_sub_params(x1.s, x2.s, y.s)
+    qmin, qmax = (-32768, 32767) if wide else (-128, 127)
+    act = op.options.get("fused_activation_function") or "NONE"
+    try:
+        lo, hi = quant.activation_range(act, y.s, y.zp, qmin, qmax)
+    except ValueError:
+        raise ctx.unsupported(op, f"fused activation {act} is not supported by TFLite Micro's "
+                                  "quantized kernels", "Use NONE, RELU, RELU6 or RELU_N1_TO_1") from None
+    left = LEFT_SHIFT_16 if wide else LEFT_SHIFT
+    m1, m2, mo = add_sub_params(x1.s, x2.s, y.s, left)
     q1, r1 = _smaller_than_one(op, ctx, m1, "input 1")
     q2, r2 = _smaller_than_one(op, ctx, m2, "input 2")
     qo, ro = _smaller_than_one(op, ctx, mo, "output")
     sign = "-" if op.kind == "SUB" else "+"
-    unit = 1 << LEFT_SHIFT  # (x - zp) * 2^20 stays below 2^28: an exact int32 product
+    # (x - zp) * 2^20 stays below 2^28 for int8, and (x - zp) * 2^15 below 2^31 for int16:
+    # exact int32 products.
+    unit = 1 << left
 
     def scale(q, r, zp):
         return lambda e: f"te_mbqm_1r(({_plus(f'(int32_t){e}', -zp)}) * {unit}, {q}, {r})"
@@ -193,15 +234,29 @@ def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     def combine(ea, eb):
         return f"te_clamp({_plus(f'te_mbqm_1r({ea} {sign} {eb}, {qo}, {ro})', y.zp)}, {lo}, {hi})"
 
-    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine)
+    types = ("int16_t",) * 3 if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine, types)
     return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
 
 
 @kernel("MUL", footprint=_footprint)
 def mul(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    x1, x2, y = _check_io(op, ctx)
+    """int8, or int16 (16x8: TFLM requires zero points 0; |x1 * x2| <= 2^30 stays exact)."""
+    wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
+    x1, x2, y = _check_io_16(op, ctx) if wide else _check_io(op, ctx)
     runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape)
-    lo, hi = _activation(op, ctx, y)
+    if wide:
+        if x1.zp or x2.zp or y.zp:
+            raise ctx.unsupported(op, "int16 MUL needs zero points 0, as TFLite Micro requires",
+                                  FIX_QUANTIZE)
+        act = op.options.get("fused_activation_function") or "NONE"
+        try:
+            lo, hi = quant.activation_range(act, y.s, y.zp, -32768, 32767)
+        except ValueError:
+            raise ctx.unsupported(op, f"fused activation {act} is not supported",
+                                  FIX_REEXPORT) from None
+    else:
+        lo, hi = _activation(op, ctx, y)
     q, shift = quant.quantize_multiplier(x1.s * x2.s / y.s)
     if shift > 30:
         raise ctx.unsupported(op, f"the output multiplier {x1.s * x2.s / y.s:.6g} needs a left shift "
@@ -215,12 +270,117 @@ def mul(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
         # |(x1 - zp1) * (x2 - zp2)| <= 255 * 255: the int32 product is exact.
         return f"te_clamp({_plus(_mbqm_expr(f'{ea} * {eb}', q, shift), y.zp)}, {lo}, {hi})"
 
-    body = _emit(op, ctx, y, runs, scale(x1.zp), scale(x2.zp), combine)
+    types = ("int16_t",) * 3 if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, scale(x1.zp), scale(x2.zp), combine, types)
     return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
 
 
-def _emit(op, ctx, y, runs, scale_a, scale_b, combine) -> str:
+def _emit(op, ctx, y, runs, scale_a, scale_b, combine, types=("int8_t",) * 3) -> str:
     if y.numel == 0:
         return ""
     a, b = ctx.operand(op, 0), ctx.operand(op, 1)
-    return loop_nest(runs, a, b, scale_a, scale_b, combine)
+    return loop_nest(runs, a, b, scale_a, scale_b, combine, types)
+
+
+def _binary_io(op: Op, ctx: EmitContext):
+    if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
+        raise ctx.unsupported(op, f"expects 2 inputs and 1 output, got {len(op.inputs)} and "
+                                  f"{len(op.outputs)}")
+    return ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+
+
+BROADCAST_LOOP_RANK = 8   # TFLM's BroadcastBinaryOpSimple (MAXIMUM, MINIMUM, PRELU)
+BROADCAST_4D = 4          # BroadcastBinaryFunction4DSlow (SQUARED_DIFFERENCE)
+
+
+@kernel("MAXIMUM", "MINIMUM", footprint=_footprint)
+def maximum_minimum(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    x1, x2, y = _binary_io(op, ctx)
+    if not (x1.dtype == x2.dtype == y.dtype) or y.dtype not in ("int8", "int16"):
+        raise ctx.unsupported(op, f"inputs {x1.dtype}, {x2.dtype} and output {y.dtype} must all be "
+                                  "int8 or all int16", "Quantize the model to int8")
+    runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape, BROADCAST_LOOP_RANK)
+    pick = "te_max_i32" if op.kind == "MAXIMUM" else "te_min_i32"
+    ct = C_TYPES[y.dtype]
+
+    def raw(e):
+        return f"(int32_t){e}"
+
+    body = _emit(op, ctx, y, runs, raw, raw, lambda ea, eb: f"{pick}({ea}, {eb})", (ct,) * 3)
+    return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
+
+
+@kernel("SQUARED_DIFFERENCE", footprint=_footprint)
+def squared_difference(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    """int8 (7 headroom bits), or int16 (16x8: zero points 0, no headroom bits)."""
+    wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
+    x1, x2, y = _check_io_16(op, ctx) if wide else _check_io(op, ctx)
+    if wide and (x1.zp or x2.zp or y.zp):
+        raise ctx.unsupported(op, "int16 SQUARED_DIFFERENCE needs zero points 0, as TFLite Micro "
+                                  "requires", FIX_QUANTIZE)
+    runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape,
+                          BROADCAST_4D)
+    left = 0 if wide else 7
+    twice = 2.0 * max(x1.s, x2.s)
+    denominator = float(np.float32(np.float32(1 << (2 * left)) * np.float32(y.s)))
+    q1, r1 = _smaller_than_one(op, ctx, x1.s / twice, "input 1")
+    q2, r2 = _smaller_than_one(op, ctx, x2.s / twice, "input 2")
+    if not denominator > 0 or not np.isfinite(denominator):
+        raise ctx.unsupported(op, f"the output scale {y.s:g} times 2^14 is out of float32 range",
+                              "Requantize the model")
+    qo, so = quant.quantize_multiplier(twice * twice / denominator)
+    if so > 30:
+        raise ctx.unsupported(op, f"the output multiplier needs a left shift of {so} bits, beyond "
+                                  "TFLite Micro's range", "Requantize the model")
+
+    def scale(q, r, zp):  # (x - zp) * 2^7 <= 255 * 128 (int8), x <= 2^15 (int16): exact
+        unit = f" * {1 << left}" if left else ""
+        return lambda e: f"te_mbqm_1r(({_plus(f'(int32_t){e}', -zp)}){unit}, {q}, {r})"
+
+    qmin, qmax = (-32768, 32767) if wide else (-128, 127)
+
+    def combine(ea, eb):
+        # Each scaled value is at most 2^15 in magnitude (the multipliers are <= 1/2): the
+        # square fits int32.
+        d = f"({ea} - {eb})"
+        return f"te_clamp({_plus(_mbqm_expr(f'{d} * {d}', qo, so), y.zp)}, {qmin}, {qmax})"
+
+    types = ("int16_t",) * 3 if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine, types)
+    return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
+
+
+@kernel("PRELU", footprint=_footprint)
+def prelu(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    """int8, or int16 input and output with an int8 alpha (16x8, prelu_common.cc)."""
+    wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
+    if wide:
+        if len(op.inputs) != 2 or len(op.outputs) != 1 or min(op.inputs) < 0:
+            raise ctx.unsupported(op, "expects 2 inputs and 1 output", FIX_REEXPORT)
+        x, alpha, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+        if y.dtype != "int16" or alpha.dtype != "int8" or not all(
+                t.quantized for t in (x, alpha, y)):
+            raise ctx.unsupported(op, "an int16 PRELU needs quantized int16 input and output and "
+                                      "an int8 alpha, as TFLite Micro requires", FIX_QUANTIZE)
+    else:
+        x, alpha, y = _check_io(op, ctx)
+    runs = broadcast_runs(op, ctx, x.shape, alpha.shape, y.shape, BROADCAST_LOOP_RANK)
+    q1, s1 = quant.quantize_multiplier(x.s / y.s)
+    q2, s2 = quant.quantize_multiplier(x.s * alpha.s / y.s)
+    if s1 > 30 or s2 > 30:
+        raise ctx.unsupported(op, "the input/alpha/output scales need a left shift beyond 30 "
+                                  "bits, beyond TFLite Micro's range", "Requantize the model")
+
+    qmin, qmax = (-32768, 32767) if wide else (-128, 127)
+
+    def combine(ea, eb):
+        # |(x - zp) * (alpha - zp_a)| <= 65535 * 255: exact in int32.
+        pos, neg = _mbqm_expr(ea, q1, s1), _mbqm_expr(f"{ea} * {eb}", q2, s2)
+        return f"te_clamp({_plus(f'({ea} >= 0 ? {pos} : {neg})', y.zp)}, {qmin}, {qmax})"
+
+    def offset(zp):
+        return lambda e: f"({_plus(f'(int32_t){e}', -zp)})"
+
+    types = ("int16_t", "int8_t", "int16_t") if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, offset(x.zp), offset(alpha.zp), combine, types)
+    return LayerCode(body=body, in_place=_in_place(x, y), headers=HEADERS)

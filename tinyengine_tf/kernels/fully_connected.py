@@ -17,8 +17,9 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
-from tinyengine_tf.kernels import dsp
+from tinyengine_tf.kernels import dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import requant
 
 # |sum(w * x)| <= K * 128 * 128 must stay below 2^31 for the int32 dot product.
@@ -38,6 +39,8 @@ def _has_bias(op: Op) -> bool:
 
 def footprint(op: Op, g) -> tuple[int, int]:
     """Weights (N*K int8) + folded bias (N int32) + per-channel multipliers (N int32 + N int8)."""
+    if int16x8.handles(op, g):
+        return int16x8.footprint(op, g)
     _, k, n = _dims(op, g)
     flash = n * k + 4 * n
     if g.t(op.inputs[1]).per_channel:
@@ -70,9 +73,13 @@ def _check(op: Op, ctx: EmitContext):
     if np.any(w.zero_point != 0):
         raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)",
                               "Quantize the weights symmetrically, as the TFLite converter does")
-    if w.per_channel and (w.quantized_dim != 0 or len(w.scale) != n):
-        raise ctx.unsupported(op, "per-channel filter scales must run along the output units "
-                                  "(quantized dimension 0)")
+    # TFLM (fully_connected_common.cc) checks the scale count against the filter axis named by
+    # quantized_dimension, then reads the scales by output unit: the first n are used.
+    qd = w.quantized_dim
+    if w.per_channel and (not 0 <= qd < 2 or len(w.scale) != w.shape[qd] or len(w.scale) < n):
+        raise ctx.unsupported(op, f"the filter has {len(w.scale)} scales along quantized dimension {qd} of "
+                                  f"{list(w.shape)}; TFLite Micro needs as many as that dimension "
+                                  f"holds, and at least one per output unit ({n})", FIX_QUANTIZE)
     return x, w, y, rows, k, n
 
 
@@ -93,7 +100,7 @@ def _check_bias_scale(op: Op, ctx: EmitContext, x, w, y):
     b = ctx.t_in(op, 2)
     bias_scale = float(np.float32(b.scale[0])) if b.quantized else 0.0
     product = float(np.float32(x.s)) * float(np.float32(w.scale[0]))
-    if abs(product - bias_scale) / float(np.float32(y.s)) > 0.02:
+    if not abs(product - bias_scale) / float(np.float32(y.s)) <= 0.02:  # NaN fails, as in TFLM
         raise ctx.unsupported(op, f"bias scale {bias_scale:g} differs from input scale x filter "
                                   f"scale {product:g} by more than 2% of the output scale, which "
                                   "TFLite Micro rejects",
@@ -102,6 +109,8 @@ def _check_bias_scale(op: Op, ctx: EmitContext, x, w, y):
 
 @kernel("FULLY_CONNECTED", footprint=footprint)
 def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
+    if int16x8.handles(op, g):
+        return int16x8.fully_connected(op, g, ctx)
     x, w, y, rows, k, n = _check(op, ctx)
     bias = _bias(op, ctx, n)
     if not w.per_channel:
@@ -109,7 +118,7 @@ def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
     # Per-tensor too: the TFLM interpreter multiplies the two scales in double (a float32
     # product, which TFLM's GetQuantizedConvolutionMultipler source suggests, gives outputs that
     # differ from it: tests/test_kernels_fully_connected.py checks which one it uses).
-    q, shift = quant.channel_multipliers(x.s, w.scale, y.s, n if w.per_channel else 1)
+    q, shift = quant.channel_multipliers(x.s, w.scale[:n], y.s, n if w.per_channel else 1)
     lo, hi = quant.activation_range(op.options.get("fused_activation_function"), y.s, y.zp)
 
     weights = w.data.reshape(n, k).astype(np.int64)

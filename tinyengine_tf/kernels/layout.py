@@ -1,5 +1,6 @@
-"""Data movement on int8 activations: PAD, PADV2, CONCATENATION, TRANSPOSE, SLICE, STRIDED_SLICE,
-SPLIT, SPLIT_V.
+"""Data movement on int8 activations (and int16 ones in 16x8 models, except DEPTH_TO_SPACE /
+SPACE_TO_DEPTH, which TFLM runs on int8 only): PAD, PADV2, CONCATENATION, TRANSPOSE, SLICE,
+STRIDED_SLICE, SPLIT, SPLIT_V, DEPTH_TO_SPACE, SPACE_TO_DEPTH.
 
 None of these ops computes anything: TFLite Micro copies raw int8 values (PAD fills with a
 constant) without requantizing. Every op here is therefore expressed as a few n-d strided copies
@@ -8,7 +9,8 @@ fewest loops with literal bounds and a ``memcpy`` for every contiguous run, so t
 sees straight-line block moves instead of TFLM's per-element index arithmetic.
 
 The validations mirror the Prepare() checks of TFLM's kernels (read from tflite-micro's pad.cc,
-concatenation.cc, transpose.cc, strided_slice.cc, split.cc; confirmed against the interpreter):
+concatenation.cc, transpose.cc, strided_slice.cc, split.cc, depth_to_space.cc,
+space_to_depth.cc; confirmed against the interpreter):
 where TFLM refuses a configuration, so do we.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_CONSTANT, FIX_QUANTIZE, FIX_REEXPORT
 
 PAD_MAX_RANK = 5            # reference_ops::PadKernelMaxDimensionCount()
 CONCAT_MAX_INPUTS = 10      # concatenation.cc kMaxInputNum
@@ -56,10 +59,11 @@ def _term(index: str, stride: int) -> str:
 
 
 def copy_loops(dst: str, src: str, counts, dst_strides, src_strides, dst_base: int = 0,
-               src_base: int = 0, indent: str = "  ") -> str:
+               src_base: int = 0, indent: str = "  ", esize: int = 1) -> str:
     """C that copies an n-d box: dst[dst_base + sum i_k*dst_k] = src[src_base + sum i_k*src_k].
 
-    Element type is int8 (strides are bytes). Contiguous innermost runs become one memcpy.
+    Strides and bases count elements of the pointers' type, `esize` bytes each. Contiguous
+    innermost runs become one memcpy.
     """
     if any(int(c) == 0 for c in counts):
         return ""
@@ -75,7 +79,7 @@ def copy_loops(dst: str, src: str, counts, dst_strides, src_strides, dst_base: i
         sexpr += _term(f"i{k}", s)
         pad += "  "
     if run > 1:
-        lines.append(f"{pad}memcpy({dst} + {dexpr}, {src} + {sexpr}, {run});")
+        lines.append(f"{pad}memcpy({dst} + {dexpr}, {src} + {sexpr}, {run * esize});")
     else:
         lines.append(f"{pad}{dst}[{dexpr}] = {src}[{sexpr}];")
     for k in range(len(dims)):
@@ -97,6 +101,18 @@ def _const_ints(ctx: EmitContext, op: Op, k: int, what: str, dtypes=("int32",)) 
         raise ctx.unsupported(op, f"the {what} tensor is {t.dtype}; TFLite Micro reads it as "
                                   f"{' or '.join(dtypes)}")
     return np.asarray(t.data).astype(np.int64).ravel()
+
+
+def _require_data(op: Op, ctx: EmitContext, *tensors) -> int:
+    """All int8, or all int16 (16x8 models), quantized; returns the element size."""
+    if all(t.dtype == "int16" for t in tensors):
+        for t in tensors:
+            if not t.quantized:
+                raise ctx.unsupported(op, f"tensor {t.describe()} has no quantization parameters",
+                                      FIX_QUANTIZE)
+        return 2
+    ctx.require_int8(op, *tensors)
+    return 1
 
 
 def _same_quant(a, b) -> bool:
@@ -123,7 +139,7 @@ def pad(op: Op, g, ctx: EmitContext) -> LayerCode:
         raise ctx.unsupported(op, f"expects 2 or 3 inputs and 1 output, has {len(op.inputs)} and "
                                   f"{len(op.outputs)}")
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
-    ctx.require_int8(op, x, y)
+    esize = _require_data(op, ctx, x, y)
     ctx.require_per_tensor(op, x, y)
     rank = len(x.shape)
     if len(y.shape) != rank or rank > PAD_MAX_RANK:
@@ -144,20 +160,28 @@ def pad(op: Op, g, ctx: EmitContext) -> LayerCode:
     src = ctx.operand(op, 0)
     body = ""
     if x.numel != y.numel:  # some padding exists: fill everything, then drop the input in place
-        body += f"\n  memset(out0, {fill & 0xFF}, {y.numel});  /* pad value {fill} */"
+        if esize == 1:
+            body += f"\n  memset(out0, {fill & 0xFF}, {y.numel});  /* pad value {fill} */"
+        else:
+            body += f"\n  for (int i = 0; i < {y.numel}; ++i) out0[i] = {fill};"
     ys = row_strides(y.shape)
     base = int(sum(int(lo) * s for (lo, _), s in zip(pads, ys)))
-    body += copy_loops("out0", src, x.shape, ys, row_strides(x.shape), dst_base=base)
+    body += copy_loops("out0", src, x.shape, ys, row_strides(x.shape), dst_base=base, esize=esize)
     return LayerCode(body=body)
 
 
 def _pad_value(op: Op, ctx: EmitContext, y) -> int:
-    """PAD fills with the output zero point; PADV2 with its scalar constant (same quantization)."""
+    """PAD fills with the output zero point; PADV2 with its scalar constant (same quantization).
+    int16 (pad.cc): PAD fills with 0, whatever the zero point, and PADV2 copies its constant's
+    raw value without comparing quantizations."""
     if len(op.inputs) < 3 or op.inputs[2] < 0:
-        return y.zp
+        return 0 if y.dtype == "int16" else y.zp
     v = ctx.t_in(op, 2)
-    if not v.is_const or v.numel != 1 or v.dtype != "int8":
-        raise ctx.unsupported(op, f"the pad value {v.describe()} must be a constant int8 scalar")
+    if not v.is_const or v.numel != 1 or v.dtype != y.dtype:
+        raise ctx.unsupported(op, f"the pad value {v.describe()} must be a constant {y.dtype} scalar",
+                              FIX_CONSTANT)
+    if y.dtype == "int16":
+        return int(np.asarray(v.data).ravel()[0])
     if not v.quantized or not _same_quant(v, y):
         raise ctx.unsupported(op, f"the pad value {v.describe()} is quantized differently from the "
                                   f"output {y.describe()}, which TFLite Micro rejects")
@@ -182,10 +206,14 @@ def concatenation(op: Op, g, ctx: EmitContext) -> LayerCode:
     act = op.options.get("fused_activation_function") or "NONE"
     if act != "NONE":
         raise ctx.unsupported(op, f"fused activation {act}; TFLite Micro only allows NONE")
-    ctx.require_int8(op, y, *xs)
+    esize = _require_data(op, ctx, y, *xs)
     ctx.require_per_tensor(op, y, *xs)
     for x in xs:
-        if not _same_quant(x, y):
+        if esize == 2:  # int16 (concatenation.cc): zero points 0, scales not compared
+            if x.zp != 0 or y.zp != 0:
+                raise ctx.unsupported(op, "int16 inputs and output need zero point 0, as TFLite "
+                                          "Micro requires", FIX_QUANTIZE)
+        elif not _same_quant(x, y):
             raise ctx.unsupported(op, f"input {x.describe()} and output {y.describe()} are quantized "
                                       "differently; TFLite Micro requires equal scales and zero points")
     rank = len(y.shape)
@@ -209,7 +237,7 @@ def concatenation(op: Op, g, ctx: EmitContext) -> LayerCode:
     body, offset = "", 0
     for k, x in enumerate(xs):
         body += copy_loops("out0", ctx.operand(op, k), x.shape, ys, row_strides(x.shape),
-                           dst_base=offset * ys[axis])
+                           dst_base=offset * ys[axis], esize=esize)
         offset += int(x.shape[axis])
     return LayerCode(body=body)
 
@@ -228,12 +256,9 @@ def split(op: Op, g, ctx: EmitContext) -> LayerCode:
         raise ctx.unsupported(op, f"unexpected number of inputs {len(op.inputs)}")
     x = ctx.t_in(op, data_k)
     ys = [ctx.t_out(op, k) for k in range(len(op.outputs))]
-    ctx.require_int8(op, x, *ys)
+    esize = _require_data(op, ctx, x, *ys)
     ctx.require_per_tensor(op, x, *ys)
-    for y in ys:
-        if not _same_quant(x, y):
-            raise ctx.unsupported(op, f"output {y.describe()} is quantized differently from the input "
-                                      f"{x.describe()}; a split cannot requantize")
+    # TFLM's SPLIT / SPLIT_V compare no quantization: outputs get the raw input codes.
     axis_v = _const_ints(ctx, op, axis_k, "axis")
     rank = len(x.shape)
     if axis_v.size != 1 or rank == 0:
@@ -251,7 +276,7 @@ def split(op: Op, g, ctx: EmitContext) -> LayerCode:
         if not fits:
             raise ctx.unsupported(op, f"output {list(y.shape)} does not fit input {list(x.shape)}")
         body += copy_loops(f"out{k}", src, y.shape, row_strides(y.shape), xs_,
-                           src_base=offset * xs_[axis])
+                           src_base=offset * xs_[axis], esize=esize)
         offset += int(y.shape[axis])
     if offset != int(x.shape[axis]):
         raise ctx.unsupported(op, f"outputs add up to {offset} along axis {axis}, input has "
@@ -268,7 +293,7 @@ def _single_input_footprint(op, g):
 @kernel("TRANSPOSE", footprint=_single_input_footprint)
 def transpose(op: Op, g, ctx: EmitContext) -> LayerCode:
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
-    ctx.require_int8(op, x, y)
+    esize = _require_data(op, ctx, x, y)
     ctx.require_per_tensor(op, x, y)
     rank = len(x.shape)
     if rank == 0 or rank > TRANSPOSE_MAX_RANK:
@@ -279,7 +304,8 @@ def transpose(op: Op, g, ctx: EmitContext) -> LayerCode:
     if [int(x.shape[p]) for p in perm] != [int(d) for d in y.shape]:
         raise ctx.unsupported(op, f"permuting {list(x.shape)} by {perm} does not give {list(y.shape)}")
     xs_ = row_strides(x.shape)
-    body = copy_loops("out0", ctx.operand(op, 0), y.shape, row_strides(y.shape), [xs_[p] for p in perm])
+    body = copy_loops("out0", ctx.operand(op, 0), y.shape, row_strides(y.shape), [xs_[p] for p in perm],
+                      esize=esize)
     return LayerCode(body=body)
 
 
@@ -288,7 +314,7 @@ def transpose(op: Op, g, ctx: EmitContext) -> LayerCode:
 @kernel("SLICE", "STRIDED_SLICE", footprint=_single_input_footprint)
 def slice_(op: Op, g, ctx: EmitContext) -> LayerCode:
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
-    ctx.require_int8(op, x, y)
+    esize = _require_data(op, ctx, x, y)
     ctx.require_per_tensor(op, x, y)
     rank = len(x.shape)
     limit = SLICE_MAX_RANK if op.kind == "SLICE" else STRIDED_SLICE_MAX_RANK
@@ -304,7 +330,7 @@ def slice_(op: Op, g, ctx: EmitContext) -> LayerCode:
     xs_ = row_strides(x.shape)
     base = int(sum(s * st for s, st in zip(starts, xs_)))
     body = copy_loops("out0", ctx.operand(op, 0), counts, row_strides(counts),
-                      [st * sp for st, sp in zip(xs_, steps)], src_base=base)
+                      [st * sp for st, sp in zip(xs_, steps)], src_base=base, esize=esize)
     return LayerCode(body=body)
 
 
@@ -359,3 +385,51 @@ def _strided_box(op, ctx, x):
         box.append((int(picked[0]) if picked.size else 0, step, int(picked.size), True))
     starts, steps, counts, keep = (list(v) for v in zip(*box))
     return starts, steps, counts, keep
+
+
+# -- DEPTH_TO_SPACE / SPACE_TO_DEPTH ----------------------------------------------------------
+
+@kernel("DEPTH_TO_SPACE", "SPACE_TO_DEPTH", footprint=_single_input_footprint)
+def depth_space(op: Op, g, ctx: EmitContext) -> LayerCode:
+    """TF's DCR order: out[b, h*bs + i, w*bs + j, c] = in[b, h, w, (i*bs + j)*C + c] (and the
+    inverse), as one 6-D copy whose innermost run is C contiguous bytes. TFLM copies raw codes
+    (no requantization) and computes the output shape itself: a different declared shape is
+    refused."""
+    if len(op.inputs) != 1 or len(op.outputs) != 1 or op.inputs[0] < 0:
+        raise ctx.unsupported(op, "expects 1 input and 1 output", FIX_REEXPORT)
+    x, y = ctx.t_in(op, 0), ctx.t_out(op)
+    if x.dtype != "int8" or y.dtype != "int8":
+        raise ctx.unsupported(op, f"input {x.dtype} and output {y.dtype}; only int8 is supported",
+                              "Quantize the model to int8")
+    if len(x.shape) != 4:
+        raise ctx.unsupported(op, f"input {list(x.shape)} must be 4-D (NHWC), as TFLite Micro requires",
+                              FIX_REEXPORT)
+    bs = int(op.options.get("block_size", 0))
+    if bs <= 0:
+        raise ctx.unsupported(op, f"block size {bs} must be positive", FIX_REEXPORT)
+    n, h, w, c = (int(d) for d in x.shape)
+    if op.kind == "DEPTH_TO_SPACE":
+        if c % (bs * bs):
+            raise ctx.unsupported(op, f"{c} input channels are not a multiple of block size "
+                                      f"{bs} squared, which TFLite Micro rejects", FIX_REEXPORT)
+        want = (n, h * bs, w * bs, c // (bs * bs))
+    else:
+        if h % bs or w % bs:
+            raise ctx.unsupported(op, f"input height {h} and width {w} must be multiples of the "
+                                      f"block size {bs}, as TFLite Micro requires", FIX_REEXPORT)
+        want = (n, h // bs, w // bs, c * bs * bs)
+    if tuple(int(d) for d in y.shape) != want:
+        raise ctx.unsupported(op, f"output {list(y.shape)} is not the {list(want)} TFLite Micro "
+                                  "computes from the input and block size", "Re-export the model")
+    src = ctx.operand(op, 0)
+    if op.kind == "DEPTH_TO_SPACE":
+        oh, ow, oc = want[1], want[2], want[3]
+        counts = (n, h, bs, w, bs, oc)
+        dst = (oh * ow * oc, bs * ow * oc, ow * oc, bs * oc, oc, 1)
+        srcs = (h * w * c, w * c, bs * oc, c, oc, 1)
+    else:
+        oh, ow, oc = want[1], want[2], want[3]
+        counts = (n, oh, bs, ow, bs, c)
+        dst = (oh * ow * oc, ow * oc, bs * c, oc, c, 1)
+        srcs = (h * w * c, bs * w * c, w * c, bs * c, c, 1)
+    return LayerCode(body=copy_loops("out0", src, counts, dst, srcs))

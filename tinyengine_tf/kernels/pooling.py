@@ -1,5 +1,5 @@
-"""AVERAGE_POOL_2D and MAX_POOL_2D (int8): any filter size and stride, SAME or VALID, fused
-activation.
+"""AVERAGE_POOL_2D and MAX_POOL_2D (int8, and int16 in 16x8 models: the same recipe in the int16
+range): any filter size and stride, SAME or VALID, fused activation.
 
 TFLite Micro does not requantize pooling: it requires the input and output scales to agree within
 1e-6 and the zero points to be equal, and so do we. Average: the sum of the in-bounds taps divided
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.depthwise import ACTIVATIONS
 from tinyengine_tf.kernels.geometry import Window, output_regions
 from tinyengine_tf import quant
@@ -29,9 +30,17 @@ def footprint(op: Op, g: Graph) -> tuple[int, int]:
     return 0, 0
 
 
+INT16_MAX_TAPS = (1 << 31) // 32768 - 1   # an int32 sum of int16 taps stays exact
+
+
 def _window(op: Op, ctx: EmitContext):
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
-    ctx.require_int8(op, x, y)
+    if x.dtype == "int16" and y.dtype == "int16":
+        if not (x.quantized and y.quantized):
+            raise ctx.unsupported(op, "int16 pooling needs quantized input and output",
+                                  FIX_QUANTIZE)
+    else:
+        ctx.require_int8(op, x, y)
     ctx.require_per_tensor(op, x, y)
     if len(x.shape) != 4 or len(y.shape) != 4:
         raise ctx.unsupported(op, "input and output must be 4-D (NHWC)")
@@ -57,7 +66,13 @@ def _window(op: Op, ctx: EmitContext):
     if act not in ACTIVATIONS:
         raise ctx.unsupported(op, f"fused activation {act} is not supported by TFLite Micro's int8 "
                                   "kernels", "Use a separate activation layer")
-    lo, hi = quant.activation_range(act, y.s, y.zp)
+    if y.dtype == "int16":
+        if kh * kw > INT16_MAX_TAPS:
+            raise ctx.unsupported(op, f"a {kh}x{kw} window of int16 values can overflow int32",
+                                  "Use a smaller pooling window")
+        lo, hi = quant.activation_range(act, y.s, y.zp, -32768, 32767)
+    else:
+        lo, hi = quant.activation_range(act, y.s, y.zp)
     return n, c, win, lo, hi
 
 
@@ -69,7 +84,7 @@ def _empty_window(win: Window) -> bool:
     return rows or cols
 
 
-def _unrolled(kind: str, win: Window, c: int, lo: int, hi: int) -> str:
+def _unrolled(kind: str, win: Window, c: int, lo: int, hi: int, ct: str = "int8_t") -> str:
     """Interior pixel, small window: taps as literal offsets, channels innermost."""
     offs = [(ky * win.iw + kx) * c for ky in range(win.kh) for kx in range(win.kw)]
     if kind == "AVERAGE_POOL_2D":
@@ -80,16 +95,16 @@ def _unrolled(kind: str, win: Window, c: int, lo: int, hi: int) -> str:
     return f"""
         for (int ch = 0; ch < {c}; ++ch) {{
           {reduce}
-          {_finish(kind, "acc", str(win.kh * win.kw), lo, hi, "o[ch]")}
+          {_finish(kind, "acc", str(win.kh * win.kw), lo, hi, "o[ch]", ct)}
         }}"""
 
 
 def _chunked(kind: str, win: Window, c: int, lo: int, hi: int, rows: str, cols: str,
-             count: str) -> str:
+             count: str, ct: str = "int8_t") -> str:
     """Any window: per block of channels, int32 accumulators on the stack, taps in loops."""
     block = min(c, CHANNEL_BLOCK)
     nc = str(block) if c % block == 0 else f"({c} - c0 < {block} ? {c} - c0 : {block})"
-    init = "0" if kind == "AVERAGE_POOL_2D" else "-128"
+    init = "0" if kind == "AVERAGE_POOL_2D" else ("-32768" if ct == "int16_t" else "-128")
     step = "acc[j] += r[j];" if kind == "AVERAGE_POOL_2D" else "acc[j] = r[j] > acc[j] ? r[j] : acc[j];"
     return f"""
         for (int c0 = 0; c0 < {c}; c0 += {block}) {{
@@ -98,43 +113,44 @@ def _chunked(kind: str, win: Window, c: int, lo: int, hi: int, rows: str, cols: 
           for (int j = 0; j < nc; ++j) acc[j] = {init};
           for (int ky = 0; ky < {rows}; ++ky) {{
             for (int kx = 0; kx < {cols}; ++kx) {{
-              const int8_t *r = xp + (ky * {win.iw} + kx) * {c} + c0;
+              const {ct} *r = xp + (ky * {win.iw} + kx) * {c} + c0;
               for (int j = 0; j < nc; ++j) {step}
             }}
           }}
           for (int j = 0; j < nc; ++j) {{
-            {_finish(kind, "acc[j]", count, lo, hi, "o[c0 + j]")}
+            {_finish(kind, "acc[j]", count, lo, hi, "o[c0 + j]", ct)}
           }}
         }}"""
 
 
-def _finish(kind: str, acc: str, count: str, lo: int, hi: int, dst: str) -> str:
+def _finish(kind: str, acc: str, count: str, lo: int, hi: int, dst: str, ct: str = "int8_t") -> str:
     if kind == "AVERAGE_POOL_2D":
         # C division truncates; adding +-n/2 first rounds half away from zero, as TFLM does.
         avg = f"({acc} > 0 ? ({acc} + {count} / 2) / {count} : ({acc} - {count} / 2) / {count})"
-        return f"{dst} = (int8_t)te_clamp({avg}, {lo}, {hi});"
-    return f"{dst} = (int8_t)te_clamp({acc}, {lo}, {hi});"
+        return f"{dst} = ({ct})te_clamp({avg}, {lo}, {hi});"
+    return f"{dst} = ({ct})te_clamp({acc}, {lo}, {hi});"
 
 
 @kernel("AVERAGE_POOL_2D", "MAX_POOL_2D", footprint=footprint)
 def pool_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     n, c, win, lo, hi = _window(op, ctx)
     kind = op.kind
+    ct = "int16_t" if ctx.t_out(op).dtype == "int16" else "int8_t"
     if win.kh * win.kw <= UNROLL_TAPS:
-        reduce = _unrolled(kind, win, c, lo, hi)
+        reduce = _unrolled(kind, win, c, lo, hi, ct)
     else:
-        reduce = _chunked(kind, win, c, lo, hi, str(win.kh), str(win.kw), str(win.kh * win.kw))
+        reduce = _chunked(kind, win, c, lo, hi, str(win.kh), str(win.kw), str(win.kh * win.kw), ct)
     interior = f"""
-        const int8_t *restrict xp = in0 + ((b * {win.ih} + iy0) * {win.iw} + ix0) * {c};
-        int8_t *restrict o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {c};{reduce}"""
+        const {ct} *restrict xp = in0 + ((b * {win.ih} + iy0) * {win.iw} + ix0) * {c};
+        {ct} *restrict o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {c};{reduce}"""
     # The window is clipped to the input first, so xp never points outside it.
     border = f"""
         const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = {win.ih} - iy0 < {win.kh} ? {win.ih} - iy0 : {win.kh};
         const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = {win.iw} - ix0 < {win.kw} ? {win.iw} - ix0 : {win.kw};
         const int count = (ky1 - ky0) * (kx1 - kx0);
-        const int8_t *restrict xp = in0 + ((b * {win.ih} + iy0 + ky0) * {win.iw} + ix0 + kx0) * {c};
-        int8_t *restrict o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {c};
-        (void)count;{_chunked(kind, win, c, lo, hi, "ky1 - ky0", "kx1 - kx0", "count")}"""
+        const {ct} *restrict xp = in0 + ((b * {win.ih} + iy0 + ky0) * {win.iw} + ix0 + kx0) * {c};
+        {ct} *restrict o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {c};
+        (void)count;{_chunked(kind, win, c, lo, hi, "ky1 - ky0", "kx1 - kx0", "count", ct)}"""
     nests = "".join(f"""
     for (int oy = {y0}; oy < {y1}; ++oy) {{
       const int iy0 = oy * {win.sh} - {win.pt};

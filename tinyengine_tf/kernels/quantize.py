@@ -35,10 +35,13 @@ def _no_footprint(op, g):
     return 0, 0
 
 
-def _check_per_tensor(op, ctx, t, role):
+def _check_per_tensor(op, ctx, t, role, first_channel=False):
+    """Quantized, and per tensor where TFLM checks it: QUANTIZE's output (quantize_common.cc,
+    scale count 1). An input quantized per channel is read through its first scale and zero
+    point (first_channel=True), as TFLM's params are."""
     if not t.quantized:
         raise ctx.unsupported(op, f"the {role} {t.describe()} has no quantization parameters")
-    if t.per_channel:
+    if t.per_channel and not first_channel:
         raise ctx.unsupported(op, f"the {role} {t.describe()} is quantized per channel; TFLite Micro "
                                   "only (de)quantizes per tensor")
 
@@ -61,7 +64,7 @@ def quantize(op: Op, g, ctx: EmitContext) -> LayerCode:
         return LayerCode(body=_from_float(ctx.operand(op, 0), x.numel, y))
     if x.dtype not in _INTS:
         raise ctx.unsupported(op, f"input type {x.dtype}; supported inputs are float32, int8, int16")
-    _check_per_tensor(op, ctx, x, "input")
+    _check_per_tensor(op, ctx, x, "input", first_channel=True)
     return _requantize(ctx.operand(op, 0), x, y)
 
 
@@ -107,7 +110,7 @@ def dequantize(op: Op, g, ctx: EmitContext) -> LayerCode:
     _check_arity(op, ctx, x, y)
     if x.dtype not in _INTS or y.dtype != "float32":
         raise ctx.unsupported(op, f"{x.dtype} -> {y.dtype}; supported is int8/int16 -> float32")
-    _check_per_tensor(op, ctx, x, "input")
+    _check_per_tensor(op, ctx, x, "input", first_channel=True)
     body = f"""
   for (int i = 0; i < {x.numel}; ++i)
     out0[i] = {float_literal(x.s)} * (float)((int32_t){ctx.operand(op, 0)}[i] - ({x.zp}));"""

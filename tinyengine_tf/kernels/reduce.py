@@ -1,4 +1,5 @@
-"""MEAN, SUM and REDUCE_MAX on int8, over any set of axes.
+"""MEAN, SUM and REDUCE_MAX on int8 (MEAN and SUM on int16 too, as in 16x8 models: TFLM runs the
+same QuantizedMeanOrSum template in the int16 range), over any set of axes.
 
 TFLite Micro's int8 MEAN (reduce_common.cc + reference reduce.h / integer_ops/mean.h) computes, for
 every path it has (the keep_dims 4-D axes-{1,2} special case, equal and unequal input/output
@@ -25,9 +26,11 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import FIX_QUANTIZE
 
 MAX_RANK = 5              # TFLM reduce kernels index at most 5 dimensions
 MAX_REDUCED = 1 << 22     # keeps |sum - zp * N| well inside int32 (no wrap, no UB)
+MAX_REDUCED_16 = 1 << 15  # the same for int16 inputs
 
 
 def _axes(op, g):
@@ -82,8 +85,15 @@ def reduce_op(op: Op, g, ctx: EmitContext) -> LayerCode:
     if len(op.outputs) != 1:
         raise ctx.unsupported(op, "expects one output")
     x, y = ctx.t_in(op, 0), ctx.t_out(op)
-    ctx.require_int8(op, x, y)
+    wide = x.dtype == "int16" and y.dtype == "int16" and op.kind != "REDUCE_MAX"
+    if wide:
+        if not (x.quantized and y.quantized):
+            raise ctx.unsupported(op, "int16 MEAN/SUM need quantized input and output",
+                                  FIX_QUANTIZE)
+    else:
+        ctx.require_int8(op, x, y)
     ctx.require_per_tensor(op, x, y)
+    ct, qmin, qmax = ("int16_t", -32768, 32767) if wide else ("int8_t", -128, 127)
     axes, why = _axes(op, g)
     if axes is None:
         raise ctx.unsupported(op, why)
@@ -96,7 +106,7 @@ def reduce_op(op: Op, g, ctx: EmitContext) -> LayerCode:
     if y.numel != n_out:
         raise ctx.unsupported(op, f"reducing {list(x.shape)} over axes {axes} leaves {n_out} values, "
                                   f"but the output {list(y.shape)} holds {y.numel}")
-    if n_red > MAX_REDUCED:
+    if n_red > (MAX_REDUCED_16 if wide else MAX_REDUCED):
         raise ctx.unsupported(op, f"{n_red} elements per output overflow TFLM's int32 accumulator")
     blocks = _blocks(x.shape, axes)
     src = ctx.operand(op, 0)
@@ -111,12 +121,13 @@ def reduce_op(op: Op, g, ctx: EmitContext) -> LayerCode:
 
     def requant(v: str) -> str:
         mbqm = f"te_mbqm_r({v}, {q}, {-shift})" if shift <= 0 else f"te_mbqm({v}, {q}, {shift})"
-        return f"(int8_t)te_clamp({mbqm} + {y.zp}, -128, 127)"
+        return f"({ct})te_clamp({mbqm} + {y.zp}, {qmin}, {qmax})"
 
     init = -x.zp * n_red  # folds the input zero point into the sum's starting value
     if _needs_scratch(blocks):
-        return LayerCode(body=_scratch_body(src, blocks, n_out, init, requant), scratch_bytes=4 * n_out)
-    return LayerCode(body=_register_body(src, blocks, init, requant))
+        return LayerCode(body=_scratch_body(src, blocks, n_out, init, requant, ct),
+                         scratch_bytes=4 * n_out)
+    return LayerCode(body=_register_body(src, blocks, init, requant, ct))
 
 
 def fold_count(q: int, shift: int, n: int) -> tuple[int, int]:
@@ -150,7 +161,7 @@ def _outer_loops(blocks):
     return "\n".join(opens), "\n".join(closes), xoff, ooff, pad
 
 
-def _register_body(src, blocks, init, requant) -> str:
+def _register_body(src, blocks, init, requant, ct="int8_t") -> str:
     """Reduced block innermost: each output is the sum of one contiguous run."""
     n_last, red_last = blocks[-1]
     if not red_last:  # every reduced dim has size 1: a pure requantize
@@ -162,26 +173,26 @@ def _register_body(src, blocks, init, requant) -> str:
     opens, closes, xoff, ooff, pad = _outer_loops(blocks)
     return f"""
 {opens}
-{pad}const int8_t *xp = {src} + {xoff};
+{pad}const {ct} *xp = {src} + {xoff};
 {pad}int32_t acc = {init};
 {pad}for (int r = 0; r < {n_last}; ++r) acc += (int32_t)xp[r];
 {pad}out0[{ooff}] = {requant("acc")};
 {closes}"""
 
 
-def _scratch_body(src, blocks, n_out, init, requant) -> str:
+def _scratch_body(src, blocks, n_out, init, requant, ct="int8_t") -> str:
     """Reduced blocks enclose kept ones: accumulate into int32 scratch, then requantize."""
     opens, closes, xoff, ooff, pad = _outer_loops(blocks)
     n_last, red_last = blocks[-1]
     if red_last:   # contiguous run summed in a register, added to its output's accumulator
         inner = f"""
-{pad}const int8_t *xp = {src} + {xoff};
+{pad}const {ct} *xp = {src} + {xoff};
 {pad}int32_t s = 0;
 {pad}for (int r = 0; r < {n_last}; ++r) s += (int32_t)xp[r];
 {pad}acc[{ooff}] += s;"""
     else:          # one accumulator per element of the run: vectorizes over channels
         inner = f"""
-{pad}const int8_t *xp = {src} + {xoff};
+{pad}const {ct} *xp = {src} + {xoff};
 {pad}int32_t *ap = acc + {ooff};
 {pad}for (int c = 0; c < {n_last}; ++c) ap[c] += (int32_t)xp[c];"""
     return f"""

@@ -28,7 +28,7 @@ def load_tflite_bytes(model, representative_dataset=None) -> bytes:
 
 
 def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
-                   flash: int | None = None):
+                   flash: int | None = None, patches=None, max_mac_overhead: float = 0.2):
     from converters.tflite_reader import check_quantized, read_tflite
     from tinyengine_tf.codegen import generate
     from tinyengine_tf.compiled import CompiledModel
@@ -37,6 +37,10 @@ def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
     source = read_tflite(data, name=name)
     check_quantized(source)
     graph = run_passes(source)
+    if patches is not None:
+        from tinyengine_tf.passes.patches import patch_prefix
+        split, rows, cols = patches
+        graph = patch_prefix(graph, split, rows, cols)
     cm = CompiledModel(graph, generate(graph, name), data, source)
     _check_budget(cm, sram, flash)
     return cm
@@ -56,7 +60,8 @@ def _check_budget(cm, sram, flash):
 
 
 def convert(model, representative_dataset=None, *, name: str = "model", sram: int | None = None,
-            flash: int | None = None):
+            flash: int | None = None, patches=None, max_mac_overhead: float = 0.2):
     """Compile a model to specialized C. See shared/docs/design.md for the contract."""
     data = load_tflite_bytes(model, representative_dataset)
-    return compile_tflite(data, name=name, sram=sram, flash=flash)
+    return compile_tflite(data, name=name, sram=sram, flash=flash, patches=patches,
+                          max_mac_overhead=max_mac_overhead)

@@ -17,6 +17,7 @@ from tinyengine_tf.ir import C_TYPES, Graph
 from tinyengine_tf.kernels.base import (KERNELS, VIEW_OPS, EmitContext, LayerCode, ctype_bytes,
                                         supported_ops)
 from tinyengine_tf.memory import Plan, plan_memory
+from tinyengine_tf.passes.patches import KIND as PATCHED_KIND
 
 
 @dataclass
@@ -42,6 +43,10 @@ def emit_layers(graph: Graph, ctx: EmitContext) -> list:
                 raise UnsupportedOpError(f"{op.label()}: reshapes {x.describe()} into {y.describe()}, "
                                          "which changes the element count or type", op.kind, op.index)
             layers.append((op, None))
+            continue
+        if op.kind == PATCHED_KIND:
+            from tinyengine_tf.patch_codegen import emit_patched
+            layers.append((op, emit_patched(op, graph, ctx, pos)))
             continue
         fn = KERNELS.get(op.kind)
         if fn is None:
@@ -87,6 +92,7 @@ def generate(graph: Graph, name: str = "model") -> Generated:
         ins = ", ".join(graph.t(i).describe() for i in op.inputs if i >= 0 and not graph.t(i).is_const)
         outs = ", ".join(graph.t(i).describe() for i in op.outputs)
         unused = "".join(f"\n  (void){v};" for v in voids)
+        functions.extend(code.functions)
         functions.append(f"/* {op.label()}: {ins} -> {outs} */\n{sig} {{{unused}{code.body}\n}}\n")
         args = []
         for k, t in enumerate(op.inputs):

@@ -75,13 +75,14 @@ def _signature(graph: Graph, op, code: LayerCode, fname: str) -> tuple[str, list
     return f"static TE_LAYER void {fname}({', '.join(params) or 'void'})", voids
 
 
-def generate(graph: Graph, name: str = "model") -> Generated:
+def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> Generated:
+    """input_in_arena=False leaves the model inputs in the caller's memory (read, never written)."""
     prefix = c_identifier(name)
     ctx = EmitContext(graph, prefix)
     layers = emit_layers(graph, ctx)
     scratch = {pos: code.scratch_bytes for pos, (op, code) in enumerate(layers) if code}
     in_place = {pos: code.in_place for pos, (op, code) in enumerate(layers) if code}
-    plan = plan_memory(graph, scratch, in_place)
+    plan = plan_memory(graph, scratch, in_place, caller=() if input_in_arena else graph.inputs)
 
     functions, calls = [], []
     for pos, (op, code) in enumerate(layers):

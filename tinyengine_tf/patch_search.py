@@ -1,0 +1,190 @@
+"""Choosing where to split and how many patches: least peak SRAM under a MAC-overhead limit.
+
+Every candidate (split op, rows, cols) is costed with the compiler's own pieces: its MACs from
+receptive-field extents (rows and columns propagate independently, so a grid's MACs are a sum of
+products of per-axis totals, no graph needed), and its peak SRAM from the planner run on the
+patched graph with each layer's scratch and in-place facts taken from its kernel. The figure a
+candidate gets is therefore the compiled model's ``peak_sram``, byte for byte.
+
+Candidates are visited cheapest lower bound first (inputs + split tensor + the largest patch's
+largest tensor), and the search stops when no remaining one can beat the best found.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinyengine_tf import regions
+from tinyengine_tf.errors import TinyEngineError, UnsupportedOpError
+from tinyengine_tf.kernels.base import ALIGN, KERNELS, VIEW_OPS, EmitContext
+from tinyengine_tf.memory import plan_memory
+from tinyengine_tf.passes import patches as P
+from tinyengine_tf.profile import op_macs
+
+MAX_PARTS = 8          # rows and columns tried: 1..8 each
+_FACTS: dict = {}
+
+
+@dataclass
+class Candidate:
+    split: int
+    rows: int
+    cols: int
+    peak_sram: int
+    macs: int            # whole model, patched
+    extra_macs: int
+    workspace: int       # the per-patch buffers (the PATCHED_PREFIX op's scratch)
+
+    @property
+    def setting(self) -> tuple:
+        return (self.split, self.rows, self.cols)
+
+
+@dataclass
+class Choice:
+    best: Candidate | None       # None: no candidate beats op-by-op execution
+    plain_peak: int              # patches=None on the same accounting
+    plain_macs: int
+    candidates: list             # every candidate costed exactly, cheapest peak first
+
+    def overhead(self, c: Candidate) -> float:
+        return c.extra_macs / self.plain_macs if self.plain_macs else 0.0
+
+
+def _key(op, g):
+    def sig(i):
+        if i < 0:
+            return None
+        t = g.t(i)
+        return (tuple(t.shape), t.dtype, t.per_channel, t.is_const)
+    opts = tuple(sorted((k, repr(v)) for k, v in op.options.items() if k != "patched"))
+    return (op.kind, tuple(sig(i) for i in op.inputs), tuple(sig(i) for i in op.outputs), opts)
+
+
+def layer_facts(op, g) -> tuple[int, bool]:
+    """(scratch bytes, in place) of one layer as its kernel emits it; cached by shapes/options."""
+    if op.kind in VIEW_OPS:
+        return 0, False
+    key = _key(op, g)
+    facts = _FACTS.get(key)
+    if facts is None:
+        fn = KERNELS.get(op.kind)
+        if fn is None:
+            raise UnsupportedOpError(f"{op.label()} is not supported by tinyengine-tf", op.kind,
+                                     op.index)
+        ctx = EmitContext(g, "facts")
+        ctx.layer = "L0"
+        code = fn(op, g, ctx)
+        facts = _FACTS[key] = (int(code.scratch_bytes), bool(code.in_place))
+    return facts
+
+
+def _plan(g, facts: list, caller):
+    scratch = {k: s for k, (s, ip) in enumerate(facts)}
+    in_place = {k: ip for k, (s, ip) in enumerate(facts)}
+    return plan_memory(g, scratch, in_place, caller=caller)
+
+
+def workspace(pp: P.PatchedPrefix) -> int:
+    """Bytes of the per-patch buffers: the largest patch variant's own plan."""
+    size = 0
+    for patch in pp.variants.values():
+        g = patch.graph
+        size = max(size, _plan(g, [layer_facts(op, g) for op in g.ops], ()).arena_size)
+    return size
+
+
+def plain_peak(graph, input_in_arena: bool = True) -> int:
+    caller = () if input_in_arena else graph.inputs
+    return _plan(graph, [layer_facts(op, graph) for op in graph.ops], caller).arena_size
+
+
+def evaluate(graph, split: int, rows: int, cols: int, input_in_arena: bool = True) -> Candidate:
+    """The exact peak SRAM and MACs the compiled model would have with these patches."""
+    g = P.patch_prefix(graph, split, rows, cols)
+    pp = g.ops[0].options["patched"]
+    ws = workspace(pp)
+    facts = [(ws, False)] + [layer_facts(op, g) for op in g.ops[1:]]
+    caller = () if input_in_arena else g.inputs
+    peak = _plan(g, facts, caller).arena_size
+    macs = sum(op_macs(op, g) for op in g.ops)
+    return Candidate(split, rows, cols, peak, macs, pp.extra_macs, ws)
+
+
+def _axis_bands(graph, ops, out, axis: int, parts: int) -> tuple[dict, dict]:
+    """tensor -> (sum over the bands of its extent, largest extent) along one axis."""
+    total, largest = {}, {}
+    size = regions.hw(graph.t(out))[axis]
+    for lo, hi in regions.grid(size, parts):
+        span = {out: (lo, hi)}
+        for op in reversed(ops):
+            r = span.get(op.outputs[0])
+            if r is None:
+                continue
+            if op.kind in regions.WINDOW_OPS:
+                a = regions.window_axes(op, graph)[axis]
+                s = regions.input_span(a, r[0], r[1])
+                need = {op.inputs[0]: (s.lo, s.hi)}
+            else:
+                need = {i: r for i in op.inputs if i >= 0 and not graph.t(i).is_const}
+            for t, n in need.items():
+                old = span.get(t)
+                span[t] = n if old is None else (min(old[0], n[0]), max(old[1], n[1]))
+        for t, (a, b) in span.items():
+            total[t] = total.get(t, 0) + (b - a)
+            largest[t] = max(largest.get(t, 0), b - a)
+    return total, largest
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def search(graph, max_mac_overhead: float = 0.2, input_in_arena: bool = True,
+           max_parts: int = MAX_PARTS, keep_all: bool = False) -> Choice:
+    """Least peak SRAM over every valid split and grid whose extra MACs stay within the limit.
+
+    max_mac_overhead is relative to the whole model's MACs (op by op). keep_all costs every
+    candidate within the limit exactly (for trade-off tables), not only the ones that could win.
+    """
+    if max_mac_overhead < 0:
+        raise TinyEngineError(f"max_mac_overhead must be >= 0, got {max_mac_overhead}")
+    total_macs = sum(op_macs(op, graph) for op in graph.ops)
+    base = plain_peak(graph, input_in_arena)
+    in_bytes = sum(_align(graph.t(i).nbytes) for i in graph.inputs) if input_in_arena else 0
+    cands = []
+    for split in P.valid_splits(graph):
+        ops, out = P.prefix_ops(graph, split)
+        h, w = regions.hw(graph.t(out))
+        per_pixel = {op.outputs[0]: op_macs(op, graph) / max(regions.hw(graph.t(op.outputs[0]))[0]
+                                                             * regions.hw(graph.t(op.outputs[0]))[1], 1)
+                     for op in ops}
+        plain = sum(op_macs(op, graph) for op in ops)
+        ys = {n: _axis_bands(graph, ops, out, 0, n) for n in range(1, min(max_parts, h) + 1)}
+        xs = {n: _axis_bands(graph, ops, out, 1, n) for n in range(1, min(max_parts, w) + 1)}
+        for r, (ty, ly) in ys.items():
+            for c, (tx, lx) in xs.items():
+                if r * c < 2:
+                    continue
+                macs = sum(per_pixel[t] * ty[t] * tx[t] for t in per_pixel)
+                extra = round(macs) - plain
+                if total_macs and extra > max_mac_overhead * total_macs:
+                    continue
+                biggest = max(ly[t] * lx[t] * int(graph.t(t).shape[3]) for t in ly)
+                bound = in_bytes + _align(graph.t(out).nbytes) + _align(biggest)
+                cands.append((bound, extra, split, r, c))
+    cands.sort()
+    costed, best = [], None
+    for bound, _, split, r, c in cands:
+        if best is not None and bound >= best.peak_sram and not keep_all:
+            break
+        try:
+            cand = evaluate(graph, split, r, c, input_in_arena)
+        except TinyEngineError:
+            continue
+        costed.append(cand)
+        if best is None or (cand.peak_sram, cand.extra_macs) < (best.peak_sram, best.extra_macs):
+            best = cand
+    if best is not None and best.peak_sram >= base:
+        best = None
+    costed.sort(key=lambda c: (c.peak_sram, c.extra_macs))
+    return Choice(best, base, total_macs, costed)

@@ -1,0 +1,243 @@
+"""Patch-based prefix (passes/patches.py, patch_codegen.py): bit-exact with TFLite Micro for
+chains of conv, depthwise, pooling and residual ADD of every kernel size 1-7, strides 1-2,
+dilation, SAME (asymmetric too) and VALID, on odd image sizes, with grids that give corner, edge
+and interior patches; the searched peak equals the compiled one; input from caller memory is
+never written; refusals say why and what works."""
+import math
+
+import numpy as np
+import pytest
+
+import tinyengine_tf as te
+from reference import assert_matches_tflm, assert_sanitized_matches_tflm, int8_inputs, tflm_run
+from tflite_builder import ModelBuilder, bias_scale
+from tinyengine_tf.patch_search import evaluate, search
+
+N = 8
+
+
+class Chain:
+    """A small .tflite built layer by layer on a ModelBuilder; each layer returns its output."""
+
+    def __init__(self, h, w, c, seed=0):
+        self.b = ModelBuilder()
+        self.rng = np.random.default_rng(seed)
+        self.x = self.b.tensor((1, h, w, c), scale=0.05, zp=-3)
+        self.cur, self.shape, self.s = self.x, (1, h, w, c), 0.05
+
+    def _out(self, h, w, c, scale, zp=2):
+        self.shape, self.s = (1, h, w, c), scale
+        return self.b.tensor(self.shape, scale=scale, zp=zp)
+
+    def conv(self, k, s=1, pad="SAME", d=1, oc=None, kind="CONV_2D", act="NONE"):
+        _, h, w, ic = self.shape
+        dw = kind == "DEPTHWISE_CONV_2D"
+        oc = ic if dw else (oc or ic + 2)
+        fs = self.rng.uniform(0.002, 0.02, oc)
+        wshape = (1, k, k, oc) if dw else (oc, k, k, ic)
+        wt = self.b.tensor(wshape, scale=fs, zp=[0] * oc, data=self.rng.integers(-127, 128, wshape),
+                           qdim=3 if dw else 0)
+        bias = self.b.tensor((oc,), dtype="int32", scale=bias_scale(self.s, fs), zp=[0] * oc,
+                             data=self.rng.integers(-3000, 3000, oc))
+        taps = k * k * (1 if dw else ic)
+        ys = self.s * float(np.mean(fs)) * 5400 * math.sqrt(taps) / 50
+        y = self._out(_size(h, k, s, d, pad), _size(w, k, s, d, pad), oc, ys)
+        opts = dict(padding=pad, strideH=s, strideW=s, dilationHFactor=d, dilationWFactor=d,
+                    fusedActivationFunction=act)
+        if dw:
+            self.b.op(kind, [self.cur, wt, bias], [y], "DepthwiseConv2DOptions", depthMultiplier=1,
+                      **opts)
+        else:
+            self.b.op(kind, [self.cur, wt, bias], [y], "Conv2DOptions", **opts)
+        self.cur = y
+        return self
+
+    def dw(self, k, s=1, pad="SAME", d=1, act="RELU6"):
+        return self.conv(k, s, pad, d, kind="DEPTHWISE_CONV_2D", act=act)
+
+    def pool(self, kind, k, s=1, pad="SAME"):
+        _, h, w, c = self.shape
+        y = self._out(_size(h, k, s, 1, pad), _size(w, k, s, 1, pad), c, self.s, zp=self._zp())
+        self.b.op(kind, [self.cur], [y], "Pool2DOptions", padding=pad, strideH=s, strideW=s,
+                  filterHeight=k, filterWidth=k, fusedActivationFunction="NONE")
+        self.cur = y
+        return self
+
+    def _zp(self):
+        return int(self.b.tensors[self.cur].quantization.zeroPoint[0])
+
+    def residual(self, k=3):
+        """x + conv_k(x): x is read by two ops that need different rectangles of it."""
+        skip, skip_s = self.cur, self.s
+        self.conv(k, 1, "SAME", oc=self.shape[3])
+        y = self._out(*self.shape[1:], max(skip_s, self.s) * 1.5, zp=-1)
+        self.b.op("ADD", [skip, self.cur], [y], "AddOptions", fusedActivationFunction="NONE")
+        self.cur = y
+        return self
+
+    def build(self) -> bytes:
+        return self.b.build([self.x], [self.cur])
+
+
+def _size(n, k, s, d, pad):
+    eff = (k - 1) * d + 1
+    return math.ceil(n / s) if pad == "SAME" else (n - eff) // s + 1
+
+
+def _last_op(model: bytes) -> int:
+    cm = te.convert(model)
+    return cm.graph.ops[-1].index
+
+
+def _patch_kinds(cm) -> set:
+    """Which patch positions the grid produced: corner, edge and interior (no border padding)."""
+    kinds = set()
+    for p in cm.patched.patches:
+        pads = np.array([o.options["pad_extra"] for o in p.graph.ops if "pad_extra" in o.options])
+        t, b, l, r = (pads[:, i].any() for i in range(4))
+        sides = int(t or b) + int(l or r)
+        kinds.add({0: "interior", 1: "edge", 2: "corner"}[int(sides)])
+    return kinds
+
+
+# Each chain names what it covers; together: conv and depthwise kernels 1-7, strides 1 and 2,
+# dilation 2, SAME (odd total padding: asymmetric) and VALID, both pools, residual ADD (a crop).
+CHAINS = {
+    "k3s2_k3_k1": (15, 13, 3, lambda c: c.conv(3, 2).dw(3).conv(1, oc=6)),
+    "k1_k2_asym_k4s2": (12, 11, 2, lambda c: c.conv(1).dw(2).conv(4, 2, oc=5)),
+    "k5_valid_k6s2": (17, 16, 3, lambda c: c.conv(5, pad="VALID").dw(6, 2).conv(1)),
+    "k7s2_k7_same": (37, 33, 2, lambda c: c.conv(7, 2, oc=4).dw(7).conv(3, pad="VALID")),
+    "dilated": (29, 26, 3, lambda c: c.conv(3, d=2).dw(3, 2, d=2).dw(5, pad="VALID")),
+    "pools": (27, 25, 3, lambda c: c.conv(3).pool("AVERAGE_POOL_2D", 3, 2).dw(3)
+                                    .pool("MAX_POOL_2D", 2, 1).pool("AVERAGE_POOL_2D", 2, 2, "VALID")),
+    "residual": (44, 42, 3, lambda c: c.conv(3, 2, oc=4).residual(3).dw(3).residual(5)),
+    "mbv2_block": (40, 36, 3, lambda c: c.conv(3, 2, oc=8).dw(3).conv(1, oc=4).conv(1, oc=12)
+                                        .dw(3, 2).conv(1, oc=6).residual(1)),
+}
+GRIDS = {"k3s2_k3_k1": [(3, 3), (8, 7)], "k1_k2_asym_k4s2": [(3, 3), (2, 5)],
+         "k5_valid_k6s2": [(3, 3)], "k7s2_k7_same": [(3, 3), (4, 1)], "dilated": [(3, 3)],
+         "pools": [(3, 3), (1, 4)], "residual": [(3, 3), (2, 2)], "mbv2_block": [(3, 3), (5, 5)]}
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_patched_chain_matches_tflm(name):
+    h, w, c, layers = CHAINS[name]
+    chain = Chain(h, w, c, seed=len(name))
+    layers(chain)
+    model = chain.build()
+    xs = int8_inputs((h, w, c), N, seed=3)
+    ref = tflm_run(model, xs)
+    split = _last_op(model)
+    for rows, cols in GRIDS[name]:
+        cm = te.convert(model, patches=(split, rows, cols))
+        assert cm.patched is not None and len(cm.patched.patches) == rows * cols
+        if (rows, cols) == (3, 3):
+            assert _patch_kinds(cm) == {"corner", "edge", "interior"}
+        np.testing.assert_array_equal(cm.run(xs), ref, err_msg=f"{name} {rows}x{cols}")
+        assert cm.patched.extra_macs > 0
+        # The search's exact figure is the compiled one.
+        assert evaluate(te.convert(model).graph, split, rows, cols).peak_sram == cm.peak_sram
+
+
+def test_split_inside_the_chain_and_rest_runs_op_by_op():
+    chain = Chain(18, 17, 3, seed=5)
+    chain.conv(3, 2, oc=6).dw(3).conv(1, oc=8).dw(3, 2).conv(1, oc=10).pool("AVERAGE_POOL_2D", 3, 1)
+    model = chain.build()
+    ops = te.convert(model).graph.ops
+    xs = int8_inputs((18, 17, 3), N, seed=4)
+    for split in (ops[0].index, ops[2].index, ops[3].index):
+        cm = te.convert(model, patches=(split, 3, 2))
+        assert len(cm.graph.ops) == len(ops) - ops.index(next(o for o in ops if o.index == split))
+        assert_matches_tflm(cm, model, xs)
+
+
+def test_patched_model_clean_under_sanitizers():
+    h, w, c, layers = CHAINS["residual"]
+    chain = Chain(h, w, c, seed=1)
+    layers(chain)
+    model = chain.build()
+    cm = te.convert(model, patches=(_last_op(model), 3, 2))
+    assert_sanitized_matches_tflm(cm, model, int8_inputs((h, w, c), 4, seed=2))
+
+
+def test_mlperf_vww_auto_input_from_caller_memory(shared_models):
+    model = (shared_models / "vww_96_int8.tflite").read_bytes()
+    plain = te.convert(model)
+    xs = int8_inputs((96, 96, 3), 6, seed=0)
+    ref = tflm_run(model, xs)
+    cm = te.convert(model, patches="auto", max_mac_overhead=0.2, input_in_arena=False)
+    assert cm.patched is not None
+    assert cm.peak_sram < plain.peak_sram
+    assert 0 < cm.macs - plain.macs <= 0.2 * plain.macs
+    assert cm.patch_choice.best.peak_sram == cm.peak_sram
+    keep = xs.copy()
+    np.testing.assert_array_equal(cm.run(xs), ref)
+    np.testing.assert_array_equal(xs, keep)
+
+
+def test_input_from_caller_memory_takes_no_arena_and_is_never_written():
+    chain = Chain(16, 16, 3, seed=2)
+    chain.dw(3, 2, act="RELU6").conv(1, oc=4)   # the depthwise runs in place on an arena input
+    model = chain.build()
+    inside, outside = te.convert(model), te.convert(model, input_in_arena=False)
+    assert inside.peak_sram >= 16 * 16 * 3 > outside.peak_sram
+    assert inside.graph.inputs[0] in inside.plan.tensor_offset
+    assert outside.graph.inputs[0] in outside.plan.external
+    xs = int8_inputs((16, 16, 3), N, seed=1)
+    keep = xs.copy()
+    np.testing.assert_array_equal(outside.run(xs), tflm_run(model, xs))
+    np.testing.assert_array_equal(xs, keep)
+    assert "memcpy(TE_ARENA" not in outside.sources["model.c"]
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+def _pooled_model():
+    b = ModelBuilder()
+    x = b.tensor((1, 8, 8, 3), scale=0.05, zp=0)
+    y = b.tensor((1, 8, 8, 3), scale=0.05, zp=0)
+    b.op("AVERAGE_POOL_2D", [x], [y], "Pool2DOptions", padding="SAME", strideH=1, strideW=1,
+         filterHeight=3, filterWidth=3)
+    axes = b.tensor((2,), dtype="int32", data=[1, 2])
+    z = b.tensor((1, 3), scale=0.05, zp=0)
+    b.op("MEAN", [y, axes], [z], "ReducerOptions", keepDims=False)
+    return b.build([x], [z])
+
+
+def test_split_after_global_pool_is_refused_with_what_works():
+    model = _pooled_model()
+    with pytest.raises(te.UnsupportedOpError) as e:
+        te.convert(model, patches=(1, 2, 2))
+    msg = str(e.value)
+    assert "MEAN (op #1)" in msg and "Splits that work on this model: op #0 to op #0" in msg
+
+
+@pytest.mark.parametrize("setting, words", [
+    ((0, 9, 2), "more patches than the split tensor"),
+    ((0, 2, 9), "use at most 8 x 8"),
+    ((0, 1, 1), "1 x 1 grid"),
+    ((7, 2, 2), "no op #7"),
+    ((0, 0, 2), "positive integers"),
+    ("best", "use \"auto\""),
+    ((0, 2), "(split_op_index, rows, cols)"),
+])
+def test_bad_patch_settings_are_refused(setting, words):
+    with pytest.raises(te.TinyEngineError) as e:
+        te.convert(_pooled_model(), patches=setting)
+    assert words in str(e.value)
+
+
+def test_does_not_fit_names_the_patch_setting_that_fits():
+    h, w, c, layers = CHAINS["mbv2_block"]
+    chain = Chain(h, w, c, seed=0)
+    layers(chain)
+    model = chain.build()
+    plain = te.convert(model)
+    choice = search(plain.graph, 0.5)
+    assert choice.best is not None and choice.best.peak_sram < plain.peak_sram
+    with pytest.raises(te.DoesNotFitError) as e:
+        te.convert(model, sram=choice.best.peak_sram)
+    assert "patches=(" in str(e.value)
+    setting = eval(str(e.value).split("patches=")[1].split(" gives")[0])
+    cm = te.convert(model, patches=setting, sram=choice.best.peak_sram)
+    assert cm.peak_sram <= choice.best.peak_sram

@@ -44,6 +44,8 @@ def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
         graph, choice = _apply_patches(graph, patches, max_mac_overhead, input_in_arena)
     cm = CompiledModel(graph, generate(graph, name, input_in_arena), data, source)
     cm.patch_choice = choice
+    cm.unpatched_graph = plain
+    cm.input_in_arena = input_in_arena
     _check_budget(cm, sram, flash, plain, max_mac_overhead, input_in_arena, patches)
     return cm
 

@@ -27,6 +27,8 @@ class CompiledModel:
         self._lib = None
         self._report = None
         self.patch_choice = None             # patches="auto": the search's Choice (patch_search.py)
+        self.unpatched_graph = graph         # the graph op by op, for the report's side-by-side
+        self.input_in_arena = True
 
     # -- facts -------------------------------------------------------------------------------
     @property

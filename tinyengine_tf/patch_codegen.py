@@ -60,6 +60,9 @@ def emit_patched(op, graph, ctx: EmitContext, pos: int) -> LayerCode:
     pp = op.options["patched"]
     stem = f"L{pos}"
     functions, headers, calls, workspace = [], set(), {}, 0
+    # A layer whose shapes and border padding are the same in several variants (an inner layer
+    # of patches that differ only at the image border further up) is one function.
+    emitted: dict = {}
     for vi, (key, patch) in enumerate(pp.variants.items()):
         layers, plan = variant_layers(patch, ctx, stem)
         workspace = max(workspace, plan.arena_size)
@@ -67,13 +70,16 @@ def emit_patched(op, graph, ctx: EmitContext, pos: int) -> LayerCode:
         lines = []
         for j, (o, code) in enumerate(layers):
             headers.update(code.headers)
-            fname = f"{ctx.prefix}_{stem}v{vi}_{j}_{o.kind.lower()}"
-            sig, voids = _signature(g, o, code, fname)
+            sig, voids = _signature(g, o, code, "@")
             unused = "".join(f"\n  (void){v};" for v in voids)
-            ins = ", ".join(g.t(i).describe() for i in o.inputs if i >= 0 and not g.t(i).is_const)
-            outs = ", ".join(g.t(i).describe() for i in o.outputs)
-            functions.append(f"/* {o.label()}, patch variant {vi}: {ins} -> {outs} */\n"
-                             f"{sig} {{{unused}{code.body}\n}}\n")
+            text = f"{sig} {{{unused}{code.body}\n}}\n"
+            fname = emitted.get((j, text))
+            if fname is None:
+                fname = emitted[(j, text)] = f"{ctx.prefix}_{stem}v{vi}_{j}_{o.kind.lower()}"
+                ins = ", ".join(g.t(i).describe() for i in o.inputs if i >= 0 and not g.t(i).is_const)
+                outs = ", ".join(g.t(i).describe() for i in o.outputs)
+                functions.append(f"/* {o.label()}, patch variant {vi}: {ins} -> {outs} */\n"
+                                 + text.replace("void @(", f"void {fname}(", 1))
             args = [_ptr(g, plan, i, True) for i in o.inputs if i >= 0 and not g.t(i).is_const]
             args += [_ptr(g, plan, i, False) for i in o.outputs]
             if code.scratch_bytes:

@@ -93,9 +93,14 @@ def workspace(pp: P.PatchedPrefix) -> int:
     return size
 
 
-def plain_peak(graph, input_in_arena: bool = True) -> int:
+def plain_plan(graph, input_in_arena: bool = True):
+    """The plan of patches=None on this accounting."""
     caller = () if input_in_arena else graph.inputs
-    return _plan(graph, [layer_facts(op, graph) for op in graph.ops], caller).arena_size
+    return _plan(graph, [layer_facts(op, graph) for op in graph.ops], caller)
+
+
+def plain_peak(graph, input_in_arena: bool = True) -> int:
+    return plain_plan(graph, input_in_arena).arena_size
 
 
 def evaluate(graph, split: int, rows: int, cols: int, input_in_arena: bool = True) -> Candidate:
@@ -135,6 +140,38 @@ def _axis_bands(graph, ops, out, axis: int, parts: int) -> tuple[dict, dict]:
     return total, largest
 
 
+class _SplitAxes:
+    """Per-axis receptive-field extents of one split, for every band count up to max_parts."""
+
+    def __init__(self, graph, split: int, max_parts: int = MAX_PARTS):
+        self.graph = graph
+        self.ops, self.out = P.prefix_ops(graph, split)
+        h, w = regions.hw(graph.t(self.out))
+        self.ys = {n: _axis_bands(graph, self.ops, self.out, 0, n) for n in range(1, min(max_parts, h) + 1)}
+        self.xs = {n: _axis_bands(graph, self.ops, self.out, 1, n) for n in range(1, min(max_parts, w) + 1)}
+        self.per_pixel = {}
+        for op in self.ops:
+            oh, ow = regions.hw(graph.t(op.outputs[0]))
+            self.per_pixel[op.outputs[0]] = (op_macs(op, graph), oh * ow)
+        self.plain = sum(m for m, _ in self.per_pixel.values())
+
+    def macs(self, rows: int, cols: int) -> int:
+        """MACs of the prefix run as rows x cols patches: per-pixel MACs times summed extents."""
+        ty, tx = self.ys[rows][0], self.xs[cols][0]
+        return sum(m * ty[t] * tx[t] // px for t, (m, px) in self.per_pixel.items())
+
+    def lower_bound(self, rows: int, cols: int) -> int:
+        """Split tensor plus the largest patch's largest tensor: bytes any plan must hold."""
+        ly, lx = self.ys[rows][1], self.xs[cols][1]
+        biggest = max(ly[t] * lx[t] * int(self.graph.t(t).shape[3]) for t in ly)
+        return _align(self.graph.t(self.out).nbytes) + _align(biggest)
+
+
+def estimate_macs(graph, split: int, rows: int, cols: int) -> int:
+    """Prefix MACs with patches, from per-axis extents alone (equals PatchedPrefix.macs)."""
+    return _SplitAxes(graph, split, max(rows, cols)).macs(rows, cols)
+
+
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -153,25 +190,15 @@ def search(graph, max_mac_overhead: float = 0.2, input_in_arena: bool = True,
     in_bytes = sum(_align(graph.t(i).nbytes) for i in graph.inputs) if input_in_arena else 0
     cands = []
     for split in P.valid_splits(graph):
-        ops, out = P.prefix_ops(graph, split)
-        h, w = regions.hw(graph.t(out))
-        per_pixel = {op.outputs[0]: op_macs(op, graph) / max(regions.hw(graph.t(op.outputs[0]))[0]
-                                                             * regions.hw(graph.t(op.outputs[0]))[1], 1)
-                     for op in ops}
-        plain = sum(op_macs(op, graph) for op in ops)
-        ys = {n: _axis_bands(graph, ops, out, 0, n) for n in range(1, min(max_parts, h) + 1)}
-        xs = {n: _axis_bands(graph, ops, out, 1, n) for n in range(1, min(max_parts, w) + 1)}
-        for r, (ty, ly) in ys.items():
-            for c, (tx, lx) in xs.items():
+        axes = _SplitAxes(graph, split, max_parts)
+        for r in axes.ys:
+            for c in axes.xs:
                 if r * c < 2:
                     continue
-                macs = sum(per_pixel[t] * ty[t] * tx[t] for t in per_pixel)
-                extra = round(macs) - plain
+                extra = axes.macs(r, c) - axes.plain
                 if total_macs and extra > max_mac_overhead * total_macs:
                     continue
-                biggest = max(ly[t] * lx[t] * int(graph.t(t).shape[3]) for t in ly)
-                bound = in_bytes + _align(graph.t(out).nbytes) + _align(biggest)
-                cands.append((bound, extra, split, r, c))
+                cands.append((in_bytes + axes.lower_bound(r, c), extra, split, r, c))
     cands.sort()
     costed, best = [], None
     for bound, _, split, r, c in cands:

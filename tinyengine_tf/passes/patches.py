@@ -157,7 +157,29 @@ def build_patches(graph: Graph, split: int, rows: int, cols: int) -> PatchedPref
             patches.append(p)
             variants.setdefault(p.key, p)
     plain = sum(_op_macs(op, graph) for op in ops)
-    return PatchedPrefix(split, rows, cols, inputs, out, ops, patches, plain, variants)
+    pp = PatchedPrefix(split, rows, cols, inputs, out, ops, patches, plain, variants)
+    verify(pp, graph)
+    return pp
+
+
+def verify(pp: PatchedPrefix, graph: Graph):
+    """The patches tile the split tensor exactly once, and each one's graph computes its tile."""
+    h, w = regions.hw(graph.t(pp.output))
+    cover = np.zeros((h, w), dtype=np.int64)
+    for p in pp.patches:
+        y0, y1, x0, x1 = p.rect
+        cover[y0:y1, x0:x1] += 1
+        got = tuple(p.graph.t(pp.output).shape)
+        if got != (1, y1 - y0, x1 - x0, int(graph.t(pp.output).shape[3])):
+            raise TinyEngineError(f"patch plan is invalid: patch {p.rect} computes {list(got)}")
+        for t, r in p.reads.items():
+            th, tw = regions.hw(graph.t(t))
+            if not (0 <= r[0] < r[1] <= th and 0 <= r[2] < r[3] <= tw):
+                raise TinyEngineError(f"patch plan is invalid: patch {p.rect} reads {r} of "
+                                      f"{graph.t(t).describe()}")
+    if (cover != 1).any():
+        raise TinyEngineError("patch plan is invalid: the patches do not cover the split tensor "
+                              "exactly once")
 
 
 def _region_tensor(t: Tensor, rect, index: int | None = None) -> Tensor:

@@ -293,3 +293,21 @@ def test_report_shows_both_plans_and_both_accountings():
     assert [p for _, p, _ in pm.tradeoff] == sorted((p for _, p, _ in pm.tradeoff), reverse=True)
     md = cm.memory_report(measure_tflm=False).to_markdown()
     assert f"| {pm.plain_peak_sram:,} | {pm.peak_sram:,} |" in md and "MAC overhead" in md
+
+
+# -- Cortex-M4 ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dsp", [True, False])
+def test_patched_firmware_on_cortex_m4_matches_tflm(dsp):
+    """The patched prefix under QEMU, DSP inner loops and portable C, both from caller memory."""
+    from tinyengine_tf.compiled import _NP, _sample_shape
+    h, w, c, layers = CHAINS["mbv2_block"]
+    chain = Chain(h, w, c, seed=3)
+    layers(chain)
+    model = chain.build()
+    cm = te.convert(model, patches=(_last_op(model), 3, 3), input_in_arena=False)
+    xs = int8_inputs((h, w, c), 4, seed=6)
+    arrays, n, _ = cm._prepare_inputs(xs)
+    outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
+    cm._run_firmware("cortex-m4", arrays, n, outs, dsp=dsp)
+    np.testing.assert_array_equal(outs[0], tflm_run(model, xs))

@@ -311,3 +311,41 @@ def test_patched_firmware_on_cortex_m4_matches_tflm(dsp):
     outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
     cm._run_firmware("cortex-m4", arrays, n, outs, dsp=dsp)
     np.testing.assert_array_equal(outs[0], tflm_run(model, xs))
+
+
+def test_search_shape_rules_equal_the_emitted_layers():
+    """patch_search's scratch/in-place rules for conv and depthwise are what the kernels emit."""
+    from tinyengine_tf.kernels.base import KERNELS, EmitContext
+    from tinyengine_tf.passes.patches import build_patches
+    from tinyengine_tf.patch_search import _SHAPE_RULES
+    seen = 0
+    for name in ("k3s2_k3_k1", "k7s2_k7_same", "dilated", "mbv2_block"):
+        h, w, c, layers = CHAINS[name]
+        chain = Chain(h, w, c)
+        layers(chain)
+        g = te.convert(chain.build()).graph
+        for patch in build_patches(g, g.ops[-1].index, 3, 3).variants.values():
+            for op in patch.graph.ops:
+                if op.kind in _SHAPE_RULES:
+                    code = KERNELS[op.kind](op, patch.graph, EmitContext(patch.graph, "x"))
+                    assert _SHAPE_RULES[op.kind](op, patch.graph) == (code.scratch_bytes, code.in_place)
+                    seen += 1
+    assert seen > 50
+
+
+def test_rectangles_are_products_of_row_and_column_spans():
+    """What lets the search and the pass work per axis: 2-D propagation, bounding boxes of
+    several consumers included, equals the product of the 1-D propagations."""
+    from tinyengine_tf import regions
+    for name in ("residual", "dilated", "pools"):
+        h, w, c, layers = CHAINS[name]
+        chain = Chain(h, w, c)
+        layers(chain)
+        g = te.convert(chain.build()).graph
+        oh, ow = regions.hw(g.t(g.ops[-1].outputs[0]))
+        for y0, y1 in regions.grid(oh, 3):
+            for x0, x1 in regions.grid(ow, 4):
+                full = regions.propagate(g, g.ops, g.ops[-1].outputs[0], (y0, y1, x0, x1))
+                ys = regions.propagate_axis(g, g.ops, g.ops[-1].outputs[0], 0, y0, y1)
+                xs = regions.propagate_axis(g, g.ops, g.ops[-1].outputs[0], 1, x0, x1)
+                assert full == {t: ys[t] + xs[t] for t in ys}

@@ -106,7 +106,9 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
         calls.append(f"  {fname}({', '.join(args)});")
 
     text_bodies = "\n".join(functions)
-    used = [(s, c, v) for s, c, v in ctx.constants if re.search(rf"\b{re.escape(s)}\b", text_bodies)]
+    # Symbols are C identifiers: one scan of the text finds every one a body names.
+    names = set(re.findall(r"\w+", text_bodies))
+    used = [(s, c, v) for s, c, v in ctx.constants if s in names]
     flash = sum(int(np.asarray(v).size) * ctype_bytes(c) for s, c, v in used)
     consts = "\n".join(f"static const {c} {s}[{max(np.asarray(v).size, 1)}] = {_literal(c, v)};"
                        for s, c, v in used)

@@ -60,12 +60,29 @@ def _key(op, g):
     return (op.kind, tuple(sig(i) for i in op.inputs), tuple(sig(i) for i in op.outputs), opts)
 
 
+def _conv_facts(op, g):
+    # conv.conv_2d: no scratch, never in place.
+    return 0, False
+
+
+def _depthwise_facts(op, g):
+    from tinyengine_tf.kernels import depthwise
+    lay = depthwise.layout(op, g, EmitContext(g, "facts"))
+    return lay.scratch_bytes, lay.in_place
+
+
+# The kernels' own shape rules for the layers patches multiply; anything else is emitted once.
+_SHAPE_RULES = {"CONV_2D": _conv_facts, "DEPTHWISE_CONV_2D": _depthwise_facts}
+
+
 def layer_facts(op, g) -> tuple[int, bool]:
     """(scratch bytes, in place) of one layer as its kernel emits it; cached by shapes/options."""
     if op.kind in VIEW_OPS:
         return 0, False
     key = _key(op, g)
     facts = _FACTS.get(key)
+    if facts is None and op.kind in _SHAPE_RULES:
+        facts = _FACTS[key] = _SHAPE_RULES[op.kind](op, g)
     if facts is None:
         fn = KERNELS.get(op.kind)
         if fn is None:
@@ -215,3 +232,29 @@ def search(graph, max_mac_overhead: float = 0.2, input_in_arena: bool = True,
         best = None
     costed.sort(key=lambda c: (c.peak_sram, c.extra_macs))
     return Choice(best, base, total_macs, costed)
+
+
+def patched_cost(graph, patches, max_mac_overhead: float = 0.2, input_in_arena: bool = True):
+    """(Candidate, op-by-op lower bound) of graph compiled as te.convert(patches=...) would.
+
+    patches: None, "auto" or (split, rows, cols). With None, or "auto" finding nothing better,
+    the Candidate is op-by-op execution (setting None, no extra MACs)."""
+    plain = plain_plan(graph, input_in_arena)
+    best = None
+    if patches == "auto":
+        best = search(graph, max_mac_overhead, input_in_arena).best
+    elif patches is not None:
+        best = evaluate(graph, *patches, input_in_arena=input_in_arena)
+    if best is None:
+        macs = sum(op_macs(op, graph) for op in graph.ops)
+        best = _Plain(plain.arena_size, macs)
+    return best, plain.lower_bound
+
+
+@dataclass
+class _Plain:
+    peak_sram: int
+    macs: int
+    extra_macs: int = 0
+    workspace: int = 0
+    setting: None = None

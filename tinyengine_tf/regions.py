@@ -137,6 +137,44 @@ def propagate(g, ops, out_tensor: int, rect) -> dict:
     return regions
 
 
+def axis_needs(op, g, span, axis: int, axes=None) -> tuple[dict, tuple]:
+    """One axis of ``needs``: (tensor -> (lo, hi) along axis, (pad_before, pad_after) of a window
+    op's patch, else None). axes: optional {id(op): window_axes(op, g)} memo."""
+    if op.kind in WINDOW_OPS:
+        a = (axes[id(op)] if axes is not None else window_axes(op, g))[axis]
+        s = input_span(a, span[0], span[1])
+        return {op.inputs[0]: (s.lo, s.hi)}, (s.pad_before, s.pad_after)
+    return {i: span for i in op.inputs if i >= 0 and not g.t(i).is_const}, None
+
+
+def propagate_axis(g, ops, out_tensor: int, axis: int, lo: int, hi: int, axes=None) -> dict:
+    """``propagate`` along one axis (0: rows, 1: columns): rectangles are products of these."""
+    spans = {out_tensor: (lo, hi)}
+    for op in reversed(ops):
+        r = spans.get(op.outputs[0])
+        if r is None:
+            continue
+        for t, n in axis_needs(op, g, r, axis, axes)[0].items():
+            old = spans.get(t)
+            spans[t] = n if old is None else (min(old[0], n[0]), max(old[1], n[1]))
+    return spans
+
+
+def axis_key(g, ops, spans: dict, axis: int, axes=None) -> tuple:
+    """Everything a patch's graph depends on along one axis, relative to where the band lies:
+    bands with equal keys give patches with equal shapes, border padding and crops."""
+    key = []
+    for op in ops:
+        r = spans.get(op.outputs[0])
+        if r is None:
+            key.append(None)
+            continue
+        reads, pads = axis_needs(op, g, r, axis, axes)
+        key.append((r[1] - r[0], pads,
+                    tuple((w[0] - spans[t][0], w[1] - w[0]) for t, w in reads.items())))
+    return tuple(key)
+
+
 def grid(size: int, parts: int) -> list:
     """[lo, hi) bounds that cut 0..size into `parts` near-equal pieces, larger ones first."""
     base, extra = divmod(size, parts)

@@ -150,12 +150,29 @@ def build_patches(graph: Graph, split: int, rows: int, cols: int) -> PatchedPref
             if i >= 0 and not graph.t(i).is_const and i not in produced and i not in inputs:
                 inputs.append(i)
     h, w = regions.hw(graph.t(out))
+    axes = {id(op): regions.window_axes(op, graph) for op in ops if op.kind in regions.WINDOW_OPS}
+
+    def bands(axis, size, parts):
+        out_bands = []
+        for lo, hi in regions.grid(size, parts):
+            spans = regions.propagate_axis(graph, ops, out, axis, lo, hi, axes)
+            out_bands.append((lo, hi, spans, regions.axis_key(graph, ops, spans, axis, axes)))
+        return out_bands
+
     patches, variants = [], {}
-    for y0, y1 in regions.grid(h, rows):
-        for x0, x1 in regions.grid(w, cols):
-            p = _patch(graph, ops, inputs, out, (y0, y1, x0, x1))
-            patches.append(p)
-            variants.setdefault(p.key, p)
+    # Rectangles are products of row and column spans, so a patch's graph depends only on its
+    # row band's and column band's geometry: one graph per distinct pair.
+    for y0, y1, ys, ykey in bands(0, h, rows):
+        for x0, x1, xs, xkey in bands(1, w, cols):
+            rect, key = (y0, y1, x0, x1), (ykey, xkey)
+            need = {t: (ys[t][0], ys[t][1], xs[t][0], xs[t][1]) for t in ys}
+            first = variants.get(key)
+            if first is None:
+                first = variants[key] = _patch(graph, ops, inputs, out, rect, need, key)
+                patches.append(first)
+            else:
+                patches.append(Patch(rect, {t: need[t] for t in inputs}, first.graph, key,
+                                     first.macs))
     plain = sum(_op_macs(op, graph) for op in ops)
     pp = PatchedPrefix(split, rows, cols, inputs, out, ops, patches, plain, variants)
     verify(pp, graph)
@@ -192,8 +209,7 @@ def _region_tensor(t: Tensor, rect, index: int | None = None) -> Tensor:
     return r
 
 
-def _patch(graph: Graph, ops: list, inputs: list, out: int, rect) -> Patch:
-    need = regions.propagate(graph, ops, out, rect)
+def _patch(graph: Graph, ops: list, inputs: list, out: int, rect, need: dict, key) -> Patch:
     for t, r in need.items():
         if r[1] <= r[0] or r[3] <= r[2]:
             raise TinyEngineError(f"patches: the patch {rect} of the split tensor needs an empty "
@@ -203,7 +219,7 @@ def _patch(graph: Graph, ops: list, inputs: list, out: int, rect) -> Patch:
     for t, r in need.items():
         tensors[t] = _region_tensor(graph.t(t), r)
     next_index = max(graph.tensors) + 1
-    new_ops, macs, key = [], 0, []
+    new_ops, macs = [], 0
     for op in ops:
         r = need.get(op.outputs[0])
         if r is None:
@@ -228,8 +244,6 @@ def _patch(graph: Graph, ops: list, inputs: list, out: int, rect) -> Patch:
                 tensors[size] = Tensor(size, "crop_size", (4,), "int32",
                                        data=np.array(crop.shape, dtype=np.int32))
                 new_ops.append(Op(op.index, "SLICE", [i, begin, size], [crop.index], {}))
-                key.append(("SLICE", tuple(tensors[i].shape), tuple(crop.shape),
-                            tuple(tensors[begin].data)))
                 o.inputs[k] = crop.index
                 next_index += 3
         if op.kind in regions.WINDOW_OPS:
@@ -240,9 +254,7 @@ def _patch(graph: Graph, ops: list, inputs: list, out: int, rect) -> Patch:
             # Pooling counts only in-image taps: this padding is the image border's, not a PAD op's.
             o.options["border_padding"] = True
         new_ops.append(o)
-        shapes = tuple(tuple(tensors[i].shape) for i in o.inputs + o.outputs if i >= 0)
-        key.append((o.kind, shapes, o.options.get("pad_extra")))
         macs += _op_macs(o, Graph(tensors, [], [], []))
     g = Graph(tensors, new_ops, list(inputs), [out], name=graph.name)
     reads = {t: need[t] for t in inputs}
-    return Patch(rect, reads, g, tuple(key), macs)
+    return Patch(rect, reads, g, key, macs)

@@ -132,26 +132,12 @@ def evaluate(graph, split: int, rows: int, cols: int, input_in_arena: bool = Tru
     return Candidate(split, rows, cols, peak, macs, pp.extra_macs, ws)
 
 
-def _axis_bands(graph, ops, out, axis: int, parts: int) -> tuple[dict, dict]:
+def _axis_bands(graph, ops, out, axis: int, parts: int, axes=None) -> tuple[dict, dict]:
     """tensor -> (sum over the bands of its extent, largest extent) along one axis."""
     total, largest = {}, {}
     size = regions.hw(graph.t(out))[axis]
     for lo, hi in regions.grid(size, parts):
-        span = {out: (lo, hi)}
-        for op in reversed(ops):
-            r = span.get(op.outputs[0])
-            if r is None:
-                continue
-            if op.kind in regions.WINDOW_OPS:
-                a = regions.window_axes(op, graph)[axis]
-                s = regions.input_span(a, r[0], r[1])
-                need = {op.inputs[0]: (s.lo, s.hi)}
-            else:
-                need = {i: r for i in op.inputs if i >= 0 and not graph.t(i).is_const}
-            for t, n in need.items():
-                old = span.get(t)
-                span[t] = n if old is None else (min(old[0], n[0]), max(old[1], n[1]))
-        for t, (a, b) in span.items():
+        for t, (a, b) in regions.propagate_axis(graph, ops, out, axis, lo, hi, axes).items():
             total[t] = total.get(t, 0) + (b - a)
             largest[t] = max(largest.get(t, 0), b - a)
     return total, largest
@@ -164,8 +150,12 @@ class _SplitAxes:
         self.graph = graph
         self.ops, self.out = P.prefix_ops(graph, split)
         h, w = regions.hw(graph.t(self.out))
-        self.ys = {n: _axis_bands(graph, self.ops, self.out, 0, n) for n in range(1, min(max_parts, h) + 1)}
-        self.xs = {n: _axis_bands(graph, self.ops, self.out, 1, n) for n in range(1, min(max_parts, w) + 1)}
+        axes = {id(op): regions.window_axes(op, graph) for op in self.ops
+                if op.kind in regions.WINDOW_OPS}
+        self.ys = {n: _axis_bands(graph, self.ops, self.out, 0, n, axes)
+                   for n in range(1, min(max_parts, h) + 1)}
+        self.xs = {n: _axis_bands(graph, self.ops, self.out, 1, n, axes)
+                   for n in range(1, min(max_parts, w) + 1)}
         self.per_pixel = {}
         for op in self.ops:
             oh, ow = regions.hw(graph.t(op.outputs[0]))

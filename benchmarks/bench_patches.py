@@ -108,6 +108,11 @@ def main(argv=None):
         g = run_passes(read_tflite(data, name=name))
         plain = {inside: plain_plan(g, inside) for inside in (True, False)}
         ref_xs = None
+        if name == "mobilenetv2_0.35_144":
+            # msf-CNN's points reach 1.68x MACs: cost the whole front up to there.
+            for inside in (True, False):
+                ch = search(g, 0.7, inside, keep_all=True)
+                tradeoffs[(name, inside)] = _front(ch)
         for inside in (True, False):
             for lim in LIMITS:
                 ch = search(g, lim, inside, keep_all=(lim == max(LIMITS)))
@@ -120,12 +125,7 @@ def main(argv=None):
                       f"{rows[-1][6]:,} B ({rows[-1][6] / bound:.3f}x bound) "
                       f"+{rows[-1][7]:.1%} [{time.perf_counter() - t0:.0f}s]", flush=True)
                 if lim == max(LIMITS):
-                    front, best = [], None
-                    for c in sorted(ch.candidates, key=lambda c: (c.extra_macs, c.peak_sram)):
-                        if best is None or c.peak_sram < best:
-                            best = c.peak_sram
-                            front.append((c.setting, c.peak_sram, ch.overhead(c)))
-                    tradeoffs[(name, inside)] = front
+                    tradeoffs.setdefault((name, inside), _front(ch))
                 if lim != max(LIMITS) or b is None:
                     continue
                 cm = te.convert(data, name=name.replace(".", "_"), patches=b.setting,
@@ -142,13 +142,26 @@ def main(argv=None):
     _write(Path(args.out), rows, tradeoffs, checks, m4_rows)
 
 
+def _front(ch) -> list:
+    """(setting, peak, overhead) of the candidates no other beats on both peak and MACs."""
+    front, best = [], None
+    for c in sorted(ch.candidates, key=lambda c: (c.extra_macs, c.peak_sram)):
+        if best is None or c.peak_sram < best:
+            best = c.peak_sram
+            front.append((c.setting, c.peak_sram, ch.overhead(c)))
+    return front
+
+
 def _m4(name, data, cm, xs, ref):
     budget = dict(sram=4 << 20, flash=4 << 20)
     out = [name, cm.patched.split if cm.patched else None]
     plain = te.convert(data, name=cm.name)
     for model in (plain, cm):
         prof = model.profile("cortex-m4", x=xs[:1], **budget)
-        same = bool(np.array_equal(model.run(xs, target="cortex-m4"), ref))
+        arrays, n, _ = model._prepare_inputs(xs)
+        outs = [np.empty((n, *o["shape"][1:]), dtype=np.int8) for o in model.output_details]
+        model._run_firmware("cortex-m4", arrays, n, outs, **budget)
+        same = bool(np.array_equal(outs[0], ref))
         out += [prof.invoke_instructions, prof.macs, same]
         print(f"  Cortex-M4 {'patched' if model is cm else 'op by op'}: {prof.invoke_instructions:,} "
               f"instructions, {prof.per_mac:.2f}/MAC, equal to TFLM: {same}", flush=True)
@@ -197,7 +210,7 @@ def _write(path: Path, rows, tradeoffs, checks, m4_rows):
             lines.append(f"| {ratio:.2f}x | {theirs:,} | {cells[0]} | {cells[1]} |")
     for (name, inside), front in tradeoffs.items():
         lines += ["", f"### Trade-off: {name}, input {'in the arena' if inside else 'from caller memory'} "
-                      f"(least peak at each MAC overhead up to {max(LIMITS):.0%})", "",
+                      f"(least peak at each MAC overhead)", "",
                   "| patches | peak SRAM | MAC overhead |", "|---|---:|---:|"]
         lines += [f"| {st} | {p:,} | +{ov:.1%} |" for st, p, ov in front]
     path.write_text("\n".join(lines) + "\n")

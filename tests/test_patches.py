@@ -349,3 +349,16 @@ def test_rectangles_are_products_of_row_and_column_spans():
                 ys = regions.propagate_axis(g, g.ops, g.ops[-1].outputs[0], 0, y0, y1)
                 xs = regions.propagate_axis(g, g.ops, g.ops[-1].outputs[0], 1, x0, x1)
                 assert full == {t: ys[t] + xs[t] for t in ys}
+
+
+def test_patched_vww_on_cortex_m4_dsp_matches_tflm(shared_models):
+    """Per-channel requantization tables shared between patch variants reach the DSP path of
+    every variant (a variant that reused another's tables once fell back to one multiplier)."""
+    from tinyengine_tf.compiled import _NP, _sample_shape
+    model = (shared_models / "vww_96_int8.tflite").read_bytes()
+    cm = te.convert(model, patches=(1, 1, 2))
+    xs = int8_inputs((96, 96, 3), 3, seed=2)
+    arrays, n, _ = cm._prepare_inputs(xs)
+    outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
+    cm._run_firmware("cortex-m4", arrays, n, outs, dsp=True)
+    np.testing.assert_array_equal(outs[0], tflm_run(model, xs))

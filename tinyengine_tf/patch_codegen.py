@@ -19,20 +19,28 @@ from tinyengine_tf.memory import plan_memory
 
 
 class SharedConstants(EmitContext):
-    """An EmitContext for one patch graph whose constants join the model's, shared by content."""
+    """An EmitContext for one patch graph whose constants join the model's, shared by content.
+
+    ``constants`` lists this context's declarations in order, a reused symbol included (kernels
+    read back what a call declared, as dsp.table_symbols does); the model's list, ``shared``,
+    holds each symbol once."""
 
     def __init__(self, graph, parent: EmitContext):
         super().__init__(graph, parent.prefix)
-        self.constants = parent.constants
+        self.shared = parent.constants
 
     def const(self, hint: str, values, ctype: str) -> str:
         arr = np.asarray(values)
         stem = f"{self.prefix}_{self.layer}_{hint}"
-        taken = [s for s, _, _ in self.constants if s == stem or s.startswith(stem + "_v")]
-        for s, c, v in self.constants:
+        taken = [s for s, _, _ in self.shared if s == stem or s.startswith(stem + "_v")]
+        symbol = None
+        for s, c, v in self.shared:
             if s in taken and c == ctype and v.shape == arr.shape and np.array_equal(v, arr):
-                return s
-        symbol = stem if not taken else f"{stem}_v{len(taken)}"
+                symbol = s
+                break
+        if symbol is None:
+            symbol = stem if not taken else f"{stem}_v{len(taken)}"
+            self.shared.append((symbol, ctype, arr))
         self.constants.append((symbol, ctype, arr))
         return symbol
 

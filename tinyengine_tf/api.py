@@ -115,7 +115,16 @@ def search_macs(graph) -> int:
 def convert(model, representative_dataset=None, *, name: str = "model", sram: int | None = None,
             flash: int | None = None, patches=None, max_mac_overhead: float = 0.2,
             input_in_arena: bool = True):
-    """Compile a model to specialized C. See shared/docs/design.md for the contract."""
+    """Compile a model to specialized C. See shared/docs/design.md for the contract.
+
+    patches: None (op by op), "auto" (the split op and grid with the least peak SRAM whose extra
+    MACs stay within max_mac_overhead of the model's; op by op when none beats it), or
+    (split_op_index, rows, cols): ops up to and including source op #split_op_index run as a
+    rows x cols grid of patches of that op's output (passes/patches.py).
+    input_in_arena: True counts the input tensor in the arena (the caller's data is copied in);
+    False reads it where the caller keeps it (a camera frame buffer, external RAM, Flash): the
+    arena holds no input and the model never writes to the caller's buffer.
+    """
     data = load_tflite_bytes(model, representative_dataset)
     return compile_tflite(data, name=name, sram=sram, flash=flash, patches=patches,
                           max_mac_overhead=max_mac_overhead, input_in_arena=input_in_arena)

@@ -362,3 +362,19 @@ def test_patched_vww_on_cortex_m4_dsp_matches_tflm(shared_models):
     outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
     cm._run_firmware("cortex-m4", arrays, n, outs, dsp=True)
     np.testing.assert_array_equal(outs[0], tflm_run(model, xs))
+
+
+def test_float_input_prefix_is_refused():
+    b = ModelBuilder()
+    x = b.tensor((1, 8, 8, 3), dtype="float32")
+    q = b.tensor((1, 8, 8, 3), scale=0.05, zp=0)
+    b.op("QUANTIZE", [x], [q])
+    y = b.tensor((1, 8, 8, 3), scale=0.05, zp=0)
+    b.op("AVERAGE_POOL_2D", [q], [y], "Pool2DOptions", padding="SAME", strideH=1, strideW=1,
+         filterHeight=3, filterWidth=3)
+    model = b.build([x], [y])
+    with pytest.raises(te.UnsupportedOpError) as e:
+        te.convert(model, patches=(1, 2, 2))
+    assert "QUANTIZE (op #0)" in str(e.value) and "int8 tensors only" in str(e.value)
+    assert "No split works on this model" in str(e.value)
+    assert te.convert(model, patches="auto").patched is None

@@ -104,6 +104,10 @@ def check_spatial(op, g):
     if len(op.outputs) != 1 or len(y.shape) != 4 or y.shape[0] != 1:
         raise UnsupportedOpError(f"{op.label()}: patches need one 4-D output with batch 1, it has "
                                  f"{[list(g.t(o).shape) for o in op.outputs]}", op.kind, op.index)
+    for i in list(op.inputs) + list(op.outputs):
+        if i >= 0 and not g.t(i).is_const and g.t(i).dtype != "int8":
+            raise UnsupportedOpError(f"{op.label()}: {g.t(i).describe()} is {g.t(i).dtype}; patches "
+                                     "run int8 tensors only", op.kind, op.index)
     if op.kind in WINDOW_OPS:
         return
     for i in op.inputs:

@@ -378,3 +378,39 @@ def test_float_input_prefix_is_refused():
     assert "QUANTIZE (op #0)" in str(e.value) and "int8 tensors only" in str(e.value)
     assert "No split works on this model" in str(e.value)
     assert te.convert(model, patches="auto").patched is None
+
+
+def random_chain(seed):
+    """A random chain of windowed layers (kernel 1-7, stride 1-2, dilation 1-2, SAME/VALID, both
+    pools, residuals) on a random odd-or-even image, and a random grid over its output."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(14, 40)), int(rng.integers(14, 40))
+    chain = Chain(h, w, int(rng.integers(1, 5)), seed=seed)
+    for _ in range(int(rng.integers(2, 5))):
+        _, ch, cw, _ = chain.shape
+        k, s, d = int(rng.integers(1, 8)), int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        pad = "SAME" if rng.random() < 0.6 else "VALID"
+        if pad == "VALID" and (k - 1) * d + 1 > min(ch, cw) - 2:
+            pad = "SAME"
+        kind = rng.choice(["conv", "dw", "pool", "residual"], p=[0.35, 0.35, 0.15, 0.15])
+        if kind == "conv":
+            chain.conv(k, s, pad, d, oc=int(rng.integers(1, 7)))
+        elif kind == "dw":
+            chain.dw(k, s, pad, d)
+        elif kind == "pool":
+            chain.pool(str(rng.choice(["AVERAGE_POOL_2D", "MAX_POOL_2D"])), min(k, 4), s, pad)
+        else:
+            chain.residual(int(rng.choice([1, 3, 5])))
+    _, oh, ow, _ = chain.shape
+    grid = (int(rng.integers(1, min(oh, 5) + 1)), int(rng.integers(1, min(ow, 5) + 1)))
+    if grid == (1, 1):
+        grid = (min(oh, 2), 1) if oh > 1 else (1, min(ow, 2))
+    return chain, (h, w, chain.b.tensors[chain.x].shape[3]), grid
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_patched_chains_match_tflm(seed):
+    chain, shape, grid = random_chain(seed)
+    model = chain.build()
+    cm = te.convert(model, patches=(_last_op(model), *grid))
+    assert_matches_tflm(cm, model, int8_inputs(shape, 6, seed=seed))

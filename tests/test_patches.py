@@ -414,3 +414,17 @@ def test_random_patched_chains_match_tflm(seed):
     model = chain.build()
     cm = te.convert(model, patches=(_last_op(model), *grid))
     assert_matches_tflm(cm, model, int8_inputs(shape, 6, seed=seed))
+
+
+def test_cli_convert_with_patches(shared_models, tmp_path):
+    from test_cli import run_cli
+    model = shared_models / "vww_96_int8.tflite"
+    cm = te.convert(model, patches=(3, 4, 4), input_in_arena=False)
+    code, out, err = run_cli("convert", model, "-o", tmp_path / "p", "--patches", "3,4,4",
+                             "--input-outside-arena")
+    assert code == 0, err
+    assert f"arena {cm.peak_sram:,} bytes" in out
+    assert "patched_prefix" in (tmp_path / "p" / "vww_96_int8.c").read_text()
+    code, out, err = run_cli("convert", model, "-o", tmp_path / "q", "--patches", "3,4")
+    assert code != 0 and "SPLIT_OP,ROWS,COLS" in err
+    assert not (tmp_path / "q").exists()

@@ -113,7 +113,7 @@ def valid_splits(graph: Graph) -> list:
     return out
 
 
-def _check_grid(graph: Graph, ops: list, out: int, rows: int, cols: int, split: int):
+def _check_grid(graph: Graph, ops: list, out: int, rows: int, cols: int):
     h, w = regions.hw(graph.t(out))
     if not (isinstance(rows, (int, np.integer)) and isinstance(cols, (int, np.integer))) \
             or rows < 1 or cols < 1:
@@ -142,7 +142,7 @@ def patch_prefix(graph: Graph, split: int, rows: int, cols: int) -> Graph:
 
 def build_patches(graph: Graph, split: int, rows: int, cols: int) -> PatchedPrefix:
     ops, out = prefix_ops(graph, split)
-    _check_grid(graph, ops, out, rows, cols, split)
+    _check_grid(graph, ops, out, rows, cols)
     produced = {t for op in ops for t in op.outputs}
     inputs = []
     for op in ops:

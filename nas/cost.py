@@ -68,6 +68,8 @@ class Cost:
     peak_sram: int         # bytes of the compiled model's one arena
     lower_bound: int = 0   # the planner's op-by-op lower bound on the arena
     layers: list = field(default_factory=list, repr=False)   # per op: (kind, flash, scratch, in_place)
+    patches: tuple | None = None   # (split, rows, cols) the peak was costed with (estimate(patches=))
+    extra_macs: int = 0            # MACs the patches recompute (halos), on top of .macs
 
     def fits(self, sram: int | None = None, flash: int | None = None) -> bool:
         return (sram is None or self.peak_sram <= sram) and (flash is None or self.flash <= flash)
@@ -359,14 +361,25 @@ def plan_of(g, facts: list):
     return plan_memory(g, scratch, in_place)
 
 
-def estimate(arch: Arch, num_classes: int | None = None, qat: bool = False) -> Cost:
+def estimate(arch: Arch, num_classes: int | None = None, qat: bool = False, patches=None,
+             max_mac_overhead: float = 0.2, input_in_arena: bool = True) -> Cost:
     """MACs, parameters, Flash and peak SRAM of build_model(arch, num_classes) compiled by
     tinyengine_tf, without TensorFlow. num_classes defaults to arch.num_classes. qat=True costs
     the model as tfmot's quantize_model() exports it (its Dense layer is quantized per tensor);
-    the default is post-training quantization (te.convert(model, representative_dataset))."""
+    the default is post-training quantization (te.convert(model, representative_dataset)).
+
+    patches and max_mac_overhead, input_in_arena: as te.convert's; the peak is then the one
+    te.convert(model, patches=..., ...) compiles to, and .patches says which setting it is
+    ("auto" keeps op-by-op execution when no setting beats it: .patches is None)."""
     layers = layers_of(arch, num_classes)
     g = compiled_graph(arch, num_classes, layers, qat)
     flash, facts = flash_of(g, need_in_place=True)
+    if patches is not None or not input_in_arena:
+        from tinyengine_tf.patch_search import patched_cost
+        best, lower = patched_cost(g, patches, max_mac_overhead, input_in_arena)
+        return Cost(macs=macs_of(layers), params=params_of(layers), flash=flash,
+                    peak_sram=best.peak_sram, lower_bound=lower, layers=facts,
+                    patches=best.setting, extra_macs=best.extra_macs)
     plan = plan_of(g, facts)
     return Cost(macs=macs_of(layers), params=params_of(layers), flash=flash,
                 peak_sram=plan.arena_size, lower_bound=plan.lower_bound, layers=facts)

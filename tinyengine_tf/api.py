@@ -35,7 +35,8 @@ def load_tflite_bytes(model, representative_dataset=None, quantization: str = "i
 
 
 def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
-                   flash: int | None = None):
+                   flash: int | None = None, patches=None, max_mac_overhead: float = 0.2,
+                   input_in_arena: bool = True):
     from converters.tflite_reader import check_quantized, read_tflite
     from tinyengine_tf.codegen import generate
     from tinyengine_tf.compiled import CompiledModel
@@ -44,12 +45,40 @@ def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
     source = read_tflite(data, name=name)
     check_quantized(source)
     graph = run_passes(source)
-    cm = CompiledModel(graph, generate(graph, name), data, source)
-    _check_budget(cm, sram, flash)
+    plain = graph
+    choice = None
+    if patches is not None:
+        graph, choice = _apply_patches(graph, patches, max_mac_overhead, input_in_arena)
+    cm = CompiledModel(graph, generate(graph, name, input_in_arena), data, source)
+    cm.patch_choice = choice
+    cm.unpatched_graph = plain
+    cm.input_in_arena = input_in_arena
+    _check_budget(cm, sram, flash, plain, max_mac_overhead, input_in_arena, patches)
     return cm
 
 
-def _check_budget(cm, sram, flash):
+def _apply_patches(graph, patches, max_mac_overhead, input_in_arena):
+    from tinyengine_tf.passes.patches import patch_prefix
+    from tinyengine_tf.patch_search import search
+
+    if isinstance(patches, str):
+        if patches != "auto":
+            raise TinyEngineError(f"patches={patches!r}: use \"auto\", None, or (split_op_index, "
+                                  "rows, cols)")
+        choice = search(graph, max_mac_overhead, input_in_arena)
+        if choice.best is None:
+            return graph, choice
+        return patch_prefix(graph, *choice.best.setting), choice
+    try:
+        split, rows, cols = patches
+    except (TypeError, ValueError):
+        raise TinyEngineError(f"patches={patches!r}: use \"auto\", None, or a tuple "
+                              "(split_op_index, rows, cols)") from None
+    return patch_prefix(graph, split, rows, cols), None
+
+
+def _check_budget(cm, sram, flash, plain=None, max_mac_overhead=0.2, input_in_arena=True,
+                  patches=None):
     problems = []
     if sram is not None and cm.peak_sram > sram:
         problems.append(f"peak SRAM {cm.peak_sram:,} B exceeds the {sram:,} B budget")
@@ -58,15 +87,53 @@ def _check_budget(cm, sram, flash):
     if problems:
         report = cm.memory_report()
         where = f"; the peak is at {report.peak_layer}" if report.peak_layer else ""
+        hint = ""
+        if sram is not None and cm.peak_sram > sram and plain is not None:
+            hint = _patch_hint(plain, sram, max_mac_overhead, input_in_arena, patches)
         raise DoesNotFitError(f"model '{cm.name}' does not fit: {'; '.join(problems)}{where}. "
-                              "Use a smaller input resolution or width, or a larger budget", report)
+                              f"{hint}Use a smaller input resolution or width, or a larger budget",
+                              report)
+
+
+def _patch_hint(graph, sram, max_mac_overhead, input_in_arena, patches) -> str:
+    """Which patch setting would make the model fit, if any (within twice the MAC limit)."""
+    from tinyengine_tf.patch_search import search
+
+    for limit in sorted({max_mac_overhead, max(2 * max_mac_overhead, 0.5)}):
+        best = search(graph, limit, input_in_arena).best
+        if best is not None and best.peak_sram <= sram:
+            over = best.extra_macs / max(search_macs(graph), 1)
+            return (f"With patch-based inference it fits: patches={best.setting} gives peak SRAM "
+                    f"{best.peak_sram:,} B at +{100 * over:.1f}% MACs (pass that, or "
+                    f"patches=\"auto\", max_mac_overhead={max(limit, round(over + 0.005, 2))}). ")
+    if input_in_arena:
+        best = search(graph, max(2 * max_mac_overhead, 0.5), False).best
+        if best is not None and best.peak_sram <= sram:
+            return (f"With the input read from the caller's memory (input_in_arena=False) and "
+                    f"patches={best.setting} it fits: peak SRAM {best.peak_sram:,} B. ")
+    return "Patch-based inference does not make it fit either. " if patches is None else ""
+
+
+def search_macs(graph) -> int:
+    from tinyengine_tf.profile import graph_macs
+    return graph_macs(graph)
 
 
 def convert(model, representative_dataset=None, *, name: str = "model", sram: int | None = None,
-            flash: int | None = None, quantization: str = "int8"):
+            flash: int | None = None, quantization: str = "int8", patches=None,
+            max_mac_overhead: float = 0.2, input_in_arena: bool = True):
     """Compile a model to specialized C. See shared/docs/design.md for the contract.
 
     quantization: for a Keras model or SavedModel, "int8" (default) or "int16x8" (TFLite's 16x8
-    mode: int16 activations, int8 weights)."""
+    mode: int16 activations, int8 weights).
+    patches: None (op by op), "auto" (the split op and grid with the least peak SRAM whose extra
+    MACs stay within max_mac_overhead of the model's; op by op when none beats it), or
+    (split_op_index, rows, cols): ops up to and including source op #split_op_index run as a
+    rows x cols grid of patches of that op's output (passes/patches.py).
+    input_in_arena: True counts the input tensor in the arena (the caller's data is copied in);
+    False reads it where the caller keeps it (a camera frame buffer, external RAM, Flash): the
+    arena holds no input and the model never writes to the caller's buffer.
+    """
     data = load_tflite_bytes(model, representative_dataset, quantization)
-    return compile_tflite(data, name=name, sram=sram, flash=flash)
+    return compile_tflite(data, name=name, sram=sram, flash=flash, patches=patches,
+                          max_mac_overhead=max_mac_overhead, input_in_arena=input_in_arena)

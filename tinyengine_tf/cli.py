@@ -57,9 +57,21 @@ def positive_int(text) -> int:
 
 
 # -- commands ---------------------------------------------------------------------------------
-def _convert_model(path: str, name: str | None = None, sram=None, flash=None):
+def _convert_model(path: str, name: str | None = None, sram=None, flash=None, **patching):
     import tinyengine_tf as te
-    return te.convert(path, name=name or _default_name(path), sram=sram, flash=flash)
+    return te.convert(path, name=name or _default_name(path), sram=sram, flash=flash, **patching)
+
+
+def parse_patches(text: str):
+    """--patches: auto, none, or SPLIT,ROWS,COLS."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        split, rows, cols = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid --patches {text!r}: use auto, none or "
+                                         "SPLIT_OP,ROWS,COLS (e.g. 12,4,4)") from None
+    return split, rows, cols
 
 
 def _default_name(path: str) -> str:
@@ -77,7 +89,9 @@ def _snapshot(directory: Path) -> dict:
 
 def cmd_convert(args) -> int:
     # Compiling happens entirely before the first write: a model that fails leaves OUT untouched.
-    cm = _convert_model(args.model, args.name, args.sram, args.flash)
+    cm = _convert_model(args.model, args.name, args.sram, args.flash, patches=args.patches,
+                        max_mac_overhead=args.max_mac_overhead,
+                        input_in_arena=not args.input_outside_arena)
     out = Path(args.output)
     before = _snapshot(out)
     cm.save(out)
@@ -203,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"fail unless the arena fits this SRAM budget; {_SIZE_HELP}")
     p.add_argument("--flash", type=parse_size, metavar="BYTES",
                    help=f"fail unless the constants fit this Flash budget; {_SIZE_HELP}")
+    p.add_argument("--patches", type=parse_patches, default=None, metavar="auto|none|S,R,C",
+                   help="run the first ops patch by patch: auto (least peak SRAM within "
+                        "--max-mac-overhead), none (default), or split op index, rows, cols")
+    p.add_argument("--max-mac-overhead", type=float, default=0.2, metavar="F",
+                   help="extra MACs --patches auto may spend, as a fraction of the model's (0.2)")
+    p.add_argument("--input-outside-arena", action="store_true",
+                   help="read the input from the caller's buffer (camera frame, external RAM, "
+                        "Flash) instead of copying it into the arena")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("report", parents=[debug], help="memory report: TinyEngine vs TFLite Micro",

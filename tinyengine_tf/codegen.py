@@ -17,6 +17,7 @@ from tinyengine_tf.ir import C_TYPES, Graph
 from tinyengine_tf.kernels.base import (KERNELS, VIEW_OPS, EmitContext, LayerCode, ctype_bytes,
                                         supported_ops)
 from tinyengine_tf.memory import Plan, plan_memory
+from tinyengine_tf.passes.patches import KIND as PATCHED_KIND
 
 
 @dataclass
@@ -42,6 +43,10 @@ def emit_layers(graph: Graph, ctx: EmitContext) -> list:
                 raise UnsupportedOpError(f"{op.label()}: reshapes {x.describe()} into {y.describe()}, "
                                          "which changes the element count or type", op.kind, op.index)
             layers.append((op, None))
+            continue
+        if op.kind == PATCHED_KIND:
+            from tinyengine_tf.patch_codegen import emit_patched
+            layers.append((op, emit_patched(op, graph, ctx, pos)))
             continue
         fn = KERNELS.get(op.kind)
         if fn is None:
@@ -70,13 +75,14 @@ def _signature(graph: Graph, op, code: LayerCode, fname: str) -> tuple[str, list
     return f"static TE_LAYER void {fname}({', '.join(params) or 'void'})", voids
 
 
-def generate(graph: Graph, name: str = "model") -> Generated:
+def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> Generated:
+    """input_in_arena=False leaves the model inputs in the caller's memory (read, never written)."""
     prefix = c_identifier(name)
     ctx = EmitContext(graph, prefix)
     layers = emit_layers(graph, ctx)
     scratch = {pos: code.scratch_bytes for pos, (op, code) in enumerate(layers) if code}
     in_place = {pos: code.in_place for pos, (op, code) in enumerate(layers) if code}
-    plan = plan_memory(graph, scratch, in_place)
+    plan = plan_memory(graph, scratch, in_place, caller=() if input_in_arena else graph.inputs)
 
     functions, calls = [], []
     for pos, (op, code) in enumerate(layers):
@@ -87,6 +93,7 @@ def generate(graph: Graph, name: str = "model") -> Generated:
         ins = ", ".join(graph.t(i).describe() for i in op.inputs if i >= 0 and not graph.t(i).is_const)
         outs = ", ".join(graph.t(i).describe() for i in op.outputs)
         unused = "".join(f"\n  (void){v};" for v in voids)
+        functions.extend(code.functions)
         functions.append(f"/* {op.label()}: {ins} -> {outs} */\n{sig} {{{unused}{code.body}\n}}\n")
         args = []
         for k, t in enumerate(op.inputs):
@@ -99,7 +106,9 @@ def generate(graph: Graph, name: str = "model") -> Generated:
         calls.append(f"  {fname}({', '.join(args)});")
 
     text_bodies = "\n".join(functions)
-    used = [(s, c, v) for s, c, v in ctx.constants if re.search(rf"\b{re.escape(s)}\b", text_bodies)]
+    # Symbols are C identifiers: one scan of the text finds every one a body names.
+    names = set(re.findall(r"\w+", text_bodies))
+    used = [(s, c, v) for s, c, v in ctx.constants if s in names]
     flash = sum(int(np.asarray(v).size) * ctype_bytes(c) for s, c, v in used)
     consts = "\n".join(f"static const {c} {s}[{max(np.asarray(v).size, 1)}] = {_literal(c, v)};"
                        for s, c, v in used)

@@ -26,6 +26,9 @@ class CompiledModel:
         self.source_graph = source_graph     # before passes, op for op as TFLM runs it
         self._lib = None
         self._report = None
+        self.patch_choice = None             # patches="auto": the search's Choice (patch_search.py)
+        self.unpatched_graph = graph         # the graph op by op, for the report's side-by-side
+        self.input_in_arena = True
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -43,6 +46,18 @@ class CompiledModel:
     @property
     def flash(self) -> int:
         return self._gen.flash_bytes
+
+    @property
+    def patched(self):
+        """The PatchedPrefix run patch by patch (passes/patches.py), or None."""
+        op = self.graph.ops[0] if self.graph.ops else None
+        return op.options["patched"] if op is not None and op.kind == "PATCHED_PREFIX" else None
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per inference as compiled (halo recomputation included)."""
+        from tinyengine_tf.profile import graph_macs
+        return graph_macs(self.graph)
 
     @property
     def prefix(self) -> str:

@@ -60,9 +60,11 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def lifetimes(graph, scratch: dict, in_place: dict) -> tuple[list, set]:
-    """Buffers with their live intervals. scratch: op pos -> bytes; in_place: op pos -> bool."""
+def lifetimes(graph, scratch: dict, in_place: dict, caller=()) -> tuple[list, set]:
+    """Buffers with their live intervals. scratch: op pos -> bytes; in_place: op pos -> bool;
+    caller: more model inputs/outputs that stay in the caller's memory (no arena bytes)."""
     external = {i for i in list(graph.inputs) + list(graph.outputs) if graph.t(i).dtype == "float32"}
+    external |= set(caller)
     root = {}  # tensor -> the tensor whose buffer it shares (views)
     for op in graph.ops:
         if op.kind in VIEW_OPS:
@@ -181,9 +183,10 @@ _ORDERS = (
 )
 
 
-def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None) -> Plan:
+def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None,
+                caller=()) -> Plan:
     """Arena offsets for every buffer: the best of several greedy orders, always verified."""
-    buffers, external = lifetimes(graph, scratch or {}, in_place or {})
+    buffers, external = lifetimes(graph, scratch or {}, in_place or {}, caller)
     neighbours = _time_neighbours(buffers)
     best = None
     for order in _ORDERS:

@@ -8,6 +8,8 @@ import numpy as np
 
 def op_macs(op, g) -> int:
     """Multiply-accumulates of one op (convolutions and fully-connected; 0 for the rest)."""
+    if op.kind == "PATCHED_PREFIX":
+        return op.options["patched"].macs
     if op.kind == "CONV_2D":
         w, y = g.t(op.inputs[1]), g.t(op.outputs[0])
         return int(np.prod(y.shape)) * int(np.prod(w.shape[1:]))
@@ -74,7 +76,8 @@ def profile(cm, target: str = "cortex-m4", x=None, dsp: bool = True, **fw_kw) ->
     layers, in_layers = [], 0
     for pos, op in enumerate(cm.graph.ops):
         fname = f"{cm.prefix}_L{pos}_{op.kind.lower()}"
-        instr = counts.get(fname, 0)
+        # A patched prefix's layers are functions of their own, named after it.
+        instr = sum(v for k, v in counts.items() if k == fname or k.startswith(f"{cm.prefix}_L{pos}v"))
         in_layers += instr
         layers.append(LayerProfile(pos, op.kind, op.index, instr, op_macs(op, cm.graph)))
     # The invoke body itself; the harness hands it arena pointers, so it copies nothing.

@@ -60,11 +60,40 @@ class LayerRow:
 
 
 @dataclass
+class PatchMemory:
+    """The patched prefix against op-by-op execution of the same model."""
+    split: int                  # source index of the last patched op
+    rows: int
+    cols: int
+    input_in_arena: bool        # the accounting of peak_sram / plain_peak_sram
+    peak_sram: int              # with patches (the compiled arena)
+    plain_peak_sram: int        # patches=None
+    peak_sram_other: int        # with patches, the other accounting (input in/out of the arena)
+    plain_peak_sram_other: int
+    workspace: int              # bytes of per-patch buffers (the largest patch variant's plan)
+    patch_buffers: list         # (rows x cols of the patch's split-tensor tile, workspace bytes) per variant
+    split_tensor_bytes: int
+    macs: int                   # whole model, patched
+    plain_macs: int
+    plain_lower_bound: int      # the op-by-op lower bound of patches=None, same accounting
+    tradeoff: list = field(default_factory=list)   # (setting, peak SRAM, MAC overhead), Pareto front
+
+    @property
+    def extra_macs(self) -> int:
+        return self.macs - self.plain_macs
+
+    @property
+    def mac_overhead(self) -> float:
+        return self.extra_macs / self.plain_macs if self.plain_macs else 0.0
+
+
+@dataclass
 class MemoryReport:
     model: str
     tinyengine: TinyEngineMemory
     tflm: TFLMMemory | None
     layers: list
+    patches: PatchMemory | None = None
 
     @property
     def lower_bound(self) -> int:
@@ -95,12 +124,42 @@ class MemoryReport:
                  f"~{tf.framework_bytes:,} framework + kernels" if tf else "n/a")]
         if tf:
             rows.append(("SRAM ratio TFLM / TinyEngine", f"{self.sram_ratio:.2f}x", ""))
+        pm = self.patches
+        if pm:
+            rows[1] = ("lower bound of this plan", rows[1][1], "")
+            rows.append(("peak SRAM op by op (patches=None)", f"{pm.plain_peak_sram:,}", ""))
+            rows.append(("op-by-op lower bound (patches=None)", f"{pm.plain_lower_bound:,}", ""))
+            rows.append((f"patched prefix: ops up to #{pm.split}, {pm.rows} x {pm.cols} patches",
+                         f"{pm.workspace:,} B per-patch buffers, +{100 * pm.mac_overhead:.1f}% MACs",
+                         ""))
         return rows
+
+    def patch_markdown(self) -> list:
+        pm = self.patches
+        if pm is None:
+            return []
+        here = "input in the arena" if pm.input_in_arena else "input read from caller memory"
+        there = "input read from caller memory" if pm.input_in_arena else "input in the arena"
+        out = ["", f"### Patch-based prefix: ops up to #{pm.split} as {pm.rows} x {pm.cols} patches", "",
+               "| | op by op (patches=None) | with patches |", "|---|---|---|",
+               f"| peak SRAM, {here} | {pm.plain_peak_sram:,} | {pm.peak_sram:,} |",
+               f"| peak SRAM, {there} | {pm.plain_peak_sram_other:,} | {pm.peak_sram_other:,} |",
+               f"| MACs | {pm.plain_macs:,} | {pm.macs:,} (+{100 * pm.mac_overhead:.1f}%) |",
+               f"| split tensor (whole, in the arena) | | {pm.split_tensor_bytes:,} |",
+               f"| per-patch buffers (largest patch variant) | | {pm.workspace:,} |", "",
+               "Per-patch buffers by patch shape: " + ", ".join(
+                   f"{tile} tile: {ws:,} B" for tile, ws in pm.patch_buffers) + "."]
+        if pm.tradeoff:
+            out += ["", f"Memory against MAC overhead ({here}; the least peak at each overhead):", "",
+                    "| patches (split, rows, cols) | peak SRAM | MAC overhead |", "|---|---|---|"]
+            out += [f"| {st} | {peak:,} | +{100 * ov:.1f}% |" for st, peak, ov in pm.tradeoff]
+        return out
 
     def to_markdown(self) -> str:
         out = [f"## Memory report: {self.model}", "", "| | TinyEngine | TFLite Micro |", "|---|---|---|"]
         out += [f"| {a} | {b} | {c} |" for a, b, c in self.summary_rows()]
         gap = self.tinyengine.peak_sram - self.tinyengine.lower_bound
+        out += self.patch_markdown()
         out += ["", f"Plan is {gap:,} bytes above the lower bound. Peak at {self.peak_layer or 'n/a'}.",
                 "", "| step | op | output | TinyEngine live bytes | TFLM live bytes |", "|---|---|---|---|---|"]
         for r in self.layers:
@@ -253,6 +312,10 @@ def build_report(cm, measure_tflm: bool = True) -> MemoryReport:
         total, head, tail = measure_tflm_arena(cm.tflite)
         tflm = TFLMMemory(total, head, tail, len(cm.tflite), replayed_head=replay_tflm_head(tb))
     te_step = {op.index: k for k, op in enumerate(cm.graph.ops)}
+    pp = cm.patched
+    if pp is not None:
+        # Every prefix op runs inside the PATCHED_PREFIX op at step 0.
+        te_step.update({op.index: 0 for op in pp.ops})
     names = {b.key: b for b in plan.buffers}
     rows = []
     for k, op in enumerate(src.ops):
@@ -271,7 +334,37 @@ def build_report(cm, measure_tflm: bool = True) -> MemoryReport:
         if te_step.get(r.op_index) == peak_step:
             te.peak_step = r.step
             break
-    return MemoryReport(cm.name, te, tflm, rows)
+    return MemoryReport(cm.name, te, tflm, rows, _patch_memory(cm))
+
+
+def _patch_memory(cm) -> PatchMemory | None:
+    from tinyengine_tf.patch_search import evaluate, plain_plan, workspace
+    from tinyengine_tf.profile import graph_macs
+
+    pp = cm.patched
+    if pp is None:
+        return None
+    g0, inside = cm.unpatched_graph, cm.input_in_arena
+    other = evaluate(g0, pp.split, pp.rows, pp.cols, not inside).peak_sram
+    buffers = []
+    for patch in pp.variants.values():
+        y0, y1, x0, x1 = patch.rect
+        single = type(pp)(pp.split, pp.rows, pp.cols, pp.inputs, pp.output, pp.ops, [patch],
+                          pp.plain_macs, {patch.key: patch})
+        buffers.append((f"{y1 - y0}x{x1 - x0} at ({y0}, {x0})", workspace(single)))
+    tradeoff = []
+    choice = cm.patch_choice
+    if choice is not None:
+        best = None
+        for c in sorted(choice.candidates, key=lambda c: (c.extra_macs, c.peak_sram)):
+            if best is None or c.peak_sram < best:
+                best = c.peak_sram
+                tradeoff.append((c.setting, c.peak_sram, choice.overhead(c)))
+    plain = plain_plan(g0, inside)
+    return PatchMemory(pp.split, pp.rows, pp.cols, inside, cm.peak_sram, plain.arena_size,
+                       other, plain_plan(g0, not inside).arena_size, workspace(pp), buffers,
+                       cm.graph.t(pp.output).nbytes, graph_macs(cm.graph), graph_macs(g0),
+                       plain.lower_bound, tradeoff)
 
 
 def _buffer_name(graph, b) -> str:

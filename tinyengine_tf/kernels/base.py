@@ -48,6 +48,8 @@ class LayerCode:
     in_place: bool = False
     # Extra headers from tinyengine_tf/c/ this layer's code needs (te_runtime.h is always there).
     headers: tuple = ()
+    # Whole C functions this layer's body calls (a patched prefix's per-patch layers).
+    functions: tuple = ()
 
 
 def kernel(*kinds: str, footprint: Callable | None = None):

@@ -56,7 +56,9 @@ def _window(op: Op, ctx: EmitContext):
     kh, kw = int(o.get("filter_height", 0)), int(o.get("filter_width", 0))
     if kh < 1 or kw < 1:
         raise ctx.unsupported(op, f"filter size {kh}x{kw} must be positive")
-    if o.get("pad_extra"):
+    # A patch's border padding (passes/patches.py) is the image's own SAME padding, taps skipped
+    # and not counted; a PAD op's would be counted, which this kernel does not do.
+    if o.get("pad_extra") and not o.get("border_padding"):
         raise ctx.unsupported(op, "explicit padding cannot be folded into pooling")
     win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
     if _empty_window(win):

@@ -80,10 +80,10 @@ def synthetic_images(n: int, seed: int, size: int = 48):
     return np.clip(x, -1, 1), y
 
 
-def bench_search(workers: int, trials: int, epochs: int) -> list:
+def bench_search(workers: int, trials: int, epochs: int, modes=("single", "distributed")) -> list:
     import nas
     rows = []
-    for w in (None, workers):
+    for w in [None if m == "single" else workers for m in modes]:
         d = tempfile.mkdtemp(prefix="bench_search_")
         t0 = time.time()
         r = nas.search(synthetic_images(512, 0), synthetic_images(128, 1), num_classes=2, sram=64 * 1024,
@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--modes", default="single,distributed", help="which searches: single,distributed")
     args = ap.parse_args()
     p = bench_populate(args.proposals)
     lines = ["# TinyNAS stage 2", "",
@@ -121,7 +122,7 @@ def main():
     lines.append("")
     print("\n".join(lines))
     if args.search:
-        rows = bench_search(args.workers, args.trials, args.epochs)
+        rows = bench_search(args.workers, args.trials, args.epochs, args.modes.split(","))
         lines += ["## A measured search", "",
                   f"Synthetic two-class 48x48 images (512 train / 128 val), 64 KiB SRAM / 256 KiB Flash, "
                   f"w0.3-r48, {args.trials} trials of {args.epochs} QAT epochs.", "",
@@ -131,7 +132,9 @@ def main():
             proc = "1 (in process)" if r["workers"] == 1 else f"chief + {r['workers']} workers"
             lines.append(f"| {proc} | {r['seconds']:.0f} s | {r['completed']} | `{r['best']}` | "
                          f"{r['accuracy']:.4f} | {r['sram']:,} B | {r['flash']:,} B |")
-        lines += ["", "Trials of the single-process run:", "", rows[0]["trials"].to_markdown(), ""]
+        for r in rows:
+            proc = "single-process" if r["workers"] == 1 else "distributed"
+            lines += ["", f"Trials of the {proc} run:", "", r["trials"].to_markdown(), ""]
     (HERE / "results_nas_stage2.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-12:]))
 

@@ -160,7 +160,11 @@ class SearchResult:
                 if acc[i] > best:
                     front.append(i)
                     best = acc[i]
-            ax.step(macs[front], acc[front], where="post", c="tab:green", lw=1.5, label="Pareto front")
+            # the front holds its last accuracy out to the largest network tried
+            fx = np.append(macs[front], macs.max())
+            fy = np.append(acc[front], acc[front][-1])
+            ax.step(fx, fy, where="post", c="tab:green", lw=1.5, label="Pareto front", zorder=1)
+            ax.margins(x=0.05, y=0.12)
             if self.best_trial is not None:
                 b = next(r for r in done if r["trial_id"] == self.best_trial)
                 ax.scatter([b["macs"] / 1e6], [b["accuracy"]], marker="*", s=180, c="tab:red",

@@ -1,7 +1,7 @@
 """Accuracy under a memory budget: the TinyNAS-searched network against two hand-designed ones.
 
     python benchmarks/bench_accuracy.py [--data DIR] [--per-word 120] [--epochs 10] [--trials 6]
-                                        [--budget 64,256] [--budget 128,512]
+                                        [--budget 64,256] [--budget 128,512] [--spaces small,full]
 
 On the offline speech set (`nas.datasets.synthesize_speech_commands`, the 12-class Speech Commands
 task, split by synthetic voice), under each SRAM/Flash budget (KiB):
@@ -49,18 +49,28 @@ MBV2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1
 
 
 # -- the two hand-designed networks (tf_keras, layers tfmot's default QAT scheme knows) -------
+def _bn():
+    """BatchNormalization as nas.build_model makes it: the same training recipe for all three.
+    (Keras' default momentum 0.99 leaves the moving statistics far from the batch statistics
+    after a few hundred steps; MobileNetV2 then evaluates at chance.)"""
+    import tf_keras as keras
+
+    from nas.build import BN_EPSILON, BN_MOMENTUM
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
+
+
 def ds_cnn(num_classes: int = NUM_CLASSES, input_shape=INPUT_SHAPE):
     """MLPerf Tiny's KWS DS-CNN (its `kws_ref_model`), without the dropout that vanishes anyway."""
     import tf_keras as keras
     L = keras.layers
     inp = keras.Input(input_shape)
     x = L.Conv2D(64, (10, 4), strides=2, padding="same", use_bias=False)(inp)
-    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.ReLU()(_bn()(x))
     for _ in range(4):
         x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-        x = L.ReLU()(L.BatchNormalization()(x))
+        x = L.ReLU()(_bn()(x))
         x = L.Conv2D(64, 1, use_bias=False)(x)
-        x = L.ReLU()(L.BatchNormalization()(x))
+        x = L.ReLU()(_bn()(x))
     x = L.GlobalAveragePooling2D()(x)
     return keras.Model(inp, L.Dense(num_classes)(x), name="ds_cnn")
 
@@ -76,7 +86,7 @@ def mobilenet_v2(alpha: float, num_classes: int = NUM_CLASSES, input_shape=INPUT
 
     def conv_bn(x, c, k, s, act=True):
         x = L.Conv2D(c, k, strides=s, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
+        x = _bn()(x)
         return L.ReLU(6.0)(x) if act else x
 
     inp = keras.Input(input_shape)
@@ -87,7 +97,7 @@ def mobilenet_v2(alpha: float, num_classes: int = NUM_CLASSES, input_shape=INPUT
         for i in range(n):
             h = conv_bn(x, cin * t, 1, 1) if t != 1 else x
             h = L.DepthwiseConv2D(3, strides=s if i == 0 else 1, padding="same", use_bias=False)(h)
-            h = L.ReLU(6.0)(L.BatchNormalization()(h))
+            h = L.ReLU(6.0)(_bn()(h))
             h = conv_bn(h, cout, 1, 1, act=False)
             x = L.Add()([x, h]) if (i > 0 or s == 1) and cin == cout else h
             cin = cout
@@ -227,14 +237,14 @@ SPACE_WORDS = {"small": "the MCUNet space narrowed to stage depths 1-2, kernels 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=Path("bench_data/speech_commands_synth"))
+    ap.add_argument("--data", type=Path, default=HERE / "accuracy_data" / "speech_commands_synth")
     ap.add_argument("--per-word", type=int, default=120)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--budget", action="append", help="SRAM,Flash in KiB (repeatable); default 64,256")
     ap.add_argument("--spaces", default="small",
                     help="comma-separated search spaces, each its own TinyNAS row: small, full")
-    ap.add_argument("--work", type=Path, default=Path("bench_data/accuracy"),
+    ap.add_argument("--work", type=Path, default=HERE / "accuracy_data" / "runs",
                     help="search directories and finished rows: a rerun resumes")
     args = ap.parse_args()
     args.spaces = [v.strip() for v in args.spaces.split(",")]

@@ -13,7 +13,7 @@ task, split by synthetic voice), under each SRAM/Flash budget (KiB):
 - MobileNetV2: the inverted-residual network with every channel count scaled by alpha, the largest
   alpha of ALPHAS whose compiled model fits the budget (checked with te.convert(..., sram=, flash=)).
 
-All three are trained the same way as a stage-2 trial (nas/stage2_tuner.py): from scratch, tfmot
+All are trained the same way as a stage-2 trial (nas/stage2_tuner.py): from scratch, tfmot
 QAT for --epochs epochs, Adam at the same learning rate and batch size, on the same augmented
 training array; then int8 .tflite, tinyengine_tf.convert under the budget, and the generated C run
 on the int8 test split. The C's accuracy is checked to equal TFLite Micro's on the same .tflite.
@@ -180,7 +180,7 @@ def load_data(root: Path, per_word: int):
     return splits, {"synth_s": synth_s, "features_s": time.time() - t0, "clips": summary.clips}
 
 
-def run_budget(sram_k: int, flash_k: int, splits, args, out_dir: Path) -> list:
+def run_budget(sram_k: int, flash_k: int, spaces: list, splits, args, out_dir: Path) -> list:
     import nas
     sram, flash = sram_k * 1024, flash_k * 1024
     (xt, yt), val, test = splits
@@ -193,7 +193,7 @@ def run_budget(sram_k: int, flash_k: int, splits, args, out_dir: Path) -> list:
         cache.write_text(json.dumps(rows, indent=1))
         print(json.dumps(row), flush=True)
 
-    for space in args.spaces:
+    for space in spaces:
         key = SPACE_ROWS[space]
         if key in done:
             rows.append(done[key])
@@ -241,7 +241,8 @@ def main():
     ap.add_argument("--per-word", type=int, default=120)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--trials", type=int, default=6)
-    ap.add_argument("--budget", action="append", help="SRAM,Flash in KiB (repeatable); default 64,256")
+    ap.add_argument("--budget", action="append",
+                    help="SRAM,Flash in KiB, optionally :SPACES for this budget (repeatable); default 64,256")
     ap.add_argument("--spaces", default="small",
                     help="comma-separated search spaces, each its own TinyNAS row: small, full")
     ap.add_argument("--work", type=Path, default=HERE / "accuracy_data" / "runs",
@@ -250,14 +251,21 @@ def main():
     args.spaces = [v.strip() for v in args.spaces.split(",")]
     if any(v not in SPACES for v in args.spaces):
         ap.error(f"--spaces: choose from {', '.join(SPACES)}")
-    budgets = [tuple(int(v) for v in b.split(",")) for b in (args.budget or ["64,256"])]
+    budgets = {}
+    for b in args.budget or ["64,256"]:
+        size, _, spaces = b.partition(":")
+        spaces = [v.strip() for v in spaces.split(",")] if spaces else args.spaces
+        if any(v not in SPACES for v in spaces):
+            ap.error(f"--budget {b}: spaces are {', '.join(SPACES)}")
+        budgets[tuple(int(v) for v in size.split(","))] = spaces
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     splits, info = load_data(args.data, args.per_word)
     sizes = [len(s[1]) for s in splits]
     results = {}
+    args.budgets = budgets
     for b in budgets:    # the table is rewritten after each budget: a cut-short run keeps its rows
-        results[b] = run_budget(*b, splits, args, args.work)
+        results[b] = run_budget(*b, budgets[b], splits, args, args.work)
         write_results(results, args, info, sizes, time.time() - t0)
 
 
@@ -266,21 +274,22 @@ def write_results(results, args, info, sizes, total):
     lines = ["# Accuracy under a memory budget (`benchmarks/bench_accuracy.py`)", "",
              f"`python benchmarks/bench_accuracy.py --per-word {args.per_word} --epochs {args.epochs} "
              f"--trials {args.trials} --spaces {','.join(args.spaces)}"
-             + "".join(f" --budget {s},{f}" for s, f in results) + "`", "",
+             + "".join(f" --budget {s},{f}" + ("" if args.budgets[(s, f)] == args.spaces else
+                                                  ":" + ",".join(args.budgets[(s, f)])) for s, f in results) + "`", "",
              f"Data: the offline speech set (`synthesize_speech_commands(per_word={args.per_word}, seed=0)`, "
              f"{info['clips']:,} clips of synthetic voices, split by voice), the 12-class task of "
              f"`load_speech_commands` (10% `_silence_`, 10% `_unknown_`, training augmented once with "
              f"time shift and background noise): {sizes[0]:,} training, {sizes[1]:,} validation, "
              f"{sizes[2]:,} test samples. Synthetic speech, not Speech Commands: these accuracies are "
              f"not comparable with published KWS figures.", "",
-             f"Training, identical for all three: from scratch, tfmot QAT for {args.epochs} epochs, Adam "
+             f"Training, identical for every row: from scratch, tfmot QAT for {args.epochs} epochs, Adam "
              f"{LEARNING_RATE:g}, batch {BATCH_SIZE}; TinyNAS searched {space}, with stage 1 over every "
              f"width and {args.trials} stage-2 trials per space, each trained that way and scored on validation. "
              f"Accuracy is the generated C's on the int8 test split (equal to TFLite Micro's on the "
              f"same .tflite, checked); instructions are one inference on Cortex-M4 under QEMU (DSP path).", ""]
     for (s, f), rows in results.items():
         lines += [f"## {s} KiB SRAM / {f} KiB Flash", "",
-                  "| model | | C test accuracy | peak SRAM | TFLM arena | Flash | MACs | Cortex-M4 instructions | training |",
+                  "| model | | C test accuracy | peak SRAM | TFLM arena | Flash | MACs | Cortex-M4 instructions | training (this model) |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             train = f"{r['train_s']:.0f} s"
@@ -289,10 +298,22 @@ def write_results(results, args, info, sizes, total):
             lines.append(f"| {r['model']} | {r['detail']} | {r['accuracy'] * 100:.1f}% | {r['peak_sram']:,} | "
                          f"{r['tflm_arena']:,} | {r['flash']:,} | {r['macs'] / 1e6:.2f}M | "
                          f"{r['m4_instructions']:,} | {train} |")
-        lines.append("")
-    lines += [f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs; data "
-              f"synthesised in {info['synth_s']:.0f} s (0 when already there), features in "
-              f"{info['features_s']:.0f} s; the whole run {total / 60:.0f} min.", ""]
+        best = max(rows, key=lambda r: r["accuracy"])
+        nas_rows = [r for r in rows if r["model"].startswith("TinyNAS")]
+        ref = next((r for r in rows if r["model"] == "DS-CNN"), None)
+        if nas_rows and ref:
+            top = max(nas_rows, key=lambda r: r["accuracy"])
+            gap = (top["accuracy"] - ref["accuracy"]) * 100
+            lines += ["", f"Most accurate: {best['model']} ({best['accuracy'] * 100:.1f}%). The best searched "
+                          f"network is {abs(gap):.1f} points {'below' if gap < 0 else 'above'} DS-CNN with "
+                          f"{top['macs'] / ref['macs']:.2f}x its MACs and {top['flash'] / ref['flash']:.1f}x its "
+                          f"Flash. One test sample is {100 / sizes[2]:.1f} points."]
+        compute = sum(r.get("search_s", r["train_s"]) for r in rows)
+        lines += ["", f"Compute for this budget: {compute / 60:.0f} min (searches plus baseline training).", ""]
+    lines += [f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs (times vary up "
+              f"to 3x with their load; each row's time is its own run's); data synthesised in "
+              f"{info['synth_s']:.0f} s (only checked when already on disk), features in {info['features_s']:.0f} s. "
+              f"Finished rows are reused when the script is run again.", ""]
     (HERE / "results_accuracy.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -18,7 +18,7 @@ def _parse_size(text):
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("nas", help="TinyNAS: pick a search space for an SRAM/Flash budget",
+    p = subparsers.add_parser("nas", help="TinyNAS: pick a search space, search and train a network for a budget",
                               description="TinyNAS (MCUNet) on tinyengine-tf's own memory model.")
     sub = p.add_subparsers(dest="nas_command", metavar="NAS_COMMAND")
     sub.required = True

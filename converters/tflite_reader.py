@@ -144,9 +144,10 @@ def _tensor(data: bytes, model, index: int, t) -> Tensor:
     numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if numel > MAX_ELEMENTS:
         raise InvalidModelError(f"{where} ({name}) claims {numel} elements, more than any MCU model")
-    if t.isVariable:
-        raise InvalidModelError(f"{where} ({name}) is a variable (persistent state); stateful "
-                                "models are not supported")
+    if t.isVariable and t.buffer not in (0, None) and _buffer_bytes(data, model, t.buffer, where):
+        raise InvalidModelError(f"{where} ({name}) is a variable (persistent state) with constant "
+                                "data; TFLite Micro ignores such data and starts from zero. The "
+                                "model is corrupt, re-export it")
     if t.sparsity is not None:
         raise InvalidModelError(f"{where} ({name}) is sparse; densify the model before converting")
 
@@ -181,8 +182,16 @@ def _tensor(data: bytes, model, index: int, t) -> Tensor:
         array = np.frombuffer(raw[:expected], dtype=_NUMPY[dtype]).reshape(shape).copy()
 
     scale, zero_point, qdim = _quantization(t.quantization, dtype, where, name)
-    return Tensor(index=index, name=name, shape=shape, dtype=dtype, scale=scale,
-                  zero_point=zero_point, quantized_dim=qdim, data=array)
+    tensor = Tensor(index=index, name=name, shape=shape, dtype=dtype, scale=scale,
+                    zero_point=zero_point, quantized_dim=qdim, data=array)
+    if t.isVariable:
+        # Persistent state (SVDF / LSTM state inputs). TFLM's reset memsets it with an int8
+        # tensor's first zero point (the raw one, scale or not), 0 for any other type.
+        tensor.is_variable = True
+        q = t.quantization
+        if dtype == "int8" and q is not None and q.zeroPoint is not None and len(q.zeroPoint):
+            tensor.state_fill = int(q.zeroPoint[0]) & 0xFF
+    return tensor
 
 
 # Element types whose quantization parameters TFLM's int8/int16 kernels never turn into
@@ -243,14 +252,45 @@ def read_tflite(data: bytes, name: str = "model") -> Graph:
     # TFLM runs subgraph 0; further subgraphs only run through control-flow ops (IF, WHILE,
     # CALL_ONCE), which subgraph 0 would then contain and which the code generator refuses by
     # name. Unreferenced extra subgraphs change nothing, so they are accepted and ignored.
+    tensors, ops = _subgraph(data, model, subgraphs[0])
     sg = subgraphs[0]
-    raw_tensors = sg.tensors or []
-    tensors = {i: _tensor(data, model, i, t) for i, t in enumerate(raw_tensors)}
     n = len(tensors)
 
     def check_index(i, where):
         if not (-1 <= i < n):
             raise InvalidModelError(f"{where} refers to tensor {i}, but the subgraph has {n} tensors")
+        return int(i)
+
+    inputs = [check_index(i, "subgraph input") for i in (sg.inputs if sg.inputs is not None else [])]
+    outputs = [check_index(i, "subgraph output") for i in (sg.outputs if sg.outputs is not None else [])]
+    if not inputs or not outputs or min(inputs + outputs) < 0:
+        raise InvalidModelError("the subgraph must declare at least one input and one output tensor")
+    for i in inputs + outputs:
+        if tensors[i].dtype == "resource" or tensors[i].is_variable:
+            raise InvalidModelError(f"model input/output tensor #{i} ({tensors[i].name}) is a "
+                                    "variable or resource; a model's inputs and outputs must be "
+                                    "plain tensors. Re-export the model")
+    ordered = _execution_order(ops, tensors, inputs)
+    from converters.tflite_variables import resolve_variables
+    ordered = resolve_variables(ordered, tensors, subgraphs,
+                                lambda k: _subgraph(data, model, subgraphs[k], k))
+    graph = Graph(tensors=tensors, ops=ordered, inputs=inputs, outputs=outputs, name=name)
+    _check_dataflow(graph)
+    return graph
+
+
+def _subgraph(data: bytes, model, sg, sg_index: int = 0):
+    """(tensors, ops in file order) of one subgraph, every index checked."""
+    from converters.tflite_variables import NO_OUTPUT_OPS
+    raw_tensors = sg.tensors or []
+    tensors = {i: _tensor(data, model, i, t) for i, t in enumerate(raw_tensors)}
+    n = len(tensors)
+    in_sg = f" in subgraph {sg_index}" if sg_index else ""
+
+    def check_index(i, where):
+        if not (-1 <= i < n):
+            raise InvalidModelError(f"{where}{in_sg} refers to tensor {i}, but the subgraph has "
+                                    f"{n} tensors")
         return int(i)
 
     opcodes = model.operatorCodes or []
@@ -267,23 +307,15 @@ def read_tflite(data: bytes, name: str = "model") -> Graph:
             kind = f"CUSTOM:{custom}"
         ins = [check_index(i, f"{kind} (op #{k}) input") for i in (op_t.inputs if op_t.inputs is not None else [])]
         outs = [check_index(i, f"{kind} (op #{k}) output") for i in (op_t.outputs if op_t.outputs is not None else [])]
-        if not outs or any(o < 0 for o in outs):
-            raise InvalidModelError(f"{kind} (op #{k}) has no valid output tensor")
+        if (not outs and kind not in NO_OUTPUT_OPS) or any(o < 0 for o in outs):
+            raise InvalidModelError(f"{kind} (op #{k}){in_sg} has no valid output tensor")
         usable = _check_options_type(op_t, kind, k)
         try:
             options = _options(op_t) if usable else {}
         except InvalidModelError as exc:
             raise InvalidModelError(f"{kind} (op #{k}): {exc}") from None
         ops.append(Op(index=k, kind=kind, inputs=ins, outputs=outs, options=options))
-
-    inputs = [check_index(i, "subgraph input") for i in (sg.inputs if sg.inputs is not None else [])]
-    outputs = [check_index(i, "subgraph output") for i in (sg.outputs if sg.outputs is not None else [])]
-    if not inputs or not outputs or min(inputs + outputs) < 0:
-        raise InvalidModelError("the subgraph must declare at least one input and one output tensor")
-    graph = Graph(tensors=tensors, ops=_execution_order(ops, tensors, inputs), inputs=inputs,
-                  outputs=outputs, name=name)
-    _check_dataflow(graph)
-    return graph
+    return tensors, ops
 
 
 def _execution_order(ops, tensors, inputs):
@@ -320,7 +352,7 @@ def _check_dataflow(graph: Graph):
                                         f"{list(graph.t(i).shape)}, which holds no elements")
     for op in graph.ops:
         for i in op.inputs:
-            if i >= 0 and not graph.t(i).is_const and i not in produced:
+            if i >= 0 and not graph.t(i).is_const and not graph.t(i).is_variable and i not in produced:
                 raise InvalidModelError(f"{op.label()} reads tensor #{i} ({graph.t(i).name}), which "
                                         "is neither a constant, a model input nor any op's output")
     for o in graph.outputs:
@@ -337,7 +369,9 @@ def _check_dataflow(graph: Graph):
 def check_quantized(graph: Graph):
     """A float model cannot be compiled; say how to quantize it."""
     for op in graph.ops:
-        if op.kind in ("QUANTIZE", "DEQUANTIZE"):
+        # Quantize/dequantize convert at the float boundary; variable reads and writes copy
+        # bytes (the converter keeps an unquantized tf.Variable in float32 between them).
+        if op.kind in ("QUANTIZE", "DEQUANTIZE", "READ_VARIABLE", "ASSIGN_VARIABLE"):
             continue
         for i in op.inputs + op.outputs:
             if i >= 0 and graph.t(i).dtype == "float32":

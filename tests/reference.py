@@ -48,6 +48,49 @@ def tflm_run(model: bytes, inputs):
     return res[0] if n_out == 1 else res
 
 
+class TFLMSequence:
+    """One TFLite Micro interpreter kept across calls, for stateful models (LSTM, SVDF,
+    variables): each run() continues from the state the previous call left, a batch of N inputs
+    being N consecutive invocations; reset() is the interpreter's (variables back to their reset
+    value). The interpreter is reset once at creation, since TFLM leaves variable tensors
+    uninitialized until then."""
+
+    def __init__(self, model: bytes):
+        self.model = bytes(model)
+        self.interp = runtime.Interpreter.from_bytes(self.model,
+                                                     arena_size=max(len(model) * 20, 1 << 20))
+        self.n_out = schema.Model.GetRootAsModel(self.model, 0).Subgraphs(0).OutputsLength()
+        self.reset()
+
+    def reset(self):
+        self.interp.reset()
+
+    def run(self, inputs):
+        xs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        n = xs[0].shape[0]
+        outs = [[] for _ in range(self.n_out)]
+        for i in range(n):
+            for k, x in enumerate(xs):
+                shape = self.interp.get_input_details(k)["shape"]
+                self.interp.set_input(np.ascontiguousarray(x[i]).reshape(shape), k)
+            self.interp.invoke()
+            for j in range(self.n_out):
+                outs[j].append(np.array(self.interp.get_output(j)))
+        res = [np.stack(o).reshape((n, *o[0].shape[1:])) if o[0].ndim > 1 and o[0].shape[0] == 1
+               else np.stack(o) for o in outs]
+        return res[0] if self.n_out == 1 else res
+
+
+def assert_sequence_matches_tflm(cm, model_bytes, xs, judge=None):
+    """cm.run(xs) step by step against one TFLM interpreter kept across the sequence (pass
+    `judge` to continue an earlier sequence). Returns (ours, judge)."""
+    judge = judge or TFLMSequence(model_bytes)
+    ref = judge.run(xs)
+    ours = cm.run(xs)
+    _assert_same(_as_list(ours), _as_list(ref))
+    return ours, judge
+
+
 def int8_inputs(shape, n, seed=0, extremes=True):
     """n random int8 samples; the first ones are all -128, all 127 and alternating extremes."""
     rng = np.random.default_rng(seed)

@@ -16,6 +16,8 @@ from tinyengine_tf.errors import UnsupportedOpError
 from tinyengine_tf.ir import C_TYPES, Graph
 from tinyengine_tf.kernels.base import (KERNELS, VIEW_OPS, EmitContext, LayerCode, ctype_bytes,
                                         supported_ops)
+from tinyengine_tf.kernels.state import (StateLayout, check_state_use, init_image, mutable_input,
+                                         reset_statements, state_layout)
 from tinyengine_tf.memory import Plan, plan_memory
 from tinyengine_tf.passes.patches import KIND as PATCHED_KIND
 
@@ -27,6 +29,7 @@ class Generated:
     flash_bytes: int
     layers: list           # (op, LayerCode or None) in execution order
     prefix: str
+    state: StateLayout = None  # persistent state buffer (kernels/state.py); empty if stateless
 
 
 def c_identifier(name: str) -> str:
@@ -64,7 +67,8 @@ def _signature(graph: Graph, op, code: LayerCode, fname: str) -> tuple[str, list
     params, voids = [], []
     for k, t in enumerate(op.inputs):
         if t >= 0 and not graph.t(t).is_const:
-            params.append(f"const {C_TYPES[graph.t(t).dtype]} *in{k}")
+            q = "" if mutable_input(op, k) else "const "
+            params.append(f"{q}{C_TYPES[graph.t(t).dtype]} *in{k}")
             voids.append(f"in{k}")
     for k, t in enumerate(op.outputs):
         params.append(f"{C_TYPES[graph.t(t).dtype]} *out{k}")
@@ -79,10 +83,14 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
     """input_in_arena=False leaves the model inputs in the caller's memory (read, never written)."""
     prefix = c_identifier(name)
     ctx = EmitContext(graph, prefix)
+    check_state_use(graph)
+    state = state_layout(graph)
     layers = emit_layers(graph, ctx)
     scratch = {pos: code.scratch_bytes for pos, (op, code) in enumerate(layers) if code}
     in_place = {pos: code.in_place for pos, (op, code) in enumerate(layers) if code}
-    plan = plan_memory(graph, scratch, in_place, caller=() if input_in_arena else graph.inputs)
+    # Variable tensors live in the state buffer: the arena plan leaves them out.
+    caller = tuple(state.offsets) + (() if input_in_arena else tuple(graph.inputs))
+    plan = plan_memory(graph, scratch, in_place, caller=caller)
 
     functions, calls = [], []
     for pos, (op, code) in enumerate(layers):
@@ -98,9 +106,10 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
         args = []
         for k, t in enumerate(op.inputs):
             if t >= 0 and not graph.t(t).is_const:
-                args.append(_pointer(graph, plan, t, prefix, const=True))
+                args.append(_pointer(graph, plan, t, prefix, const=not mutable_input(op, k),
+                                     state=state))
         for t in op.outputs:
-            args.append(_pointer(graph, plan, t, prefix, const=False))
+            args.append(_pointer(graph, plan, t, prefix, const=False, state=state))
         if code.scratch_bytes:
             args.append(f"TE_ARENA + {plan.scratch_offset[pos]}")
         calls.append(f"  {fname}({', '.join(args)});")
@@ -114,12 +123,12 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
                        for s, c, v in used)
 
     headers = ["te_runtime.h"] + sorted({h for _, code in layers if code for h in code.headers})
-    header = _header(graph, plan, prefix, flash)
-    model_c = _model_c(graph, plan, prefix, consts, functions, calls, headers)
+    header = _header(graph, plan, prefix, flash, state)
+    model_c = _model_c(graph, plan, prefix, consts, functions, calls, headers, state)
     cdir = resources.files("tinyengine_tf").joinpath("c")
     sources = {f"{prefix}.h": header, f"{prefix}.c": model_c}
     sources.update({h: cdir.joinpath(h).read_text() for h in headers})
-    return Generated(sources, plan, flash, layers, prefix)
+    return Generated(sources, plan, flash, layers, prefix, state)
 
 
 def _literal(ctype: str, values) -> str:
@@ -149,8 +158,11 @@ def io_params(graph: Graph):
     return ", ".join(params), io
 
 
-def _pointer(graph, plan, t, prefix, const):
+def _pointer(graph, plan, t, prefix, const, state=None):
     ctype = C_TYPES[graph.t(t).dtype]
+    if state and t in state.offsets:
+        q = "const " if const else ""
+        return f"({q}{ctype} *)(void *)(TE_STATE + {state.offsets[t]})"
     if t in plan.external:
         if t in graph.inputs:
             return f"in{graph.inputs.index(t)}"
@@ -159,10 +171,11 @@ def _pointer(graph, plan, t, prefix, const):
     return f"({q}{ctype} *)(void *)(TE_ARENA + {plan.tensor_offset[t]})"
 
 
-def _header(graph, plan, prefix, flash) -> str:
+def _header(graph, plan, prefix, flash, state=None) -> str:
     P = prefix.upper()
     params, io = io_params(graph)
     lines = [f"#define {P}_ARENA_BYTES {plan.arena_size}", f"#define {P}_FLASH_BYTES {flash}",
+             *([f"#define {P}_STATE_BYTES {state.size}"] if state else []),
              f"#define {P}_NUM_INPUTS {len(graph.inputs)}", f"#define {P}_NUM_OUTPUTS {len(graph.outputs)}"]
     for t, pname, is_in in io:
         tt = graph.t(t)
@@ -186,7 +199,7 @@ int {prefix}_invoke({params});
  * caller): firmware can write inputs there directly and call {prefix}_invoke with the same pointers. */
 void *{prefix}_input(int i);
 void *{prefix}_output(int i);
-
+{_reset_decl(prefix) if state else ""}
 #ifdef __cplusplus
 }}
 #endif
@@ -194,7 +207,35 @@ void *{prefix}_output(int i);
 """
 
 
-def _model_c(graph, plan, prefix, consts, functions, calls, headers) -> str:
+def _reset_decl(prefix: str) -> str:
+    return f"""
+/* Stateful model: the state (LSTM/SVDF states, variables) persists across {prefix}_invoke calls,
+ * each call continuing the sequence. {prefix}_reset() sets it back to its reset value, as the
+ * TFLite Micro interpreter's Reset() does. */
+void {prefix}_reset(void);
+"""
+
+
+def _state_c(graph, prefix, state) -> tuple[str, str]:
+    """(the state buffer's definition, the reset function) for a stateful model."""
+    if not state:
+        return "", ""
+    image = init_image(graph, state)
+    words = [int.from_bytes(image[i:i + 4], "little", signed=True) for i in range(0, len(image), 4)]
+    init = _literal("int32_t", words) if any(words) else "{0}"
+    buf = f"""/* Persistent state ({state.size} bytes), outside the arena; byte image in little-endian words. */
+static int32_t {prefix}_state[{max(len(words), 1)}] TE_ALIGN16 = {init};
+#define TE_STATE ((int8_t *){prefix}_state)
+"""
+    if any(words) and not all(b == 0 for b in image):
+        buf = "#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__\n" \
+              "#error \"the state image is little-endian\"\n#endif\n" + buf
+    body = "\n".join(reset_statements(graph, state, "TE_STATE"))
+    return buf, f"\nvoid {prefix}_reset(void) {{\n{body}\n}}\n"
+
+
+def _model_c(graph, plan, prefix, consts, functions, calls, headers, state=None) -> str:
+    state_buf, reset_fn = _state_c(graph, prefix, state)
     params, io = io_params(graph)
     words = max((plan.arena_size + 3) // 4, 1)
     copy_in, copy_out, in_cases, out_cases = [], [], [], []
@@ -229,7 +270,7 @@ def _model_c(graph, plan, prefix, consts, functions, calls, headers) -> str:
 /* int32_t storage keeps word accesses to scratch well-defined; bytes alias it freely. */
 static int32_t {prefix}_arena[{words}] TE_ALIGN16;
 #define TE_ARENA ((int8_t *){prefix}_arena)
-
+{state_buf}
 {consts}
 
 {chr(10).join(functions)}
@@ -251,4 +292,4 @@ void *{prefix}_output(int i) {{
     default: return NULL;
   }}
 }}
-"""
+{reset_fn}"""

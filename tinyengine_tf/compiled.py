@@ -48,6 +48,22 @@ class CompiledModel:
         return self._gen.flash_bytes
 
     @property
+    def state_bytes(self) -> int:
+        """Persistent state (LSTM/SVDF states, variables): its own static buffer, not the arena."""
+        state = getattr(self._gen, "state", None)
+        return state.size if state else 0
+
+    @property
+    def stateful(self) -> bool:
+        return self.state_bytes > 0
+
+    def reset(self):
+        """Set the state back to its reset value, as the generated <name>_reset() does (and the
+        TFLite Micro interpreter's reset()). A no-op for a stateless model."""
+        if self.stateful and self._lib is not None:
+            getattr(self._lib, f"{self.prefix}_reset")()
+
+    @property
     def patched(self):
         """The PatchedPrefix run patch by patch (passes/patches.py), or None."""
         op = self.graph.ops[0] if self.graph.ops else None
@@ -113,7 +129,18 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
 
     def _library(self):
         if self._lib is None:
-            self._lib = toolchain.load(toolchain.build(self.host_sources()))
+            path = toolchain.build(self.host_sources())
+            if self.stateful:
+                # The state is the library's own: a private copy, so two models built from the
+                # same sources (one cached .so, one dlopen handle) never share it.
+                fd, private = tempfile.mkstemp(prefix="te_state_", suffix=".so")
+                os.close(fd)
+                shutil.copy2(path, private)
+                self._private_lib = private
+                path = private
+            self._lib = toolchain.load(path)
+            if self.stateful:
+                os.unlink(self._private_lib)
             for fn in ("te_host_batch", "te_host_repeat"):
                 getattr(self._lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
                 getattr(self._lib, fn).restype = ctypes.c_int
@@ -156,6 +183,10 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
 
         target "host" runs it compiled for this machine; "cortex-m4", "cortex-m7" or "cortex-m55"
         runs the firmware under QEMU.
+
+        A stateful model (``state_bytes > 0``) treats a batch of N inputs as N consecutive steps;
+        on the host each call continues from the state the previous one left (``reset()`` starts
+        over); a firmware run starts from the state the model has when it boots.
         """
         arrays, n, batched = self._prepare_inputs(x)
         outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in self._io("out")]

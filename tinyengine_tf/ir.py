@@ -26,6 +26,13 @@ class Tensor:
     zero_point: Optional[np.ndarray] = None   # int64, same length as scale
     quantized_dim: int = 0
     data: Optional[np.ndarray] = None         # set for constants (weights, folded shapes)
+    # Persistent state (kernels/state.py): a variable tensor lives in the model's state buffer,
+    # outside the arena, and keeps its value across invocations. state_fill is the byte the
+    # reset writes over it (TFLM: an int8 tensor's zero point, else 0); state_init, when set, is
+    # its first value instead (a tf.Variable's initializer, run once by CALL_ONCE).
+    is_variable: bool = False
+    state_fill: int = 0
+    state_init: Optional[bytes] = None
 
     @property
     def is_const(self) -> bool:

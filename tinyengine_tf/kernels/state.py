@@ -98,8 +98,11 @@ def init_image(graph: Graph, layout: StateLayout) -> bytes:
 
 def reset_statements(graph: Graph, layout: StateLayout, base: str) -> list:
     """C statements of <prefix>_reset(): TFLM's reset, fill bytes over every variable."""
-    return [f"  memset({base} + {off}, {graph.t(t).state_fill & 0xFF}, {graph.t(t).nbytes});"
-            f"  /* {graph.t(t).describe()} */" for t, off in layout.offsets.items()]
+    # A byte loop, not memset: gcc's -Wmemset-elt-size misreads a length that equals the word
+    # count of the state array.
+    return [f"  for (int i = 0; i < {graph.t(t).nbytes}; ++i) ((uint8_t *){base})[{off} + i] = "
+            f"{graph.t(t).state_fill & 0xFF}u;  /* {graph.t(t).describe()} */"
+            for t, off in layout.offsets.items()]
 
 
 def _copy(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:

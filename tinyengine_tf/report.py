@@ -32,6 +32,7 @@ class TinyEngineMemory:
     flash: int
     lower_bound: int
     peak_step: int
+    state_bytes: int = 0              # persistent state (LSTM/SVDF/variables), outside the arena
 
 
 @dataclass
@@ -119,6 +120,9 @@ class MemoryReport:
         rows = [("peak SRAM (arena)", f"{te.peak_sram:,}",
                  f"{tf.arena_total:,} (head {tf.arena_head:,} + tail {tf.arena_tail:,})" if tf else "n/a"),
                 ("op-by-op lower bound", f"{te.lower_bound:,}", ""),
+                *([("state (persistent, outside the arena)", f"{te.state_bytes:,}",
+                    "in the arena tail (persistent buffers)" if tf else "n/a")]
+                  if te.state_bytes else []),
                 ("Flash: model constants", f"{te.flash:,}", f"{tf.model_bytes:,} (flatbuffer)" if tf else "n/a"),
                 ("Flash: runtime code", "generated per model (see firmware build)",
                  f"~{tf.framework_bytes:,} framework + kernels" if tf else "n/a")]
@@ -274,7 +278,8 @@ def tflm_lifetimes(graph) -> list:
         first[i], last[i] = 0, 0
     for step, op in enumerate(graph.ops):
         for t in op.inputs + op.outputs:
-            if t >= 0 and not graph.t(t).is_const:
+            # Variable tensors are persistent allocations (the tail), not planned buffers.
+            if t >= 0 and not graph.t(t).is_const and not graph.t(t).is_variable:
                 first.setdefault(t, step)
                 last[t] = max(last.get(t, step), step)
     for o in graph.outputs:
@@ -303,7 +308,8 @@ def build_report(cm, measure_tflm: bool = True) -> MemoryReport:
     plan: Plan = cm.plan
     live = plan.live_bytes()
     peak_step = int(np.argmax(live)) if live else 0
-    te = TinyEngineMemory(plan.arena_size, cm.flash, plan.lower_bound, peak_step)
+    te = TinyEngineMemory(plan.arena_size, cm.flash, plan.lower_bound, peak_step,
+                          getattr(cm, "state_bytes", 0))
     src = cm.source_graph
     tb = tflm_lifetimes(src)
     tflm_live = [sum(s for _, s, f, l in tb if f <= k <= l) for k in range(len(src.ops))]

@@ -177,3 +177,11 @@ def test_lstm_refusals(hand_model):
         m.subgraphs[0].operators[1].builtinOptions.fusedActivationFunction = 1
     with pytest.raises(te.UnsupportedOpError, match=r"\(op #1\).*cell activation RELU"):
         te.convert(edited(relu_cell))
+
+
+def test_hand_lstm_cortex_m4_sequence(hand_model):
+    """The same sequence built for Cortex-M4 and run under QEMU: the state carries over from
+    one invocation to the next inside the firmware, as in TFLM."""
+    data, cm = hand_model
+    xs = [int8_inputs(s, 20, seed=30 + k) for k, s in enumerate(HAND_INPUTS)]
+    _assert_same(_as_list(cm.run(xs, target="cortex-m4")), _as_list(TFLMSequence(data).run(xs)))

@@ -122,3 +122,10 @@ def test_svdf_refusals():
     b.tensors[state].isVariable = False
     with pytest.raises(te.TinyEngineError, match=r"SVDF \(op #0\)"):
         te.convert(b.build([x], [y]))
+
+
+def test_svdf_cortex_m4_sequence(model):
+    """20 steps in one firmware run under QEMU (Cortex-M4, DSP build) equal TFLM's sequence."""
+    data, cm = model
+    xs = _steps(cm, 20, seed=11)
+    _assert_same(_as_list(cm.run(xs, target="cortex-m4")), _as_list(TFLMSequence(data).run(xs)))

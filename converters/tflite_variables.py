@@ -64,6 +64,10 @@ def _handles(ops, tensors, variables, sg_label):
         if len(op.outputs) != 1 or op.inputs:
             raise InvalidModelError(f"{op.label()}{sg_label} must have no inputs and one output; "
                                     "the model is corrupt, re-export it")
+        if tensors[op.outputs[0]].dtype != "resource":
+            raise InvalidModelError(f"{op.label()}{sg_label} outputs a "
+                                    f"{tensors[op.outputs[0]].dtype} tensor, not a resource; the "
+                                    "model is corrupt, re-export it")
         name = _text(op.options.get("shared_name"))
         if not name:
             raise InvalidModelError(f"{op.label()}{sg_label} names no variable (empty shared_name); "

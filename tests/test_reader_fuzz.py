@@ -211,8 +211,32 @@ def _kws_model() -> bytes:
     return (SHARED_MODELS / "kws_ref_model.tflite").read_bytes()
 
 
+def _stateful_model() -> bytes:
+    """State of every kind in one subgraph: an LSTM (int8 hidden + int16 cell variables), an
+    SVDF (int16 activation state) and a resource variable (VAR_HANDLE, READ, ADD, ASSIGN)."""
+    from test_kernels_lstm import _lstm
+    from test_kernels_svdf import add_svdf
+    rng = np.random.default_rng(13)
+    b = ModelBuilder()
+    x1 = b.tensor((1, 2, 3), scale=0.02, zp=-7)
+    x2 = b.tensor((1, 4), scale=0.05, zp=-3)
+    y1 = _lstm(b, rng, x1, 0.02, batch=1, steps=2, n_in=3, units=3, time_major=False,
+               cell_scale=2.0 ** -11, cell_clip=3.0, h_scale=0.007, h_zp=5)
+    y2, _ = add_svdf(b, rng, x2, 0.05, 1, 4, rank=2, units=2, memory=3)
+    r = b.tensor((), dtype="int32")
+    b.tensors[r].type = 13  # TensorType.RESOURCE
+    b.op("VAR_HANDLE", [], [r], "VarHandleOptions", container="", sharedName="acc")
+    a = b.tensor((1, 4), scale=0.05, zp=-3)
+    b.op("READ_VARIABLE", [r], [a])
+    y3 = b.tensor((1, 4), scale=0.05, zp=-3)
+    b.op("ADD", [a, x2], [y3], "AddOptions")
+    b.op("ASSIGN_VARIABLE", [r, y3], [])
+    return _force_defaults(b.build([x1, x2], [y1, y2, y3]))
+
+
 SEEDS = {"conv": _conv_model, "conv_reshape": _conv_reshape_model, "mini": _mini_model,
-         "kws": _kws_model, "new_ops": _new_ops_model, "int16x8": _int16x8_model}
+         "kws": _kws_model, "new_ops": _new_ops_model, "int16x8": _int16x8_model,
+         "stateful": _stateful_model}
 _CACHE: dict = {}
 
 
@@ -411,7 +435,7 @@ os.dup2(2, 1)  # stray prints from C or Python must not corrupt the protocol
 sys.path[:0] = sys.argv[1:3]  # the project root and tests/
 import numpy as np
 import tinyengine_tf as te
-from reference import tflm_run
+from reference import TFLMSequence
 inp = sys.stdin.buffer
 while True:
     head = inp.read(8)
@@ -420,7 +444,9 @@ while True:
     what, model, xs = pickle.loads(inp.read(struct.unpack("<Q", head)[0]))
     try:
         if what == "tflm":
-            res = tflm_run(model, xs)
+            # One interpreter over the samples, reset first: a stateful model's samples are
+            # consecutive steps from the reset state (a stateless model is unaffected).
+            res = TFLMSequence(model).run(xs)
         else:
             res = te.convert(model).run(xs)
         reply = ("ok", [np.asarray(r) for r in (res if isinstance(res, list) else [res])])
@@ -640,10 +666,10 @@ def test_layout_finds_the_fields_it_targets():
 def test_seed_models_match_tflm(worker):
     """The unmutated models are judged like mutants: the harness itself can tell a match."""
     tally = Tally("seeds")
-    for name in ("conv", "conv_reshape", "mini", "new_ops", "int16x8"):
+    for name in ("conv", "conv_reshape", "mini", "new_ops", "int16x8", "stateful"):
         check_case(seed_model(name), f"seed {name}", tally, worker)
     tally.report()
-    assert tally.counts["matched_tflm"] == 5
+    assert tally.counts["matched_tflm"] == 6
 
 
 def test_random_bytes(worker):
@@ -688,7 +714,8 @@ CAMPAIGNS = [("conv", "targeted", 150, 25), ("conv_reshape", "targeted", 100, 15
              ("mini", "targeted", 150, 15), ("conv", "random", 60, 8), ("mini", "random", 40, 5),
              ("kws", "targeted", 60, 2), ("kws", "random", 30, 1),
              ("new_ops", "targeted", 120, 12), ("new_ops", "random", 30, 3),
-             ("int16x8", "targeted", 100, 10)]
+             ("int16x8", "targeted", 100, 10), ("stateful", "targeted", 80, 6),
+             ("stateful", "random", 20, 2)]
 
 
 @pytest.mark.parametrize("name,how,count,compiles", CAMPAIGNS)

@@ -51,23 +51,58 @@ def export(path, steps, features, units, return_sequences, seed):
     conv.inference_output_type = tf.int8
     open(path, "wb").write(conv.convert())
 
+class Accumulate(tf.Module):
+    """A tf.Variable carried across calls: y = relu(v + x); v = (v + x) / 2."""
+    def __init__(self):
+        super().__init__()
+        self.v = tf.Variable(tf.fill([1, 8], 0.25), name="acc")
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def __call__(self, x):
+        y = self.v + x
+        self.v.assign(y * 0.5)
+        return tf.nn.relu(y)
+
+def export_variable(path, quantize_variable):
+    m = Accumulate()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([m.__call__.get_concrete_function()], m)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(2)
+    conv.representative_dataset = lambda: (
+        [rng.uniform(-1, 1, (1, 8)).astype(np.float32)] for _ in range(50))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    conv.experimental_enable_resource_variables = True
+    conv._experimental_variable_quantization = quantize_variable
+    open(path, "wb").write(conv.convert())
+
 out = sys.argv[1]
 export(out + "/seq.tflite", 3, 4, 5, True, 0)
 export(out + "/last.tflite", 2, 6, 8, False, 1)
+export_variable(out + "/var_float.tflite", False)
+export_variable(out + "/var_int8.tflite", True)
 '''
 KERAS_MODELS = {"seq": (3, 4), "last": (2, 6)}   # name -> per-invocation input shape (T, F)
+TF_VARIABLE_MODELS = ("var_float", "var_int8")       # input (8,)
 
 
-@pytest.fixture(scope="module")
-def keras_lstms() -> dict:
+def tf_state_models() -> dict:
+    """Every model EXPORT writes, exported once per script version (cached on disk)."""
     key = hashlib.sha256(EXPORT.encode()).hexdigest()[:16]
     where = toolchain.cache_dir() / f"keras_lstm_{key}"
-    if not all((where / f"{n}.tflite").exists() for n in KERAS_MODELS):
+    names = list(KERAS_MODELS) + list(TF_VARIABLE_MODELS)
+    if not all((where / f"{n}.tflite").exists() for n in names):
         where.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run([sys.executable, "-c", EXPORT, str(where)], capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    return {n: (where / f"{n}.tflite").read_bytes() for n in KERAS_MODELS}
+    return {n: (where / f"{n}.tflite").read_bytes() for n in names}
+
+
+@pytest.fixture(scope="module")
+def keras_lstms() -> dict:
+    return tf_state_models()
 
 
 def _lstm(b, rng, x, x_scale, batch, steps, n_in, units, time_major, cell_scale, cell_clip,

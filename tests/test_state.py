@@ -157,6 +157,22 @@ def test_variables_sanitized(model):
     _assert_same(sanitized_run(cm, xs), _as_list(TFLMSequence(data).run(xs)), NAMES)
 
 
+@pytest.mark.parametrize("name", ["var_float", "var_int8"])
+def test_tf_variable_models_match_tflm(name):
+    """tf.Module with a tf.Variable through TFLiteConverter (resource variables on; the variable
+    left in float32, or quantized to int8 with _experimental_variable_quantization)."""
+    from test_kernels_lstm import tf_state_models
+    data = tf_state_models()[name]
+    cm = te.convert(data, name=name)
+    assert cm.stateful and "READ_VARIABLE" in cm.graph.op_counts()
+    judge = TFLMSequence(data)
+    xs = int8_inputs((8,), 25, seed=6)
+    _assert_same(_as_list(cm.run(xs)), _as_list(judge.run(xs)))
+    cm.reset()
+    judge.reset()
+    _assert_same(_as_list(cm.run(xs[:5])), _as_list(judge.run(xs[:5])))
+
+
 def test_stateless_model_unchanged():
     b = ModelBuilder()
     x = b.tensor((1, 8), scale=0.05, zp=-2)

@@ -45,7 +45,7 @@ def export(path, steps, features, units, return_sequences, seed):
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(seed)
     conv.representative_dataset = lambda: (
-        [rng.uniform(-1, 1, (1, steps, features)).astype(np.float32)] for _ in range(64))
+        [rng.uniform(-1, 1, (1, steps, features)).astype(np.float32)] for _ in range(16))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
@@ -69,7 +69,7 @@ def export_variable(path, quantize_variable):
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(2)
     conv.representative_dataset = lambda: (
-        [rng.uniform(-1, 1, (1, 8)).astype(np.float32)] for _ in range(50))
+        [rng.uniform(-1, 1, (1, 8)).astype(np.float32)] for _ in range(16))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8

@@ -100,6 +100,11 @@ def test_svdf_state_outside_arena(model):
     assert f"SVDF_SEQ_STATE_BYTES {cm.state_bytes}" in cm.sources["svdf_seq.h"]
     # The arena holds no state: it is smaller than the state alone.
     assert cm.peak_sram < cm.state_bytes
+    rep = cm.memory_report()
+    assert rep.tinyengine.state_bytes == cm.state_bytes and rep.tinyengine.peak_sram == cm.peak_sram
+    assert f"| state (persistent, outside the arena) | {cm.state_bytes:,} |" in rep.to_markdown()
+    # TFLM keeps the same states in its arena's persistent tail.
+    assert rep.tflm.arena_tail > cm.state_bytes
 
 
 def test_svdf_sanitized(model):

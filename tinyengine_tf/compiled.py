@@ -297,6 +297,13 @@ int main(void) {{
 }}
 """
 
+    def _state_readme_line(self) -> str:
+        if not self.stateful:
+            return ""
+        return (f"- persistent state (LSTM/SVDF states, variables), outside the arena: "
+                f"{self.state_bytes:,} bytes; it carries over between `{self.prefix}_invoke()` calls "
+                f"and `{self.prefix}_reset()` sets it back\n")
+
     def _project_readme(self) -> str:
         ins = ", ".join(t.describe() for t in self._io("in"))
         outs = ", ".join(t.describe() for t in self._io("out"))
@@ -306,7 +313,7 @@ int main(void) {{
 - outputs: {outs}
 - arena (all activations, inputs, outputs and scratch): {self.peak_sram:,} bytes
 - constants (weights, biases, multipliers): {self.flash:,} bytes
-
+{self._state_readme_line()}
 `make` builds `{self.prefix}_demo` for this machine; `make CROSS=arm-none-eabi- CPU=cortex-m4`
 builds an object file for a Cortex-M part. Call `{self.prefix}_invoke()` from your firmware.
 """

@@ -109,7 +109,10 @@ class MemoryReport:
 
     @property
     def sram_ratio(self) -> float | None:
-        return self.tflm.arena_total / self.tinyengine.peak_sram if self.tflm and self.tinyengine.peak_sram else None
+        # TFLM's total holds a stateful model's variables (its persistent tail); ours are the
+        # state buffer next to the arena, so both sides count them.
+        ours = self.tinyengine.peak_sram + self.tinyengine.state_bytes
+        return self.tflm.arena_total / ours if self.tflm and ours else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,7 +130,8 @@ class MemoryReport:
                 ("Flash: runtime code", "generated per model (see firmware build)",
                  f"~{tf.framework_bytes:,} framework + kernels" if tf else "n/a")]
         if tf:
-            rows.append(("SRAM ratio TFLM / TinyEngine", f"{self.sram_ratio:.2f}x", ""))
+            label = "SRAM ratio TFLM / TinyEngine" + (" (arena + state)" if te.state_bytes else "")
+            rows.append((label, f"{self.sram_ratio:.2f}x", ""))
         pm = self.patches
         if pm:
             rows[1] = ("lower bound of this plan", rows[1][1], "")

@@ -25,10 +25,13 @@ RESOURCE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE")
 NO_OUTPUT_OPS = ("ASSIGN_VARIABLE", "CALL_ONCE")
 
 
-def _text(v) -> str:
+def _text(v):
+    """A flatbuffer string as TFLM's kernels see it: a C string, so up to its first NUL byte;
+    None when the field is absent."""
     if v is None:
-        return ""
-    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)
+        return None
+    raw = bytes(v) if isinstance(v, (bytes, bytearray)) else str(v).encode()
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def _fill_byte(t: Tensor) -> int:
@@ -46,10 +49,10 @@ class _Variables:
         self.init: dict = {}       # id -> bytes assigned by the init subgraph
         self.where: dict = {}      # id -> label of the allocating op
 
-    def find_or_create(self, container: str, shared_name: str) -> int:
-        # MicroResourceVariables::FindId: an empty container matches any.
+    def find_or_create(self, container, shared_name: str) -> int:
+        # MicroResourceVariables::FindId: an absent container matches any, else strcmp.
         for k, (c, s) in enumerate(self.keys):
-            if (not container or container == c) and shared_name == s:
+            if (container is None or c is None or container == c) and shared_name == s:
                 return k
         self.keys.append((container, shared_name))
         return len(self.keys) - 1
@@ -86,6 +89,16 @@ def _resource(op, k, handles, tensors, sg_label) -> int:
     return handles[op.inputs[k]]
 
 
+def _sized(t: Tensor, op, sg_label="") -> Tensor:
+    """t, when its element type has a byte size (a variable's bytes are copied)."""
+    from tinyengine_tf.ir import DTYPE_BYTES
+    if t.dtype not in DTYPE_BYTES:
+        raise UnsupportedOpError(f"{op.label()}{sg_label}: tensor {t.describe()} has element type "
+                                 f"{t.dtype}, which a variable cannot hold here; use a numeric "
+                                 "tf.Variable", op.kind, op.index)
+    return t
+
+
 def _check_arity(op, n_in, n_out, sg_label):
     if len(op.inputs) != n_in or len(op.outputs) != n_out or any(i < 0 for i in op.inputs):
         raise InvalidModelError(f"{op.label()}{sg_label} must have {n_in} inputs and {n_out} "
@@ -117,7 +130,7 @@ def _init_subgraph(op, subgraphs, read_subgraph, variables, sub_cache):
                                      o.kind, o.index)
         _check_arity(o, 2, 0, label)
         vid = _resource(o, 0, handles, tensors, label)
-        value = tensors[o.inputs[1]]
+        value = _sized(tensors[o.inputs[1]], o, label)
         if not value.is_const:
             raise UnsupportedOpError(f"{o.label()}{label}: the initial value of variable "
                                      f"'{variables.keys[vid][1]}' is not a constant; initialize the "
@@ -157,11 +170,13 @@ def resolve_variables(ops: list, tensors: dict, subgraphs: list, read_subgraph) 
                 _check_arity(op, 2, 0, "")
                 vid = _resource(op, 0, handles, tensors, "")
                 if vid not in variables.alloc:
-                    variables.alloc[vid] = tensors[op.inputs[1]]
+                    variables.alloc[vid] = _sized(tensors[op.inputs[1]], op)
                     variables.where[vid] = op.label()
+                _sized(tensors[op.inputs[1]], op)
             else:
                 _check_arity(op, 1, 1, "")
                 _resource(op, 0, handles, tensors, "")
+                _sized(tensors[op.outputs[0]], op)
     for op in once:
         for vid, value, where in _init_subgraph(op, subgraphs, read_subgraph, variables, sub_cache):
             if vid not in variables.alloc:

@@ -149,6 +149,14 @@ def lstm(op: Op, g, ctx: EmitContext) -> LayerCode:
         shift, mult = -shift, 3
     if mult == 0:                      # reference Tanh's power-of-two case
         mult, shift = 3 << shift, 0
+    if shift > 30:
+        raise ctx.unsupported(op, f"cell state scale {c.s:g} is too small for TFLite Micro's int16 "
+                                  "tanh (its input shift exceeds 30 bits)", FIX_QUANTIZE)
+    for q, s in [(p["q_in"], p["s_in"]) for p in gate.values()] + \
+            [(p["q_rec"], p["s_rec"]) for p in gate.values()] + [(q_fc, s_fc), (q_ic, s_ic), (q_h, s_h)]:
+        if s > 31:
+            raise ctx.unsupported(op, f"a rescaling multiplier needs a left shift of {s} bits, "
+                                      "beyond TFLite Micro's int32 arithmetic", FIX_QUANTIZE)
     if mult * 32768 >= 2 ** 31:
         raise ctx.unsupported(op, f"cell state scale {c.s:g} is too large for TFLite Micro's int16 "
                                   "tanh (its input scaling overflows)", FIX_QUANTIZE)

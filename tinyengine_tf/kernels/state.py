@@ -61,7 +61,12 @@ def mutable_input(op: Op, k: int) -> bool:
 
 def check_state_use(graph: Graph):
     """Variable tensors only where an op is known to read or update state the way TFLM does."""
+    from tinyengine_tf.ir import DTYPE_BYTES
     for op in graph.ops:
+        for t in op.inputs + op.outputs:
+            if t >= 0 and graph.t(t).is_variable and graph.t(t).dtype not in DTYPE_BYTES:
+                raise UnsupportedOpError(f"{op.label()}: variable tensor {graph.t(t).describe()} has "
+                                         "an element type without a size", op.kind, op.index)
         for k, t in enumerate(op.inputs):
             if t >= 0 and graph.t(t).is_variable and k not in STATE_INPUTS.get(op.kind, ()) \
                     and k not in STATE_READERS.get(op.kind, ()):

@@ -32,8 +32,9 @@ def _f32(x) -> np.float32:
 
 def effective_scales(x, wf, wt, state, y, bias):
     """(s1, s2) as TFLM's PrepareSvdf computes them: float32 products and quotients."""
-    s1 = float(_f32(_f32(x.s) * _f32(wf.s)) / _f32(state.s))
-    s2 = float(_f32(_f32(state.s) * _f32(wt.s)) / _f32(y.s))
+    with np.errstate(over="ignore", under="ignore"):  # an inf is refused by quantize_multiplier
+        s1 = float(_f32(_f32(x.s) * _f32(wf.s)) / _f32(state.s))
+        s2 = float(_f32(_f32(state.s) * _f32(wt.s)) / _f32(y.s))
     return s1, s2
 
 
@@ -98,6 +99,10 @@ def svdf(op: Op, g, ctx: EmitContext) -> LayerCode:
     s1, s2 = effective_scales(x, wf, wt, state, y, bias)
     q1, sh1 = quant.quantize_multiplier(s1)
     q2, sh2 = quant.quantize_multiplier(s2)
+    for sh in (sh1, sh2):
+        if sh > 31:
+            raise ctx.unsupported(op, f"a rescaling multiplier needs a left shift of {sh} bits, "
+                                      "beyond TFLite Micro's int32 arithmetic", FIX_QUANTIZE)
     st_t = C_TYPES[state.dtype]
     lo, hi = (-32768, 32767) if state.dtype == "int16" else (-128, 127)
     total = batch * filters * memory

@@ -6,8 +6,8 @@ Two sources of models:
   converter's STRIDED_SLICE), quantized in a subprocess (TensorFlow's calibrator can take the
   whole process down on LSTMs) and cached on disk by the export script's hash;
 - one hand-built model with what the converter never emits: batch 2 batch-major, time major,
-  no cell clip and a cell clip that saturates, non-power-of-two-free cell scales 2^-11 / 2^-12,
-  non-zero weight zero points.
+  no cell clip and a cell clip that saturates, cell scales 2^-10 / 2^-11 / 2^-12 (the exports
+  have 2^-15), non-zero weight zero points, one LSTM stacked on another.
 Every model runs >= 25 invocations (all -128, all 127, alternating extremes, then random) with
 the state carried across them, then again after reset() on both sides.
 """
@@ -142,7 +142,10 @@ def hand_lstm_model() -> bytes:
                cell_scale=2.0 ** -11, cell_clip=0.0, h_scale=0.007, h_zp=5, w_zp=3)
     y2 = _lstm(b, rng, x2, 0.03, batch=2, steps=3, n_in=5, units=3, time_major=True,
                cell_scale=2.0 ** -12, cell_clip=1.5, h_scale=0.008, h_zp=-4)
-    return b.build(inputs=[x1, x2], outputs=[y1, y2])
+    # Stacked on the first: 16 units, cell scale 2^-10 (tanh input scaled by 12).
+    y3 = _lstm(b, rng, y1, 0.007, batch=2, steps=4, n_in=4, units=16, time_major=False,
+               cell_scale=2.0 ** -10, cell_clip=0.0, h_scale=0.01, h_zp=0, w_scale=0.02)
+    return b.build(inputs=[x1, x2], outputs=[y1, y2, y3])
 
 
 def _sequence_check(cm, data, shapes, seed=0):
@@ -168,8 +171,9 @@ def hand_model():
 def test_hand_lstm_sequences_match_tflm(hand_model):
     data, cm = hand_model
     _sequence_check(cm, data, HAND_INPUTS)
-    # int8 hidden (2*4, 2*3 bytes) and int16 cell (2*4*2, 2*3*2) states, 16-byte aligned each.
-    assert cm.state_bytes == 4 * 16
+    # int8 hidden (2*4, 2*3, 2*16 bytes) and int16 cell (2*4*2, 2*3*2, 2*16*2) states,
+    # 16-byte aligned each.
+    assert cm.state_bytes == 4 * 16 + 32 + 64
     assert cm.peak_sram > 0
 
 
@@ -220,3 +224,11 @@ def test_hand_lstm_cortex_m4_sequence(hand_model):
     data, cm = hand_model
     xs = [int8_inputs(s, 20, seed=30 + k) for k, s in enumerate(HAND_INPUTS)]
     _assert_same(_as_list(cm.run(xs, target="cortex-m4")), _as_list(TFLMSequence(data).run(xs)))
+
+
+def test_keras_lstm_sanitized(keras_lstms):
+    """The exported LSTM (cell scale 2^-15: tanh's rounding-shift path) under ASan + UBSan."""
+    data = keras_lstms["seq"]
+    cm = te.convert(data, name="lstm_seq")
+    xs = int8_inputs(KERAS_MODELS["seq"], 20, seed=40)
+    _assert_same(sanitized_run(cm, xs), _as_list(TFLMSequence(data).run(xs)))

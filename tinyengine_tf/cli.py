@@ -99,7 +99,9 @@ def cmd_convert(args) -> int:
     written = sorted(n for n, t in after.items() if before.get(n) != t)
     n_src = len(getattr(cm, "source_graph", cm.graph).ops)
     print(f"{cm.name}: {n_src} ops ({len(cm.graph.ops)} after fusion), "
-          f"arena {cm.peak_sram:,} bytes, flash {cm.flash:,} bytes")
+          f"arena {cm.peak_sram:,} bytes, flash {cm.flash:,} bytes"
+          + (f", state {cm.state_bytes:,} bytes (persistent, outside the arena)"
+             if getattr(cm, "state_bytes", 0) else ""))
     print(f"wrote {len(written)} files to {out}/: {', '.join(written)}")
     return EXIT_OK
 

@@ -151,6 +151,19 @@ def test_state_buffer_outside_the_arena(model):
     assert rep.tinyengine.state_bytes == 64 and rep.tinyengine.peak_sram == cm.peak_sram
 
 
+def test_only_arena_and_state_are_mutable():
+    """No heap, and no mutable global but the arena and the state, in every stateful model."""
+    import re
+    from test_kernels_lstm import hand_lstm_model
+    from test_kernels_svdf import svdf_model
+    for name, data in (("vars", variable_model()), ("svdf", svdf_model()), ("lstm", hand_lstm_model())):
+        cm = te.convert(data, name=name)
+        text = "\n".join(v for k, v in cm.sources.items() if k.endswith((".c", ".h")))
+        mutable = [m.group(1) for m in re.finditer(r"^static (?!const)(?!inline)[\w ]*?\b(\w+)\s*\[", text, re.M)]
+        assert sorted(mutable) == sorted([f"{name}_arena", f"{name}_state"]), mutable
+        assert not re.search(r"\b(malloc|calloc|realloc|free)\s*\(", text)
+
+
 def test_variables_sanitized(model):
     data, cm = model
     xs = int8_inputs((8,), 20, seed=2)

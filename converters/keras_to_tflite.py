@@ -413,8 +413,19 @@ def _frozen_function(tf, model, spec: _Inputs, _tmp):
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     names = [f"in_{k:02d}" for k in range(len(spec))]
     fn = _inference_fn(tf, model, len(spec)).get_concrete_function(*_input_specs(tf, spec, names))
+    if _has_recurrent_layer(model):
+        # A frozen recurrent loop is not fused into UNIDIRECTIONAL_SEQUENCE_LSTM, and TF's
+        # calibrator segfaults on what is left; traced with its variables it is fused.
+        return tf.lite.TFLiteConverter.from_concrete_functions([fn], model), spec
     frozen = convert_variables_to_constants_v2(fn)
     return tf.lite.TFLiteConverter.from_concrete_functions([frozen]), spec
+
+
+def _has_recurrent_layer(model) -> bool:
+    """Whether any sublayer is a Keras RNN (LSTM, GRU, SimpleRNN, Bidirectional...)."""
+    layers = getattr(model, "submodules", None) or getattr(model, "layers", [])
+    return any(any(c.__name__ in ("RNN", "Bidirectional") for c in type(layer).__mro__)
+               for layer in layers)
 
 
 def _batch1_saved_model(tf, model, spec: _Inputs, directory: str):

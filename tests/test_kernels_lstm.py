@@ -3,7 +3,8 @@ interpreter kept across invocations.
 
 Two sources of models:
 - exported from tf_keras LSTM layers (batch 1, return_sequences True and False, then the
-  converter's STRIDED_SLICE), quantized in a subprocess (TensorFlow's calibrator can take the
+  converter's STRIDED_SLICE; one through te.convert's own Keras converter, with a Dense after
+  it), quantized in a subprocess (TensorFlow's calibrator can take the
   whole process down on LSTMs) and cached on disk by the export script's hash;
 - one hand-built model with what the converter never emits: batch 2 batch-major, time major,
   no cell clip and a cell clip that saturates, cell scales 2^-10 / 2^-11 / 2^-12 (the exports
@@ -77,25 +78,39 @@ def export_variable(path, quantize_variable):
     conv._experimental_variable_quantization = quantize_variable
     open(path, "wb").write(conv.convert())
 
+def export_api(path):
+    """Through tinyengine-tf's own Keras converter (what te.convert(keras_model) runs)."""
+    sys.path.insert(0, sys.argv[2])
+    from converters.keras_to_tflite import keras_to_tflite
+    keras.utils.set_random_seed(2)
+    inp = keras.Input(shape=(4, 3), batch_size=1)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.LSTM(6)(inp)))
+    rng = np.random.default_rng(2)
+    open(path, "wb").write(keras_to_tflite(model, rng.uniform(-1, 1, (16, 4, 3)).astype(np.float32)))
+
 out = sys.argv[1]
+export_api(out + "/api.tflite")
 export(out + "/seq.tflite", 3, 4, 5, True, 0)
 export(out + "/last.tflite", 2, 6, 8, False, 1)
 export_variable(out + "/var_float.tflite", False)
 export_variable(out + "/var_int8.tflite", True)
 '''
-KERAS_MODELS = {"seq": (3, 4), "last": (2, 6)}   # name -> per-invocation input shape (T, F)
+# name -> per-invocation input shape (T, F); "api" goes through converters/keras_to_tflite.py
+KERAS_MODELS = {"seq": (3, 4), "last": (2, 6), "api": (4, 3)}
 TF_VARIABLE_MODELS = ("var_float", "var_int8")       # input (8,)
 
 
 def tf_state_models() -> dict:
     """Every model EXPORT writes, exported once per script version (cached on disk)."""
-    key = hashlib.sha256(EXPORT.encode()).hexdigest()[:16]
+    root = Path(__file__).resolve().parents[1]
+    key = hashlib.sha256(EXPORT.encode() + (root / "converters" / "keras_to_tflite.py").read_bytes()
+                         ).hexdigest()[:16]
     where = toolchain.cache_dir() / f"keras_lstm_{key}"
     names = list(KERAS_MODELS) + list(TF_VARIABLE_MODELS)
     if not all((where / f"{n}.tflite").exists() for n in names):
         where.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([sys.executable, "-c", EXPORT, str(where)], capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-c", EXPORT, str(where), str(root)],
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
     return {n: (where / f"{n}.tflite").read_bytes() for n in names}
 

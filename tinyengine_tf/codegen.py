@@ -199,8 +199,8 @@ int {prefix}_invoke({params});
  * caller): firmware can write inputs there directly and call {prefix}_invoke with the same pointers. */
 void *{prefix}_input(int i);
 void *{prefix}_output(int i);
-{_reset_decl(prefix) if state else ""}
-#ifdef __cplusplus
+
+{_reset_decl(prefix) if state else ""}#ifdef __cplusplus
 }}
 #endif
 #endif

@@ -523,8 +523,10 @@ class FitChecker:
     """check_fit for many networks of one configuration, fast, with the same verdicts.
 
     Call ``calibrate(probes)`` first. If tinyengine_tf's passes leave the probe graphs unchanged
-    (true today: they fold PADs and constant shape arithmetic, neither of which an MCUNet graph
-    has), the checker works from the layer list and skips what the passes would not change:
+    (they fold PADs and constant shape arithmetic, which an MCUNet graph does not have, and fuse
+    residual ADDs into the projection before them, which every network with a block of stride 1
+    and equal channels has), the checker works from the layer list and skips what the passes
+    would not change:
 
     - per-layer Flash, scratch and in-place facts are cached by layer shape (the kernel contract
       makes them functions of shapes), so Flash needs no graph at all;

@@ -49,6 +49,8 @@ class ConfigSamples:
     planned: int = 0           # networks that went through the memory planner
     cpu_seconds: float = 0.0   # CPU time in the worker (wall time on a busy machine overstates it)
     fast: bool = False         # whether cost.FitChecker's layer shortcut held for this configuration
+    patched: np.ndarray | None = None   # per network: fits only with patch-based inference
+    extra_macs: np.ndarray | None = None  # per network: MACs the patches recompute
 
     def fits(self, sram: int, flash: int) -> np.ndarray:
         return (self.peak_sram >= 0) & (self.peak_sram <= sram) & (self.flash >= 0) & (self.flash <= flash)
@@ -61,9 +63,12 @@ def config_rng(seed: int, resolution: int, width: float) -> random.Random:
 
 def evaluate_config(resolution: int, width: float, samples: int, seed: int, sram: int, flash: int,
                     num_classes: int = 1000, space_kwargs: dict | None = None,
-                    fast: bool = True, qat: bool = False) -> ConfigSamples:
+                    fast: bool = True, qat: bool = False, patches: dict | None = None) -> ConfigSamples:
     """Sample `samples` networks of (resolution, width) and cost each against the budgets.
-    fast=False runs the full pipeline (cost.check_fit) on every network; qat as nas.estimate."""
+    fast=False runs the full pipeline (cost.check_fit) on every network; qat as nas.estimate.
+    patches={"max_mac_overhead": m, "input_in_arena": b}: a network over the SRAM budget op by op
+    (Flash within) is tried with patch-based inference, the least-bound settings first, and fits
+    when one of them compiles within the budget (patch_search.first_fit)."""
     from nas import cost
 
     space = MCUNetSpace(resolutions=[resolution], widths=[width], num_classes=num_classes,
@@ -72,27 +77,41 @@ def evaluate_config(resolution: int, width: float, samples: int, seed: int, sram
     checker = cost.FitChecker(sram, flash, num_classes, qat=qat)
     if fast:
         checker.calibrate(_probes(space, resolution, width))
+    args = (space, resolution, width, samples, seed, checker, patches, sram, flash)
     try:
-        macs, fl, peak = _sample_and_check(space, resolution, width, samples, seed, checker)
+        macs, fl, peak, patched, extra = _sample_and_check(*args)
     except cost.PassesChangedGraph:
         checker.fast = False
         checker.planned = 0
-        macs, fl, peak = _sample_and_check(space, resolution, width, samples, seed, checker)
+        macs, fl, peak, patched, extra = _sample_and_check(*args)
     return ConfigSamples(resolution, width, macs, fl, peak, time.perf_counter() - t0,
-                         checker.planned, time.process_time() - c0, checker.fast)
+                         checker.planned, time.process_time() - c0, checker.fast,
+                         patched if patches else None, extra if patches else None)
 
 
-def _sample_and_check(space, resolution, width, samples, seed, checker):
+def _sample_and_check(space, resolution, width, samples, seed, checker, patches=None,
+                      sram=None, flash=None):
+    from nas import cost
     rng = config_rng(seed, resolution, width)
     macs = np.zeros(samples, np.int64)
     fl = np.full(samples, -1, np.int64)
     peak = np.full(samples, -1, np.int64)
+    patched = np.zeros(samples, bool)
+    extra = np.zeros(samples, np.int64)
     for i in range(samples):
-        _, m, f, p = checker(space.sample(resolution, width, rng))
+        arch = space.sample(resolution, width, rng)
+        ok, m, f, p = checker(arch)
+        if not ok and patches and f is not None and (flash is None or f <= flash):
+            from tinyengine_tf.patch_search import first_fit
+            cand = first_fit(cost.compiled_graph(arch, checker.num_classes, qat=checker.qat), sram,
+                             patches.get("max_mac_overhead", 0.2),
+                             patches.get("input_in_arena", True))
+            if cand is not None:
+                p, patched[i], extra[i] = cand.peak_sram, True, cand.extra_macs
         macs[i] = m
         fl[i] = -1 if f is None else f
         peak[i] = -1 if p is None else p
-    return macs, fl, peak
+    return macs, fl, peak, patched, extra
 
 
 def _probes(space: MCUNetSpace, resolution: int, width: float) -> list:
@@ -121,10 +140,11 @@ def _warm_worker():
 def evaluate_configurations(configs, samples: int, seed: int, sram: int, flash: int,
                             num_classes: int = 1000, workers: int | None = None,
                             progress: bool = True, space_kwargs: dict | None = None,
-                            qat: bool = False) -> list:
+                            qat: bool = False, patches: dict | None = None) -> list:
     """ConfigSamples for every (R, W), in the order given, using `workers` processes."""
     configs = [(int(r), round(float(w), 6)) for r, w in configs]
-    jobs = [(r, w, samples, seed, sram, flash, num_classes, space_kwargs, True, qat) for r, w in configs]
+    jobs = [(r, w, samples, seed, sram, flash, num_classes, space_kwargs, True, qat, patches)
+            for r, w in configs]
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     bar = _progress(len(jobs) * samples, progress)
     results: dict = {}
@@ -182,6 +202,7 @@ def _row(cs: ConfigSamples, sram: int, flash: int) -> dict:
         "mean_peak_sram": float(peak.mean()) if n_fit else 0.0,
         "mean_flash": float(fl.mean()) if n_fit else 0.0,
         "all_mean_macs": float(cs.macs.mean()) if len(cs.macs) else 0.0,
+        "fit_with_patches": int((ok & cs.patched).sum()) if cs.patched is not None else 0,
     }
 
 
@@ -347,7 +368,9 @@ def optimize_search_space(sram: int, flash: int, samples: int = 1000, resolution
                           num_classes: int = 1000, min_fit_ratio: float = DEFAULT_MIN_FIT_RATIO,
                           progress: bool = True, raise_if_none: bool = True,
                           qat: bool = False, input_shape=None,
-                          space_options: dict | None = None) -> SearchSpaceChoice:
+                          space_options: dict | None = None, patches: bool = False,
+                          max_mac_overhead: float = 0.2,
+                          input_in_arena: bool = True) -> SearchSpaceChoice:
     """TinyNAS stage 1 over resolutions x widths for an SRAM and a Flash budget (bytes).
 
     num_classes sizes the classifier (its weights count against Flash); qat=True costs the
@@ -355,6 +378,12 @@ def optimize_search_space(sram: int, flash: int, samples: int = 1000, resolution
     costs non-square or single-channel inputs, space_options restricts the per-block choices
     (both as MCUNetSpace takes them). Uses `workers`
     processes (default: all cores) and shows a progress bar unless progress=False.
+
+    patches=True also counts the networks that fit only with patch-based inference
+    (te.convert(..., patches="auto", max_mac_overhead=..., input_in_arena=...)): each network over
+    the SRAM budget op by op is tried with the patch settings whose extra MACs stay within
+    max_mac_overhead, so spaces that fit only with patches can be chosen (the table's
+    "fit_with_patches" column counts them). It costs a patch search per such network.
 
     Raises tinyengine_tf.DoesNotFitError when no sampled network of any configuration fits
     (raise_if_none=False returns a result whose resolution and width are None instead).
@@ -366,8 +395,10 @@ def optimize_search_space(sram: int, flash: int, samples: int = 1000, resolution
     if input_shape is not None:
         space_kwargs["input_shape"] = tuple(int(v) for v in input_shape)
     space_kwargs = space_kwargs or None
+    patch_opts = ({"max_mac_overhead": float(max_mac_overhead), "input_in_arena": bool(input_in_arena)}
+                  if patches else None)
     evaluated = evaluate_configurations(configs, samples, seed, sram, flash, num_classes, workers, progress,
-                                        space_kwargs=space_kwargs, qat=qat)
+                                        space_kwargs=space_kwargs, qat=qat, patches=patch_opts)
     choice = _select(evaluated, sram, flash, samples, seed, min_fit_ratio, time.perf_counter() - t0)
     if choice.resolution is None and raise_if_none:
         from tinyengine_tf.errors import DoesNotFitError

@@ -16,6 +16,7 @@ from a slow one; a worker told to wait (IDLE) sleeps between asks instead of spi
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -32,6 +33,7 @@ import keras_tuner  # noqa: E402
 from keras_tuner.src.distribute import utils as dist_utils  # noqa: E402
 from keras_tuner.src.engine import trial as trial_module  # noqa: E402
 
+from nas.datasets.quantize import quantize  # noqa: E402
 from nas.stage2_oracle import arch_from_values  # noqa: E402
 
 IDLE_SLEEP_SECONDS = 1.0
@@ -168,7 +170,7 @@ class TinyNASTuner(keras_tuner.Tuner):
         tf.random.set_seed(int(trial.trial_id) if str(trial.trial_id).isdigit() else 0)
         model = build_model(arch)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        report = _EpochReport(self.oracle, trial.trial_id)
+        report = _epoch_report(self.oracle, trial.trial_id)
         if self.warmup_epochs:
             model.compile(keras.optimizers.Adam(self.learning_rate), loss, metrics=["accuracy"])
             model.fit(xt, y_train, batch_size=self.batch_size, epochs=self.warmup_epochs, verbose=0,
@@ -191,7 +193,9 @@ class TinyNASTuner(keras_tuner.Tuner):
             cm = compile_tflite(tflite, name="model", sram=self.sram, flash=self.flash)
         except DoesNotFitError as exc:
             raise TrialFailed(f"does not fit after conversion: {exc}") from None
-        xq = quantize_input(xv, cm.input_details[0])
+        # Float inputs quantized exactly as TFLM's QUANTIZE would: the accuracy of a float-input
+        # deployment too.
+        xq = quantize(xv, cm.input_details[0])
         logits = np.asarray(cm.run(xq))
         acc = float(np.mean(np.argmax(logits.reshape(len(xq), -1), axis=1) == np.asarray(y_val)))
         _write_atomic_bytes(trial_dir / "model.tflite", tflite)
@@ -214,39 +218,38 @@ class TinyNASTuner(keras_tuner.Tuner):
             model(x[lo:lo + self.batch_size], training=True)
 
 
-def quantize_input(x, details: dict) -> np.ndarray:
-    """Float inputs -> the model's int8 input exactly as TFLM's QUANTIZE computes it, so the
-    accuracy measured here is the accuracy of a float-input deployment too."""
-    from nas.datasets.quantize import quantize
-    return quantize(x, details)
+@functools.lru_cache(maxsize=None)
+def _epoch_report_class():
+    """The callback class, defined once: tf_keras is imported only when a trial trains."""
+    import tf_keras as keras
+
+    class EpochReport(keras.callbacks.Callback):
+        """Reports each epoch to the oracle (which renews the trial's lease) and stops on NaN."""
+
+        def __init__(self, oracle, trial_id):
+            super().__init__()
+            self.oracle, self.trial_id = oracle, trial_id
+            self.offset = 0
+            self.bad = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            if not all(np.isfinite(v) for v in logs.values()):
+                self.bad = f"loss is not finite at epoch {epoch + 1 + self.offset} ({logs})"
+                self.model.stop_training = True
+                return
+            self.oracle.update_trial(self.trial_id, {f"epoch_{k}": v for k, v in logs.items()},
+                                     step=epoch + self.offset)
+
+        def check(self):
+            if self.bad:
+                raise TrialFailed(self.bad)
+
+    return EpochReport
 
 
-class _EpochReport:
-    """A tf_keras callback (duck-typed) that reports each epoch to the oracle and stops on NaN."""
-
-    def __new__(cls, oracle, trial_id):
-        import tf_keras as keras
-
-        class Report(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.offset = 0
-                self.bad = None
-
-            def on_epoch_end(self, epoch, logs=None):
-                logs = {k: float(v) for k, v in (logs or {}).items()}
-                if not all(np.isfinite(v) for v in logs.values()):
-                    self.bad = f"loss is not finite at epoch {epoch + 1 + self.offset} ({logs})"
-                    self.model.stop_training = True
-                    return
-                oracle.update_trial(trial_id, {f"epoch_{k}": v for k, v in logs.items()},
-                                    step=epoch + self.offset)
-
-            def check(self):
-                if self.bad:
-                    raise TrialFailed(self.bad)
-
-        return Report()
+def _epoch_report(oracle, trial_id):
+    return _epoch_report_class()(oracle, trial_id)
 
 
 class _Heartbeat:
@@ -292,4 +295,4 @@ def _write_atomic_bytes(path: Path, data: bytes):
         raise
 
 
-__all__ = ["TinyNASTuner", "TrialFailed", "quantize_input"]
+__all__ = ["TinyNASTuner", "TrialFailed"]

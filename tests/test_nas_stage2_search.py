@@ -95,8 +95,8 @@ def test_search_finishes_fits_and_ships_a_bit_exact_model(tmp_path):
         assert (tmp_path / "run" / "stage2" / f"trial_{t['trial_id']}" / "c" / "memory_report.md").exists()
     assert r.arch.input_shape == MFCC and r.compiled.input_details[0]["shape"] == (1, *MFCC)
     assert_matches_tflm(r.compiled, r.tflite, int8_inputs(MFCC, 16, seed=5))
-    from nas.stage2_tuner import quantize_input
-    xq = quantize_input(val[0], r.compiled.input_details[0])
+    from nas.datasets.quantize import quantize
+    xq = quantize(val[0], r.compiled.input_details[0])
     tflm_pred = np.argmax(np.asarray(tflm_run(r.tflite, xq)).reshape(len(xq), -1), axis=1)
     assert r.accuracy == pytest.approx(float(np.mean(tflm_pred == val[1])))
     table = r.trials.to_markdown()

@@ -94,7 +94,10 @@ def lifetimes(graph, scratch: dict, in_place: dict, caller=()) -> tuple[list, se
         touch(t, last_step)
     for step, op in enumerate(graph.ops):
         if in_place.get(step) and op.kind not in VIEW_OPS:
-            src, dst = root.get(op.inputs[0], op.inputs[0]), root.get(op.outputs[0], op.outputs[0])
+            # Input 0 unless the op names another (a conv with a fused residual ADD writes over
+            # its skip input, passes/fuse_residual.py).
+            i = op.inputs[op.options.get("in_place_input", 0)]
+            src, dst = root.get(i, i), root.get(op.outputs[0], op.outputs[0])
             if src in buffers and dst in buffers and buffers[src].last == step:
                 buffers[dst].in_place_of = f"t{src}"
     out = list(buffers.values())

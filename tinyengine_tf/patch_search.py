@@ -61,8 +61,8 @@ def _key(op, g):
 
 
 def _conv_facts(op, g):
-    # conv.conv_2d: no scratch, never in place.
-    return 0, False
+    # conv.conv_2d: no scratch, in place only with a fused residual ADD (over the skip input).
+    return 0, op.options.get("in_place_input") == 3
 
 
 def _depthwise_facts(op, g):
@@ -193,10 +193,14 @@ def search(graph, max_mac_overhead: float = 0.2, input_in_arena: bool = True,
     if max_mac_overhead < 0:
         raise TinyEngineError(f"max_mac_overhead must be >= 0, got {max_mac_overhead}")
     total_macs = sum(op_macs(op, graph) for op in graph.ops)
-    base = plain_peak(graph, input_in_arena)
+    plain = plain_plan(graph, input_in_arena)
+    base = plain.arena_size
+    after = _suffix_bounds(graph, plain)
     in_bytes = sum(_align(graph.t(i).nbytes) for i in graph.inputs) if input_in_arena else 0
     cands = []
     for split in P.valid_splits(graph):
+        if not keep_all and after[split] >= base:
+            continue     # the ops after this split alone need the op-by-op peak
         axes = _SplitAxes(graph, split, max_parts)
         for r in axes.ys:
             for c in axes.xs:
@@ -205,7 +209,8 @@ def search(graph, max_mac_overhead: float = 0.2, input_in_arena: bool = True,
                 extra = axes.macs(r, c) - axes.plain
                 if total_macs and extra > max_mac_overhead * total_macs:
                     continue
-                cands.append((in_bytes + axes.lower_bound(r, c), extra, split, r, c))
+                bound = max(in_bytes + axes.lower_bound(r, c), after[split])
+                cands.append((bound, extra, split, r, c))
     cands.sort()
     costed, best = [], None
     for bound, _, split, r, c in cands:
@@ -222,6 +227,53 @@ def search(graph, max_mac_overhead: float = 0.2, input_in_arena: bool = True,
         best = None
     costed.sort(key=lambda c: (c.peak_sram, c.extra_macs))
     return Choice(best, base, total_macs, costed)
+
+
+def first_fit(graph, sram: int, max_mac_overhead: float = 0.2, input_in_arena: bool = True,
+              max_parts: int = MAX_PARTS) -> Candidate | None:
+    """A setting within the MAC limit whose compiled peak SRAM is at most sram, or None.
+
+    The same candidates as search(), visited cheapest lower bound first, but it stops at the
+    first one that fits (NAS stage 1 needs the verdict, not the least peak), and as soon as every
+    remaining bound exceeds sram. A None is exact: no setting within the limit fits."""
+    total_macs = sum(op_macs(op, graph) for op in graph.ops)
+    in_bytes = sum(_align(graph.t(i).nbytes) for i in graph.inputs) if input_in_arena else 0
+    after = _suffix_bounds(graph, plain_plan(graph, input_in_arena))
+    cands = []
+    for split in P.valid_splits(graph):
+        if after[split] > sram:
+            continue     # the ops after this split alone need more than the budget
+        axes = _SplitAxes(graph, split, max_parts)
+        for r in axes.ys:
+            for c in axes.xs:
+                if r * c < 2:
+                    continue
+                extra = axes.macs(r, c) - axes.plain
+                if total_macs and extra > max_mac_overhead * total_macs:
+                    continue
+                bound = in_bytes + axes.lower_bound(r, c)
+                if bound <= sram:
+                    cands.append((bound, extra, split, r, c))
+    for bound, _, split, r, c in sorted(cands):
+        try:
+            cand = evaluate(graph, split, r, c, input_in_arena)
+        except TinyEngineError:
+            continue
+        if cand.peak_sram <= sram:
+            return cand
+    return None
+
+
+def _suffix_bounds(graph, plain) -> dict:
+    """split op index -> bytes live at some step after it in the op-by-op plan: a valid split
+    leaves only the split tensor crossing, so the patched graph's later steps hold exactly those
+    buffers, and its plan is at least that large."""
+    live = plain.live_bytes()
+    out, tail = {}, 0
+    for pos in range(len(graph.ops) - 1, -1, -1):
+        out[graph.ops[pos].index] = tail
+        tail = max(tail, live[pos])
+    return out
 
 
 def patched_cost(graph, patches, max_mac_overhead: float = 0.2, input_in_arena: bool = True):

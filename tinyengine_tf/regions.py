@@ -87,12 +87,18 @@ def needs(op, g, rect) -> dict:
     if op.kind in WINDOW_OPS:
         ay, ax = window_axes(op, g)
         sy, sx = input_span(ay, y0, y1), input_span(ax, x0, x1)
-        return {op.inputs[0]: (sy.lo, sy.hi, sx.lo, sx.hi)}
+        return {op.inputs[0]: (sy.lo, sy.hi, sx.lo, sx.hi), **_skip(op, rect)}
     out = {}
     for i in op.inputs:
         if i >= 0 and not g.t(i).is_const:
             out[i] = rect
     return out
+
+
+def _skip(op, rect) -> dict:
+    """A conv with a fused residual ADD (passes/fuse_residual.py) reads its skip input at the
+    output's own positions."""
+    return {op.inputs[3]: rect} if len(op.inputs) > 3 and op.options.get("residual") else {}
 
 
 def check_spatial(op, g):
@@ -147,7 +153,7 @@ def axis_needs(op, g, span, axis: int, axes=None) -> tuple[dict, tuple]:
     if op.kind in WINDOW_OPS:
         a = (axes[id(op)] if axes is not None else window_axes(op, g))[axis]
         s = input_span(a, span[0], span[1])
-        return {op.inputs[0]: (s.lo, s.hi)}, (s.pad_before, s.pad_after)
+        return {op.inputs[0]: (s.lo, s.hi), **_skip(op, span)}, (s.pad_before, s.pad_after)
     return {i: span for i in op.inputs if i >= 0 and not g.t(i).is_const}, None
 
 

@@ -322,10 +322,14 @@ def build_report(cm, measure_tflm: bool = True) -> MemoryReport:
         total, head, tail = measure_tflm_arena(cm.tflite)
         tflm = TFLMMemory(total, head, tail, len(cm.tflite), replayed_head=replay_tflm_head(tb))
     te_step = {op.index: k for k, op in enumerate(cm.graph.ops)}
+    # An ADD fused into the conv before it (passes/fuse_residual.py) runs at the conv's step.
+    te_step.update({op.options["residual"][4]: k for k, op in enumerate(cm.graph.ops)
+                    if "residual" in op.options})
     pp = cm.patched
     if pp is not None:
         # Every prefix op runs inside the PATCHED_PREFIX op at step 0.
         te_step.update({op.index: 0 for op in pp.ops})
+        te_step.update({op.options["residual"][4]: 0 for op in pp.ops if "residual" in op.options})
     names = {b.key: b for b in plan.buffers}
     rows = []
     for k, op in enumerate(src.ops):

@@ -36,7 +36,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
-from tinyengine_tf.kernels import dsp, int16x8
+from tinyengine_tf.kernels import conv_residual, dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import Window
@@ -68,6 +68,8 @@ def conv_footprint(op: Op, g) -> tuple[int, int]:
 
 @kernel("CONV_2D", footprint=conv_footprint)
 def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
+    if conv_residual.handles(op):
+        return conv_residual.emit(op, g, ctx)
     if int16x8.handles(op, g):
         return int16x8.conv_2d(op, g, ctx)
     L = _layer(op, ctx)

@@ -211,8 +211,19 @@ def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     wide = ctx.t_in(op, 0).dtype == "int16" if op.inputs and op.inputs[0] >= 0 else False
     x1, x2, y = _check_io_16(op, ctx) if wide else _check_io(op, ctx)
     runs = broadcast_runs(op, ctx, x1.shape, x2.shape, y.shape)
-    qmin, qmax = (-32768, 32767) if wide else (-128, 127)
     act = op.options.get("fused_activation_function") or "NONE"
+    scale_a, scale_b, combine = add_sub_recipe(op, ctx, x1, x2, y, act, op.kind == "SUB", wide)
+    types = ("int16_t",) * 3 if wide else ("int8_t",) * 3
+    body = _emit(op, ctx, y, runs, scale_a, scale_b, combine, types)
+    return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
+
+
+def add_sub_recipe(op: Op, ctx: EmitContext, x1, x2, y, act: str, sub: bool = False,
+                   wide: bool = False):
+    """(scale_1, scale_2, combine): C expression builders of TFLM's ADD/SUB for tensors with
+    .s and .zp. scale_k(element) is input k rescaled to the common scale; combine(e1, e2) is the
+    clamped output element. Also used by the CONV_2D with a fused residual ADD."""
+    qmin, qmax = (-32768, 32767) if wide else (-128, 127)
     try:
         lo, hi = quant.activation_range(act, y.s, y.zp, qmin, qmax)
     except ValueError:
@@ -223,7 +234,7 @@ def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     q1, r1 = _smaller_than_one(op, ctx, m1, "input 1")
     q2, r2 = _smaller_than_one(op, ctx, m2, "input 2")
     qo, ro = _smaller_than_one(op, ctx, mo, "output")
-    sign = "-" if op.kind == "SUB" else "+"
+    sign = "-" if sub else "+"
     # (x - zp) * 2^20 stays below 2^28 for int8, and (x - zp) * 2^15 below 2^31 for int16:
     # exact int32 products.
     unit = 1 << left
@@ -234,9 +245,7 @@ def add_sub(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     def combine(ea, eb):
         return f"te_clamp({_plus(f'te_mbqm_1r({ea} {sign} {eb}, {qo}, {ro})', y.zp)}, {lo}, {hi})"
 
-    types = ("int16_t",) * 3 if wide else ("int8_t",) * 3
-    body = _emit(op, ctx, y, runs, scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine, types)
-    return LayerCode(body=body, in_place=_in_place(x1, y), headers=HEADERS)
+    return scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine
 
 
 @kernel("MUL", footprint=_footprint)

@@ -143,17 +143,9 @@ def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
     if np.any(w.zero_point != 0):
         raise ctx.unsupported(op, "filter zero points must be 0 (symmetric int8 weights)",
                               FIX_QUANTIZE)
-    wide = _wide(op, g)
-    b = _bias_tensor(op, g)
-    bias_max = int(np.abs(b.data.astype(np.int64)).max(initial=0)) if b is not None and b.is_const else 0
-    if not _acc_bound_ok(k, x.zp, 0, bias_max, wide):
-        raise ctx.unsupported(op, f"{k} inputs per unit could overflow the accumulator",
-                              "Split the layer")
-    lo, hi = _activation(op, ctx, y)
-    W = ctx.const("w", w.data.ravel(), "int8_t")
-    B = _bias(op, ctx, n, wide)
-    rq = _requant_parts(op, ctx, x, w, y, n, wide, w.per_channel)
-    acc_t = "int64_t" if wide else "int32_t"
+    lo, hi, W, B, rq, acc_t = _layer_constants(
+        op, g, ctx, x, w, y, n, k, x.zp,
+        (f"{k} inputs per unit could overflow the accumulator", "Split the layer"))
     xin = ctx.operand(op, 0)
     term = f"((int32_t){xin}[r * {k} + d] - {x.zp})" if x.zp else f"(int32_t){xin}[r * {k} + d]"
     body = f"""
@@ -166,6 +158,22 @@ def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
     }}
   }}"""
     return LayerCode(body=body, headers=("te_int16.h",))
+
+
+def _layer_constants(op, g, ctx, x, w, y, n_out: int, taps: int, x_zp: int, overflow):
+    """(lo, hi, weights, bias, requantization, accumulator C type) of an int16 FC or conv,
+    after checking that `taps` products per output fit the accumulator (overflow: the refusal's
+    why and fix)."""
+    wide = _wide(op, g)
+    b = _bias_tensor(op, g)
+    bias_max = int(np.abs(b.data.astype(np.int64)).max(initial=0)) if b is not None and b.is_const else 0
+    if not _acc_bound_ok(taps, x_zp, 0, bias_max, wide):
+        raise ctx.unsupported(op, *overflow)
+    lo, hi = _activation(op, ctx, y)
+    W = ctx.const("w", w.data.ravel(), "int8_t")
+    B = _bias(op, ctx, n_out, wide)
+    rq = _requant_parts(op, ctx, x, w, y, n_out, wide, w.per_channel)
+    return lo, hi, W, B, rq, ("int64_t" if wide else "int32_t")
 
 
 def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
@@ -185,18 +193,11 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
                               FIX_QUANTIZE)
     groups = ic // icf
     win = Window.from_op(op, ih, iw, kh, kw, int(y.shape[1]), int(y.shape[2]))
-    wide = _wide(op, g)
-    b = _bias_tensor(op, g)
-    bias_max = int(np.abs(b.data.astype(np.int64)).max(initial=0)) if b is not None and b.is_const else 0
-    if not _acc_bound_ok(kh * kw * icf, 0, 0, bias_max, wide):
-        raise ctx.unsupported(op, f"a {kh}x{kw}x{icf} window could overflow the accumulator",
-                              "Use fewer input channels per output")
-    lo, hi = _activation(op, ctx, y)
-    W = ctx.const("w", w.data.ravel(), "int8_t")
-    B = _bias(op, ctx, oc, wide)
     # TFLM's int16 conv always goes through per-channel multiplier arrays.
-    rq = _requant_parts(op, ctx, x, w, y, oc, wide, w.per_channel)
-    acc_t = "int64_t" if wide else "int32_t"
+    lo, hi, W, B, rq, acc_t = _layer_constants(
+        op, g, ctx, x, w, y, oc, kh * kw * icf, 0,
+        (f"a {kh}x{kw}x{icf} window could overflow the accumulator",
+         "Use fewer input channels per output"))
     ocpg = oc // groups
     xin = ctx.operand(op, 0)
     body = f"""

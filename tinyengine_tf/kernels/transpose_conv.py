@@ -122,35 +122,10 @@ def transpose_conv(op: Op, g, ctx: EmitContext) -> LayerCode:
     W = ctx.const("w", w.data.ravel(), "int8_t")
     B = ctx.const("bias", bias, "int32_t")
     epi = requant(ctx, "acc[c]", "c", q, shift, w.per_channel, y.zp, lo, hi)
-    src = ctx.operand(op, 2)
     xoff = -x.zp
     term = f"((int32_t)px[i] + {xoff})" if xoff else "(int32_t)px[i]"
-    body = f"""
-  int32_t *acc = (int32_t *)(void *)scratch;
-  for (int b = 0; b < {n}; ++b) {{
-    for (int oy = 0; oy < {oh}; ++oy) {{
-      for (int ox = 0; ox < {ow}; ++ox) {{
-        for (int c = 0; c < {oc}; ++c) acc[c] = {B}[c];
-        for (int ky = 0; ky < {kh}; ++ky) {{
-          const int ty = oy + {pt} - ky;
-          if (ty < 0 || ty % {sh} != 0 || ty / {sh} >= {ih}) continue;
-          for (int kx = 0; kx < {kw}; ++kx) {{
-            const int tx = ox + {pl} - kx;
-            if (tx < 0 || tx % {sw} != 0 || tx / {sw} >= {iw}) continue;
-            const int8_t *px = {src} + ((b * {ih} + ty / {sh}) * {iw} + tx / {sw}) * {ic};
-            const int8_t *pw = {W} + (ky * {kw} + kx) * {ic};
-            for (int c = 0; c < {oc}; ++c, pw += {kh * kw * ic}) {{
-              int32_t s = 0;
-              for (int i = 0; i < {ic}; ++i) s += {term} * pw[i];
-              acc[c] += s;
-            }}
-          }}
-        }}
-        int8_t *po = out0 + ((b * {oh} + oy) * {ow} + ox) * {oc};
-        for (int c = 0; c < {oc}; ++c) po[c] = (int8_t){epi};
-      }}
-    }}
-  }}"""
+    body = _loops(ctx.operand(op, 2), W, B, (n, ih, iw, ic, oc, kh, kw, oh, ow), (sh, sw, pt, pl),
+                  ("int32_t", "int8_t", "int8_t"), term, f"(int8_t){epi}")
     return LayerCode(body=body, scratch_bytes=footprint(op, g)[1])
 
 
@@ -162,9 +137,20 @@ def _transpose_conv_16(op, ctx, x, w, y, bias, dims, geo, bounds, g) -> LayerCod
     W = ctx.const("w", w.data.ravel(), "int8_t")
     B = ctx.const("bias", bias, "int64_t")
     rq = int16x8._requant_parts(op, ctx, x, w, y, oc, True, w.per_channel)
-    src = ctx.operand(op, 2)
-    body = f"""
-  int64_t *acc = (int64_t *)(void *)scratch;
+    body = _loops(ctx.operand(op, 2), W, B, dims, geo, ("int64_t", "int16_t", "int16_t"),
+                  "(int32_t)px[i]", f"(int16_t)te_clamp({rq('acc[c]', 'c')}, {lo}, {hi})")
+    return LayerCode(body=body, scratch_bytes=footprint(op, g)[1], headers=("te_int16.h",))
+
+
+def _loops(src, W, B, dims, geo, types, term, store) -> str:
+    """The gather form both widths share: each output pixel sums, per output channel, the taps
+    whose input position lands on the stride grid. types: (accumulator, input, output) C
+    types; term: one input element as the accumulator sees it (px[i]); store: acc[c] -> output."""
+    n, ih, iw, ic, oc, kh, kw, oh, ow = dims
+    sh, sw, pt, pl = geo
+    acc_t, x_t, y_t = types
+    return f"""
+  {acc_t} *acc = ({acc_t} *)(void *)scratch;
   for (int b = 0; b < {n}; ++b) {{
     for (int oy = 0; oy < {oh}; ++oy) {{
       for (int ox = 0; ox < {ow}; ++ox) {{
@@ -175,18 +161,17 @@ def _transpose_conv_16(op, ctx, x, w, y, bias, dims, geo, bounds, g) -> LayerCod
           for (int kx = 0; kx < {kw}; ++kx) {{
             const int tx = ox + {pl} - kx;
             if (tx < 0 || tx % {sw} != 0 || tx / {sw} >= {iw}) continue;
-            const int16_t *px = {src} + ((b * {ih} + ty / {sh}) * {iw} + tx / {sw}) * {ic};
+            const {x_t} *px = {src} + ((b * {ih} + ty / {sh}) * {iw} + tx / {sw}) * {ic};
             const int8_t *pw = {W} + (ky * {kw} + kx) * {ic};
             for (int c = 0; c < {oc}; ++c, pw += {kh * kw * ic}) {{
-              int64_t s = 0;
-              for (int i = 0; i < {ic}; ++i) s += (int32_t)px[i] * (int32_t)pw[i];
+              {acc_t} s = 0;
+              for (int i = 0; i < {ic}; ++i) s += {term} * pw[i];
               acc[c] += s;
             }}
           }}
         }}
-        int16_t *po = out0 + ((b * {oh} + oy) * {ow} + ox) * {oc};
-        for (int c = 0; c < {oc}; ++c) po[c] = (int16_t)te_clamp({rq('acc[c]', 'c')}, {lo}, {hi});
+        {y_t} *po = out0 + ((b * {oh} + oy) * {ow} + ox) * {oc};
+        for (int c = 0; c < {oc}; ++c) po[c] = {store};
       }}
     }}
   }}"""
-    return LayerCode(body=body, scratch_bytes=footprint(op, g)[1], headers=("te_int16.h",))

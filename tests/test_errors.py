@@ -46,7 +46,7 @@ def _lstm(b, y):
     seq = b.tensor((1, 6, 24), scale=0.1, zp=2)
     b.op("RESHAPE", [y], [seq])
     out = b.tensor((1, 6, 8), scale=0.1, zp=0)
-    b.op("UNIDIRECTIONAL_SEQUENCE_LSTM", [seq], [out])
+    b.op("BIDIRECTIONAL_SEQUENCE_LSTM", [seq], [out])  # the unidirectional one is supported
     return out
 
 
@@ -65,7 +65,7 @@ def _lrn(b, y):
     return out
 
 
-UNSUPPORTED = {"GATHER": _gather, "UNIDIRECTIONAL_SEQUENCE_LSTM": _lstm,
+UNSUPPORTED = {"GATHER": _gather, "BIDIRECTIONAL_SEQUENCE_LSTM": _lstm,
                "CUSTOM:TFLite_Detection_PostProcess": _custom, "LOCAL_RESPONSE_NORMALIZATION": _lrn}
 
 

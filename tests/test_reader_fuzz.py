@@ -703,7 +703,7 @@ def truncation_points(n: int, count: int, rng) -> list:
     return sorted(set(head + tail + spread))
 
 
-@pytest.mark.parametrize("name,count", [("kws", 110), ("conv", 90)])
+@pytest.mark.parametrize("name,count", [("kws", 110), ("conv", 90), ("stateful", 40)])
 def test_truncations(name, count, worker):
     data = seed_model(name)
     tally = Tally(f"truncations of {name}", max_new_compiles=4)

@@ -238,3 +238,11 @@ def test_state_refusals(build, kind, words):
         te.convert(build())
     err = info.value
     assert err.op_kind == kind and f"{kind} (op #" in str(err) and words in str(err), str(err)
+
+
+def test_variables_cortex_m4_sequence(model):
+    """Under QEMU the firmware boots with the initializer in its state image and carries the
+    variables across its 20 invocations, as TFLM does."""
+    data, cm = model
+    xs = int8_inputs((8,), 20, seed=12)
+    _assert_same(_as_list(cm.run(xs, target="cortex-m4")), _as_list(TFLMSequence(data).run(xs)), NAMES)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import TFLMSequence, _as_list, _assert_same, int8_inputs, sanitized_run
+from reference import TFLMSequence, check_footprints, _as_list, _assert_same, int8_inputs, sanitized_run
 from tflite_builder import ModelBuilder
 from tinyengine_tf import toolchain
 
@@ -185,6 +185,7 @@ def hand_model():
 
 def test_hand_lstm_sequences_match_tflm(hand_model):
     data, cm = hand_model
+    check_footprints(cm)   # the shape-only Flash / scratch equal what each layer emits
     _sequence_check(cm, data, HAND_INPUTS)
     # int8 hidden (2*4, 2*3, 2*16 bytes) and int16 cell (2*4*2, 2*3*2, 2*16*2) states,
     # 16-byte aligned each.

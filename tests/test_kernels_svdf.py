@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import TFLMSequence, _as_list, _assert_same, int8_inputs, sanitized_run
+from reference import TFLMSequence, check_footprints, _as_list, _assert_same, int8_inputs, sanitized_run
 from tflite_builder import ModelBuilder
 
 N_STEPS = 30
@@ -93,6 +93,7 @@ def test_svdf_sequences_match_tflm(model):
 
 def test_svdf_state_outside_arena(model):
     _, cm = model
+    check_footprints(cm)   # the shape-only Flash / scratch equal what each layer emits
     # int16 states: 1*4*8, 1*10*12, 2*1*6, 1*5*4 elements; int8: 2*3*4 (16-byte aligned each).
     sizes = [64, 240, 24, 32, 40]
     assert cm.state_bytes == sum((s + 15) // 16 * 16 for s in sizes)

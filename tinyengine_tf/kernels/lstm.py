@@ -29,6 +29,32 @@ GATES = ("input", "forget", "cell", "output")   # input weights 1-4, recurrent 5
 NONLINEAR_IN = float(np.float32(0.000244140625))    # 2^-12
 NONLINEAR_OUT = float(np.float32(0.000030517578125))  # 2^-15
 ABSENT = (9, 10, 11, 16, 17, 20, 21, 22, 23)
+# sigmoid(i / 24) in 0.16 fixed point, i = 0..255: the values of TFLite's sigmoid_table_uint16
+# (kernels/internal/common.h), which its int16 logistic and tanh interpolate. They are not the
+# rounded formula everywhere, so they are data. Emitted once per model as a constant.
+SIGMOID_U16 = (
+    32768, 33451, 34133, 34813, 35493, 36169, 36843, 37513, 38180, 38841, 39498, 40149,
+    40794, 41432, 42064, 42688, 43304, 43912, 44511, 45102, 45683, 46255, 46817, 47369,
+    47911, 48443, 48964, 49475, 49975, 50464, 50942, 51409, 51865, 52311, 52745, 53169,
+    53581, 53983, 54374, 54755, 55125, 55485, 55834, 56174, 56503, 56823, 57133, 57433,
+    57724, 58007, 58280, 58544, 58800, 59048, 59288, 59519, 59743, 59959, 60168, 60370,
+    60565, 60753, 60935, 61110, 61279, 61441, 61599, 61750, 61896, 62036, 62172, 62302,
+    62428, 62549, 62666, 62778, 62886, 62990, 63090, 63186, 63279, 63368, 63454, 63536,
+    63615, 63691, 63765, 63835, 63903, 63968, 64030, 64090, 64148, 64204, 64257, 64308,
+    64357, 64405, 64450, 64494, 64536, 64576, 64614, 64652, 64687, 64721, 64754, 64786,
+    64816, 64845, 64873, 64900, 64926, 64950, 64974, 64997, 65019, 65039, 65060, 65079,
+    65097, 65115, 65132, 65149, 65164, 65179, 65194, 65208, 65221, 65234, 65246, 65258,
+    65269, 65280, 65291, 65301, 65310, 65319, 65328, 65337, 65345, 65352, 65360, 65367,
+    65374, 65381, 65387, 65393, 65399, 65404, 65410, 65415, 65420, 65425, 65429, 65433,
+    65438, 65442, 65445, 65449, 65453, 65456, 65459, 65462, 65465, 65468, 65471, 65474,
+    65476, 65479, 65481, 65483, 65485, 65488, 65489, 65491, 65493, 65495, 65497, 65498,
+    65500, 65501, 65503, 65504, 65505, 65507, 65508, 65509, 65510, 65511, 65512, 65513,
+    65514, 65515, 65516, 65517, 65517, 65518, 65519, 65520, 65520, 65521, 65522, 65522,
+    65523, 65523, 65524, 65524, 65525, 65525, 65526, 65526, 65526, 65527, 65527, 65528,
+    65528, 65528, 65529, 65529, 65529, 65529, 65530, 65530, 65530, 65530, 65531, 65531,
+    65531, 65531, 65531, 65532, 65532, 65532, 65532, 65532, 65532, 65533, 65533, 65533,
+    65533, 65533, 65533, 65533, 65533, 65534, 65534, 65534, 65534, 65534, 65534, 65534,
+    65534, 65534, 65534, 65535)
 
 
 def _present(op: Op, k: int) -> bool:
@@ -124,7 +150,17 @@ def _check(op: Op, g, ctx: EmitContext):
     return x, y, h, c, ws, bs, tm, batch, steps, n_in, n_s
 
 
-@kernel("UNIDIRECTIONAL_SEQUENCE_LSTM")
+def footprint(op: Op, g) -> tuple[int, int]:
+    """Flash: 8 int8 weight matrices, 4 int32 biases, the 256-entry uint16 table (once per model
+    in a compiled model; counted per layer here). Scratch: four int16 gate buffers per step."""
+    x, h = g.t(op.inputs[0]), g.t(op.inputs[18])
+    n_in, n_s = int(x.shape[2]), int(h.shape[1])
+    tm = bool(op.options.get("time_major", False))
+    rows = int(x.shape[1]) if tm else 1
+    return 4 * n_s * n_in + 4 * n_s * n_s + 4 * 4 * n_s + 2 * 256, 4 * rows * n_s * 2
+
+
+@kernel("UNIDIRECTIONAL_SEQUENCE_LSTM", footprint=footprint)
 def lstm(op: Op, g, ctx: EmitContext) -> LayerCode:
     x, y, h, c, ws, bs, tm, batch, steps, n_in, n_s = _check(op, g, ctx)
     rows = batch if tm else 1          # rows per step
@@ -167,14 +203,18 @@ def lstm(op: Op, g, ctx: EmitContext) -> LayerCode:
         clip_code = f"""
       for (int i = 0; i < {ns}; ++i) cc[i] = (int16_t)te_clamp(cc[i], {-qclip}, {qclip});"""
 
+    # One table per model, shared by every LSTM layer.
+    lut = next((sym for sym, _, _ in ctx.constants if sym.endswith("_sigmoid_u16")), None) or \
+        ctx.const("sigmoid_u16", np.array(SIGMOID_U16, dtype=np.uint16), "uint16_t")
+
     def call(name, out, act):
         p = gate[name]
         s = (f"      te_lstm_gate(xt, {rows}, {n_in}, {-x.zp}, {p['w']}, {p['w_off']}, {p['b']}, "
              f"{p['q_in']}, {p['s_in']}, hh, {n_s}, {-h.zp}, {p['r']}, {p['r_off']}, {p['q_rec']}, "
              f"{p['s_rec']}, {out}, bt);\n")
         if act == "sigmoid":
-            return s + f"      te_lstm_sigmoid({out}, {ns});\n"
-        return s + f"      te_lstm_tanh({out}, {out}, {ns}, 3, 0);\n"
+            return s + f"      te_lstm_sigmoid({out}, {ns}, {lut});\n"
+        return s + f"      te_lstm_tanh({out}, {out}, {ns}, 3, 0, {lut});\n"
 
     x_at = f"t * {batch * n_in}" if tm else f"(b * {steps} + t) * {n_in}"
     o_at = f"t * {batch * n_s}" if tm else f"(b * {steps} + t) * {n_s}"
@@ -193,7 +233,7 @@ def lstm(op: Op, g, ctx: EmitContext) -> LayerCode:
       te_lstm_mul16(bi, bc, bi, {ns}, {q_ic}, {s_ic});
       te_lstm_add_sat(cc, bi, {ns});{clip_code}
 {call("output", "bi", "sigmoid")}\
-      te_lstm_tanh(cc, bf, {ns}, {mult}, {shift});
+      te_lstm_tanh(cc, bf, {ns}, {mult}, {shift}, {lut});
       te_lstm_mul8(bf, bi, hh, {ns}, {q_h}, {s_h}, {h.zp});
       memcpy(out0 + {o_at}, hh, {ns});
     }}

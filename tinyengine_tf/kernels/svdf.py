@@ -93,7 +93,13 @@ def _check(op: Op, g, ctx: EmitContext):
     return x, wf, wt, bias, state, y, rank, batch, n_in, filters, memory, units
 
 
-@kernel("SVDF")
+def footprint(op: Op, g) -> tuple[int, int]:
+    """Flash: weights_feature (int8), weights_time (state type), bias (int32). No scratch."""
+    wf, wt, bias = g.t(op.inputs[1]), g.t(op.inputs[2]), g.t(op.inputs[3])
+    return wf.numel + wt.nbytes + 4 * bias.numel, 0
+
+
+@kernel("SVDF", footprint=footprint)
 def svdf(op: Op, g, ctx: EmitContext) -> LayerCode:
     x, wf, wt, bias, state, y, rank, batch, n_in, filters, memory, units = _check(op, g, ctx)
     s1, s2 = effective_scales(x, wf, wt, state, y, bias)

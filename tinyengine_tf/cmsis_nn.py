@@ -514,7 +514,7 @@ class Side:
     flash: int
     arena: int
     scratch: int
-    layers: list          # [(step, kind, instructions, library, macs)]
+    layers: list          # [(step, source op index, kind, instructions, library, macs)]
     bit_exact: bool | None = None
 
     @property
@@ -527,6 +527,7 @@ class Comparison:
     model: str
     ours: Side
     cmsis: Side
+    calls: dict = field(default_factory=dict)     # CMSIS-NN side: step -> function called
 
     @property
     def ratio(self) -> float:
@@ -554,9 +555,10 @@ def compare(cm, cmsis_dir=None, x=None, target: str = "cortex-m4", check=None) -
     rows, _, total = profile(build, g, x)
     ours = Side("tinyengine-tf", prof.invoke_instructions, prof.macs, fw.flash_bytes - weights,
                 fw.flash_bytes, cm.peak_sram, 0,
-                [(l.step, l.kind, l.instructions, l.library, l.macs) for l in prof.layers])
+                [(l.step, l.op_index, l.kind, l.instructions, l.library, l.macs) for l in prof.layers])
     theirs = Side("CMSIS-NN", total, sum(r.macs for r in rows),
                   build.firmware.flash_bytes - weights, build.firmware.flash_bytes,
                   build.program.arena_bytes, build.program.scratch_bytes,
-                  [(r.step, r.kind, r.instructions, r.library, r.macs) for r in rows])
-    return Comparison(cm.name, ours, theirs)
+                  [(r.step, g.ops[r.step].index, r.kind, r.instructions, r.library, r.macs)
+                   for r in rows])
+    return Comparison(cm.name, ours, theirs, {l.step: l.call for l in build.program.layers})

@@ -132,7 +132,15 @@ def test_hard_float_builds_match_tflm_like_soft_float(shared_models):
     """Issue 12: -mfloat-abi=hard -mfpu=fpv4-sp-d16 (Cortex-M4F) and fpv5-d16 (M7) firmware gives
     TFLM's outputs bit for bit, like the soft-float build: float32 in and out (QUANTIZE's
     division and rounding, DEQUANTIZE; ties, infinities, NaN, denormals) and an int8 model."""
+    import subprocess
     from test_kernels_quantize import _float_model, assert_same_floats, float_samples
+    from tinyengine_tf.firmware import cpu_flags, target
+    # newlib ships a hard-float multilib for each (what the link below uses)
+    for name, want_dir in (("cortex-m4", "thumb/v7e-m+fp/hard"), ("cortex-m7", "thumb/v7e-m+dp/hard")):
+        got = subprocess.run(["arm-none-eabi-gcc", *cpu_flags(target(name), "hard"),
+                              "-print-multi-directory"], capture_output=True, text=True,
+                             timeout=60).stdout.strip()
+        assert got == want_dir, (name, got)
     model = _float_model((1, 40), 0.0235294, -1, mid=(0.05, 7))
     cm = te.convert(model)
     xs = float_samples((40,), 0.0235294, -1, n=24)

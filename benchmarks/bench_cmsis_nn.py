@@ -100,21 +100,15 @@ def load(name: str, cache: Path) -> bytes:
 
 # -- one model --------------------------------------------------------------------------------
 
-def measure(name: str, data: bytes, cmsis_dir) -> dict:
+def measure(name: str, data: bytes, cmsis_dir) -> cmsis_nn.Comparison:
+    """Both sides checked against TFLM on CHECK_SAMPLES inputs, then one random input profiled."""
     from reference import int8_inputs, tflm_run
     cm = te.convert(data, name=name.replace(".", "_"))
     g = cm.source_graph
     shape = tuple(int(d) for d in g.t(g.inputs[0]).shape[1:])
     x = int8_inputs(shape, CHECK_SAMPLES, seed=11)      # -128, 127, alternating, then random
-    want = tflm_run(data, x)
-    build = cmsis_nn.build_firmware(cm, cmsis_dir, TARGET)
-    ours_out = cm.run(x, target=TARGET)
-    theirs_out = cmsis_nn.run(build, g, x)[0]
-    exact_ours = bool(np.array_equal(np.asarray(ours_out).reshape(want.shape), want))
-    exact_theirs = bool(np.array_equal(theirs_out.reshape(want.shape), want))
-    sample = x[CHECK_SAMPLES - 1:]                      # a random one
-    comp = cmsis_nn.compare(cm, cmsis_dir, x=[sample], target=TARGET)
-    comp.ours.bit_exact, comp.cmsis.bit_exact = exact_ours, exact_theirs
+    comp = cmsis_nn.compare(cm, cmsis_dir, x=[x[CHECK_SAMPLES - 1:]], target=TARGET,
+                            reference=lambda xs: tflm_run(data, xs), x_check=[x])
     comp.model = name
     return comp
 

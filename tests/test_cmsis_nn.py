@@ -98,7 +98,9 @@ def test_cmsis_nn_program_matches_tflm_under_qemu(built):
 
 def test_compare_charges_every_instruction_to_a_layer(built):
     model, cm, build = built
-    comp = cmsis_nn.compare(cm, CMSIS_DIR)
+    x = int8_inputs((13, 13, 3), 4, seed=8)
+    comp = cmsis_nn.compare(cm, CMSIS_DIR, reference=lambda xs: tflm_run(model, xs), x_check=x)
+    assert comp.ours.bit_exact is True and comp.cmsis.bit_exact is True
     for side in (comp.ours, comp.cmsis):
         assert side.instructions > 0 and side.macs == cm.macs
         assert side.code_beyond_weights > 0 and side.flash > side.code_beyond_weights
@@ -108,6 +110,9 @@ def test_compare_charges_every_instruction_to_a_layer(built):
     conv = [layer for layer in comp.cmsis.layers if layer[2] == "CONV_2D"]
     assert all(layer[4] > 0.9 * layer[3] for layer in conv)
     assert comp.ratio == comp.ours.instructions / comp.cmsis.instructions
+    # A reference the outputs do not equal is reported as such.
+    off = cmsis_nn.compare(cm, CMSIS_DIR, reference=lambda xs: tflm_run(model, xs) ^ 1, x_check=x)
+    assert off.ours.bit_exact is False and off.cmsis.bit_exact is False
 
 
 def test_missing_checkout_is_a_clear_error(tmp_path):

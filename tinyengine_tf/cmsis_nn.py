@@ -542,20 +542,23 @@ class Comparison:
         return self.ours.instructions / self.cmsis.instructions
 
 
-def compare(cm, cmsis_dir=None, x=None, target: str = "cortex-m4", check=None) -> Comparison:
+def compare(cm, cmsis_dir=None, x=None, target: str = "cortex-m4", reference=None,
+            x_check=None) -> Comparison:
     """Ours (cm.build_firmware) against CMSIS-NN layer by layer on the same Cortex-M4 under
     QEMU: instructions per inference and per layer (library calls charged to the calling layer on
     both sides), instructions per MAC, code beyond the weights, arena + scratch.
 
-    x: the sample profiled (default: seeded random int8). check: optional callable
-    check(outputs_ours, outputs_cmsis) run on the same inputs before profiling (e.g. against
-    the TFLM interpreter); its result is recorded as bit_exact."""
+    x: the sample profiled (default: seeded random int8), one (1, ...) array per input.
+    reference: optional callable taking x_check (default x) and returning the expected outputs
+    (e.g. the TFLite Micro interpreter's); both firmware images run on x_check first and each
+    side's bit_exact records whether it equals them (None without a reference)."""
     from tinyengine_tf.compiled import _sample_shape
     g = cm.source_graph
     if x is None:
         rng = np.random.default_rng(0)
         x = [rng.integers(-128, 128, size=(1, *_sample_shape(g.t(t))), dtype=np.int64).astype(np.int8)
              for t in g.inputs]
+    x = list(x) if isinstance(x, (list, tuple)) else [x]
     build = build_firmware(cm, cmsis_dir, target)
     weights = build.program.weights_bytes
     fw = cm.build_firmware(target)
@@ -572,4 +575,19 @@ def compare(cm, cmsis_dir=None, x=None, target: str = "cortex-m4", check=None) -
                   build.program.scratch_bytes,
                   [(r.step, g.ops[r.step].index, r.kind, r.instructions, r.library, r.macs)
                    for r in rows])
+    if reference is not None:
+        xc = x if x_check is None else x_check
+        xc = list(xc) if isinstance(xc, (list, tuple)) else [xc]
+        want = reference(xc if len(xc) > 1 else xc[0])
+        want = list(want) if isinstance(want, (list, tuple)) else [want]
+        mine = cm.run(xc if len(xc) > 1 else xc[0], target=target)
+        mine = list(mine) if isinstance(mine, (list, tuple)) else [mine]
+        n = xc[0].shape[0]
+        same = [np.array_equal(np.asarray(a).reshape(n, -1), np.asarray(w).reshape(n, -1))
+                for a, w in zip(mine, want)]
+        ours.bit_exact = all(same) and len(mine) == len(want)
+        theirs_out = run(build, g, xc)
+        same = [np.array_equal(a.reshape(n, -1), np.asarray(w).reshape(n, -1))
+                for a, w in zip(theirs_out, want)]
+        theirs.bit_exact = all(same) and len(theirs_out) == len(want)
     return Comparison(cm.name, ours, theirs, {l.step: l.call for l in build.program.layers})

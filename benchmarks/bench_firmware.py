@@ -63,39 +63,17 @@ def measure(name: str, samples: int) -> dict:
     for dsp in (False, True):
         key = "dsp" if dsp else "portable"
         fw = cm.build_firmware(TARGET, sram=SRAM, flash=FLASH, dsp=dsp)
-        prof, counts = profile_with_counts(cm, dsp)
+        prof = cm.profile(TARGET, dsp=dsp, sram=SRAM, flash=FLASH)
         row[key] = {"instructions": prof.invoke_instructions, "macs": prof.macs,
                     "per_mac": prof.per_mac, "code": fw.flash_bytes - cm.flash,
                     "flash": fw.flash_bytes, "sram": fw.sram_bytes, "profile": prof,
-                    "library": sum(counts.get(f, 0) for f in LIBRARY)}
+                    "library": sum(layer.library for layer in prof.layers)}
     return row
 
 
-# C library routines a layer may call (gcc turns plain copy and fill loops into them): the
-# profile counts instructions per layer function, so theirs are not in it.
-LIBRARY = ("memset", "memcpy", "memmove")
-
-
-def profile_with_counts(cm, dsp: bool):
-    """cm.profile() and the per-function instruction counts of the same traced run."""
-    counts = {}
-    run = cm._run_firmware
-
-    def keep(*args, **kw):
-        out = run(*args, **kw)
-        counts.update(out or {})
-        return out
-    cm._run_firmware = keep
-    try:
-        prof = cm.profile(TARGET, dsp=dsp, sram=SRAM, flash=FLASH)
-    finally:
-        del cm._run_firmware
-    return prof, counts
-
-
 def table(rows) -> str:
-    out = ["| model | path | instructions / inference | MACs | instr / MAC | library calls (not "
-           "counted) | code beyond weights (B) | Flash (B) | SRAM (B) |",
+    out = ["| model | path | instructions / inference | MACs | instr / MAC | of which library "
+           "calls | code beyond weights (B) | Flash (B) | SRAM (B) |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         for key, label in (("portable", "portable"), ("dsp", "DSP")):
@@ -157,12 +135,11 @@ def main(argv=None):
         print(f"{name}: {time.time() - t:.1f} s", file=sys.stderr)
     text = ["# Cortex-M4 firmware: instructions per inference under QEMU", "",
             "Both builds equal TFLite Micro on every checked input (all -128, all 127, alternating "
-            "extremes, random). Instructions are counted exactly from QEMU's trace, per layer "
-            "function, for one inference; MACs count convolutions, depthwise convolutions and "
-            "fully-connected layers. \"Library calls\" are the instructions of memset/memcpy/"
-            "memmove in the same run, start-up's zeroing of the arena included, which the "
-            "per-layer count leaves out: the DSP layers call none (their copies and fills are "
-            "inline), some portable layers do. Code beyond weights is the linked image's Flash "
+            "extremes, random). Instructions are counted exactly from QEMU's trace for one "
+            "inference, every instruction a layer causes charged to it; MACs count convolutions, "
+            "depthwise convolutions and fully-connected layers. \"Of which library calls\" are "
+            "the instructions the layers spent in C library routines they called (memset, "
+            "memcpy, __aeabi_* helpers), included in the totals. Code beyond weights is the linked image's Flash "
             "(text, read-only data, vectors) minus the model's constant arrays.", "",
             table(rows), "", speedups(rows), ""]
     vww = next((r for r in rows if r["model"] == "vww_96_int8"), None)

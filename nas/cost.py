@@ -91,11 +91,13 @@ class Layer(NamedTuple):
     stride: int = 1
     cin: int = 0
     relu6: bool = False
+    residual: bool = False   # a 1x1 conv that absorbed the ADD after it (its last src: the skip)
 
     @property
     def key(self) -> tuple:
         """What the op's footprint depends on: everything but where its inputs come from."""
-        return (self.kind, self.in_shape, self.out_shape, self.kernel, self.stride, self.relu6)
+        return (self.kind, self.in_shape, self.out_shape, self.kernel, self.stride, self.relu6,
+                self.residual)
 
 
 def layers_of(arch: Arch, num_classes: int | None = None) -> list:
@@ -124,6 +126,53 @@ def layers_of(arch: Arch, num_classes: int | None = None) -> list:
     out.append(Layer("MEAN", (1, h, w, c), (1, c), (x,), cin=c))
     out.append(Layer("FULLY_CONNECTED", (1, c), (1, nc), (len(out) - 1,), cin=c))
     return out
+
+
+def fused_layers(layers: list) -> list:
+    """The layer list as tinyengine_tf's passes leave it (passes/fuse_residual.py): a residual ADD
+    that reads the 1x1 stride-1 projection right before it (and nothing else reads that
+    projection) is absorbed by the projection, which then also reads the skip. FitChecker
+    checks this prediction against the real passes on its probe networks."""
+    readers: dict = {}
+    for ly in layers:
+        for s in ly.src:
+            readers[s] = readers.get(s, 0) + 1
+    out, index = [], {-1: -1}
+    j = 0
+    while j < len(layers):
+        ly = layers[j]
+        nxt = layers[j + 1] if j + 1 < len(layers) else None
+        if (nxt is not None and nxt.kind == "ADD" and ly.kind == "CONV_2D" and ly.kernel == 1
+                and ly.stride == 1 and readers.get(j, 0) == 1 and j in nxt.src
+                and len(set(nxt.src)) == 2 and nxt.out_shape == ly.out_shape):
+            skip = next(s for s in nxt.src if s != j)
+            if skip < j and (skip < 0 or layers[skip].out_shape == ly.out_shape):
+                out.append(ly._replace(src=tuple(index[s] for s in ly.src) + (index[skip],),
+                                       residual=True))
+                index[j] = index[j + 1] = len(out) - 1
+                j += 2
+                continue
+        out.append(ly._replace(src=tuple(index[s] for s in ly.src)))
+        index[j] = len(out) - 1
+        j += 1
+    return out
+
+
+def passes_match_layers(arch: Arch, num_classes: int | None = None, qat: bool = False) -> bool:
+    """Whether the compiled graph is, op by op, what fused_layers predicts for this network."""
+    layers = fused_layers(layers_of(arch, num_classes))
+    g = compiled_graph(arch, num_classes, qat=qat)
+    if len(g.ops) != len(layers):
+        return False
+    producer = {g.inputs[0]: -1}
+    for k, op in enumerate(g.ops):
+        producer[op.outputs[0]] = k
+    for ly, op in zip(layers, g.ops):
+        srcs = tuple(producer.get(i) for i in op.inputs if i >= 0 and g.t(i).data is None)
+        if (op.kind != ly.kind or tuple(g.t(op.outputs[0]).shape) != ly.out_shape
+                or ("residual" in op.options) != ly.residual or srcs != ly.src):
+            return False
+    return True
 
 
 def macs_of(layers: list) -> int:
@@ -458,7 +507,7 @@ def live_lower_bound(g, facts: list) -> int:
 
 
 def layers_lower_bound(arch: Arch, layers: list, facts: list) -> int:
-    """live_lower_bound computed from the layer list, for a graph the passes leave unchanged."""
+    """live_lower_bound computed from the layer list as the passes leave it (fused_layers)."""
     n = len(layers)
     buffers = [(_numel(arch.input_shape), 0, 0)] + [(_numel(ly.out_shape), k, k) for k, ly in enumerate(layers)]
     for k, ly in enumerate(layers):
@@ -522,11 +571,10 @@ class PassesChangedGraph(RuntimeError):
 class FitChecker:
     """check_fit for many networks of one configuration, fast, with the same verdicts.
 
-    Call ``calibrate(probes)`` first. If tinyengine_tf's passes leave the probe graphs unchanged
-    (they fold PADs and constant shape arithmetic, which an MCUNet graph does not have, and fuse
-    residual ADDs into the projection before them, which every network with a block of stride 1
-    and equal channels has), the checker works from the layer list and skips what the passes
-    would not change:
+    Call ``calibrate(probes)`` first. If tinyengine_tf's passes turn the probe graphs into what
+    ``fused_layers`` predicts (they fold PADs and constant shape arithmetic, which an MCUNet graph
+    does not have, and fuse each residual ADD into the projection before it), the checker works
+    from the fused layer list:
 
     - per-layer Flash, scratch and in-place facts are cached by layer shape (the kernel contract
       makes them functions of shapes), so Flash needs no graph at all;
@@ -550,7 +598,7 @@ class FitChecker:
         self._facts: dict = {}   # Layer.key -> (kind, flash, scratch, in_place or None)
 
     def calibrate(self, probes) -> bool:
-        self.fast = all(passes_are_identity(a, self.num_classes, self.qat) for a in probes)
+        self.fast = all(passes_match_layers(a, self.num_classes, self.qat) for a in probes)
         return self.fast
 
     def __call__(self, arch: Arch):
@@ -563,10 +611,11 @@ class FitChecker:
         if self.sram is not None and max([_numel(arch.input_shape)] +
                                          [_numel(ly.out_shape) for ly in layers]) > self.sram:
             return False, macs, None, None
+        layers = fused_layers(layers)
         facts = [self._facts.get(ly.key) for ly in layers]
         g = None
         if None in facts:
-            g = build_graph(arch, self.num_classes, layers, self.qat)
+            g = compiled_graph(arch, self.num_classes, qat=self.qat)
             facts = self._learn(layers, g, need_in_place=False)
         fl = sum(f[1] for f in facts)
         if self.flash is not None and fl > self.flash:
@@ -575,7 +624,7 @@ class FitChecker:
             return True, macs, fl, None
         if layers_lower_bound(arch, layers, facts) > self.sram:
             return False, macs, fl, None
-        g = g if g is not None else build_graph(arch, self.num_classes, layers, self.qat)
+        g = g if g is not None else compiled_graph(arch, self.num_classes, qat=self.qat)
         if any(f[3] is None for f in facts):
             facts = self._learn(layers, g, need_in_place=True)
         peak = plan_of(g, facts).arena_size
@@ -589,7 +638,7 @@ class FitChecker:
         return peak <= self.sram, macs, fl, peak
 
     def _learn(self, layers: list, g, need_in_place: bool) -> list:
-        """Facts of every layer from the graph (op k is layer k: the passes change nothing)."""
+        """Facts of every layer from the compiled graph (op k is fused layer k, as calibrated)."""
         _ensure_kernels()
         out = []
         for pos, (ly, op) in enumerate(zip(layers, g.ops)):

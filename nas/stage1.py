@@ -101,13 +101,18 @@ def _sample_and_check(space, resolution, width, samples, seed, checker, patches=
     for i in range(samples):
         arch = space.sample(resolution, width, rng)
         ok, m, f, p = checker(arch)
-        if not ok and patches and f is not None and (flash is None or f <= flash):
+        if not ok and patches and (f is None or flash is None or f <= flash):
+            # Over the SRAM budget op by op (or rejected before Flash was counted): patches may
+            # still make it fit.
             from tinyengine_tf.patch_search import first_fit
-            cand = first_fit(cost.compiled_graph(arch, checker.num_classes, qat=checker.qat), sram,
-                             patches.get("max_mac_overhead", 0.2),
-                             patches.get("input_in_arena", True))
-            if cand is not None:
-                p, patched[i], extra[i] = cand.peak_sram, True, cand.extra_macs
+            g = cost.compiled_graph(arch, checker.num_classes, qat=checker.qat)
+            if f is None:
+                f = cost.flash_of(g)[0]
+            if flash is None or f <= flash:
+                cand = first_fit(g, sram, patches.get("max_mac_overhead", 0.2),
+                                 patches.get("input_in_arena", True))
+                if cand is not None:
+                    p, patched[i], extra[i] = cand.peak_sram, True, cand.extra_macs
         macs[i] = m
         fl[i] = -1 if f is None else f
         peak[i] = -1 if p is None else p

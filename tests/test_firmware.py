@@ -83,3 +83,83 @@ def test_issue_11_ops_and_16x8_match_tflm_under_qemu(seed_name):
         x[0], x[1] = -32768, 32767
     y = cm.run(x, target="cortex-m4")
     assert np.array_equal(np.asarray(y).reshape(6, -1), tflm_run(model, x).reshape(6, -1))
+
+
+def _invoke_window(blocks, invoke: str) -> dict:
+    """Instructions per function from the first block of <invoke> until the harness's main runs
+    again: the whole inference, whoever executes it (read straight off the ordered trace)."""
+    per_fn, inside = {}, False
+    for fn, n in blocks:
+        if fn == invoke:
+            inside = True
+        elif fn == "main" and inside:
+            break
+        if inside:
+            per_fn[fn] = per_fn.get(fn, 0) + n
+    return per_fn
+
+
+def test_profile_charges_library_calls_to_the_layer(shared_models):
+    """Issue 12: memset/memcpy and other library calls a layer makes are charged to it, so the
+    per-layer totals (plus the invoke body) equal the whole inference counted off the trace."""
+    from tinyengine_tf.compiled import _NP, _sample_shape
+    from tinyengine_tf.profile import profile_from_trace
+    cm, _ = compiled_shared_model(shared_models, "kws_ref_model")
+    x = [int8_inputs(_sample_shape(t), 1, seed=2) for t in cm._io("in")]
+    arrays, _, _ = cm._prepare_inputs(x)
+    outs = [np.empty((1, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
+    trace = cm._run_firmware("cortex-m4", arrays, 1, outs, trace=True)
+    window = _invoke_window(trace.blocks, f"{cm.prefix}_invoke")
+    whole = sum(window.values())
+    prof = profile_from_trace(cm, trace)
+    assert sum(l.instructions for l in prof.layers) + prof.glue == prof.invoke_instructions == whole
+    # The layers do call the C library here (memset), and all of it lands in the layers.
+    library = sum(n for f, n in window.items() if not f.startswith(cm.prefix))
+    assert library > 0, window.keys()
+    assert sum(l.library for l in prof.layers) == library
+    own = sum(n for f, n in window.items() if f.startswith(f"{cm.prefix}_L"))
+    assert whole == own + prof.glue + library > own + prof.glue  # layer functions alone miss it
+    assert cm.profile("cortex-m4", x=x).invoke_instructions == whole  # the public path agrees
+
+
+def _objdump(elf) -> str:
+    import subprocess
+    return subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True,
+                          timeout=120, check=True).stdout
+
+
+def test_hard_float_builds_match_tflm_like_soft_float(shared_models):
+    """Issue 12: -mfloat-abi=hard -mfpu=fpv4-sp-d16 (Cortex-M4F) and fpv5-d16 (M7) firmware gives
+    TFLM's outputs bit for bit, like the soft-float build: float32 in and out (QUANTIZE's
+    division and rounding, DEQUANTIZE; ties, infinities, NaN, denormals) and an int8 model."""
+    import subprocess
+    from test_kernels_quantize import _float_model, assert_same_floats, float_samples
+    from tinyengine_tf.firmware import cpu_flags, target
+    # newlib ships a hard-float multilib for each (what the link below uses)
+    for name, want_dir in (("cortex-m4", "thumb/v7e-m+fp/hard"), ("cortex-m7", "thumb/v7e-m+dp/hard")):
+        got = subprocess.run(["arm-none-eabi-gcc", *cpu_flags(target(name), "hard"),
+                              "-print-multi-directory"], capture_output=True, text=True,
+                             timeout=60).stdout.strip()
+        assert got == want_dir, (name, got)
+    model = _float_model((1, 40), 0.0235294, -1, mid=(0.05, 7))
+    cm = te.convert(model)
+    xs = float_samples((40,), 0.0235294, -1, n=24)
+    want = tflm_run(model, xs)
+    instructions = {}
+    for target, abi in (("cortex-m4", "soft"), ("cortex-m4", "hard"), ("cortex-m7", "hard")):
+        assert_same_floats(cm.run(xs, target=target, float_abi=abi), want)
+        fw = cm.build_firmware(target, float_abi=abi)
+        assert fw.float_abi == abi
+        code = _objdump(fw.elf)
+        if abi == "hard":   # the FPU does the float work, no soft-float helper is linked
+            assert "vdiv.f32" in code and "__aeabi_fdiv" not in code
+        else:
+            assert "__aeabi_fdiv" in code and "vdiv.f32" not in code
+        if target == "cortex-m4":
+            instructions[abi] = cm.profile(target, x=xs[:1], float_abi=abi).invoke_instructions
+    assert instructions["hard"] < instructions["soft"]
+    kws, data = compiled_shared_model(shared_models, "kws_ref_model")
+    x = int8_inputs((49, 10, 1), 3, seed=9)
+    assert np.array_equal(kws.run(x, target="cortex-m4", float_abi="hard"), tflm_run(data, x))
+    with pytest.raises(te.TinyEngineError, match="float ABI"):
+        kws.build_firmware("cortex-m4", float_abi="softfp")

@@ -23,6 +23,7 @@ def choice():
 
 def test_table_has_one_row_per_configuration(choice):
     assert len(choice.table) == len(RES) * len(WID)
+    assert all(c.fast for c in choice.configs)
     assert {(r["resolution"], r["width"]) for r in choice.table} == {(r, w) for r in RES for w in WID}
     for row in choice.table:
         assert 0 <= row["fit_ratio"] <= 1 and row["fit"] == round(row["fit_ratio"] * row["samples"])
@@ -68,7 +69,7 @@ def test_fast_and_full_pipeline_agree():
     for r, w in ((64, 0.4), (96, 0.6), (128, 0.2)):
         fast = ss.evaluate_config(r, w, 12, 5, SRAM, FLASH)
         full = ss.evaluate_config(r, w, 12, 5, SRAM, FLASH, fast=False)
-        assert not full.fast
+        assert fast.fast and not full.fast   # the shortcut held (no fallback to the full pipeline)
         assert np.array_equal(fast.macs, full.macs)
         assert np.array_equal(fast.fits(SRAM, FLASH), full.fits(SRAM, FLASH))
         both = (fast.peak_sram >= 0) & (full.peak_sram >= 0)

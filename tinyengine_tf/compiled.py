@@ -178,11 +178,12 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
             arrays.append(np.ascontiguousarray(a))
         return arrays, n, batched
 
-    def run(self, x, target: str = "host"):
+    def run(self, x, target: str = "host", float_abi: str = "soft"):
         """Run the generated C on x: (N, *input_shape) or input_shape; int8 in, int8 out.
 
         target "host" runs it compiled for this machine; "cortex-m4", "cortex-m7" or "cortex-m55"
-        runs the firmware under QEMU.
+        runs the firmware under QEMU, built with float_abi "soft" (newlib's soft-float routines)
+        or "hard" (the part's FPU, -mfloat-abi=hard: -mfpu=fpv4-sp-d16 on a Cortex-M4).
 
         A stateful model (``state_bytes > 0``) treats a batch of N inputs as N consecutive steps;
         on the host each call continues from the state the previous one left (``reset()`` starts
@@ -191,7 +192,7 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
         arrays, n, batched = self._prepare_inputs(x)
         outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in self._io("out")]
         if target != "host":
-            self._run_firmware(target, arrays, n, outs)
+            self._run_firmware(target, arrays, n, outs, float_abi=float_abi)
             if not batched:
                 outs = [o[0] for o in outs]
             return outs[0] if len(outs) == 1 else outs
@@ -205,7 +206,10 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
 
     def build_firmware(self, target: str = "cortex-m4", sram: int = 320 * 1024,
                        flash: int = 1024 * 1024, **kw):
-        """Link the model into Cortex-M firmware with exactly these budgets; sizes from the ELF."""
+        """Link the model into Cortex-M firmware with exactly these budgets; sizes from the ELF.
+
+        float_abi="hard" builds for the part's FPU (-mfloat-abi=hard), "soft" (the default)
+        without it; opt, dsp and extra_flags as in firmware.build_firmware."""
         from tinyengine_tf.firmware import build_firmware
         return build_firmware(self, target, sram=sram, flash=flash, **kw)
 

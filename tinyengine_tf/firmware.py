@@ -24,6 +24,9 @@ from tinyengine_tf.errors import DoesNotFitError, TinyEngineError, ToolchainErro
 from tinyengine_tf.ir import C_TYPES
 
 STACK_BYTES = 4096
+FLOAT_ABIS = ("soft", "hard")
+# The FPU each target's hard-float build uses (what its part has; newlib has a multilib for each).
+HARD_FPU = {"cortex-m4": "fpv4-sp-d16", "cortex-m7": "fpv5-d16", "cortex-m55": "auto"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Firmware:
     sections: dict = field(default_factory=dict)
     budget_sram: int = 0
     budget_flash: int = 0
+    float_abi: str = "soft"
 
     def __repr__(self):
         return (f"<Firmware {self.target}: Flash {self.flash_bytes:,} / {self.budget_flash:,} B, "
@@ -159,32 +163,46 @@ def _sizes(elf: Path) -> dict:
     return sizes
 
 
-def build_firmware(cm, target_name: str = "cortex-m4", sram: int = 320 * 1024,
-                   flash: int = 1024 * 1024, opt: str = "-O2", dsp: bool = True,
-                   extra_flags: tuple = ()) -> Firmware:
-    t = target(target_name)
-    cc = _tool("arm-none-eabi-gcc")
+def cpu_flags(t: Target, float_abi: str = "soft") -> list:
+    """The target's -mcpu/-mthumb flags with the float ABI asked for.
+
+    "soft" (the default) calls newlib's soft-float routines for every float operation; "hard"
+    uses the part's FPU and passes floats in FPU registers, as most Cortex-M4F/M7 firmware does
+    (-mfloat-abi=hard -mfpu=fpv4-sp-d16 on a Cortex-M4, fpv5-d16 on a Cortex-M7, the M55's own
+    FPU); it links newlib's hard-float multilib.
+    """
+    if float_abi not in FLOAT_ABIS:
+        raise TinyEngineError(f"unknown float ABI {float_abi!r}; choose one of {', '.join(FLOAT_ABIS)}")
+    flags = [f for f in t.cpu_flags if not f.startswith(("-mfloat-abi=", "-mfpu="))]
+    if float_abi == "soft":
+        return [*flags, "-mfloat-abi=soft"]
+    return [*flags, "-mfloat-abi=hard", f"-mfpu={HARD_FPU[t.name]}"]
+
+
+def firmware_sources() -> dict:
+    """The start-up file and the semihosting header every firmware image links."""
     fw_dir = resources.files("tinyengine_tf").joinpath("c/firmware")
-    sources = dict(cm.sources)
-    sources["te_main.c"] = harness(cm)
-    sources["startup.c"] = fw_dir.joinpath("startup.c").read_text()
-    sources["te_semihost.h"] = fw_dir.joinpath("te_semihost.h").read_text()
-    sources["link.ld"] = linker_script(t, sram, flash)
-    flags = [*toolchain.WARNINGS, opt, *t.cpu_flags, "-ffunction-sections", "-fdata-sections",
-             "-fno-strict-aliasing", *extra_flags]
-    if not dsp:
-        flags.append("-DTE_NO_DSP")
-    key = hashlib.sha256(repr((sorted(sources.items()), flags, t.name)).encode()).hexdigest()[:24]
+    return {"startup.c": fw_dir.joinpath("startup.c").read_text(),
+            "te_semihost.h": fw_dir.joinpath("te_semihost.h").read_text()}
+
+
+def link(sources: dict, t: Target, flags: list, sram: int, flash: int, name: str = "model",
+         libs: tuple = (), what: str = "") -> Firmware:
+    """Compile and link sources (every .c, plus link.ld generated here) into a cached ELF."""
+    cc = _tool("arm-none-eabi-gcc")
+    sources = {**sources, "link.ld": linker_script(t, sram, flash)}
+    lib_ids = [(str(p), Path(p).stat().st_mtime_ns, Path(p).stat().st_size) for p in libs]
+    key = hashlib.sha256(repr((sorted(sources.items()), flags, t.name, lib_ids)).encode()).hexdigest()[:24]
     out = toolchain.cache_dir() / f"fw_{key}.elf"
     if not out.exists():
         with tempfile.TemporaryDirectory(prefix="te_fw_") as tmp:
-            for name, text in sources.items():
-                Path(tmp, name).write_text(text)
+            for fname, text in sources.items():
+                Path(tmp, fname).write_text(text)
             cfiles = [str(Path(tmp, n)) for n in sorted(sources) if n.endswith(".c")]
             elf = Path(tmp, "fw.elf")
-            cmd = [cc, *flags, "-I", tmp, *cfiles, "-nostartfiles", "--specs=nano.specs",
-                   "--specs=nosys.specs", "-Wl,--gc-sections", f"-Wl,-T,{Path(tmp, 'link.ld')}",
-                   "-o", str(elf)]
+            cmd = [cc, *flags, "-I", tmp, *cfiles, *map(str, libs), "-nostartfiles",
+                   "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
+                   f"-Wl,-T,{Path(tmp, 'link.ld')}", "-o", str(elf)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 over = re.findall(r"region `(\w+)' overflowed by (\d+) bytes", proc.stderr)
@@ -192,9 +210,8 @@ def build_firmware(cm, target_name: str = "cortex-m4", sram: int = 320 * 1024,
                     detail = "; ".join(f"{'SRAM' if r == 'RAM' else 'Flash'} over by {int(n):,} B"
                                        for r, n in over)
                     raise DoesNotFitError(
-                        f"model '{cm.name}' does not fit {t.name} with {sram:,} B SRAM and {flash:,} B "
-                        f"Flash: {detail} (arena {cm.peak_sram:,} B, constants {cm.flash:,} B, stack "
-                        f"{STACK_BYTES:,} B)")
+                        f"model '{name}' does not fit {t.name} with {sram:,} B SRAM and {flash:,} B "
+                        f"Flash: {detail}{what}")
                 raise ToolchainError(f"firmware build failed:\n{' '.join(cmd)}\n{proc.stderr[-4000:]}")
             tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
             shutil.copy2(elf, tmp_out)
@@ -203,6 +220,23 @@ def build_firmware(cm, target_name: str = "cortex-m4", sram: int = 320 * 1024,
     flash_bytes = sum(s.get(k, 0) for k in (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data"))
     sram_bytes = s.get(".data", 0) + s.get(".bss", 0) + s.get(".stack", 0)
     return Firmware(out, t.name, flash_bytes, sram_bytes, s, sram, flash)
+
+
+def build_firmware(cm, target_name: str = "cortex-m4", sram: int = 320 * 1024,
+                   flash: int = 1024 * 1024, opt: str = "-O2", dsp: bool = True,
+                   extra_flags: tuple = (), float_abi: str = "soft") -> Firmware:
+    t = target(target_name)
+    sources = dict(cm.sources)
+    sources["te_main.c"] = harness(cm)
+    sources.update(firmware_sources())
+    flags = [*toolchain.WARNINGS, opt, *cpu_flags(t, float_abi), "-ffunction-sections",
+             "-fdata-sections", "-fno-strict-aliasing", *extra_flags]
+    if not dsp:
+        flags.append("-DTE_NO_DSP")
+    what = (f" (arena {cm.peak_sram:,} B, constants {cm.flash:,} B, stack {STACK_BYTES:,} B)")
+    fw = link(sources, t, flags, sram, flash, name=cm.name, what=what)
+    fw.float_abi = float_abi
+    return fw
 
 
 def _qemu_cmd(t: Target, elf: Path, trace_log: Path | None = None) -> list:
@@ -238,11 +272,12 @@ def run_qemu(fw: Firmware, arrays: list, n: int, out_nbytes: int, timeout: float
     return data, counts
 
 
-def _count_trace(log: Path) -> dict:
-    """Instructions executed per function, from QEMU's in_asm + exec (nochain) trace."""
+def trace_blocks(log: Path):
+    """(function, instructions) of every translation block QEMU executed, in execution order,
+    from its in_asm + exec (nochain) trace. Function names lose .constprop/.isra suffixes."""
     block_len: dict = {}
-    per_fn: dict = {}
     current, count = None, 0
+    trace_re = re.compile(r"^Trace \d+: 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/[0-9a-f]+/[0-9a-f]+\] ?(\S*)")
     with open(log, "r", errors="replace") as f:
         for line in f:
             if line.startswith("IN:"):
@@ -262,9 +297,62 @@ def _count_trace(log: Path) -> dict:
                 if current is not None:
                     block_len[current] = count
                     current, count = None, 0
-                m = re.match(r"^Trace \d+: 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/[0-9a-f]+/[0-9a-f]+\] ?(\S*)", line)
+                m = trace_re.match(line)
                 if m:
                     pc = int(m.group(1), 16)
-                    fn = (m.group(2) or "?").split(".")[0]  # drop .constprop.0 / .isra suffixes
-                    per_fn[fn] = per_fn.get(fn, 0) + block_len.get(pc, 0)
-    return per_fn
+                    yield (m.group(2) or "?").split(".")[0], block_len.get(pc, 0)
+
+
+class Trace(dict):
+    """Instructions executed per function (a dict), and the executed blocks in order in
+    .blocks: (function, instructions) pairs, which attribute() charges to layers. The order is
+    kept compactly (two small-int arrays): a VWW inference executes millions of blocks."""
+
+    def __init__(self, blocks):
+        from array import array
+        self._names: list = []
+        ids: dict = {}
+        self._fn, self._len = array("I"), array("I")
+        per_fn: dict = {}
+        for fn, n in blocks:
+            k = ids.get(fn)
+            if k is None:
+                k = ids[fn] = len(self._names)
+                self._names.append(fn)
+            self._fn.append(k)
+            self._len.append(n)
+            per_fn[fn] = per_fn.get(fn, 0) + n
+        super().__init__(per_fn)
+
+    @property
+    def blocks(self):
+        names = self._names
+        return ((names[k], n) for k, n in zip(self._fn, self._len))
+
+
+def attribute(blocks, owners: dict, entry: str, outside: tuple = ("main",)) -> dict:
+    """Charge every executed instruction to the layer that caused it.
+
+    owners maps a function name to its owner (a layer); entering such a function makes it the
+    current owner. Returning to `entry` (the invoke function) makes `entry` the owner again, and
+    returning to a function in `outside` (the harness) ends the charging. Every other function
+    (memset, memcpy, __aeabi_* helpers, library kernels) is charged to the current owner, so the
+    owners' totals add up to everything executed between entering and leaving `entry`.
+    Returns {owner: instructions} (entry included, as itself)."""
+    charged: dict = {}
+    owner = None
+    for fn, n in blocks:
+        if fn in owners:
+            owner = owners[fn]
+        elif fn == entry:
+            owner = entry
+        elif fn in outside:
+            owner = None
+        if owner is not None:
+            charged[owner] = charged.get(owner, 0) + n
+    return charged
+
+
+def _count_trace(log: Path) -> Trace:
+    """Instructions executed per function, with the blocks in execution order (a Trace)."""
+    return Trace(trace_blocks(log))

@@ -31,8 +31,9 @@ class LayerProfile:
     step: int
     kind: str
     op_index: int
-    instructions: int
+    instructions: int        # everything the layer caused, the library calls it made included
     macs: int
+    library: int = 0         # of which in functions it called (memset, memcpy, __aeabi_*, ...)
 
     @property
     def per_mac(self) -> float | None:
@@ -46,6 +47,7 @@ class Profile:
     layers: list
     invoke_instructions: int     # everything between entering and leaving <prefix>_invoke
     macs: int
+    glue: int = 0                # of which in the invoke function itself, between the layers
 
     @property
     def per_mac(self) -> float:
@@ -55,10 +57,12 @@ class Profile:
         out = [f"Profile on {self.target} ({'DSP' if self.dsp else 'portable'} path): "
                f"{self.invoke_instructions:,} instructions per inference, {self.macs:,} MACs, "
                f"{self.per_mac:.2f} instructions/MAC", "",
-               "| step | op | instructions | MACs | instr/MAC |", "|---|---|---|---|---|"]
+               "| step | op | instructions | of which library calls | MACs | instr/MAC |",
+               "|---|---|---|---|---|---|"]
         for r in self.layers:
             pm = f"{r.per_mac:.2f}" if r.per_mac else ""
-            out.append(f"| {r.step} | {r.kind} #{r.op_index} | {r.instructions:,} | {r.macs:,} | {pm} |")
+            out.append(f"| {r.step} | {r.kind} #{r.op_index} | {r.instructions:,} | {r.library:,} | "
+                       f"{r.macs:,} | {pm} |")
         return "\n".join(out) + "\n"
 
 
@@ -72,14 +76,37 @@ def profile(cm, target: str = "cortex-m4", x=None, dsp: bool = True, **fw_kw) ->
     arrays, n, _ = cm._prepare_inputs(x)
     arrays = [a[:1] for a in arrays]
     outs = [np.empty((1, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
-    counts = cm._run_firmware(target, arrays, 1, outs, trace=True, dsp=dsp, **fw_kw)
-    layers, in_layers = [], 0
+    trace = cm._run_firmware(target, arrays, 1, outs, trace=True, dsp=dsp, **fw_kw)
+    return profile_from_trace(cm, trace, target, dsp)
+
+
+def layer_functions(cm) -> dict:
+    """{function name: step} of the layer functions in the firmware (a patched prefix's layers
+    are functions of their own, named <prefix>_L<step>v...)."""
+    names = {}
     for pos, op in enumerate(cm.graph.ops):
-        fname = f"{cm.prefix}_L{pos}_{op.kind.lower()}"
-        # A patched prefix's layers are functions of their own, named after it.
-        instr = sum(v for k, v in counts.items() if k == fname or k.startswith(f"{cm.prefix}_L{pos}v"))
-        in_layers += instr
-        layers.append(LayerProfile(pos, op.kind, op.index, instr, op_macs(op, cm.graph)))
-    # The invoke body itself; the harness hands it arena pointers, so it copies nothing.
-    glue = counts.get(f"{cm.prefix}_invoke", 0)
-    return Profile(target, dsp, layers, in_layers + glue, graph_macs(cm.graph))
+        names[f"{cm.prefix}_L{pos}_{op.kind.lower()}"] = pos
+    return names
+
+
+def profile_from_trace(cm, trace, target: str = "cortex-m4", dsp: bool = True) -> Profile:
+    """Charge every instruction of one traced inference to the layer that caused it: the
+    layer's own function and every function it called (memset, memcpy, __aeabi_* helpers)."""
+    from tinyengine_tf.firmware import attribute
+    own = layer_functions(cm)
+    owners = dict(own)
+    patched = [f for f in trace if f not in own and "_L" in f and f.startswith(f"{cm.prefix}_L")]
+    for f in patched:
+        step = f[len(cm.prefix) + 2:].split("v")[0].split("_")[0]
+        if step.isdigit():
+            owners[f] = int(step)
+    invoke = f"{cm.prefix}_invoke"
+    charged = attribute(trace.blocks, owners, invoke)
+    layers = []
+    for pos, op in enumerate(cm.graph.ops):
+        instr = charged.get(pos, 0)
+        in_own = sum(v for f, v in trace.items() if owners.get(f) == pos)
+        layers.append(LayerProfile(pos, op.kind, op.index, instr, op_macs(op, cm.graph), instr - in_own))
+    glue = charged.get(invoke, 0)
+    return Profile(target, dsp, layers, sum(l.instructions for l in layers) + glue,
+                   graph_macs(cm.graph), glue)

@@ -1,5 +1,6 @@
 /* Bare-metal start-up for the Cortex-M firmware tinyengine-tf builds: vector table, .data/.bss
  * set-up, and the few Arm semihosting calls the harness needs (files on the host, exit).
+ * Hard-float builds switch the FPU on first.
  * Semihosting traps with BKPT 0xAB; QEMU serves it with -semihosting-config enable=on. */
 #include <stdint.h>
 #include "te_semihost.h"
@@ -21,6 +22,12 @@ void te_sh_exit(int status) {
 
 void Reset_Handler(void);
 void Reset_Handler(void) {
+#if defined(__ARM_FP)
+    /* Hard-float builds: grant full access to the FPU (CP10, CP11 in CPACR) before any code
+     * can use it; the FPU is off out of reset and its first instruction would fault. */
+    *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     uint32_t *src = &__data_load, *dst = &__data_start;
     while (dst < &__data_end) *dst++ = *src++;
     for (dst = &__bss_start; dst < &__bss_end;) *dst++ = 0;

@@ -195,22 +195,9 @@ def search(graph, max_mac_overhead: float = 0.2, input_in_arena: bool = True,
     total_macs = sum(op_macs(op, graph) for op in graph.ops)
     plain = plain_plan(graph, input_in_arena)
     base = plain.arena_size
-    after = _suffix_bounds(graph, plain)
-    in_bytes = sum(_align(graph.t(i).nbytes) for i in graph.inputs) if input_in_arena else 0
-    cands = []
-    for split in P.valid_splits(graph):
-        if not keep_all and after[split] >= base:
-            continue     # the ops after this split alone need the op-by-op peak
-        axes = _SplitAxes(graph, split, max_parts)
-        for r in axes.ys:
-            for c in axes.xs:
-                if r * c < 2:
-                    continue
-                extra = axes.macs(r, c) - axes.plain
-                if total_macs and extra > max_mac_overhead * total_macs:
-                    continue
-                bound = max(in_bytes + axes.lower_bound(r, c), after[split])
-                cands.append((bound, extra, split, r, c))
+    # Splits whose later ops alone need the op-by-op peak cannot win.
+    cands = list(_candidates(graph, plain, max_mac_overhead, input_in_arena, max_parts,
+                             None if keep_all else base - 1))
     cands.sort()
     costed, best = [], None
     for bound, _, split, r, c in cands:
@@ -236,24 +223,8 @@ def first_fit(graph, sram: int, max_mac_overhead: float = 0.2, input_in_arena: b
     The same candidates as search(), visited cheapest lower bound first, but it stops at the
     first one that fits (NAS stage 1 needs the verdict, not the least peak), and as soon as every
     remaining bound exceeds sram. A None is exact: no setting within the limit fits."""
-    total_macs = sum(op_macs(op, graph) for op in graph.ops)
-    in_bytes = sum(_align(graph.t(i).nbytes) for i in graph.inputs) if input_in_arena else 0
-    after = _suffix_bounds(graph, plain_plan(graph, input_in_arena))
-    cands = []
-    for split in P.valid_splits(graph):
-        if after[split] > sram:
-            continue     # the ops after this split alone need more than the budget
-        axes = _SplitAxes(graph, split, max_parts)
-        for r in axes.ys:
-            for c in axes.xs:
-                if r * c < 2:
-                    continue
-                extra = axes.macs(r, c) - axes.plain
-                if total_macs and extra > max_mac_overhead * total_macs:
-                    continue
-                bound = in_bytes + axes.lower_bound(r, c)
-                if bound <= sram:
-                    cands.append((bound, extra, split, r, c))
+    cands = [c for c in _candidates(graph, plain_plan(graph, input_in_arena), max_mac_overhead,
+                                    input_in_arena, max_parts, sram) if c[0] <= sram]
     for bound, _, split, r, c in sorted(cands):
         try:
             cand = evaluate(graph, split, r, c, input_in_arena)
@@ -262,6 +233,26 @@ def first_fit(graph, sram: int, max_mac_overhead: float = 0.2, input_in_arena: b
         if cand.peak_sram <= sram:
             return cand
     return None
+
+
+def _candidates(graph, plain, max_mac_overhead, input_in_arena, max_parts, limit=None):
+    """(lower bound on the peak, extra MACs, split, rows, cols) of every grid within the MAC
+    limit, skipping splits whose later ops alone need more than limit bytes."""
+    total_macs = sum(op_macs(op, graph) for op in graph.ops)
+    in_bytes = sum(_align(graph.t(i).nbytes) for i in graph.inputs) if input_in_arena else 0
+    after = _suffix_bounds(graph, plain)
+    for split in P.valid_splits(graph):
+        if limit is not None and after[split] > limit:
+            continue
+        axes = _SplitAxes(graph, split, max_parts)
+        for r in axes.ys:
+            for c in axes.xs:
+                if r * c < 2:
+                    continue
+                extra = axes.macs(r, c) - axes.plain
+                if total_macs and extra > max_mac_overhead * total_macs:
+                    continue
+                yield max(in_bytes + axes.lower_bound(r, c), after[split]), extra, split, r, c
 
 
 def _suffix_bounds(graph, plain) -> dict:

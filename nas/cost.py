@@ -611,11 +611,11 @@ class FitChecker:
         if self.sram is not None and max([_numel(arch.input_shape)] +
                                          [_numel(ly.out_shape) for ly in layers]) > self.sram:
             return False, macs, None, None
-        layers = fused_layers(layers)
+        plain, layers = layers, fused_layers(layers)
         facts = [self._facts.get(ly.key) for ly in layers]
         g = None
         if None in facts:
-            g = compiled_graph(arch, self.num_classes, qat=self.qat)
+            g = self._graph(arch, plain)
             facts = self._learn(layers, g, need_in_place=False)
         fl = sum(f[1] for f in facts)
         if self.flash is not None and fl > self.flash:
@@ -624,7 +624,7 @@ class FitChecker:
             return True, macs, fl, None
         if layers_lower_bound(arch, layers, facts) > self.sram:
             return False, macs, fl, None
-        g = g if g is not None else compiled_graph(arch, self.num_classes, qat=self.qat)
+        g = g if g is not None else self._graph(arch, plain)
         if any(f[3] is None for f in facts):
             facts = self._learn(layers, g, need_in_place=True)
         peak = plan_of(g, facts).arena_size
@@ -636,6 +636,13 @@ class FitChecker:
                 raise PassesChangedGraph(f"{arch.short()}: full pipeline gives {exact}, the layer "
                                          f"shortcut {(peak <= self.sram, macs, fl, peak)}")
         return peak <= self.sram, macs, fl, peak
+
+    def _graph(self, arch: Arch, layers: list):
+        """The compiled graph. Calibration showed the other passes leave these graphs alone, so
+        only the residual fusion runs (one graph copy instead of one per pass); every
+        verify_every-th network is re-checked through all of them."""
+        from tinyengine_tf.passes.fuse_residual import fuse_residual
+        return fuse_residual(build_graph(arch, self.num_classes, layers, self.qat), copy=False)
 
     def _learn(self, layers: list, g, need_in_place: bool) -> list:
         """Facts of every layer from the compiled graph (op k is fused layer k, as calibrated)."""

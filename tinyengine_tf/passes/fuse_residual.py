@@ -62,8 +62,9 @@ def _fusable_add(add, t: int, g):
     return skip
 
 
-def fuse_residual(graph):
-    g = graph.copy()
+def fuse_residual(graph, copy: bool = True):
+    """copy=False rewrites graph itself (for a caller that owns a freshly built one)."""
+    g = graph.copy() if copy else graph
     position = {}
     for k, op in enumerate(g.ops):
         for out in op.outputs:

@@ -344,8 +344,9 @@ def _emit_one(op, pos: int, g) -> tuple:
                                  "cannot be estimated", op.kind, op.index)
     code = fn(op, g, ctx)
     # counted as codegen.generate counts them: the constants the layer's code refers to
+    text = code.body + "".join(code.functions)
     flash = sum(int(np.asarray(v).size) * _CTYPE_BYTES[c] for s, c, v in ctx.constants
-                if re.search(rf"\b{re.escape(s)}\b", code.body))
+                if re.search(rf"\b{re.escape(s)}\b", text))
     return flash, int(code.scratch_bytes), bool(code.in_place)
 
 

@@ -77,12 +77,13 @@ def test_fused_block_matches_tflm(spec):
 
 def test_fused_block_lowers_the_peak_to_the_fused_bound():
     # Op by op the projection's step holds x, the depthwise output and the projection's output;
-    # fused, the sum overwrites x, so the peak is x + the expanded map (both 64-byte aligned).
-    c, e, h, w = 8, 48, 8, 8
+    # fused, the sum overwrites x.
+    c, e, h, w = 16, 48, 8, 8
     cm = te.convert(block(c=c, e=e, h=h, w=w))
     x, t = h * w * c, h * w * e
     step = next(k for k, op in enumerate(cm.graph.ops) if "residual" in op.options)
-    assert cm.plan.live_bytes()[step] == x + t
+    # x, t and a chunk of at most 512 conv values (the scratch the fused ADD reads).
+    assert x + t < cm.plan.live_bytes()[step] <= x + t + 512
     # Op by op that step must hold x + t + x: every plan of the unfused graph is above it.
     assert cm.peak_sram < x + t + x
 
@@ -118,10 +119,10 @@ def test_fused_block_is_clean_under_sanitizers():
 
 
 def test_fused_blocks_on_cortex_m4_dsp_path():
-    for spec in (CASES[0], CASES[2]):
+    for spec in (CASES[0], CASES[2], CASES[3], dict(c=8, e=16, h=1, w=1, seed=6)):
         model = block(**spec)
         cm = te.convert(model)
-        assert "__smlad" in cm.sources["model.c"]
+        assert "__smlad" in cm.sources["model.c"] or spec.get("h") == 1
         xs = model_inputs(cm, 6, seed=2)
         np.testing.assert_array_equal(cm.run(xs, target="cortex-m4"), tflm_run(model, xs))
 

@@ -78,6 +78,8 @@ def emit_patched(op, graph, ctx: EmitContext, pos: int) -> LayerCode:
         lines = []
         for j, (o, code) in enumerate(layers):
             headers.update(code.headers)
+            # Helpers a layer calls (a fused residual conv's chunk function): equal text, one copy.
+            functions.extend(f for f in code.functions if f not in functions)
             sig, voids = _signature(g, o, code, "@")
             unused = "".join(f"\n  (void){v};" for v in voids)
             text = f"{sig} {{{unused}{code.body}\n}}\n"

@@ -61,8 +61,12 @@ def _key(op, g):
 
 
 def _conv_facts(op, g):
-    # conv.conv_2d: no scratch, in place only with a fused residual ADD (over the skip input).
-    return 0, op.options.get("in_place_input") == 3
+    # conv.conv_2d: no scratch and never in place, but with a fused residual ADD: a chunk of the
+    # conv's values in scratch and the sum written over the skip input.
+    from tinyengine_tf.kernels import conv_residual
+    if conv_residual.handles(op):
+        return conv_residual.scratch_bytes(op, g), op.options.get("in_place_input") == 3
+    return 0, False
 
 
 def _depthwise_facts(op, g):

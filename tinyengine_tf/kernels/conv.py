@@ -56,6 +56,7 @@ CHANNEL_OUTER_FROM = 16
 
 def conv_footprint(op: Op, g) -> tuple[int, int]:
     """(Flash, scratch) bytes of the emitted layer, from shapes and quantization granularity."""
+    scratch = conv_residual.scratch_bytes(op, g) if conv_residual.handles(op) else 0
     if int16x8.handles(op, g):
         return int16x8.footprint(op, g)
     w = g.t(op.inputs[1])
@@ -63,7 +64,7 @@ def conv_footprint(op: Op, g) -> tuple[int, int]:
     flash = int(np.prod(w.shape)) + 4 * oc          # weights (either order) + int32 bias
     if w.per_channel:
         flash += 4 * oc + oc                        # int32 multiplier + int8 shift per channel
-    return flash, 0
+    return flash, scratch
 
 
 @kernel("CONV_2D", footprint=conv_footprint)

@@ -135,3 +135,11 @@ def test_svdf_cortex_m4_sequence(model):
     data, cm = model
     xs = _steps(cm, 20, seed=11)
     _assert_same(_as_list(cm.run(xs, target="cortex-m4")), _as_list(TFLMSequence(data).run(xs)))
+
+
+def test_svdf_macs_count_both_matmuls(model):
+    # Per batch row: filters x inputs for the features, filters x memory for the time filter
+    # (filters = rank x units), from the five layers svdf_model builds.
+    layers = [(1, 16, 1, 8, 4), (1, 16, 2, 6, 10), (2, 5, 1, 4, 3), (2, 5, 3, 2, 1), (1, 8, 1, 4, 5)]
+    want = sum(batch * rank * units * (n_in + memory) for batch, n_in, rank, units, memory in layers)
+    assert model[1].macs == want

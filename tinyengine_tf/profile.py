@@ -7,7 +7,7 @@ import numpy as np
 
 
 def op_macs(op, g) -> int:
-    """Multiply-accumulates of one op (convolutions and fully-connected; 0 for the rest)."""
+    """Multiply-accumulates of one op (convolutions, fully-connected, SVDF, LSTM; 0 for the rest)."""
     if op.kind == "PATCHED_PREFIX":
         return op.options["patched"].macs
     if op.kind == "CONV_2D":
@@ -19,6 +19,15 @@ def op_macs(op, g) -> int:
     if op.kind == "FULLY_CONNECTED":
         w, y = g.t(op.inputs[1]), g.t(op.outputs[0])
         return int(np.prod(y.shape)) * int(w.shape[-1])
+    if op.kind == "SVDF":
+        # Per batch row: the feature matmul (filters x inputs) and the time filter (filters x memory).
+        x, wf, wt = g.t(op.inputs[0]), g.t(op.inputs[1]), g.t(op.inputs[2])
+        return int(x.shape[0]) * int(wf.shape[0]) * (int(wf.shape[1]) + int(wt.shape[1]))
+    if op.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        # Per step and batch row: four gates, each an input FC and a recurrent FC.
+        x, w_in, w_rec = g.t(op.inputs[0]), g.t(op.inputs[2]), g.t(op.inputs[6])
+        rows = int(x.shape[0]) * int(x.shape[1])
+        return rows * 4 * int(w_in.shape[0]) * (int(w_in.shape[1]) + int(w_rec.shape[1]))
     return 0
 
 

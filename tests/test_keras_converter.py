@@ -272,3 +272,23 @@ def test_keras_int16x8_ds_cnn_matches_tflm():
     assert np.array_equal(np.asarray(cm.run(x)).reshape(20, -1), tflm_run(cm.tflite, x).reshape(20, -1))
     # The planner counts 2-byte elements: the first conv's input and output live together.
     assert cm.peak_sram >= 2 * (10 * 8 * 1 + 5 * 4 * 8)
+
+
+def test_keras_int16x8_sigmoid_tanh_matches_tflm():
+    """16x8 dense layers with tanh and sigmoid activations: the converter's int16 TANH and
+    LOGISTIC (zero points 0, output scale 2^-15), compiled and equal to TFLM."""
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    inp = keras.Input((12,))
+    x = L.Dense(16, activation="tanh")(inp)
+    model = keras.Model(inp, L.Dense(6, activation="sigmoid")(x))
+    data = _data(32, shape=(12,))
+    cm = te.convert(model, data, quantization="int16x8")
+    acts = [op for op in cm.graph.ops if op.kind in ("TANH", "LOGISTIC")]
+    assert [op.kind for op in acts] == ["TANH", "LOGISTIC"]
+    assert all(cm.graph.t(op.inputs[0]).dtype == "int16" for op in acts)
+    rng = np.random.default_rng(5)
+    x = rng.integers(-32768, 32768, (20, 12)).astype(np.int16)
+    x[0], x[1] = -32768, 32767
+    x[2:10] = (data[:8] / cm.graph.t(cm.graph.inputs[0]).s).round().clip(-32768, 32767)
+    assert np.array_equal(np.asarray(cm.run(x)).reshape(20, -1), tflm_run(cm.tflite, x).reshape(20, -1))

@@ -1,5 +1,6 @@
 """int8 RELU, RELU6, LOGISTIC, TANH, HARD_SWISH: every one of the 256 input codes, under many
-quantizations, bit-exact with TFLite Micro; tables, in place, footprint, sanitizers, refusals."""
+quantizations, bit-exact with TFLite Micro; tables, in place, footprint, sanitizers, refusals.
+int16 (16x8) LEAKY_RELU, RELU, RELU6, and LOGISTIC, TANH over all 65,536 input codes."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -9,7 +10,7 @@ import pytest
 
 import tinyengine_tf as te
 from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, assert_unsupported,
-                       check_total_footprint, int8_inputs, tflm_run)
+                       check_footprints, check_total_footprint, int8_inputs, tflm_run)
 from tflite_builder import ModelBuilder
 from tinyengine_tf import quant
 from tinyengine_tf.kernels import activations
@@ -146,9 +147,12 @@ def test_unsupported_hard_swish_fine_output():
                        "128x")
 
 
-@pytest.mark.parametrize("kind", ["LOGISTIC", "TANH", "HARD_SWISH"])
-def test_unsupported_int16(kind):
-    assert_unsupported(unary_model(kind, (1, 8), (0.1, 0), (0.1, 0), dtype="int16"), kind, "int16")
+def test_unsupported_int16_hard_swish():
+    """TFLM has int8 and float32 HARD_SWISH only (its Eval rejects int16)."""
+    model = unary_model("HARD_SWISH", (1, 8), (0.1, 0), (0.1, 0), dtype="int16")
+    with pytest.raises(RuntimeError):
+        tflm_run(model, np.zeros((1, 8), np.int16))
+    assert_unsupported(model, "HARD_SWISH", "no int16 HARD_SWISH")
 
 
 @pytest.mark.parametrize("kind", ["TANH", "RELU6"])
@@ -329,3 +333,100 @@ def test_relu_relu6_int16(kind, qi, qo):
     cm = te.convert(model)
     assert_matches_tflm(cm, model, xs)
     check_total_footprint(cm)
+
+
+# -- int16 LOGISTIC and TANH ------------------------------------------------------------------
+
+CODES16 = np.arange(-32768, 32768, dtype=np.int16)[None]
+OUT16 = (1 / 32768, 0)
+# Input scales: TFLM's power-of-two multiplier path (2^-12 for both, 2^-11 for TANH only), the
+# same within CheckedLog2's 2^+-0.001 tolerance (taken as exact powers of two), other powers of
+# two (general path), the shift capped at 31 (1e-9), common 16x8 scales, and multipliers above
+# TFLM's 32767 DCHECK that still fit int32 (3.0, 5.3).
+SCALES16 = [2**-12, 2**-11, 2**-12 * 1.0005, 2**-11 * 0.9995, 2**-10, 2**-15, 2**-7, 1e-9,
+            1.2e-5, 3.05e-4, 1e-3, 0.0123, 0.3, 1.0, 3.0, 5.3]
+
+
+def parallel16(kind, scales, n=65536):
+    """One model, one independent int16 `kind` layer (input and output) per input scale."""
+    b = ModelBuilder()
+    xs, ys = [], []
+    for s in scales:
+        xs.append(b.tensor((1, n), dtype="int16", scale=s, zp=0))
+        ys.append(b.tensor((1, n), dtype="int16", scale=OUT16[0], zp=0))
+        b.op(kind, [xs[-1]], [ys[-1]])
+    return b.build(xs, ys)
+
+
+@pytest.mark.parametrize("kind", ["LOGISTIC", "TANH"])
+def test_sigmoid_tanh_int16_every_code(kind):
+    """The generated C on all 65,536 int16 codes, for each of the 16 input scales, equals TFLM
+    (one compiled model for all the scales; TFLM runs each layer alone, its arena being 1 MiB)."""
+    cm = te.convert(parallel16(kind, SCALES16))
+    ours = cm.run([CODES16] * len(SCALES16))
+    for s, out in zip(SCALES16, ours):
+        ref = tflm_run(unary_model(kind, (1, 65536), (s, 0), OUT16, dtype="int16"), CODES16)
+        assert np.array_equal(out, ref), (s, np.flatnonzero(out.ravel() != ref.ravel())[:8] - 32768)
+    assert cm.flash == 512 * len(SCALES16)
+    check_footprints(cm)
+    check_total_footprint(cm)
+
+
+@pytest.mark.parametrize("kind", ["LOGISTIC", "TANH"])
+def test_sigmoid_tanh_int16_params_match_tflm(kind):
+    """The multiplier / shift derivation over 40 random input scales (1e-8 .. 5), through the
+    Python replay of the int16 kernel, every code each time: equal to TFLM's outputs."""
+    rng = np.random.default_rng(sum(map(ord, kind)) + 16)
+    replay = activations.logistic16 if kind == "LOGISTIC" else activations.tanh16
+    for s in [float(np.float32(10 ** e)) for e in rng.uniform(-8, np.log10(5.3), 40)]:
+        params = activations.sigmoid_tanh16_params(kind, s)
+        ref = tflm_run(unary_model(kind, (1, 65536), (s, 0), OUT16, dtype="int16"), CODES16).ravel()
+        got = replay(CODES16.ravel(), *params)
+        assert np.array_equal(got, ref), (s, params, np.flatnonzero(got != ref)[:8] - 32768)
+
+
+def test_sigmoid_tanh_int16_pot_tolerance():
+    """A scale within 2^+-0.001 of 2^-12 takes TFLM's exact-power multiplier 3, not its own."""
+    assert activations.sigmoid_tanh16_params("LOGISTIC", 2**-12 * 1.0005) == (3, 0)
+    assert activations.sigmoid_tanh16_params("TANH", 2**-11 * 0.9995) == (6, 0)
+    assert activations.sigmoid_tanh16_params("LOGISTIC", 2**-11) != (6, 0)
+    assert activations.sigmoid_tanh16_params("LOGISTIC", 2**-12 * 1.002) != (3, 0)
+
+
+def test_sigmoid_tanh_int16_chain_in_place_and_sanitized():
+    """16x8 FC -> TANH -> LOGISTIC: the activations overwrite their inputs, stay exact, and run
+    clean under ASan/UBSan (whole model, and the LOGISTIC layer on exact-size buffers)."""
+    rng = np.random.default_rng(5)
+    b = ModelBuilder()
+    x = b.tensor((1, 64), dtype="int16", scale=1e-3, zp=0)
+    w = b.tensor((512, 64), scale=[0.01], zp=[0], data=rng.integers(-127, 128, (512, 64)))
+    h = b.tensor((1, 512), dtype="int16", scale=4e-4, zp=0)
+    t = b.tensor((1, 512), dtype="int16", scale=OUT16[0], zp=0)
+    y = b.tensor((1, 512), dtype="int16", scale=OUT16[0], zp=0)
+    b.op("FULLY_CONNECTED", [x, w], [h], "FullyConnectedOptions")
+    b.op("TANH", [h], [t])
+    b.op("LOGISTIC", [t], [y])
+    model = b.build([x], [y])
+    cm = te.convert(model)
+    assert [code.in_place for _, code in cm._gen.layers][1:] == [True, True]
+    assert cm.plan.tensor_offset[h] == cm.plan.tensor_offset[t] == cm.plan.tensor_offset[y]
+    xs = rng.integers(-32768, 32768, (6, 64)).astype(np.int16)
+    xs[0], xs[1] = -32768, 32767
+    assert_matches_tflm(cm, model, xs)
+    check_total_footprint(cm)
+    assert_sanitized_matches_tflm(cm, model, xs[:3])
+    one = unary_model("LOGISTIC", (1, 65536), (3.0, 0), OUT16, dtype="int16")
+    assert_sanitized_matches_tflm(te.convert(one), one, CODES16, layer=0)
+
+
+@pytest.mark.parametrize("kind", ["LOGISTIC", "TANH"])
+def test_sigmoid_tanh_int16_refusals(kind):
+    """TFLM's Prepare checks (zero points 0, output scale 2^-15) and int32 overflow."""
+    for qi, qo, words in [((1e-3, 1), OUT16, "zero points 0"), ((1e-3, 0), (1 / 32768, 1), "zero points 0"),
+                          ((1e-3, 0), (1 / 16384, 0), "1/32768"), ((1e-3, 0), (1 / 256, 0), "1/32768"),
+                          ((6.0, 0), OUT16, "too large")]:
+        model = unary_model(kind, (1, 8), qi, qo, dtype="int16")
+        if words != "too large":
+            with pytest.raises(RuntimeError):
+                tflm_run(model, np.zeros((1, 8), np.int16))
+        assert_unsupported(model, kind, words)

@@ -53,8 +53,31 @@ TE_INLINE void te_lstm_sigmoid(int16_t *d, int n, const uint16_t *lut) {
     }
 }
 
+/* out = int16 sigmoid(in), reference_integer_ops::Logistic (int16) with the multiplier and shift
+ * already resolved, as te_lstm_sigmoid with a general input scaling: the standalone int16
+ * LOGISTIC kernel (kernels/activations.py). in may equal out. */
+TE_INLINE void te_lstm_logistic(const int16_t *in, int16_t *out, int n, int32_t mult, int shift,
+                                const uint16_t *lut) {
+    const int32_t round = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
+    for (int i = 0; i < n; ++i) {
+        const int32_t v = ((int32_t)in[i] * mult + round) >> shift;
+        const uint32_t a = te_lstm_abs(v);
+        const uint32_t uh = a >> 9;
+        uint32_t r;
+        if (uh >= 255) {
+            r = 0x7FFFu << 10;
+        } else {
+            const uint32_t ua = lut[uh], ub = lut[uh + 1];
+            r = (ua << 9) + (a & 0x1FFu) * (ub - ua);
+        }
+        r = v >= 0 ? r + (1u << 9) : (1u << 25) - r + (1u << 9) - 1u;
+        out[i] = (int16_t)(r >> 10);
+    }
+}
+
 /* out = int16 tanh(in), reference_integer_ops::Tanh with the multiplier and shift already
- * resolved: v = (in * mult + round) >> shift; the same table (tanh(x) = 2 sigmoid(2x) - 1). */
+ * resolved: v = (in * mult + round) >> shift; the same table (tanh(x) = 2 sigmoid(2x) - 1).
+ * Also the standalone int16 TANH kernel. in may equal out. */
 TE_INLINE void te_lstm_tanh(const int16_t *in, int16_t *out, int n, int32_t mult, int shift,
                             const uint16_t *lut) {
     const int32_t round = shift > 0 ? (int32_t)1 << (shift - 1) : 0;

@@ -24,6 +24,18 @@ Quirks of TFLM reproduced on purpose (the interpreter is the judge):
   root (GetInvSqrtQuantizedMultiplierExp) and rescales by 1 / (sqrtf(in_s) * out_s); x == zp
   gives 127. TFLM stops the whole inference with an error on an input below the zero point (a
   negative real); the generated C has no error path and returns 127 there too.
+
+int16 (16x8) LOGISTIC and TANH run TFLM's reference_integer_ops int16 Logistic / Tanh per
+element (a table of every input would take 128 KiB): the input is rescaled to 1/(3 * 4096)
+(kernels/logistic_common.cc, tanh.cc Prepare) and interpolated in TFLite's 256-entry
+sigmoid_table_uint16 (SIGMOID_U16, 512 bytes of Flash per layer), with the same C helpers as the
+LSTM's gates (c/te_lstm.h). Both require zero points 0 and an output scale of 2^-15, as TFLM
+does. A power-of-two input scale (CheckedLog2: within 2^+-0.001) of 2^-12 (LOGISTIC) or 2^-12,
+2^-11 (TANH) takes TFLM's exact multiplier 3 << shift, even when the scale is not exactly a
+power of two; every other scale gets a multiplier doubled in double up to (16383.5, 32767],
+then truncated, with a right shift of at most 31. Input scales from 5.33 up make TFLM's int32
+product x * multiplier overflow (undefined behaviour; the pip interpreter wraps): refused. TFLM
+has no int16 HARD_SWISH: refused.
 """
 from __future__ import annotations
 
@@ -35,6 +47,7 @@ from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.base import FIX_QUANTIZE, FIX_REEXPORT, FIX_REQUANTIZE
+from tinyengine_tf.kernels.lstm import SIGMOID_U16
 
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 LUT_KINDS = ("RELU", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "RSQRT")
@@ -363,6 +376,69 @@ def rsqrt_table(in_scale, in_zp, out_scale, out_zp, lo=-128, hi=127, codes=INPUT
     return np.array(out, np.int64)
 
 
+# -- int16 LOGISTIC / TANH ------------------------------------------------------------------
+
+def checked_log2(x: float) -> tuple[int, bool]:
+    """TFLite's CheckedLog2 in float32: (round(log2 x), |fraction| < 1e-3)."""
+    f32 = np.float32
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = f32(np.log(f32(x))) * (f32(1.0) / f32(np.log(f32(2.0))))
+    if not np.isfinite(v):
+        return 0, False
+    rounded = f32(quant.round_away(float(v)))
+    return int(rounded), bool(abs(f32(v - rounded)) < f32(1e-3))
+
+
+def sigmoid_tanh16_params(kind: str, in_scale: float) -> tuple[int, int]:
+    """(multiplier, right shift) that TFLM's int16 Logistic / Tanh apply to every input code,
+    the power-of-two case resolved as its Eval does. ValueError where the int32 product
+    x * multiplier could overflow (TFLM's DCHECK allows 32767; up to 65535 it still fits)."""
+    log2, pot = checked_log2(in_scale)
+    shift = 12 + log2
+    pot &= shift in ((0,) if kind == "LOGISTIC" else (0, 1))
+    if pot:
+        return 3 << shift, 0
+    multiplier = float(np.float32(in_scale)) * 4096.0 * 3.0
+    shift = 0
+    while multiplier <= 32767.0 / 2.0 and shift <= 30:
+        shift += 1
+        multiplier *= 2.0
+    if multiplier >= 65536.0:
+        raise ValueError(f"input scale {in_scale:g} is too large for TFLite Micro's int16 "
+                         f"{kind.lower()}: code x multiplier {int(multiplier)} overflows its int32 "
+                         "arithmetic (TFLM's own check allows multipliers up to 32767)")
+    return int(multiplier), shift
+
+
+def _scaled16(x, mult: int, shift: int) -> np.ndarray:
+    x = np.asarray(x, np.int64)
+    return (x * mult + ((1 << (shift - 1)) if shift > 0 else 0)) >> shift
+
+
+def logistic16(x, mult: int, shift: int) -> np.ndarray:
+    """reference_integer_ops::Logistic (int16) on an array of codes (a replay, for tests)."""
+    v = _scaled16(x, mult, shift)
+    a = np.abs(v)
+    uh = a >> 9
+    lut = np.array(SIGMOID_U16 + (SIGMOID_U16[-1],), np.int64)
+    ua, ub = lut[np.minimum(uh, 255)], lut[np.minimum(uh + 1, 256)]
+    r = np.where(uh >= 255, 0x7FFF << 10, (ua << 9) + (a & 0x1FF) * (ub - ua))
+    r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
+    return (r >> 10).astype(np.int16)
+
+
+def tanh16(x, mult: int, shift: int) -> np.ndarray:
+    """reference_integer_ops::Tanh (int16) on an array of codes (a replay, for tests)."""
+    v = _scaled16(x, mult, shift)
+    a = np.abs(v)
+    uh = a >> 8
+    lut = np.array(SIGMOID_U16 + (SIGMOID_U16[-1],), np.int64)
+    ua, ub = lut[np.minimum(uh, 255)], lut[np.minimum(uh + 1, 256)]
+    r = np.where(uh >= 255, 0xFFFF << 8, (ua << 8) + (a & 0xFF) * (ub - ua))
+    r = np.where(v >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1)
+    return (r >> 8).astype(np.int16)
+
+
 def table_for(kind: str, x, y, options=None) -> np.ndarray:
     """The 256-entry table of a LUT kind, indexed by input code + 128. ValueError if TFLM
     would refuse the quantization."""
@@ -399,13 +475,20 @@ def _check_unary(op: Op, ctx: EmitContext):
     return x, y
 
 
+INT16_TABLE_KINDS = ("LOGISTIC", "TANH")
+
+
 def _footprint(op: Op, g: Graph) -> tuple[int, int]:
-    """256 bytes of table for a LUT kind (none for an empty tensor), plus a constant input."""
+    """256 bytes of table for an int8 LUT kind, 512 (the uint16 sigmoid table) for an int16
+    LOGISTIC or TANH, none for an empty tensor; plus a constant input."""
     y = g.t(op.outputs[0])
     if y.numel == 0:
         return 0, 0
     x = g.t(op.inputs[0])
-    table = 256 if op.kind in LUT_KINDS and x.dtype != "int16" else 0
+    if x.dtype == "int16":
+        table = 2 * len(SIGMOID_U16) if op.kind in INT16_TABLE_KINDS else 0
+    else:
+        table = 256 if op.kind in LUT_KINDS else 0
     return table + (x.nbytes if x.is_const else 0), 0
 
 
@@ -475,6 +558,28 @@ def _relu_int16(op: Op, ctx: EmitContext) -> LayerCode:
     return LayerCode(body=body, in_place=not x.is_const)
 
 
+def _sigmoid_tanh_int16(op: Op, ctx: EmitContext) -> LayerCode:
+    """int16 LOGISTIC / TANH (16x8 models): TFLM's reference int16 kernels per element."""
+    x, y = _check_unary_int16(op, ctx)
+    if x.zp or y.zp:
+        raise ctx.unsupported(op, f"int16 {op.kind} needs input and output zero points 0 (got "
+                                  f"{x.zp} and {y.zp}), as TFLite Micro requires", FIX_QUANTIZE)
+    log2, pot = checked_log2(y.s)
+    if not pot or log2 != -15:
+        raise ctx.unsupported(op, f"int16 {op.kind} needs output scale 1/32768 (2^-15), as TFLite "
+                                  f"Micro requires; got {y.s:g}", FIX_QUANTIZE)
+    try:
+        mult, shift = sigmoid_tanh16_params(op.kind, x.s)
+    except ValueError as exc:
+        raise ctx.unsupported(op, str(exc), FIX_REQUANTIZE) from None
+    if y.numel == 0:
+        return LayerCode(body="", in_place=True)
+    lut = ctx.const("sigmoid_u16", np.array(SIGMOID_U16, dtype=np.uint16), "uint16_t")
+    fn = "te_lstm_logistic" if op.kind == "LOGISTIC" else "te_lstm_tanh"
+    body = f"\n  {fn}({ctx.operand(op, 0)}, out0, {y.numel}, {mult}, {shift}, {lut});"
+    return LayerCode(body=body, in_place=not x.is_const, headers=("te_lstm.h",))
+
+
 @kernel(*LUT_KINDS, footprint=_footprint)
 def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     if op.inputs and op.inputs[0] >= 0 and ctx.t_in(op, 0).dtype == "int16":
@@ -482,6 +587,11 @@ def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
             return _leaky_relu_int16(op, ctx)
         if op.kind == "RELU":
             return _relu_int16(op, ctx)
+        if op.kind in INT16_TABLE_KINDS:
+            return _sigmoid_tanh_int16(op, ctx)
+        if op.kind == "HARD_SWISH":
+            raise ctx.unsupported(op, "TFLite Micro has no int16 HARD_SWISH kernel (int8 and "
+                                      "float32 only)", "Quantize the model to int8")
     x, y = _check_unary(op, ctx)
     try:
         table = table_for(op.kind, x, y, op.options)

@@ -6,6 +6,8 @@ and unfolded zero points, the wide requantization, the portable fallbacks), plus
 the same sources; the DSP build really runs the DSP code (fewer instructions per MAC)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -100,6 +102,17 @@ DW_CASES = {
     "explicit_pad": dw_spec(pad_extra=(1, 2, 0, 3), pad="VALID", xzp=-7),
     "left_shift": dw_spec(ys=0.0002, xs=0.5, yzp=0),              # portable requantization
     "tiny_multiplier": dw_spec(ys=40.0, yzp=120),                 # large shifts: zp not folded
+    # asm tiles (depthwise._asm_shape): 1 or 2 output rows of 1-4 outputs, overlapping last tiles
+    "k5_s2_odd_c3": dw_spec(c=3, kh=5, kw=5, sh=2, sw=2, h=11, w=13),
+    "k7_s1_c2": dw_spec(c=2, kh=7, kw=7, h=10, w=11, xzp=127),
+    "k3_s1_rows_overlap": dw_spec(c=6, h=7, w=6, xzp=-128, yzp=-128, act="RELU"),
+    "k3_s2_c1_valid": dw_spec(c=1, h=9, w=10, sh=2, sw=2, pad="VALID"),
+    "k7_s2_wide": dw_spec(c=5, kh=7, kw=7, sh=2, sw=2, h=16, w=17, act="RELU6"),
+    "out3x3_c16": dw_spec(c=16, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
+    "width2": dw_spec(c=3, h=5, w=2),
+    "one_row_width2": dw_spec(c=4, h=1, w=2, kh=1, kw=3),
+    "width1_s2": dw_spec(c=2, h=6, w=1, sh=2, sw=2),
+    "row_offsets_past_4095": dw_spec(c=1, h=3, w=2100),            # C tiles (_dsp_pair_code)
 }
 
 
@@ -109,6 +122,17 @@ def test_depthwise(name):
     in_place = [code.in_place for op, code in cm._gen.layers if op.kind == "DEPTHWISE_CONV_2D"]
     # In place (multiplier 1, output no larger than the input) is the DSP path's.
     assert ("smla" in dsp_source(cm)) == in_place[0]   # asm tiles or intrinsics
+
+
+def test_depthwise_cases_reach_every_tile_shape():
+    """The cases above run each asm tile shape the in-place DSP path picks, and the C tiles."""
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        seen |= set(re.findall(r"asm tile (\d+x\d+)", src))
+        if "__smla" in src:
+            seen.add("C")
+    assert seen == {"1x1", "1x2", "1x3", "1x4", "2x1", "2x2", "C"}, seen
 
 
 # -- CONV_2D ----------------------------------------------------------------------------------------

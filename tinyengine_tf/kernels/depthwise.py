@@ -778,7 +778,7 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
         # The weight registers, in the order the tile's asm loads them (some more than once).
         setup = (plan.setup(lay.taps, two)
                  + f"\n        const int32_t wv[{len(tile.loads)}] = {{{', '.join(tile.loads)}}};")
-        macs = tile.code
+        macs = f"/* asm tile {ny}x{nx} */\n            {tile.code}"
     else:
         ny, nx = 1, min(2, win.ow)
         setup, macs = _dsp_pair_code(lay, nx, two)

@@ -283,3 +283,50 @@ def test_other_optimization_levels(opt, flags):
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
         want = tflm_run(model, x)
         assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)
+
+
+# -- layers sharing one function (codegen._shared_layers) ----------------------------------------
+
+def _repeated_blocks_model() -> bytes:
+    """Two depthwise + pointwise blocks of the same shapes and zero points (other weights, biases
+    and scales), as in MobileNet's stacks: one function per kind serves both."""
+    rng = np.random.default_rng(11)
+    b = ModelBuilder()
+    c, h = 8, 10
+    x = b.tensor((1, h, h, c), scale=0.05, zp=-128)
+    cur = x
+    for block in range(2):
+        fs = rng.uniform(0.002, 0.02, c)
+        w = b.tensor((1, 3, 3, c), scale=fs, zp=[0] * c, data=rng.integers(-127, 128, (1, 3, 3, c)), qdim=3)
+        bias = b.tensor((c,), dtype="int32", scale=bias_scale(0.05, fs), zp=[0] * c,
+                        data=rng.integers(-3000, 3000, c))
+        y = b.tensor((1, h, h, c), scale=0.05, zp=-128)
+        b.op("DEPTHWISE_CONV_2D", [cur, w, bias], [y], "DepthwiseConv2DOptions", padding="SAME",
+             strideH=1, strideW=1, dilationHFactor=1, dilationWFactor=1, depthMultiplier=1,
+             fusedActivationFunction="RELU")
+        fs = rng.uniform(0.002, 0.02, c)
+        w = b.tensor((c, 1, 1, c), scale=fs, zp=[0] * c, data=rng.integers(-127, 128, (c, 1, 1, c)), qdim=0)
+        bias = b.tensor((c,), dtype="int32", scale=bias_scale(0.05, fs), zp=[0] * c,
+                        data=rng.integers(-3000, 3000, c))
+        z = b.tensor((1, h, h, c), scale=0.05, zp=-128)
+        b.op("CONV_2D", [y, w, bias], [z], "Conv2DOptions", padding="SAME", strideH=1, strideW=1,
+             fusedActivationFunction="RELU")
+        cur = z
+    return b.build([x], [cur])
+
+
+def test_repeated_layers_share_one_function():
+    """Each kind's two layers run one shared function with their own arrays: equal to TFLM on the
+    DSP and portable firmware and the host (ASan + UBSan too), each layer alone in the sanitized
+    harness, and the profile charges each layer half of the function's instructions."""
+    from reference import assert_sanitized_matches_tflm
+    model = _repeated_blocks_model()
+    cm = check(model)
+    assert cm._gen.shared == {"model_S0_depthwise_conv_2d": [0, 2], "model_S1_conv_2d": [1, 3]}
+    src = cm.sources["model.c"]
+    assert "model_L0_depthwise" not in src and src.count("model_S1_conv_2d(") == 3  # def + 2 calls
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=2)
+    assert_sanitized_matches_tflm(cm, model, x)
+    layers = cm.profile(TARGET).layers
+    assert layers[0].instructions == layers[2].instructions > 0
+    assert layers[1].instructions == layers[3].instructions > 0

@@ -74,10 +74,17 @@ def profile(cm, target: str = "cortex-m4", x=None, dsp: bool = True, **fw_kw) ->
     outs = [np.empty((1, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
     counts = cm._run_firmware(target, arrays, 1, outs, trace=True, dsp=dsp, **fw_kw)
     layers, in_layers = [], 0
+    # Layers that share one function (codegen._shared_layers) split its count evenly.
+    share = {}
+    for fname, members in (getattr(cm._gen, "shared", None) or {}).items():
+        base, rem = divmod(counts.get(fname, 0), len(members))
+        for i, pos in enumerate(members):
+            share[pos] = base + (i < rem)
     for pos, op in enumerate(cm.graph.ops):
         fname = f"{cm.prefix}_L{pos}_{op.kind.lower()}"
         # A patched prefix's layers are functions of their own, named after it.
         instr = sum(v for k, v in counts.items() if k == fname or k.startswith(f"{cm.prefix}_L{pos}v"))
+        instr += share.get(pos, 0)
         in_layers += instr
         layers.append(LayerProfile(pos, op.kind, op.index, instr, op_macs(op, cm.graph)))
     # The invoke body itself; the harness hands it arena pointers, so it copies nothing.

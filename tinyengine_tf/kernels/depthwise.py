@@ -529,10 +529,10 @@ def _cover(pairs, singles, limit: int):
     return sorted(words), where
 
 
-def _cover_min(pairs, singles, limit: int):
+def _cover_min(pairs, singles, lo: int, hi: int):
     """_cover with the fewest instructions rather than greedily: the set of words (each a load
-    plus one extend per half it serves) and the byte loads of taps no word serves, searched
-    over every set of candidate words (a dozen at most for 7-wide kernels)."""
+    plus one extend per half it serves; bases lo..hi) and the byte loads of taps no word
+    serves, searched over every set of candidate words (a dozen at most for 7-wide kernels)."""
     from itertools import combinations
 
     def options(tap, pair):
@@ -542,7 +542,7 @@ def _cover_min(pairs, singles, limit: int):
                 (tap.off - 3, "hi", "t")]
 
     todo = [(t, True) for t in pairs] + [(t, False) for t in singles]
-    opts = [[o for o in options(t, pair) if 0 <= o[0] <= limit - 3] for t, pair in todo]
+    opts = [[o for o in options(t, pair) if lo <= o[0] <= hi] for t, pair in todo]
     cands = sorted({o[0] for os_ in opts for o in os_})
     best = None
     for k in range(len(cands) + 1):
@@ -612,14 +612,15 @@ def _dsp_pair_code(lay: Layout, nout: int, two: bool) -> tuple[str, str]:
 # small per-channel stack array (LDRD: two registers per instruction) as the kernel rows need them.
 ASM_REGS = 13          # r0-r12 and lr, less r7 (the frame pointer at -O0)
 ASM_NOUT = 4           # outputs per tile (accumulators)
-ASM_ROWS = 2           # output rows per tile
+ASM_ROWS = 4           # output rows per tile
 
 
 def _asm_shape(lay: Layout, plan) -> tuple | None:
     """(ny, nx, tile) of the tile shape with the fewest instructions per channel: the tile's
     asm, about 4 per output for the requantization and store and 8 per tile for the loop and
     the multiplier reloads, times the tiles (the last of a row or column overlaps the one
-    before, so a shape that does not divide the output recomputes some)."""
+    before, so a shape that does not divide the output recomputes some). Tall tiles (up to 4
+    rows of 1) suit narrow outputs such as KWS's 25 x 5."""
     win = lay.win
     best = None
     for ny in range(1, min(ASM_ROWS, win.oh) + 1):
@@ -629,7 +630,10 @@ def _asm_shape(lay: Layout, plan) -> tuple | None:
             tile = _dsp_asm_tile(lay, ny, nx, plan)
             if tile is None:
                 continue
-            cost = -(-win.oh // ny) * -(-win.ow // nx) * (tile.count + 4 * ny * nx + 8)
+            # A row whose last tile overlaps pays a clamped start per tile (gcc: about 12
+            # instructions with the spills around it).
+            clamp = 12 if win.ow % nx else 0
+            cost = -(-win.oh // ny) * -(-win.ow // nx) * (tile.count + 4 * ny * nx + 8 + clamp)
             if best is None or cost < best[0]:
                 best = (cost, ny, nx, tile)
     return None if best is None else best[1:]
@@ -652,7 +656,14 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
     nout = ny * nx
     limit = (nx - 1) * win.sw + (win.kw - 1) * win.dw
     groups = []        # (load instruction, plane offset, [(mnemonic, half, out, weight reg)], row)
-    for prow in range((ny - 1) * win.sh + (win.kh - 1) * win.dh + 1):
+    last = (ny - 1) * win.sh + (win.kh - 1) * win.dh
+    for prow in range(last + 1):
+        # A word may start up to 3 bytes before the windows' row or end up to 3 bytes past it
+        # (the bytes outside feed no multiply: pairs take both halves of taps, single taps one
+        # half): before, except in the tile's first plane row (the plane's first byte for the
+        # first tile); past, except in its last (the plane's last byte for the last tile).
+        lo_b = max(-3, -prow * pw)
+        hi_b = min(limit, (last - prow) * pw + limit - 3)
         pairs, singles = [], []
         for r in range(ny):
             for ky in range(win.kh):
@@ -662,7 +673,7 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
                     singles += [_Tap(r * nx + t.out, t.off, t.w, t.wh) for t in s_]
         if not pairs and not singles:
             continue
-        words, where = _cover_min(pairs, singles, limit)
+        words, where = _cover_min(pairs, singles, lo_b, hi_b)
         extra = []
         for t in pairs:
             if id(t) not in where:
@@ -670,7 +681,7 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
         if extra:
             pairs = [t for t in pairs if id(t) in where]
             singles = singles + extra
-            words, where = _cover_min(pairs, singles, limit)
+            words, where = _cover_min(pairs, singles, lo_b, hi_b)
         row = prow * pw
         for base in words:
             ops = [("smlad", where[id(t)][2], t.out, t.w) for t in pairs if where[id(t)][1] == base]

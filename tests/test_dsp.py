@@ -179,6 +179,11 @@ CONV_CASES = {
     "relu6_narrow": conv_spec(act="RELU6", ys=0.03, yzp=-100),
     "left_shift": conv_spec(ys=0.0004, xs=0.5, yzp=0),                     # portable requantization
     "tiny_multiplier": conv_spec(ys=30.0, yzp=127),                         # zp not folded
+    # "p" form (conv_dsp._dsp_p_form): P pixels x 1 channel, the last tile overlapping
+    "pw_p6_ic128": conv_spec(kh=1, kw=1, ic=128, oc=128, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
+    "pw_p5_overlap_per_tensor": conv_spec(kh=1, kw=1, ic=128, oc=96, h=3, w=3, per_channel=False),
+    "pw_p_ic36_step_remainder": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=5, xzp=127),
+    "pw_p_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=3, w=3, ys=0.0004, xs=0.5, yzp=0),
 }
 
 # Markers of the DSP code shapes in the generated C: conv forms, border patches, the
@@ -189,7 +194,8 @@ CONV_CASES = {
 FORMS = {"w": "int32_t wx[", "x": "int32_t xx[", "d": "int32_t bd[", "patch": "int8_t patch[",
          "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
          "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
-         "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x"}
+         "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
+         "p": "ldrd %[x0], %[x1]"}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -277,7 +283,8 @@ def test_other_optimization_levels(opt, flags):
     """The asm statements leave the compiler enough registers where r7 is the frame pointer
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
     for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
-                  dw_model(DW_CASES["k3_s2_same"])):
+                  conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
+                  dw_model(DW_CASES["k7_s1_c2"])):
         cm = te.convert(model)
         x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)

@@ -91,6 +91,9 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     # hold; 8% fewer instructions than 2 x 2 for some 100 bytes of code, spent on layers of at
     # least DSP_WIDE_MACS. (The "x" and "d" forms would gain 3%: they keep 2 x 2.)
     if x_ok and (cost_x < cost_w or not w_ok):
+        pp = _p_pixels(L, nw, pixels)
+        if pp:
+            return _DspPlan("p", R, nw, 1, pp)
         return _DspPlan("x", R, nw, ob, pb)
     if not w_ok:
         # Neither side fits expanded: read both in place (4 more instructions per 16 MACs).
@@ -435,7 +438,120 @@ def dsp_body(L) -> str | None:
     P = _dsp_plan(L)
     if P is None:
         return None
-    return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form}[P.form](L, P)
+    return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form}[P.form](L, P)
+
+
+# -- "p" form: P pixels x 1 output channel ----------------------------------------------------
+#
+# The "x" form's 2 x 2 tile spends 16 instructions per word step on 16 MACs: 2 LDRD of expanded
+# pixels, 2 LDR and 4 extends of filter words, 8 SMLAD. One filter word (LDR and 2 extends) against
+# P expanded pixels (an LDRD and 2 SMLAD each) takes 3 + 3P for 4P MACs: 0.94 per MAC at P = 4,
+# 0.875 at 6, and P accumulators share one channel's multiplier, shift and bias. The asm holds
+# the P accumulators, the filter word's two halves, one pixel's expanded pair and three pointers:
+# P <= 6 within 13 registers. Pixels are expanded interleaved (word step s of pixel q at
+# xx[(s * P + q) * 2]), so every load of a step is within LDRD's reach of one pointer. For 1x1
+# stride-1 layers over whole words (the pointwise layers of MobileNet and DS-CNN), where the
+# "x" form would be used.
+
+P_MAX = 6
+P_UNROLL = 4          # word steps per loop iteration
+
+
+def _p_pixels(L: _Layer, nw: int, pixels: int) -> int:
+    """Pixels per "p"-form tile (0: keep the "x" form): the count, 4 to P_MAX, whose tiles
+    (the last overlapping) take the fewest instructions, if fewer than 2 x 2 tiles."""
+    if not (L.flat and L.dot and L.ic % 4 == 0 and pixels >= 4):
+        return 0
+    steps = nw
+    best, best_cost = 0, -(-pixels // 2) * -(-L.oc // 2) * (16 * steps + 40)
+    for P in range(4, min(P_MAX, pixels) + 1):
+        if P * 8 * nw > DSP_STACK:
+            break
+        cost = -(-pixels // P) * L.oc * ((3 + 3 * P) * steps + 6 * P + 20)
+        if cost < best_cost:
+            best, best_cost = P, cost
+    return best
+
+
+def _p_loop(P: int, nw: int) -> list:
+    """The asm of every word step of one channel against the tile's P expanded pixels: d walks
+    the filter (4 bytes a step), e the interleaved pixels (8 P bytes a step)."""
+    def step(u: int, base_d: int, base_e: int, post: bool) -> list:
+        out = [f"ldr %[t], [%[d]], #{4 * P_UNROLL}" if post else f"ldr %[t], [%[d], #{4 * u - base_d}]",
+               "sxtb16 %[u], %[t]", "sxtb16 %[t], %[t], ror #8"]
+        for j in range(P):
+            # The first load of a post-incrementing step has moved e on: the others reach back.
+            off = (u * P + j) * 8 - (8 * P * P_UNROLL if post else base_e)
+            if post and j == 0:
+                out.append(f"ldrd %[x0], %[x1], [%[e]], #{8 * P * P_UNROLL}")
+            else:
+                out.append(f"ldrd %[x0], %[x1], [%[e], #{off}]")
+            out += [f"smlad %[a{j}], %[u], %[x0], %[a{j}]", f"smlad %[a{j}], %[t], %[x1], %[a{j}]"]
+        return out
+    lines = []
+    loops = nw // P_UNROLL
+    if loops:
+        body = step(0, 0, 0, True)
+        for u in range(1, P_UNROLL):
+            body += step(u, 4 * P_UNROLL, 8 * P * P_UNROLL, False)
+        lines += ["1:"] + body + ["cmp %[e], %[end]", "bne 1b"]
+    for u in range(nw % P_UNROLL):
+        lines += step(u, 0, 0, False)
+    return lines
+
+
+def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
+    pb, nw = P.pb, P.nw
+    total = L.n * L.win.oh * L.win.ow
+    two = L.rq.doubled
+    lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
+        ("(int32_t)__uxtb16(v)", "te_ux13(v)")
+    per_channel = L.tables[0] is not None
+    if L.rq.ok:
+        setup = L.rq.setup("", "o", *L.tables)
+        stores = "\n            ".join(
+            f"yq[{j * L.oc} + o] = (int8_t){L.rq.expr(f'a{j}', '', per_channel, two)};" for j in range(pb))
+    else:
+        setup = ""
+        stores = "\n            ".join(f"yq[{j * L.oc} + o] = {L.epi(f'a{j}', 'o')};" for j in range(pb))
+    bias = f"(int32_t)((uint32_t){L.B}[o] << 1)" if two else f"{L.B}[o]"
+    sep = "\\n\\t"
+    lines = _p_loop(pb, nw)
+    accs = [f"a{j}" for j in range(pb)]
+    outs = ", ".join([f'[{a}] "+r"({a})' for a in accs] + ['[t] "=&r"(x_t)', '[u] "=&r"(x_u)',
+                      '[x0] "=&r"(x_0)', '[x1] "=&r"(x_1)', '[d] "+r"(ds)', '[e] "+r"(es)'])
+    end = f"xx + {2 * pb * P_UNROLL * (nw // P_UNROLL)}"
+    return f"""
+  int32_t xx[{2 * pb * nw}];
+  for (int i_p = 0; i_p < {-(-total // pb)}; ++i_p) {{
+    {dsp.tile_start("p", "i_p", total, pb)}
+    const int8_t *xp = in0 + p * {L.ic};
+    int8_t *yq = out0 + p * {L.oc};
+    for (int q = 0; q < {pb}; ++q) {{
+      const int8_t *s = xp + q * {L.ic};
+      int32_t *dx = xx + 2 * q;
+      for (int s_ = 0; s_ < {nw}; ++s_) {{
+        const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
+        dx[0] = {lo_};
+        dx[1] = {hi_};
+        dx += {2 * pb};
+      }}
+    }}
+    for (int o = 0; o < {L.oc}; ++o) {{
+      {setup}
+      const int32_t bias = {bias};
+      int32_t {', '.join(f'{a} = bias' for a in accs)};
+      {{
+        const int8_t *ds = {L.W} + o * {L.k};
+        const int32_t *es = xx;
+        int32_t x_t, x_u, x_0, x_1;
+        __asm__("{sep.join(lines)}"
+                : {outs}
+                : [end] "r"({end}) : "cc", "memory");
+      }}
+      {stores}
+    }}
+  }}"""
 
 
 def _weight_index(L: _Layer, o: str, ky: str, pos: str) -> str:

@@ -95,6 +95,11 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
         if pp:
             return _DspPlan("p", R, nw, 1, pp)
         return _DspPlan("x", R, nw, ob, pb)
+    # Pointwise layers the "w" form would take: the "p" form where its estimate is lower (it
+    # expands each tile's pixels once for every channel; "w" expands the filters once).
+    pp = _p_pixels(L, nw, pixels, against_w=True)
+    if pp:
+        return _DspPlan("p", R, nw, 1, pp)
     if not w_ok:
         # Neither side fits expanded: read both in place (4 more instructions per 16 MACs).
         if L.dot and R % 4 == 0 and L.k < 4000 and 4 * L.oc + patch <= DSP_STACK:
@@ -457,17 +462,24 @@ P_MAX = 6
 P_UNROLL = 4          # word steps per loop iteration
 
 
-def _p_pixels(L: _Layer, nw: int, pixels: int) -> int:
-    """Pixels per "p"-form tile (0: keep the "x" form): the count, 4 to P_MAX, whose tiles
-    (the last overlapping) take the fewest instructions, if fewer than 2 x 2 tiles."""
+def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
+    """Pixels per "p"-form tile (0: keep the other form): the count, 4 to P_MAX, whose tiles
+    (the last overlapping) take the fewest instructions, if fewer than the "x" form's 2 x 2
+    tiles (or the "w" form's 3 x 2 ones). Per tile: the word steps, about 6 per output for the
+    requantization and 35 for the loop, the multipliers and the accumulators (fitted to
+    VWW's layers), and 7 per pixel word for the expansion."""
     if not (L.flat and L.dot and L.ic % 4 == 0 and pixels >= 4):
         return 0
     steps = nw
-    best, best_cost = 0, -(-pixels // 2) * -(-L.oc // 2) * (16 * steps + 40)
+    if against_w:
+        best_cost = -(-pixels // DSP_WIDE) * -(-L.oc // 2) * (23 * steps + 60)
+    else:
+        best_cost = -(-pixels // 2) * -(-L.oc // 2) * (16 * steps + 40)
+    best = 0
     for P in range(4, min(P_MAX, pixels) + 1):
         if P * 8 * nw > DSP_STACK:
             break
-        cost = -(-pixels // P) * L.oc * ((3 + 3 * P) * steps + 6 * P + 20)
+        cost = -(-pixels // P) * (L.oc * ((3 + 3 * P) * steps + 6 * P + 35) + 7 * P * steps)
         if cost < best_cost:
             best, best_cost = P, cost
     return best

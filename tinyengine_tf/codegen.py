@@ -1,5 +1,8 @@
 """Graph + memory plan -> C sources: one specialized function per layer, one static arena.
 
+Layers whose C is the same but for the names of their constant arrays (stacks of identical
+blocks) share one function that takes the arrays as pointers (_shared_layers).
+
 The generated C is C99 with no heap, no recursion and no mutable state but the arena. It compiles
 cleanly with -Wall -Wextra -Werror on gcc, clang and arm-none-eabi-gcc.
 """

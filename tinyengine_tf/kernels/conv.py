@@ -24,9 +24,10 @@ In the dot form a border pixel then adds back the missing taps' (zp + 128) * w, 
 the common case zp == -128. Weights, bias and multipliers are the same arrays in both forms (only
 their order and the bias values differ), so Flash depends on shapes alone.
 
-On Cortex-M cores with the DSP extension the layer body has a third form under ``#if TE_DSP``
-(conv_dsp.py): two MACs per SMLAD instruction over the same arrays, about 1.2-1.8
-instructions per MAC instead of 8-14 for the portable loops under arm-none-eabi-gcc -O2.
+On Cortex-M cores with the DSP extension the layer body has another form under ``#if TE_DSP``
+(conv_dsp.py, a module of its own so that each path reads on its own): two MACs per SMLAD
+instruction over the same arrays, about 1.0-1.8 instructions per MAC instead of 8-14 for the
+portable loops under arm-none-eabi-gcc -O2.
 """
 from __future__ import annotations
 

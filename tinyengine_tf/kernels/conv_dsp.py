@@ -18,6 +18,10 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   many channels (the late, small layers).
 - "d" form: both sides read in place, for windows too large to expand (4 instructions more
   per 16 MACs), with the bias corrected once per call for the signed input.
+- "p" form (1x1 stride-1 layers over whole words): like "x", but tiles of P = 4-6 pixels x 1
+  channel, one filter word against P expanded pixels: 0.875-0.94 instructions per MAC in the
+  loop instead of 1.0, and one channel's multipliers serve P outputs. Chosen where its estimate
+  beats the "x" or "w" form's (see _p_pixels).
 
 The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
 loads of a C version and spill). A run whose length is not a multiple of 4 ends with a word that

@@ -18,11 +18,17 @@ Interior pixels (all of them in place) start from a bias with the input zero poi
 (bias + in_offset * sum(w)), so their inner loop is a plain dot product.
 
 On Cortex-M cores with the DSP extension the in-place shape has an ``#if TE_DSP`` branch over the
-same plane: two neighbouring outputs at a time, plane words sign-extended into pairs of taps two
-columns apart (SMLAD against weight pairs) and single taps (SMLAxy), results stored straight to
-the output so the plane's zero-point ring is filled once per call. Each channel's taps are stored
-in the order that lets that branch load them as words (_weight_plan); the portable loops read
-them through the same permutation. The out-of-place shape keeps its portable loops everywhere.
+same plane (the in-place scheme and its one plane of scratch are kept): tiles of up to 4
+outputs (1 to 4 output rows of 1 to 4, chosen per layer by instruction count, _asm_shape), each
+one asm statement. Plane words sign-extended give pairs of taps two columns apart (SMLAD against
+weight pairs) and single taps (SMLAxy); the words of a tile are chosen to cover its taps in the
+fewest instructions (_cover_min) and output rows of a tile share the plane rows their windows
+overlap on. The channel's weight registers are reloaded from a small stack array as the tile
+needs them (LDRD, two at a time), so 4 accumulators fit with the pointers. Results are stored
+straight to the output, so the plane's zero-point ring is filled once per call. Each channel's
+taps are stored in the order that lets that branch load them as words (_weight_plan); the
+portable loops read them through the same permutation. The out-of-place shape keeps its
+portable loops everywhere.
 
 TFLite Micro treats fused activations other than RELU, RELU6 and RELU_N1_TO_1 as none (a fused
 TANH is silently dropped); this kernel refuses them instead of reproducing that.

@@ -535,6 +535,9 @@ def _cover(pairs, singles, limit: int):
     return sorted(words), where
 
 
+COVER_SEARCH = 9       # candidate words up to which _cover_min searches every set
+
+
 def _cover_min(pairs, singles, lo: int, hi: int):
     """_cover with the fewest instructions rather than greedily: the set of words (each a load
     plus one extend per half it serves; bases lo..hi) and the byte loads of taps no word
@@ -550,6 +553,23 @@ def _cover_min(pairs, singles, lo: int, hi: int):
     todo = [(t, True) for t in pairs] + [(t, False) for t in singles]
     opts = [[o for o in options(t, pair) if lo <= o[0] <= hi] for t, pair in todo]
     cands = sorted({o[0] for os_ in opts for o in os_})
+    if len(cands) > COVER_SEARCH:
+        # Wide windows (7-wide kernels, 6-output tiles): greedily, the word serving most taps.
+        where, words, left = {}, [], set(range(len(todo)))
+        while True:
+            count = {}
+            for i in left:
+                for o in opts[i]:
+                    count[o[0]] = count.get(o[0], 0) + 1
+            if not count:
+                return sorted(words), where
+            base = max(sorted(count), key=lambda b: count[b])
+            words.append(base)
+            for i in sorted(left):
+                o = next((o for o in opts[i] if o[0] == base), None)
+                if o is not None:
+                    where[id(todo[i][0])] = ("w", o[0], o[1], o[2])
+                    left.discard(i)
     best = None
     for k in range(len(cands) + 1):
         if best is not None and 2 * k >= best[0]:
@@ -617,7 +637,7 @@ def _dsp_pair_code(lay: Layout, nout: int, two: bool) -> tuple[str, str]:
 # being extended, the pointers and a few weight registers, and reloads weight registers from a
 # small per-channel stack array (LDRD: two registers per instruction) as the kernel rows need them.
 ASM_REGS = 13          # r0-r12 and lr, less r7 (the frame pointer at -O0)
-ASM_NOUT = 4           # outputs per tile (accumulators)
+ASM_NOUT = 6           # outputs per tile (accumulators; 6 leave 2 weight registers)
 ASM_ROWS = 4           # output rows per tile
 
 

@@ -109,6 +109,7 @@ DW_CASES = {
     "k3_s2_c1_valid": dw_spec(c=1, h=9, w=10, sh=2, sw=2, pad="VALID"),
     "k7_s2_wide": dw_spec(c=5, kh=7, kw=7, sh=2, sw=2, h=16, w=17, act="RELU6"),
     "out3x3_c16": dw_spec(c=16, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
+    "out3x3_c300_gather_offsets": dw_spec(c=300, h=3, w=3),          # channel stride > 255
     "width2": dw_spec(c=3, h=5, w=2),
     "one_row_width2": dw_spec(c=4, h=1, w=2, kh=1, kw=3),
     "width1_s2": dw_spec(c=2, h=6, w=1, sh=2, sw=2),

@@ -840,7 +840,7 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
             fill = f"\n  te_dsp_fill4(scratch, 0x{zp4:08x}u, {ph * pw // 4});"
         if ph * pw % 4:
             fill += f"\n  te_dsp_fill(scratch + {ph * pw // 4 * 4}, {x_zp}, {ph * pw % 4});"
-    if ring and lay.iw <= GATHER_ROW_UNROLL and c_n <= 255:
+    if ring and lay.iw <= GATHER_ROW_UNROLL and (c_n <= 255 or lay.iw * c_n <= 4095):
         gather = _dsp_gather_rows(lay.ih, lay.iw, c_n, f"scratch + {win.pt * pw + win.pl}", pw)
     elif ring:
         gather = f"""for (int iy = 0; iy < {lay.ih}; ++iy) {{
@@ -890,12 +890,18 @@ def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
     four LDRBs, then single bytes). Narrow rows would otherwise pay a loop set-up and a C
     remainder loop per row: 13 instructions per 5-byte row instead of about 20."""
     body = []
+    post = stride <= 255          # LDRB post-increments by at most 255; beyond, offsets
+
+    def ld(t, k):
+        return f"ldrb %[{t}], [%[s]], #{stride}" if post else f"ldrb %[{t}], [%[s], #{k * stride}]"
     for k in range(iw // 4):
-        body += [f"ldrb %[t{j}], [%[s]], #{stride}" for j in range(4)]
+        body += [ld(f"t{j}", 4 * k + j) for j in range(4)]
         body += [f"orr %[t0], %[t0], %[t{j}], lsl #{8 * j}" for j in (1, 2, 3)]
         body.append("str %[t0], [%[d]], #4")
-    for k in range(iw % 4):
-        body += [f"ldrb %[t0], [%[s]], #{stride}", "strb %[t0], [%[d]], #1"]
+    for k in range(4 * (iw // 4), iw):
+        body += [ld("t0", k), "strb %[t0], [%[d]], #1"]
+    if not post:
+        body.append(f"add %[s], %[s], #{iw * stride}")
     if pw > iw:
         body.append(f"add %[d], %[d], #{pw - iw}")
     body += ["subs %[n], %[n], #1", "bne 1b"]

@@ -18,13 +18,13 @@ Interior pixels (all of them in place) start from a bias with the input zero poi
 (bias + in_offset * sum(w)), so their inner loop is a plain dot product.
 
 On Cortex-M cores with the DSP extension the in-place shape has an ``#if TE_DSP`` branch over the
-same plane (the in-place scheme and its one plane of scratch are kept): tiles of up to 4
-outputs (1 to 4 output rows of 1 to 4, chosen per layer by instruction count, _asm_shape), each
-one asm statement. Plane words sign-extended give pairs of taps two columns apart (SMLAD against
+same plane (the in-place scheme and its one plane of scratch are kept): tiles of up to 6
+outputs (1 to 4 output rows, chosen per layer by instruction count, _asm_shape), each one asm
+statement. Plane words sign-extended give pairs of taps two columns apart (SMLAD against
 weight pairs) and single taps (SMLAxy); the words of a tile are chosen to cover its taps in the
 fewest instructions (_cover_min) and output rows of a tile share the plane rows their windows
 overlap on. The channel's weight registers are reloaded from a small stack array as the tile
-needs them (LDRD, two at a time), so 4 accumulators fit with the pointers. Results are stored
+needs them (LDRD, two at a time), so up to 6 accumulators fit with the pointers. Results are stored
 straight to the output, so the plane's zero-point ring is filled once per call. Each channel's
 taps are stored in the order that lets that branch load them as words (_weight_plan); the
 portable loops read them through the same permutation. The out-of-place shape keeps its
@@ -645,8 +645,8 @@ def _asm_shape(lay: Layout, plan) -> tuple | None:
     """(ny, nx, tile) of the tile shape with the fewest instructions per channel: the tile's
     asm, about 4 per output for the requantization and store and 8 per tile for the loop and
     the multiplier reloads, times the tiles (the last of a row or column overlaps the one
-    before, so a shape that does not divide the output recomputes some). Tall tiles (up to 4
-    rows of 1) suit narrow outputs such as KWS's 25 x 5."""
+    before, so a shape that does not divide the output recomputes some). Narrow outputs take
+    whole rows or tall tiles (KWS's 25 x 5: rows of 5)."""
     win = lay.win
     best = None
     for ny in range(1, min(ASM_ROWS, win.oh) + 1):

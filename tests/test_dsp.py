@@ -185,6 +185,7 @@ CONV_CASES = {
     "pw_p5_overlap_per_tensor": conv_spec(kh=1, kw=1, ic=128, oc=96, h=3, w=3, per_channel=False),
     "pw_p_ic36_step_remainder": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=5, xzp=127),
     "pw_p_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=3, w=3, ys=0.0004, xs=0.5, yzp=0),
+    "pw_p3_ic256": conv_spec(kh=1, kw=1, ic=256, oc=64, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
 }
 
 # Markers of the DSP code shapes in the generated C: conv forms, border patches, the
@@ -192,7 +193,7 @@ CONV_CASES = {
 # activation clamps at the zero point), the C word step for offsets no instruction encodes, and
 # the ends of runs that are not whole words (a last byte; an overlapping word, filters or inputs
 # expanded).
-FORMS = {"w": "int32_t wx[", "x": "int32_t xx[", "d": "int32_t bd[", "patch": "int8_t patch[",
+FORMS = {"w": "int32_t wx[", "x": "2 * s_] = ", "d": "int32_t bd[", "patch": "int8_t patch[",
          "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
          "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",

@@ -18,9 +18,9 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   many channels (the late, small layers).
 - "d" form: both sides read in place, for windows too large to expand (4 instructions more
   per 16 MACs), with the bias corrected once per call for the signed input.
-- "p" form (1x1 stride-1 layers over whole words): like "x", but tiles of P = 4-6 pixels x 1
-  channel, one filter word against P expanded pixels: 0.875-0.94 instructions per MAC in the
-  loop instead of 1.0, and one channel's multipliers serve P outputs. Chosen where its estimate
+- "p" form (1x1 stride-1 layers over whole words): like "x", but tiles of P = 3-6 pixels x 1
+  channel, one filter word against P expanded pixels: 0.875-1.0 instructions per MAC in the
+  loop (1.0 for "x"), one channel's multipliers serve P outputs, and P can divide the pixels. Chosen where its estimate
   beats the "x" or "w" form's (see _p_pixels).
 
 The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
@@ -467,7 +467,7 @@ P_UNROLL = 4          # word steps per loop iteration
 
 
 def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
-    """Pixels per "p"-form tile (0: keep the other form): the count, 4 to P_MAX, whose tiles
+    """Pixels per "p"-form tile (0: keep the other form): the count, 3 to P_MAX, whose tiles
     (the last overlapping) take the fewest instructions, if fewer than the "x" form's 2 x 2
     tiles (or the "w" form's 3 x 2 ones). Per tile: the word steps, about 6 per output for the
     requantization and 35 for the loop, the multipliers and the accumulators (fitted to
@@ -480,7 +480,7 @@ def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
     else:
         best_cost = -(-pixels // 2) * -(-L.oc // 2) * (16 * steps + 40)
     best = 0
-    for P in range(4, min(P_MAX, pixels) + 1):
+    for P in range(3, min(P_MAX, pixels) + 1):
         if P * 8 * nw > DSP_STACK:
             break
         cost = -(-pixels // P) * (L.oc * ((3 + 3 * P) * steps + 6 * P + 35) + 7 * P * steps)

@@ -35,17 +35,18 @@ NOTES = [
     "stack array (LDRD) so the accumulators fit. Narrow planes are gathered by one asm loop over "
     "rows. Stride-2 layers stay above 3 instructions per MAC: gathering a channel's plane costs "
     "about 2.2 instructions per input byte, 4 input bytes per output.",
-    "- Pointwise convolutions: the \"p\" form, tiles of 4-6 pixels x 1 channel (0.875-0.94 "
-    "instructions per MAC in the loop instead of 1.0; one channel's multipliers serve the tile), "
+    "- Pointwise convolutions: the \"p\" form, tiles of 3-6 pixels x 1 channel (0.875-1.0 "
+    "instructions per MAC in the loop, 1.0 for 2x2 tiles; one channel's multipliers serve the tile), "
     "where its estimate beats the 2x2 \"x\" or 3x2 \"w\" tiles; 4 word steps per loop "
     "iteration in the other forms; 3-pixel \"w\" tiles from 250k MACs.",
     "- Code: layers whose C is identical but for their arrays (MobileNet's 6x6x128 blocks, "
     "DS-CNN's four blocks) share one function; the DSP forms of CONV_2D moved to "
     "kernels/conv_dsp.py.",
-    "- Not reached: 1.1 instructions per MAC on VWW (1.32); depthwise at or below 2.0 per MAC "
-    "(stride 1: 2.1-2.4 on VWW's large layers, 2.3 on KWS; stride 2: 3.1-4.0); code beyond "
-    "weights at 10 kB (VWW about 15.9 kB). The first convs (3 or 1 input channels: 1.7-2.2 per "
-    "MAC) are unchanged.",
+    "- Not reached: 1.1 instructions per MAC on VWW (1.31); depthwise at or below 2.0 per MAC "
+    "(stride 1: 2.1 on VWW's 48x48 to 12x12 layers, 2.4 on its 6x6 ones, 3.1 on 3x3, 2.3 on "
+    "KWS; stride 2: 3.3-4.0); code beyond weights at 10 kB (VWW 15.8 kB). The first convs (3 or "
+    "1 input channels: 1.7-2.2 per MAC) are unchanged; ResNet's 3x3 convs gain 1-3% and its code "
+    "grows 1.3 kB (4-step loops, 3-pixel tiles).",
 ]
 
 

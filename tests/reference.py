@@ -316,10 +316,10 @@ def _layer_harness(cm, pos):
     runs a second time with its output over its input in one buffer."""
     g = cm.graph
     op, code = cm._gen.layers[pos]
-    fname = f"{cm.prefix}_L{pos}_{op.kind.lower()}"
+    fname, consts = cm._gen.layer_fn[pos]        # a shared function takes the layer's arrays
     ins = [g.t(i) for i in op.inputs if i >= 0 and not g.t(i).is_const]
     outs = [g.t(i) for i in op.outputs]
-    tail = ["scratch"] if code.scratch_bytes else []
+    tail = (["scratch"] if code.scratch_bytes else []) + list(consts)
     in_args, out_args = [f"in[{k}]" for k in range(len(ins))], [f"out[{k}]" for k in range(len(outs))]
     runs = [f"{fname}({', '.join(in_args + out_args + tail)});"]
     buffers = {"scratch": code.scratch_bytes} if code.scratch_bytes else {}

@@ -6,6 +6,8 @@ and unfolded zero points, the wide requantization, the portable fallbacks), plus
 the same sources; the DSP build really runs the DSP code (fewer instructions per MAC)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -100,6 +102,18 @@ DW_CASES = {
     "explicit_pad": dw_spec(pad_extra=(1, 2, 0, 3), pad="VALID", xzp=-7),
     "left_shift": dw_spec(ys=0.0002, xs=0.5, yzp=0),              # portable requantization
     "tiny_multiplier": dw_spec(ys=40.0, yzp=120),                 # large shifts: zp not folded
+    # asm tiles (depthwise._asm_shape): 1 or 2 output rows of 1-4 outputs, overlapping last tiles
+    "k5_s2_odd_c3": dw_spec(c=3, kh=5, kw=5, sh=2, sw=2, h=11, w=13),
+    "k7_s1_c2": dw_spec(c=2, kh=7, kw=7, h=10, w=11, xzp=127),
+    "k3_s1_rows_overlap": dw_spec(c=6, h=7, w=6, xzp=-128, yzp=-128, act="RELU"),
+    "k3_s2_c1_valid": dw_spec(c=1, h=9, w=10, sh=2, sw=2, pad="VALID"),
+    "k7_s2_wide": dw_spec(c=5, kh=7, kw=7, sh=2, sw=2, h=16, w=17, act="RELU6"),
+    "out3x3_c16": dw_spec(c=16, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
+    "out3x3_c300_gather_offsets": dw_spec(c=300, h=3, w=3),          # channel stride > 255
+    "width2": dw_spec(c=3, h=5, w=2),
+    "one_row_width2": dw_spec(c=4, h=1, w=2, kh=1, kw=3),
+    "width1_s2": dw_spec(c=2, h=6, w=1, sh=2, sw=2),
+    "row_offsets_past_4095": dw_spec(c=1, h=3, w=2100),            # C tiles (_dsp_pair_code)
 }
 
 
@@ -108,7 +122,18 @@ def test_depthwise(name):
     cm = check(dw_model(DW_CASES[name]))
     in_place = [code.in_place for op, code in cm._gen.layers if op.kind == "DEPTHWISE_CONV_2D"]
     # In place (multiplier 1, output no larger than the input) is the DSP path's.
-    assert ("__smla" in dsp_source(cm)) == in_place[0]
+    assert ("smla" in dsp_source(cm)) == in_place[0]   # asm tiles or intrinsics
+
+
+def test_depthwise_cases_reach_every_tile_shape():
+    """The cases above run each asm tile shape the in-place DSP path picks, and the C tiles."""
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        seen |= set(re.findall(r"asm tile (\d+x\d+)", src))
+        if "__smla" in src:
+            seen.add("C")
+    assert seen >= {"1x2", "1x3", "1x4", "1x5", "1x6", "2x1", "2x2", "2x3", "3x1", "C"}, seen
 
 
 # -- CONV_2D ----------------------------------------------------------------------------------------
@@ -155,6 +180,12 @@ CONV_CASES = {
     "relu6_narrow": conv_spec(act="RELU6", ys=0.03, yzp=-100),
     "left_shift": conv_spec(ys=0.0004, xs=0.5, yzp=0),                     # portable requantization
     "tiny_multiplier": conv_spec(ys=30.0, yzp=127),                         # zp not folded
+    # "p" form (conv_dsp._dsp_p_form): P pixels x 1 channel, the last tile overlapping
+    "pw_p6_ic128": conv_spec(kh=1, kw=1, ic=128, oc=128, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
+    "pw_p5_overlap_per_tensor": conv_spec(kh=1, kw=1, ic=128, oc=96, h=3, w=3, per_channel=False),
+    "pw_p_ic36_step_remainder": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=5, xzp=127),
+    "pw_p_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=3, w=3, ys=0.0004, xs=0.5, yzp=0),
+    "pw_p3_ic256": conv_spec(kh=1, kw=1, ic=256, oc=64, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
 }
 
 # Markers of the DSP code shapes in the generated C: conv forms, border patches, the
@@ -162,10 +193,11 @@ CONV_CASES = {
 # activation clamps at the zero point), the C word step for offsets no instruction encodes, and
 # the ends of runs that are not whole words (a last byte; an overlapping word, filters or inputs
 # expanded).
-FORMS = {"w": "int32_t wx[", "x": "int32_t xx[", "d": "int32_t bd[", "patch": "int8_t patch[",
+FORMS = {"w": "int32_t wx[", "x": "2 * s_] = ", "d": "int32_t bd[", "patch": "int8_t patch[",
          "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
          "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
-         "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x"}
+         "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
+         "p": "ldrd %[x0], %[x1]"}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -253,9 +285,57 @@ def test_other_optimization_levels(opt, flags):
     """The asm statements leave the compiler enough registers where r7 is the frame pointer
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
     for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
-                  dw_model(DW_CASES["k3_s2_same"])):
+                  conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
+                  dw_model(DW_CASES["k7_s1_c2"])):
         cm = te.convert(model)
         x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
         want = tflm_run(model, x)
         assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)
+
+
+# -- layers sharing one function (codegen._shared_layers) ----------------------------------------
+
+def _repeated_blocks_model() -> bytes:
+    """Two depthwise + pointwise blocks of the same shapes and zero points (other weights, biases
+    and scales), as in MobileNet's stacks: one function per kind serves both."""
+    rng = np.random.default_rng(11)
+    b = ModelBuilder()
+    c, h = 8, 10
+    x = b.tensor((1, h, h, c), scale=0.05, zp=-128)
+    cur = x
+    for block in range(2):
+        fs = rng.uniform(0.002, 0.02, c)
+        w = b.tensor((1, 3, 3, c), scale=fs, zp=[0] * c, data=rng.integers(-127, 128, (1, 3, 3, c)), qdim=3)
+        bias = b.tensor((c,), dtype="int32", scale=bias_scale(0.05, fs), zp=[0] * c,
+                        data=rng.integers(-3000, 3000, c))
+        y = b.tensor((1, h, h, c), scale=0.05, zp=-128)
+        b.op("DEPTHWISE_CONV_2D", [cur, w, bias], [y], "DepthwiseConv2DOptions", padding="SAME",
+             strideH=1, strideW=1, dilationHFactor=1, dilationWFactor=1, depthMultiplier=1,
+             fusedActivationFunction="RELU")
+        fs = rng.uniform(0.002, 0.02, c)
+        w = b.tensor((c, 1, 1, c), scale=fs, zp=[0] * c, data=rng.integers(-127, 128, (c, 1, 1, c)), qdim=0)
+        bias = b.tensor((c,), dtype="int32", scale=bias_scale(0.05, fs), zp=[0] * c,
+                        data=rng.integers(-3000, 3000, c))
+        z = b.tensor((1, h, h, c), scale=0.05, zp=-128)
+        b.op("CONV_2D", [y, w, bias], [z], "Conv2DOptions", padding="SAME", strideH=1, strideW=1,
+             fusedActivationFunction="RELU")
+        cur = z
+    return b.build([x], [cur])
+
+
+def test_repeated_layers_share_one_function():
+    """Each kind's two layers run one shared function with their own arrays: equal to TFLM on the
+    DSP and portable firmware and the host (ASan + UBSan too), each layer alone in the sanitized
+    harness, and the profile charges each layer half of the function's instructions."""
+    from reference import assert_sanitized_matches_tflm
+    model = _repeated_blocks_model()
+    cm = check(model)
+    assert cm._gen.shared == {"model_S0_depthwise_conv_2d": [0, 2], "model_S1_conv_2d": [1, 3]}
+    src = cm.sources["model.c"]
+    assert "model_L0_depthwise" not in src and src.count("model_S1_conv_2d(") == 3  # def + 2 calls
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=2)
+    assert_sanitized_matches_tflm(cm, model, x)
+    layers = cm.profile(TARGET).layers
+    assert layers[0].instructions == layers[2].instructions > 0
+    assert layers[1].instructions == layers[3].instructions > 0

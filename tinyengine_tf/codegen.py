@@ -1,5 +1,8 @@
 """Graph + memory plan -> C sources: one specialized function per layer, one static arena.
 
+Layers whose C is the same but for the names of their constant arrays (stacks of identical
+blocks) share one function that takes the arrays as pointers (_shared_layers).
+
 The generated C is C99 with no heap, no recursion and no mutable state but the arena. It compiles
 cleanly with -Wall -Wextra -Werror on gcc, clang and arm-none-eabi-gcc.
 """
@@ -30,6 +33,8 @@ class Generated:
     layers: list           # (op, LayerCode or None) in execution order
     prefix: str
     state: StateLayout = None  # persistent state buffer (kernels/state.py); empty if stateless
+    shared: dict = None    # shared function name -> positions of the layers that call it
+    layer_fn: dict = None  # pos -> (function, constant arrays passed after its buffers)
 
 
 def c_identifier(name: str) -> str:
@@ -93,16 +98,33 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
     plan = plan_memory(graph, scratch, in_place, caller=caller)
 
     functions, calls = [], []
+    shared = _shared_layers(graph, layers, prefix, ctx)
+    emitted = set()
     for pos, (op, code) in enumerate(layers):
         if code is None:
             continue
         fname = f"{prefix}_L{pos}_{op.kind.lower()}"
+        extra = []
+        if pos in shared:
+            fname, body, syms, members = shared[pos]
+            extra = syms
         sig, voids = _signature(graph, op, code, fname)
-        ins = ", ".join(graph.t(i).describe() for i in op.inputs if i >= 0 and not graph.t(i).is_const)
-        outs = ", ".join(graph.t(i).describe() for i in op.outputs)
-        unused = "".join(f"\n  (void){v};" for v in voids)
-        functions.extend(code.functions)
-        functions.append(f"/* {op.label()}: {ins} -> {outs} */\n{sig} {{{unused}{code.body}\n}}\n")
+        if pos not in shared:
+            ins = ", ".join(graph.t(i).describe() for i in op.inputs if i >= 0 and not graph.t(i).is_const)
+            outs = ", ".join(graph.t(i).describe() for i in op.outputs)
+            unused = "".join(f"\n  (void){v};" for v in voids)
+            functions.extend(code.functions)
+            functions.append(f"/* {op.label()}: {ins} -> {outs} */\n{sig} {{{unused}{code.body}\n}}\n")
+        elif fname not in emitted:
+            emitted.add(fname)
+            types = {s: c for s, c, _ in ctx.constants}
+            params = ", ".join(f"const {types[s]} *k{i}" for i, s in enumerate(syms))
+            sig = sig.replace(")", f", {params})", 1) if not sig.endswith("(void)") else sig.replace("(void)", f"({params})")
+            unused = "".join(f"\n  (void){v};" for v in voids + [f"k{i}" for i in range(len(syms))])
+            labels = ", ".join(f"L{p}" for p in members)
+            functions.append(f"/* {op.kind} of layers {labels}: one function, their constants passed in "
+                             f"(the same code for each; see codegen._shared_layers) */\n"
+                             f"{sig} {{{unused}{body}\n}}\n")
         args = []
         for k, t in enumerate(op.inputs):
             if t >= 0 and not graph.t(t).is_const:
@@ -112,9 +134,10 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
             args.append(_pointer(graph, plan, t, prefix, const=False, state=state))
         if code.scratch_bytes:
             args.append(f"TE_ARENA + {plan.scratch_offset[pos]}")
+        args += extra
         calls.append(f"  {fname}({', '.join(args)});")
 
-    text_bodies = "\n".join(functions)
+    text_bodies = "\n".join(functions + calls)   # shared functions get their arrays in calls
     # Symbols are C identifiers: one scan of the text finds every one a body names.
     names = set(re.findall(r"\w+", text_bodies))
     used = [(s, c, v) for s, c, v in ctx.constants if s in names]
@@ -128,7 +151,43 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
     cdir = resources.files("tinyengine_tf").joinpath("c")
     sources = {f"{prefix}.h": header, f"{prefix}.c": model_c}
     sources.update({h: cdir.joinpath(h).read_text() for h in headers})
-    return Generated(sources, plan, flash, layers, prefix, state)
+    members = {fname: ps for fname, _, _, ps in shared.values()}
+    layer_fn = {pos: shared[pos][::2] if pos in shared else (f"{prefix}_L{pos}_{op.kind.lower()}", [])
+                for pos, (op, code) in enumerate(layers) if code is not None}
+    return Generated(sources, plan, flash, layers, prefix, state, members, layer_fn)
+
+
+def _shared_layers(graph: Graph, layers: list, prefix: str, ctx: EmitContext) -> dict:
+    """pos -> (function name, body, constant symbols, member positions) for layers whose C is
+    the same but for the names of their constant arrays (a stack of identical blocks, as in
+    MobileNet's 6x6x128 stage): one function serves them all, the arrays passed as pointers.
+    Specialization buys nothing there (every size and zero point is already equal), and each
+    copy would cost Flash. The function is named after its layers; profiles split its count
+    evenly among them (the DSP loops have no data-dependent branches, so each call runs the
+    same instructions)."""
+    types = {s: c for s, c, _ in ctx.constants}
+    groups = {}
+    for pos, (op, code) in enumerate(layers):
+        if code is None or code.functions or op.kind == PATCHED_KIND:
+            continue
+        syms = list(dict.fromkeys(re.findall(rf"\b{prefix}_L{pos}_\w+", code.body)))
+        if not all(s in types for s in syms):
+            continue
+        body = code.body
+        for i, s in enumerate(syms):
+            body = re.sub(rf"\b{s}\b", f"k{i}", body)
+        sig, _ = _signature(graph, op, code, "f")
+        key = (op.kind, sig, body, tuple(types[s] for s in syms))
+        groups.setdefault(key, []).append((pos, syms))
+    out = {}
+    for (kind, _, body, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        positions = [p for p, _ in members]
+        fname = f"{prefix}_S{positions[0]}_{kind.lower()}"
+        for pos, syms in members:
+            out[pos] = (fname, body, syms, positions)
+    return out
 
 
 def _literal(ctype: str, values) -> str:

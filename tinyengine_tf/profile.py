@@ -100,10 +100,15 @@ def layer_functions(cm) -> dict:
 
 def profile_from_trace(cm, trace, target: str = "cortex-m4", dsp: bool = True) -> Profile:
     """Charge every instruction of one traced inference to the layer that caused it: the
-    layer's own function and every function it called (memset, memcpy, __aeabi_* helpers)."""
+    layer's own function and every function it called (memset, memcpy, __aeabi_* helpers).
+    Layers that share one function (codegen._shared_layers) split its count evenly: the DSP
+    loops have no data-dependent branches, so every call runs the same instructions."""
     from tinyengine_tf.firmware import attribute
     own = layer_functions(cm)
     owners = dict(own)
+    shared = getattr(cm._gen, "shared", None) or {}
+    for fname in shared:
+        owners[fname] = ("shared", fname)
     patched = [f for f in trace if f not in own and "_L" in f and f.startswith(f"{cm.prefix}_L")]
     for f in patched:
         step = f[len(cm.prefix) + 2:].split("v")[0].split("_")[0]
@@ -111,10 +116,17 @@ def profile_from_trace(cm, trace, target: str = "cortex-m4", dsp: bool = True) -
             owners[f] = int(step)
     invoke = f"{cm.prefix}_invoke"
     charged = attribute(trace.blocks, owners, invoke)
+    share, share_own = {}, {}
+    for fname, members in shared.items():
+        for total, out in ((charged.get(("shared", fname), 0), share),
+                           (trace.get(fname, 0), share_own)):
+            base, rem = divmod(total, len(members))
+            for i, pos in enumerate(members):
+                out[pos] = base + (i < rem)
     layers = []
     for pos, op in enumerate(cm.graph.ops):
-        instr = charged.get(pos, 0)
-        in_own = sum(v for f, v in trace.items() if owners.get(f) == pos)
+        instr = charged.get(pos, 0) + share.get(pos, 0)
+        in_own = sum(v for f, v in trace.items() if owners.get(f) == pos) + share_own.get(pos, 0)
         layers.append(LayerProfile(pos, op.kind, op.index, instr, op_macs(op, cm.graph), instr - in_own))
     glue = charged.get(invoke, 0)
     return Profile(target, dsp, layers, sum(l.instructions for l in layers) + glue,

@@ -1,0 +1,751 @@
+"""CONV_2D on the Arm DSP extension (c/te_dsp.h): the ``#if TE_DSP`` branch of conv.py's layers.
+
+conv.py holds the portable loops (the dot and broadcast forms) and decides everything a layer's
+arrays depend on (_Layer); this module only reads those arrays, so Flash does not depend on the
+target. Tiles of pixels x output channels, two MACs per SMLAD.
+
+Each kernel row's run of kw * ic input bytes is read a word at a time; sign-extending bytes 0/2
+and 1/3 of a word pairs them with the same bytes of the matching filter word. One side of the
+product is read straight from its array (a word and two extends per 4 values); the other is
+expanded once into int16 pairs on the stack and read back as two words per 4 values (LDRD):
+
+- "w" form: the filters of a chunk of output channels are expanded once per call (doubled, so
+  the accumulators hold 2 * acc and requantization skips a shift), the input is read directly.
+  Cheap when many pixels share the expansion; large layers take 3-pixel tiles.
+- "x" form: the window of two pixels is expanded (as 2 (x + 128), unsigned, against the dot
+  form's bias) once per pixel pair and every output channel reads it; the filters are read in
+  place, which needs them in [o][ky][kx][c] order (the dot form). Cheap when few pixels share
+  many channels (the late, small layers).
+- "d" form: both sides read in place, for windows too large to expand (4 instructions more
+  per 16 MACs), with the bias corrected once per call for the signed input.
+- "p" form (1x1 stride-1 layers over whole words): like "x", but tiles of P = 3-6 pixels x 1
+  channel, one filter word against P expanded pixels: 0.875-1.0 instructions per MAC in the
+  loop (1.0 for "x"), one channel's multipliers serve P outputs, and P can divide the pixels. Chosen where its estimate
+  beats the "x" or "w" form's (see _p_pixels).
+
+The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
+loads of a C version and spill). A run whose length is not a multiple of 4 ends with a word that
+overlaps its predecessor; the expanded side holds zeros for the overlapped bytes, so no read
+leaves the run. A tile whose windows leave the input (padding) first copies them into a small
+zero-point-filled patch laid out like the input, then runs the same code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from typing import TYPE_CHECKING
+
+from tinyengine_tf.kernels import dsp
+
+if TYPE_CHECKING:                      # conv.py imports this module: annotations only
+    from tinyengine_tf.kernels.conv import _Layer
+
+
+DSP_STACK = 2048      # bytes of stack the expanded operands may take
+DSP_WIDE = 3          # pixels per "w"-form tile of a large layer (see _dsp_plan)
+DSP_WIDE_MACS = 250_000
+DSP_FULL_UNROLL = 2   # word steps of a run written out without a loop up to this many
+DSP_UNROLL = 4        # word steps per loop iteration of runs of at least twice as many
+
+
+@dataclass
+class _DspPlan:
+    form: str         # "w" or "x"
+    R: int            # bytes per kernel-row run
+    nw: int           # words per run (the last one overlapping when R % 4)
+    ob: int           # output channels per tile
+    pb: int           # pixels per tile
+    co: int = 0       # "w" form: channels per expanded chunk
+
+    @property
+    def main(self) -> int:
+        return self.R // 4
+
+    def x_off(self, s: int) -> int:
+        return min(4 * s, self.R - 4)
+
+    def keep_mask(self, s: int) -> int:
+        """Bytes of word s that are not already covered by word s - 1 (a 4-bit mask)."""
+        dup = 4 * s - self.x_off(s)
+        return (0xF << dup) & 0xF
+
+
+def _dsp_plan(L: _Layer) -> _DspPlan | None:
+    w = L.win
+    R = L.kw * L.ic
+    if L.groups != 1 or w.dw != 1 or R < 4 or L.k > 4096:
+        return None
+    pixels = L.n * w.oh * w.ow
+    run = pixels if L.flat else w.ow
+    nw = -(-R // 4)
+    ob, pb = min(2, L.oc), min(2, run)
+    per_channel = 8 * L.kh * nw + 4           # expanded filter and bias
+    per_pixel = 8 * L.kh * nw
+    patch = 0 if L.flat else L.kh * (L.kw + (pb - 1) * w.sw) * L.ic
+    x_ok = L.dot and pb * per_pixel + patch <= DSP_STACK
+    w_ok = ob * per_channel + patch <= DSP_STACK
+    # Instructions per MAC each form spends outside its multiply-accumulates: "x" expands 2 pixel
+    # windows (~1.5 per byte) for every oc channels and loads each tile's multipliers (~3 per
+    # output); "w" expands every filter once per call (~2 per weight read a word at a time, ~8
+    # byte by byte) for all pixels.
+    cost_x = 1.5 / L.oc + 3.0 / L.k
+    cost_w = (2.0 if L.dot and R % 4 == 0 else 8.0) / pixels
+    # The "w" form takes tiles of 3 pixels x 2 channels: three direct operands (a word load and
+    # two extends each) against two expanded ones, six accumulators, the most the registers
+    # hold; 8% fewer instructions than 2 x 2 for some 100 bytes of code, spent on layers of at
+    # least DSP_WIDE_MACS. (The "x" and "d" forms would gain 3%: they keep 2 x 2.)
+    if x_ok and (cost_x < cost_w or not w_ok):
+        pp = _p_pixels(L, nw, pixels)
+        if pp:
+            return _DspPlan("p", R, nw, 1, pp)
+        return _DspPlan("x", R, nw, ob, pb)
+    # Pointwise layers the "w" form would take: the "p" form where its estimate is lower (it
+    # expands each tile's pixels once for every channel; "w" expands the filters once).
+    pp = _p_pixels(L, nw, pixels, against_w=True)
+    if pp:
+        return _DspPlan("p", R, nw, 1, pp)
+    if not w_ok:
+        # Neither side fits expanded: read both in place (4 more instructions per 16 MACs).
+        if L.dot and R % 4 == 0 and L.k < 4000 and 4 * L.oc + patch <= DSP_STACK:
+            return _DspPlan("d", R, nw, ob, pb)
+        return None
+    if pixels * L.oc * L.k >= DSP_WIDE_MACS:
+        pb = min(DSP_WIDE, run)
+        patch = 0 if L.flat else L.kh * (L.kw + (pb - 1) * w.sw) * L.ic
+    # Chunks of whole tiles that divide the channels (no chunk recomputes another's), else
+    # near-equal ones whose last overlaps the one before.
+    most = max(ob, (DSP_STACK - patch) // per_channel // ob * ob)
+    fits = [c for c in range(ob, min(most, L.oc) + 1, ob) if L.oc % c == 0]
+    if L.oc <= most:
+        co = L.oc
+    elif fits and 2 * max(fits) >= most:
+        co = max(fits)
+    else:
+        chunks = -(-L.oc // most)
+        co = min(L.oc, -(-(-(-L.oc // chunks)) // ob) * ob)
+    return _DspPlan("w", R, nw, ob, pb, co)
+
+
+def _dsp_step(P: _DspPlan, d: str, d_off: int, d_stride: int, e: str, e_idx: int, e_stride: int,
+              post: tuple | None = None) -> str:
+    """One word step: direct operands (int8, at d + d_off and + d_stride) against expanded ones
+    (int32 pairs at e[e_idx], e[e_idx + 1] and + e_stride), into acc a<pixel><channel>.
+
+    Written as one asm statement: gcc's scheduler hoists every load of a C version to the top,
+    runs out of registers and reloads. post = (bytes, words) advances d and e after their first
+    load (offsets here are relative to the pointers before it)."""
+    n_d, n_e = (P.ob, P.pb) if P.form == "x" else (P.pb, P.ob)
+    inc_d, inc_e = post or (0, 0)
+    unit = 1 if P.form == "d" else 4          # e counts bytes (direct) or int32 words
+    e_offs = [unit * (e_idx + j * e_stride) for j in range(n_e)]
+    d_offs = [d_off + i * d_stride for i in range(n_d)]
+    fits = (all(-1020 <= o <= 1020 for o in e_offs) and all(-255 <= o <= 4095 for o in d_offs)
+            and (not post or (e_offs[0] == 0 and d_offs[0] == 0)))
+    if not fits:
+        return _dsp_step_c(P, d, d_off, d_stride, e, e_idx, e_stride, post)
+    if P.form == "d" and not all(-255 <= o <= 4095 for o in e_offs):
+        return _dsp_step_c(P, d, d_off, d_stride, e, e_idx, e_stride, post)
+    # Two statements: the expanded (or filter) operands first, then the multiply-accumulates.
+    # The second needs at most 13 registers (6 accumulators, 4 operands, 2 temporaries, d), so
+    # it compiles where r7 is the frame pointer (-O0, -fno-omit-frame-pointer) too.
+    load = []
+    for j in reversed(range(n_e)):      # the one that post-increments goes last
+        if P.form == "d":                 # a filter word, sign-extended like the input's
+            where = f"[%[e]], #{inc_e}" if post and j == 0 else f"[%[e], #{e_offs[j]}]"
+            load += [f"ldr %[t], {where}", f"sxtb16 %[e{j}l], %[t]", f"sxtb16 %[e{j}h], %[t], ror #8"]
+        elif post and j == 0:
+            load.append(f"ldrd %[e{j}l], %[e{j}h], [%[e]], #{4 * inc_e}")
+        else:
+            load.append(f"ldrd %[e{j}l], %[e{j}h], [%[e], #{e_offs[j]}]")
+    macs = []
+    for i in reversed(range(n_d)):
+        if post and i == 0:
+            macs.append(f"ldr %[t], [%[d]], #{inc_d}")
+        else:
+            macs.append(f"ldr %[t], [%[d], #{d_offs[i]}]")
+        accs = [f"a{j}{i}" if P.form == "x" else f"a{i}{j}" for j in range(n_e)]  # a<px><ch>
+        macs.append("sxtb16 %[u], %[t]")
+        macs += [f"smlad %[{a}], %[u], %[e{j}l], %[{a}]" for j, a in enumerate(accs)]
+        macs.append("sxtb16 %[t], %[t], ror #8")
+        macs += [f"smlad %[{a}], %[t], %[e{j}h], %[{a}]" for j, a in enumerate(accs)]
+    accs = sorted({f"a{px}{ch}" for px in range(P.pb) for ch in range(P.ob)})
+    evals = [f"e{j}{h}" for j in range(n_e) for h in "lh"]
+    load_outs = [f'[{v}] "=&r"(x_{v})' for v in evals] + (['[t] "=&r"(x_t)'] if P.form == "d" else [])
+    mac_outs = [f'[{a}] "+r"({a})' for a in accs] + ['[t] "=&r"(x_t)', '[u] "=&r"(x_u)']
+    mac_ins = [f'[{v}] "r"(x_{v})' for v in evals]
+    if post:
+        load_outs.append(f'[e] "+r"({e})')
+        mac_outs.append(f'[d] "+r"({d})')
+        load_ins = ""
+    else:
+        load_ins = f'[e] "r"({e})'
+        mac_ins.append(f'[d] "r"({d})')
+    sep = "\\n\\t"
+    return (f"{{ int32_t {', '.join(f'x_{v}' for v in evals + ['t', 'u'])}; "
+            f"__asm__(\"{sep.join(load)}\" : {', '.join(load_outs)} : {load_ins} : \"memory\"); "
+            f"__asm__(\"{sep.join(macs)}\" : {', '.join(mac_outs)} : {', '.join(mac_ins)} : \"memory\"); }}")
+
+
+def _dsp_step_c(P: _DspPlan, d: str, d_off: int, d_stride: int, e: str, e_idx: int,
+                e_stride: int, post: tuple | None = None) -> str:
+    """_dsp_step in C, for offsets the instructions cannot encode."""
+    n_d, n_e = (P.ob, P.pb) if P.form == "x" else (P.pb, P.ob)
+    if P.form == "d":
+        lines = [f"const uint32_t e{j} = te_ld32({e} + {e_idx + j * e_stride}); "
+                 f"const int32_t e{j}l = te_sx02(e{j}), e{j}h = te_sx13(e{j});" for j in range(n_e)]
+    else:
+        lines = [f"const int32_t e{j}l = {e}[{e_idx + j * e_stride}], e{j}h = {e}[{e_idx + j * e_stride + 1}];"
+                 for j in range(n_e)]
+    for i in range(n_d):
+        macs_l, macs_h = [], []
+        for j in range(n_e):
+            a = f"a{j}{i}" if P.form == "x" else f"a{i}{j}"
+            macs_l.append(f"{a} = __smlad(vl, e{j}l, {a});")
+            macs_h.append(f"{a} = __smlad(vh, e{j}h, {a});")
+        lines.append(f"{{ const uint32_t v = te_ld32({d} + {d_off + i * d_stride}); "
+                     f"const int32_t vl = te_sx02(v); {' '.join(macs_l)} "
+                     f"const int32_t vh = te_sx13(v); {' '.join(macs_h)} }}")
+    if post:
+        lines.append(f"{d} += {post[0]}; {e} += {post[1]};")
+    return "{ " + " ".join(lines) + " }"
+
+
+def _dsp_e_type(P: _DspPlan) -> tuple[str, int]:
+    """(C type of the e side, e units per word step)."""
+    return ("const int8_t", 4) if P.form == "d" else ("const int32_t", 2)
+
+
+def _dsp_run(P: _DspPlan, d: str, d_stride: int, e: str, e_stride: int) -> str:
+    """All word steps of one kernel row's run, d and e pointing at its start."""
+    code = []
+    main = P.main
+    etype, u = _dsp_e_type(P)
+    if main <= DSP_FULL_UNROLL:
+        code += [_dsp_step(P, d, 4 * s, d_stride, e, u * s, e_stride) for s in range(main)]
+    else:
+        # DSP_UNROLL steps per iteration (two for short runs); the first one's loads advance both
+        # pointers. The loop's compare and branch cost 2 instructions per iteration of 8 x 2 per
+        # step (the 2 x 2 tiles): 6% of the MACs' time at two steps, 3% at four.
+        n = DSP_UNROLL if main >= 2 * DSP_UNROLL else 2
+        body = "\n              ".join(
+            [_dsp_step(P, "ds", 0, d_stride, "es", 0, e_stride, post=(4 * n, n * u))]
+            + [_dsp_step(P, "ds", -4 * k, d_stride, "es", -u * k, e_stride) for k in range(n - 1, 0, -1)])
+        code.append(f"""const int8_t *ds = {d};
+            {etype} *es = {e};
+            {etype} *const ee = es + {n * u * (main // n)};
+            do {{
+              {body}
+            }} while (es != ee);""")
+        code += [_dsp_step(P, "ds", 4 * k, d_stride, "es", u * k, e_stride) for k in range(main % n)]
+    if P.nw > main and P.R % 4 == 1 and P.form != "d":
+        code.append(_dsp_tail_byte(P, d, d_stride, e, u * main, e_stride))
+    elif P.nw > main:     # the overlapping last word
+        code.append(_dsp_step(P, d, P.R - 4, d_stride, e, u * main, e_stride))
+    return "\n            ".join(code)
+
+
+def _dsp_tail_byte(P: _DspPlan, d: str, d_stride: int, e: str, e_idx: int, e_stride: int) -> str:
+    """A run's single last byte: the expanded side's overlapping word holds [0, v] in its odd
+    half (the other bytes repeat earlier ones), so one SMLABT per accumulator against the direct
+    side's byte does it, instead of a whole overlapping word step."""
+    n_d, n_e = (P.ob, P.pb) if P.form == "x" else (P.pb, P.ob)
+    e_offs = [4 * (e_idx + 1 + j * e_stride) for j in range(n_e)]
+    d_offs = [P.R - 1 + i * d_stride for i in range(n_d)]
+    acc = [[f"a{j}{i}" if P.form == "x" else f"a{i}{j}" for j in range(n_e)] for i in range(n_d)]
+    if not (all(o <= 4095 for o in e_offs) and all(o <= 4095 for o in d_offs)):
+        lines = [f"const int32_t e{j} = {e}[{e_idx + 1 + j * e_stride}];" for j in range(n_e)]
+        for i in range(n_d):
+            lines.append(f"{{ const int32_t v = {d}[{d_offs[i]}]; "
+                         + " ".join(f"{a} = __smlabt(v, e{j}, {a});" for j, a in enumerate(acc[i])) + " }")
+        return "{ " + " ".join(lines) + " }"
+    asm = [f"ldr %[e{j}], [%[e], #{o}]" for j, o in enumerate(e_offs)]
+    for i in range(n_d):
+        asm.append(f"ldrsb %[t], [%[d], #{d_offs[i]}]")
+        asm += [f"smlabt %[{a}], %[t], %[e{j}], %[{a}]" for j, a in enumerate(acc[i])]
+    accs = sorted({a for row in acc for a in row})
+    outs = ([f'[{a}] "+r"({a})' for a in accs] + [f'[e{j}] "=&r"(x_e{j})' for j in range(n_e)]
+            + ['[t] "=&r"(x_t)'])
+    sep = "\\n\\t"
+    return (f"{{ int32_t {', '.join(f'x_e{j}' for j in range(n_e))}, x_t; "
+            f"__asm__(\"{sep.join(asm)}\" : {', '.join(outs)} : [d] \"r\"({d}), [e] \"r\"({e}) "
+            f": \"memory\"); }}")
+
+
+def _dsp_macs(L: _Layer, P: _DspPlan, d: str, d_row, d_stride: int, e: str,
+              e_stride: int) -> str:
+    """Every kernel row: d advances by d_row bytes (a literal or a C expression) per row, e by
+    2 * nw words."""
+    run = _dsp_run(P, "dr", d_stride, "er", e_stride)
+    etype, u = _dsp_e_type(P)
+    if L.kh == 1:
+        return f"""{{
+            const int8_t *dr = {d};
+            {etype} *er = {e};
+            {run}
+          }}"""
+    return f"""{{
+            const int8_t *dr = {d};
+            {etype} *er = {e};
+            for (int ky = 0; ky < {L.kh}; ++ky) {{
+              {run}
+              dr += {d_row};
+              er += {u * P.nw};
+            }}
+          }}"""
+
+
+def _dsp_outputs(L: _Layer, P: _DspPlan, yq: int) -> tuple[str, str]:
+    """(requantization setup of channels o..o+ob-1, stores of the tile's accumulators)."""
+    rq = L.rq
+    two = rq.doubled and P.form != "d"
+    per_channel = L.tables[0] is not None
+    setup, stores = [], []
+    for ch in range(P.ob):
+        if rq.ok:
+            setup.append(rq.setup(str(ch), f"o + {ch}", *L.tables))
+        for px in range(P.pb):
+            acc = f"a{px}{ch}"
+            val = (f"(int8_t){rq.expr(acc, str(ch), per_channel, two)}" if rq.ok
+                   else L.epi(acc, f"o + {ch}"))
+            stores.append(f"yp[{px * yq + ch}] = {val};")
+    return " ".join(s for s in setup if s), "\n            ".join(stores)
+
+
+def _dsp_border(L: _Layer) -> tuple[int, int, int, int] | None:
+    """(ylo, yhi, xlo, xhi) of the outputs whose windows lie inside the input, or None for a
+    layer without padding (every window inside)."""
+    w = L.win
+    ylo, yhi = w.interior("y")
+    xlo, xhi = w.interior("x")
+    if L.flat or (ylo, yhi, xlo, xhi) == (0, w.oh, 0, w.ow):
+        return None
+    return ylo, yhi, xlo, xhi
+
+
+def _dsp_patch_width(L: _Layer, P: _DspPlan) -> int:
+    """Bytes per row of a border tile's patch: the pb windows' kernel row, as in the input."""
+    return (L.kw + (P.pb - 1) * L.win.sw) * L.ic
+
+
+def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
+    """Loops over every pixel tile; inner(yo) is the code of one tile whose first output is
+    out0[yo] and whose windows start at xp, kernel rows drow bytes apart.
+
+    A tile whose windows leave the input (padding) copies them into `patch` first, rows of both
+    windows laid out as in the input with the zero point outside, so the same code serves every
+    tile; TFLM's skipped taps are exactly taps reading the zero point."""
+    w = L.win
+    if L.flat:
+        total = L.n * w.oh * w.ow
+        return f"""
+        for (int i_p = 0; i_p < {-(-total // P.pb)}; ++i_p) {{
+          {dsp.tile_start("p", "i_p", total, P.pb)}
+          const int8_t *xp = in0 + p * {L.ic};
+          {inner(f"p * {L.oc}")}
+        }}"""
+    row = w.dh * L.iw * L.ic
+    xo = f"((b * {L.ih} + iy0) * {L.iw} + ix0) * {L.ic}"
+    border = _dsp_border(L)
+    if border is None:
+        source = f"const int8_t *xp = in0 + {xo};"
+    else:
+        ylo, yhi, xlo, xhi = border
+        tests = [t for t, on in ((f"oy < {ylo}", ylo > 0), (f"oy >= {yhi}", yhi < w.oh),
+                                 (f"ox < {xlo}", xlo > 0), (f"ox + {P.pb} > {xhi}", xhi - P.pb < w.ow - P.pb))
+                 if on]
+        if not tests or xlo >= xhi or ylo >= yhi:
+            tests = ["1"]
+        cols = L.kw + (P.pb - 1) * w.sw
+        wp = cols * L.ic
+        four = L.ic % 4 == 0                 # whole words per pixel: copy and fill by words
+        zp4 = (L.zp & 0xFF) * 0x01010101
+
+        def fill(dst: str, n: str) -> str:
+            return (f"te_dsp_fill4({dst}, 0x{zp4:08x}u, ({n}) / 4);" if four
+                    else f"te_dsp_fill({dst}, {L.zp}, {n});")
+
+        def copy(dst: str, src: str, n: str) -> str:
+            return f"te_dsp_copy4({dst}, {src}, ({n}) / 4);" if four else f"te_dsp_copy({dst}, {src}, {n});"
+        # Per kernel row: the columns inside the input are one contiguous run; zp around it.
+        source = f"""const int8_t *xp;
+              int drow = {row};
+              if ({' || '.join(tests)}) {{
+                int8_t *pt = patch;
+                for (int ky = 0; ky < {L.kh}; ++ky, pt += {wp}) {{
+                  const int iy = iy0 + ky * {w.dh};
+                  int lo = 0, hi = 0;
+                  if (iy >= 0 && iy < {L.ih}) {{
+                    lo = ix0 < 0 ? -ix0 : 0;
+                    hi = {L.iw} - ix0 < {cols} ? {L.iw} - ix0 : {cols};
+                    if (hi < lo) hi = lo;
+                  }}
+                  if (lo > 0) {fill("pt", f"lo * {L.ic}")}
+                  if (hi > lo) {{
+                    const int8_t *src = in0 + ((b * {L.ih} + iy) * {L.iw} + ix0 + lo) * {L.ic};
+                    {copy("pt + lo * " + str(L.ic), "src", f"(hi - lo) * {L.ic}")}
+                  }}
+                  if (hi < {cols}) {fill(f"pt + hi * {L.ic}", f"({cols} - hi) * {L.ic}")}
+                }}
+                xp = patch;
+                drow = {wp};
+              }} else {{
+                xp = in0 + {xo};
+              }}"""
+    return f"""
+        for (int b = 0; b < {L.n}; ++b) {{
+          for (int oy = 0; oy < {w.oh}; ++oy) {{
+            const int iy0 = oy * {w.sh} - {w.pt};
+            for (int i_p = 0; i_p < {-(-w.ow // P.pb)}; ++i_p) {{
+              {dsp.tile_start("ox", "i_p", w.ow, P.pb)}
+              const int ix0 = ox * {w.sw} - {w.pl};
+              {source}
+              {inner(f"((b * {w.oh} + oy) * {w.ow} + ox) * {L.oc}")}
+            }}
+          }}
+        }}"""
+
+
+def _dsp_pixels_outer(L: _Layer, P: _DspPlan) -> bool:
+    """Whether the "w" form should loop over pixel tiles outside the channel pairs: then a
+    border tile's patch is built once per chunk instead of once per channel pair, but every
+    tile reloads its channels' multipliers (~20 instructions per channel pair, measured)."""
+    border = _dsp_border(L)
+    if border is None:
+        return False
+    w = L.win
+    ylo, yhi, xlo, xhi = border
+    tiles_per_row = -(-w.ow // P.pb)
+    inner = max(0, yhi - ylo) * len([t for t in range(tiles_per_row)
+                                     if xlo <= min(t * P.pb, w.ow - P.pb) and
+                                     min(t * P.pb, w.ow - P.pb) + P.pb <= xhi])
+    border_tiles = w.oh * tiles_per_row - inner
+    patch_cost = L.kh * (12 + 3 * (L.kw + (P.pb - 1) * w.sw) * L.ic)
+    pairs = -(-L.oc // P.ob)
+    channel_outer = border_tiles * pairs * patch_cost
+    pixel_outer = w.oh * tiles_per_row * pairs * 20 + border_tiles * patch_cost
+    return pixel_outer < channel_outer
+
+
+def _dsp_drow(L: _Layer) -> str | int:
+    """Bytes between kernel rows of a tile's windows: a variable where border tiles use patches."""
+    return "drow" if _dsp_border(L) is not None else L.win.dh * L.iw * L.ic
+
+
+def _dsp_patch(L: _Layer, P: _DspPlan) -> str:
+    if _dsp_border(L) is None:
+        return ""
+    return f"\n  int8_t patch[{L.kh * _dsp_patch_width(L, P)}];"
+
+
+def _dsp_accs(P: _DspPlan, bias) -> str:
+    return "int32_t " + ", ".join(f"a{px}{ch} = {bias(ch)}" for px in range(P.pb)
+                                  for ch in range(P.ob)) + ";"
+
+
+def dsp_body(L) -> str | None:
+    """The layer body under #if TE_DSP, or None where no DSP form applies (portable loops)."""
+    P = _dsp_plan(L)
+    if P is None:
+        return None
+    return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form}[P.form](L, P)
+
+
+# -- "p" form: P pixels x 1 output channel ----------------------------------------------------
+#
+# The "x" form's 2 x 2 tile spends 16 instructions per word step on 16 MACs: 2 LDRD of expanded
+# pixels, 2 LDR and 4 extends of filter words, 8 SMLAD. One filter word (LDR and 2 extends) against
+# P expanded pixels (an LDRD and 2 SMLAD each) takes 3 + 3P for 4P MACs: 0.94 per MAC at P = 4,
+# 0.875 at 6, and P accumulators share one channel's multiplier, shift and bias. The asm holds
+# the P accumulators, the filter word's two halves, one pixel's expanded pair and three pointers:
+# P <= 6 within 13 registers. Pixels are expanded interleaved (word step s of pixel q at
+# xx[(s * P + q) * 2]), so every load of a step is within LDRD's reach of one pointer. For 1x1
+# stride-1 layers over whole words (the pointwise layers of MobileNet and DS-CNN), where the
+# "x" form would be used.
+
+P_MAX = 6
+P_UNROLL = 4          # word steps per loop iteration
+
+
+def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
+    """Pixels per "p"-form tile (0: keep the other form): the count, 3 to P_MAX, whose tiles
+    (the last overlapping) take the fewest instructions, if fewer than the "x" form's 2 x 2
+    tiles (or the "w" form's 3 x 2 ones). Per tile: the word steps, about 6 per output for the
+    requantization and 35 for the loop, the multipliers and the accumulators (fitted to
+    VWW's layers), and 7 per pixel word for the expansion."""
+    if not (L.flat and L.dot and L.ic % 4 == 0 and pixels >= 4):
+        return 0
+    steps = nw
+    if against_w:
+        best_cost = -(-pixels // DSP_WIDE) * -(-L.oc // 2) * (23 * steps + 60)
+    else:
+        best_cost = -(-pixels // 2) * -(-L.oc // 2) * (16 * steps + 40)
+    best = 0
+    for P in range(3, min(P_MAX, pixels) + 1):
+        if P * 8 * nw > DSP_STACK:
+            break
+        cost = -(-pixels // P) * (L.oc * ((3 + 3 * P) * steps + 6 * P + 35) + 7 * P * steps)
+        if cost < best_cost:
+            best, best_cost = P, cost
+    return best
+
+
+def _p_loop(P: int, nw: int) -> list:
+    """The asm of every word step of one channel against the tile's P expanded pixels: d walks
+    the filter (4 bytes a step), e the interleaved pixels (8 P bytes a step)."""
+    def step(u: int, base_d: int, base_e: int, post: bool) -> list:
+        out = [f"ldr %[t], [%[d]], #{4 * P_UNROLL}" if post else f"ldr %[t], [%[d], #{4 * u - base_d}]",
+               "sxtb16 %[u], %[t]", "sxtb16 %[t], %[t], ror #8"]
+        for j in range(P):
+            # The first load of a post-incrementing step has moved e on: the others reach back.
+            off = (u * P + j) * 8 - (8 * P * P_UNROLL if post else base_e)
+            if post and j == 0:
+                out.append(f"ldrd %[x0], %[x1], [%[e]], #{8 * P * P_UNROLL}")
+            else:
+                out.append(f"ldrd %[x0], %[x1], [%[e], #{off}]")
+            out += [f"smlad %[a{j}], %[u], %[x0], %[a{j}]", f"smlad %[a{j}], %[t], %[x1], %[a{j}]"]
+        return out
+    lines = []
+    loops = nw // P_UNROLL
+    if loops:
+        body = step(0, 0, 0, True)
+        for u in range(1, P_UNROLL):
+            body += step(u, 4 * P_UNROLL, 8 * P * P_UNROLL, False)
+        lines += ["1:"] + body + ["cmp %[e], %[end]", "bne 1b"]
+    for u in range(nw % P_UNROLL):
+        lines += step(u, 0, 0, False)
+    return lines
+
+
+def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
+    pb, nw = P.pb, P.nw
+    total = L.n * L.win.oh * L.win.ow
+    two = L.rq.doubled
+    lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
+        ("(int32_t)__uxtb16(v)", "te_ux13(v)")
+    per_channel = L.tables[0] is not None
+    if L.rq.ok:
+        setup = L.rq.setup("", "o", *L.tables)
+        stores = "\n            ".join(
+            f"yq[{j * L.oc} + o] = (int8_t){L.rq.expr(f'a{j}', '', per_channel, two)};" for j in range(pb))
+    else:
+        setup = ""
+        stores = "\n            ".join(f"yq[{j * L.oc} + o] = {L.epi(f'a{j}', 'o')};" for j in range(pb))
+    bias = f"(int32_t)((uint32_t){L.B}[o] << 1)" if two else f"{L.B}[o]"
+    sep = "\\n\\t"
+    lines = _p_loop(pb, nw)
+    accs = [f"a{j}" for j in range(pb)]
+    outs = ", ".join([f'[{a}] "+r"({a})' for a in accs] + ['[t] "=&r"(x_t)', '[u] "=&r"(x_u)',
+                      '[x0] "=&r"(x_0)', '[x1] "=&r"(x_1)', '[d] "+r"(ds)', '[e] "+r"(es)'])
+    end = f"xx + {2 * pb * P_UNROLL * (nw // P_UNROLL)}"
+    return f"""
+  int32_t xx[{2 * pb * nw}];
+  for (int i_p = 0; i_p < {-(-total // pb)}; ++i_p) {{
+    {dsp.tile_start("p", "i_p", total, pb)}
+    const int8_t *xp = in0 + p * {L.ic};
+    int8_t *yq = out0 + p * {L.oc};
+    for (int q = 0; q < {pb}; ++q) {{
+      const int8_t *s = xp + q * {L.ic};
+      int32_t *dx = xx + 2 * q;
+      for (int s_ = 0; s_ < {nw}; ++s_) {{
+        const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
+        dx[0] = {lo_};
+        dx[1] = {hi_};
+        dx += {2 * pb};
+      }}
+    }}
+    for (int o = 0; o < {L.oc}; ++o) {{
+      {setup}
+      const int32_t bias = {bias};
+      int32_t {', '.join(f'{a} = bias' for a in accs)};
+      {{
+        const int8_t *ds = {L.W} + o * {L.k};
+        const int32_t *es = xx;
+        int32_t x_t, x_u, x_0, x_1;
+        __asm__("{sep.join(lines)}"
+                : {outs}
+                : [end] "r"({end}) : "cc", "memory");
+      }}
+      {stores}
+    }}
+  }}"""
+
+
+def _weight_index(L: _Layer, o: str, ky: str, pos: str) -> str:
+    """Index in L.W of filter o's byte pos of kernel row ky, in either stored order."""
+    R = L.kw * L.ic
+    if L.dot:
+        return f"{o} * {L.k} + {ky} * {R} + {pos}"
+    return f"({ky} * {R} + {pos}) * {L.oc} + {o}"
+
+
+def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
+    w = L.win
+    pcw = 2 * L.kh * P.nw                    # int32 words per expanded filter
+    xq = L.ic if L.flat else w.sw * L.ic     # input offset of a tile's second pixel
+    # Expanded bias: bias - zp * sum(w), from the stored (dot: zp + 128 folded) bias.
+    fold = 128 if L.dot else -L.zp
+    # A doubled layer stores 2 w (int16 holds it), so its accumulators hold 2 * acc.
+    two = L.rq.doubled
+    if L.dot and L.kw * L.ic % 4 == 0:
+        pair = "(int32_t)__sadd16(p, p)" if two else "p"
+        expand_word = f"""const uint32_t v = te_ld32({L.W} + {_weight_index(L, "o", "ky", "4 * s")});
+              {{ const int32_t p = te_sx02(v); d[0] = {pair}; }}
+              {{ const int32_t p = te_sx13(v); d[1] = {pair}; }}"""
+    else:
+        base = "4 * s" if P.R % 4 == 0 else f"(4 * s < {P.R - 4} ? 4 * s : {P.R - 4})"
+        expand_word = f"""const int base = {base};
+              int32_t v[4];
+              for (int t = 0; t < 4; ++t)
+                v[t] = base + t < 4 * s ? 0 : {'2 * ' if two else ''}(int32_t){L.W}[{_weight_index(L, "o", "ky", "base + t")}];
+              d[0] = te_pack16(v[0], v[2]);
+              d[1] = te_pack16(v[1], v[3]);"""
+    nchunks = -(-L.oc // P.co)
+    npairs = -(-P.co // P.ob)
+    setup, stores = _dsp_outputs(L, P, L.oc)
+
+    def tile(yo: str) -> str:
+        macs = _dsp_macs(L, P, "xp", _dsp_drow(L), xq, "w0", pcw)
+        return f"""{{
+            int8_t *yp = out0 + {yo} + o;
+            {_dsp_accs(P, lambda ch: f"bias{ch}")}
+            {macs}
+            {stores}
+          }}"""
+    biases = " ".join(f"const int32_t bias{ch} = bx[j + {ch}];" for ch in range(P.ob))
+    pairs = f"""for (int i_o = 0; i_o < {npairs}; ++i_o) {{
+      {dsp.tile_start("j", "i_o", P.co, P.ob)}
+      const int o = c0 + j;
+      const int32_t *w0 = wx + j * {pcw};
+      {biases}
+      {setup}"""
+    if not _dsp_pixels_outer(L, P):
+        # Channel pairs outermost: their multipliers stay in registers for every pixel.
+        tiles = f"""{pairs}{_dsp_pixels(L, P, tile)}
+    }}"""
+    else:
+        # Pixel tiles outermost: a border tile's patch serves every channel pair of the chunk.
+        tiles = _dsp_pixels(L, P, lambda yo: f"""{{
+            {pairs}
+            {tile(yo)}
+            }}
+          }}""")
+    return f"""
+  int32_t wx[{P.co * pcw}];
+  int32_t bx[{P.co}];{_dsp_patch(L, P)}
+  for (int i_c = 0; i_c < {nchunks}; ++i_c) {{
+    {dsp.tile_start("c0", "i_c", L.oc, P.co)}
+    for (int j = 0; j < {P.co}; ++j) {{
+      const int o = c0 + j;
+      int32_t *d = wx + j * {pcw};
+      int32_t sum = 0;
+      for (int ky = 0; ky < {L.kh}; ++ky) {{
+        for (int s = 0; s < {P.nw}; ++s) {{
+          {{
+              {expand_word}
+              sum = __smlad(d[0], 0x00010001, sum);
+              sum = __smlad(d[1], 0x00010001, sum);
+          }}
+          d += 2;
+        }}
+      }}
+      bx[j] = (int32_t)(((uint32_t){L.B}[o]{' << 1' if two else ''}) + (uint32_t)({fold} * sum));
+    }}
+    {tiles}
+  }}"""
+
+
+def _dsp_x_form(L: _Layer, P: _DspPlan) -> str:
+    w = L.win
+    pxw = 2 * L.kh * P.nw                    # int32 words per expanded pixel window
+    xq = L.ic if L.flat else w.sw * L.ic
+    npairs = -(-L.oc // P.ob)
+    setup, stores = _dsp_outputs(L, P, L.oc)
+    # A doubled layer stores 2 (x + 128) (at most 510: no carry between the halves).
+    two = L.rq.doubled
+    lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
+        ("(int32_t)__uxtb16(v)", "te_ux13(v)")
+    expand_row = f"""for (int s_ = 0; s_ < {P.main}; ++s_) {{
+                  const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
+                  d[2 * s_] = {lo_};
+                  d[2 * s_ + 1] = {hi_};
+                }}"""
+    if P.nw > P.main:        # the overlapping last word, its repeated bytes zeroed
+        keep = P.keep_mask(P.main)
+        mask = sum(0xFF << (8 * k) for k in range(4) if keep >> k & 1)
+        expand_row += f"""
+                {{
+                  const uint32_t v = (te_ld32(s + {P.R - 4}) ^ 0x80808080u) & 0x{mask:08x}u;
+                  d[{2 * P.main}] = {lo_};
+                  d[{2 * P.main + 1}] = {hi_};
+                }}"""
+
+    if L.flat and P.nw == P.main:
+        # The tile's pixels are contiguous in the input, and so are their expanded windows.
+        expand = f"""for (int s_ = 0; s_ < {P.pb * P.main}; ++s_) {{
+              const uint32_t v = te_ld32(xp + 4 * s_) ^ 0x80808080u;
+              xx[2 * s_] = {lo_};
+              xx[2 * s_ + 1] = {hi_};
+            }}"""
+    else:
+        expand = f"""for (int q = 0; q < {P.pb}; ++q) {{
+              const int8_t *s = xp + q * {xq};
+              int32_t *d = xx + q * {pxw};
+              for (int ky = 0; ky < {L.kh}; ++ky) {{
+                {expand_row}
+                s += {_dsp_drow(L)};
+                d += {2 * P.nw};
+              }}
+            }}"""
+
+    def tile(yo: str) -> str:
+        macs = _dsp_macs(L, P, f"{L.W} + o * {L.k}", P.R, L.k, "xx", pxw)
+        return f"""{{
+            int8_t *yq = out0 + {yo};
+            {expand}
+            for (int i_o = 0; i_o < {npairs}; ++i_o) {{
+              {dsp.tile_start("o", "i_o", L.oc, P.ob)}
+              int8_t *yp = yq + o;
+              {setup}
+              {_dsp_accs(P, (lambda ch: f"(int32_t)((uint32_t){L.B}[o + {ch}] << 1)") if two
+                         else (lambda ch: f"{L.B}[o + {ch}]"))}
+              {macs}
+              {stores}
+            }}
+          }}"""
+    return f"""
+  int32_t xx[{P.pb * pxw}];{_dsp_patch(L, P)}{_dsp_pixels(L, P, tile)}"""
+
+
+def _dsp_d_form(L: _Layer, P: _DspPlan) -> str:
+    """Both sides read in place, pixel tiles outermost (a border tile's patch serves every
+    channel). The stored dot-form bias assumes x + 128: the sign-extended input needs
+    bias + 128 * sum(w), summed once per call."""
+    npairs = -(-L.oc // P.ob)
+    setup, stores = _dsp_outputs(L, P, L.oc)
+    xq = L.ic if L.flat else L.win.sw * L.ic
+
+    def tile(yo: str) -> str:
+        macs = _dsp_macs(L, P, "xp", _dsp_drow(L), xq, f"{L.W} + o * {L.k}", L.k)
+        return f"""{{
+            int8_t *yq = out0 + {yo};
+            for (int i_o = 0; i_o < {npairs}; ++i_o) {{
+              {dsp.tile_start("o", "i_o", L.oc, P.ob)}
+              int8_t *yp = yq + o;
+              {setup}
+              {_dsp_accs(P, lambda ch: f"bd[o + {ch}]")}
+              {macs}
+              {stores}
+            }}
+          }}"""
+    return f"""
+  int32_t bd[{L.oc}];{_dsp_patch(L, P)}
+  for (int o = 0; o < {L.oc}; ++o) {{
+    const int8_t *wp = {L.W} + o * {L.k};
+    int32_t sum = 0;
+    for (int s = 0; s < {L.k // 4}; ++s) {{
+      const uint32_t v = te_ld32(wp + 4 * s);
+      sum = __smlad(te_sx02(v), 0x00010001, sum);
+      sum = __smlad(te_sx13(v), 0x00010001, sum);
+    }}
+    bd[o] = (int32_t)((uint32_t){L.B}[o] + ((uint32_t)sum << 7));
+  }}{_dsp_pixels(L, P, tile)}"""

@@ -171,7 +171,8 @@ def _shared_layers(graph: Graph, layers: list, prefix: str, ctx: EmitContext) ->
         if code is None or code.functions or op.kind == PATCHED_KIND:
             continue
         syms = list(dict.fromkeys(re.findall(rf"\b{prefix}_L{pos}_\w+", code.body)))
-        if not all(s in types for s in syms):
+        # Layers without arrays of their own (state reads and writes) have nothing to pass in.
+        if not syms or not all(s in types for s in syms):
             continue
         body = code.body
         for i, s in enumerate(syms):

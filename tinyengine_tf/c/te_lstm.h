@@ -33,26 +33,6 @@ TE_INLINE void te_lstm_add_sat(int16_t *a, const int16_t *b, int n) {
 
 TE_INLINE uint32_t te_lstm_abs(int32_t v) { return v < 0 ? 0u - (uint32_t)v : (uint32_t)v; }
 
-/* In place int16 sigmoid, Q3.12 in, Q0.15 out: reference_integer_ops::Logistic with input
- * multiplier 0 and shift 0 (so the input is scaled by 3). lut: sigmoid(i / 24) in 0.16 fixed
- * point for i = 0..255 (TFLite's sigmoid_table_uint16, a model constant: kernels/lstm.py). */
-TE_INLINE void te_lstm_sigmoid(int16_t *d, int n, const uint16_t *lut) {
-    for (int i = 0; i < n; ++i) {
-        const int32_t v = (int32_t)d[i] * 3;
-        const uint32_t a = te_lstm_abs(v);
-        const uint32_t uh = a >> 9;
-        uint32_t r;
-        if (uh >= 255) {
-            r = 0x7FFFu << 10;
-        } else {
-            const uint32_t ua = lut[uh], ub = lut[uh + 1];
-            r = (ua << 9) + (a & 0x1FFu) * (ub - ua);
-        }
-        r = v >= 0 ? r + (1u << 9) : (1u << 25) - r + (1u << 9) - 1u;
-        d[i] = (int16_t)(r >> 10);
-    }
-}
-
 /* out = int16 sigmoid(in), reference_integer_ops::Logistic (int16) with the multiplier and shift
  * already resolved, as te_lstm_sigmoid with a general input scaling: the standalone int16
  * LOGISTIC kernel (kernels/activations.py). in may equal out. */
@@ -73,6 +53,13 @@ TE_INLINE void te_lstm_logistic(const int16_t *in, int16_t *out, int n, int32_t 
         r = v >= 0 ? r + (1u << 9) : (1u << 25) - r + (1u << 9) - 1u;
         out[i] = (int16_t)(r >> 10);
     }
+}
+
+/* In place int16 sigmoid, Q3.12 in, Q0.15 out: reference_integer_ops::Logistic with input
+ * multiplier 0 and shift 0 (so the input is scaled by 3). lut: sigmoid(i / 24) in 0.16 fixed
+ * point for i = 0..255 (TFLite's sigmoid_table_uint16, a model constant: kernels/lstm.py). */
+TE_INLINE void te_lstm_sigmoid(int16_t *d, int n, const uint16_t *lut) {
+    te_lstm_logistic(d, d, n, 3, 0, lut);
 }
 
 /* out = int16 tanh(in), reference_integer_ops::Tanh with the multiplier and shift already

@@ -500,6 +500,21 @@ def _row_taps(lay: Layout, ky: int, nout: int, plan: _WeightPlan):
     return pairs, singles
 
 
+def _cover_splitting(pairs, singles, cover):
+    """cover(pairs, singles) -> (words, where), with every pair that no word can serve split
+    into two single taps and the cover recomputed: (pairs, singles, words, where)."""
+    words, where = cover(pairs, singles)
+    extra = []
+    for t in pairs:
+        if id(t) not in where:
+            extra += [_Tap(t.out, t.off, t.w, "b"), _Tap(t.out, t.off + 2, t.w, "t")]
+    if extra:
+        pairs = [t for t in pairs if id(t) in where]
+        singles = singles + extra
+        words, where = cover(pairs, singles)
+    return pairs, singles, words, where
+
+
 def _cover(pairs, singles, limit: int):
     """Choose words (plane offsets 0..limit-3, so no read passes the pair's last tap) and, for
     every tap, where its x comes from: ("w", base, "lo"/"hi", "b"/"t"/"") or ("b", off)."""
@@ -602,16 +617,8 @@ def _dsp_pair_code(lay: Layout, nout: int, two: bool) -> tuple[str, str]:
     for ky in range(win.kh):
         pairs, singles = _row_taps(lay, ky, nout, plan)
         limit = (nout - 1) * win.sw + (win.kw - 1) * win.dw
-        # A pair that no word can serve becomes two single taps.
-        words, where = _cover(pairs, singles, limit)
-        extra = []
-        for t in pairs:
-            if id(t) not in where:
-                extra += [_Tap(t.out, t.off, t.w, "b"), _Tap(t.out, t.off + 2, t.w, "t")]
-        if extra:
-            pairs = [t for t in pairs if id(t) in where]
-            words, where = _cover(pairs, singles + extra, limit)
-            singles = singles + extra
+        pairs, singles, words, where = _cover_splitting(pairs, singles,
+                                                        lambda p, s: _cover(p, s, limit))
         row = ky * win.dh * pw
         halves = {(where[id(t)][1], where[id(t)][2]) for t in pairs + singles if id(t) in where}
         for base in words:
@@ -699,15 +706,8 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
                     singles += [_Tap(r * nx + t.out, t.off, t.w, t.wh) for t in s_]
         if not pairs and not singles:
             continue
-        words, where = _cover_min(pairs, singles, lo_b, hi_b)
-        extra = []
-        for t in pairs:
-            if id(t) not in where:
-                extra += [_Tap(t.out, t.off, t.w, "b"), _Tap(t.out, t.off + 2, t.w, "t")]
-        if extra:
-            pairs = [t for t in pairs if id(t) in where]
-            singles = singles + extra
-            words, where = _cover_min(pairs, singles, lo_b, hi_b)
+        pairs, singles, words, where = _cover_splitting(
+            pairs, singles, lambda p, s: _cover_min(p, s, lo_b, hi_b))
         row = prow * pw
         for base in words:
             ops = [("smlad", where[id(t)][2], t.out, t.w) for t in pairs if where[id(t)][1] == base]

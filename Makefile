@@ -34,8 +34,11 @@ sysdeps-cc:
 demo: $(STAMP)
 	$(VENV)/bin/tinyengine-tf demo
 
+# One pytest worker per core (CI has 2); TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+
 test: $(STAMP) sysdeps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tflm.py

@@ -6,9 +6,9 @@ KERAS = ["tensorflow==2.21.0", "tf-keras==2.21.0", "protobuf==6.33.6"]
 # scipy resamples synthesised speech to 16 kHz; pillow draws and checks VWW images.
 NAS = KERAS + ["tensorflow-model-optimization==0.8.1", "keras-tuner==1.4.8", "scipy==1.17.1",
                "pillow==13.0.0"]
-# nbclient/nbformat/ipykernel execute the notebooks in the tests.
-TEST = ["pytest==9.2.0", "hypothesis==6.170.15", "nbclient==0.11.0", "nbformat==5.11.1",
-        "ipykernel==7.4.0"]
+# nbclient/nbformat/ipykernel execute the notebooks in the tests; pytest-xdist runs them on both cores.
+TEST = ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "nbclient==0.11.0",
+        "nbformat==5.11.1", "ipykernel==7.4.0"]
 
 setup(
     name="tinyengine-tf",

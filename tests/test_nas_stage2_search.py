@@ -15,7 +15,9 @@ import pytest
 
 from nas_search_job import FLASH, MFCC, SRAM, mfcc_task, search_kwargs
 
-pytestmark = pytest.mark.slow
+# One chief+workers cluster at a time: under pytest-xdist these tests share one worker, so two
+# clusters never compete for the cores and the LIMIT below holds.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("stage2_clusters")]
 pytest.importorskip("keras_tuner")
 pytest.importorskip("tensorflow_model_optimization")
 

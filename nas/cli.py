@@ -139,8 +139,9 @@ def cmd_search(args) -> int:
                   batch_size=args.batch_size, stage1_samples=args.stage1_samples,
                   lease_seconds=args.lease, verbose=verbose)
     if args.chief:
-        from nas.pipeline import collect, load_oracle, make_tuner, plan_search, write_cluster_data
-        spec, arrays, choice = plan_search(train, val, **kwargs)
+        from nas.pipeline import (SearchSettings, collect, load_oracle, make_tuner, plan_search,
+                                  write_cluster_data)
+        spec, arrays, choice = plan_search(train, val, SearchSettings(**kwargs))
         write_cluster_data(args.directory, arrays)
         make_tuner(args.directory, spec, verbose=verbose).search()
         result = collect(args.directory, load_oracle(args.directory), spec, choice)

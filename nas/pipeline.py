@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -209,52 +209,83 @@ def default_resolutions(input_shape) -> list:
     return [r for r in RESOLUTIONS if r <= h] or [h]
 
 
-def search(train, val, *, num_classes: int, sram: int, flash: int, input_shape=None, resolutions=None,
-           widths=None, max_trials: int = 20, epochs: int = 10, directory="tinynas_run", seed: int = 0,
-           workers: int | None = None, warmup_epochs: int = 0, batch_size: int = 32,
-           learning_rate: float = 2e-3, population: int | None = None, parents: int | None = None,
-           mutation_prob: float = 0.1, generations: int = 30, stage1_samples: int = 1000,
-           lease_seconds: float = 120.0, overwrite: bool = False, verbose: int = 1,
-           timeout: float | None = None, stage_depths=None, kernel_sizes=None,
-           expand_ratios=None, recalibrate_batches: int = 50) -> SearchResult:
+@dataclass(frozen=True)
+class SearchSettings:
+    """Every setting of a search but the data and the process layout (workers, timeout).
+
+    population/parents default to the paper's 100/20, scaled down to max_trials // 2 and a fifth
+    of that so a short search still evolves. stage_depths / kernel_sizes / expand_ratios narrow the
+    MCUNet space (see MCUNetSpace). recalibrate_batches: forward passes that refresh BatchNorm
+    statistics after training (MCUNet)."""
+    num_classes: int
+    sram: int
+    flash: int
+    input_shape: tuple | None = None
+    resolutions: list | None = None
+    widths: list | None = None
+    max_trials: int = 20
+    epochs: int = 10
+    directory: str | Path = "tinynas_run"
+    seed: int = 0
+    warmup_epochs: int = 0
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    population: int | None = None
+    parents: int | None = None
+    mutation_prob: float = 0.1
+    generations: int = 30
+    stage1_samples: int = 1000
+    lease_seconds: float = 120.0
+    overwrite: bool = False
+    verbose: int = 1
+    stage_depths: tuple | None = None
+    kernel_sizes: tuple | None = None
+    expand_ratios: tuple | None = None
+    recalibrate_batches: int = 50
+
+    @classmethod
+    def of(cls, caller: str, settings: dict) -> "SearchSettings":
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise TypeError(f"{caller}() got unexpected setting(s) {', '.join(unknown)}; "
+                            f"the settings are: {', '.join(names)}")
+        missing = [n for n in ("num_classes", "sram", "flash") if n not in settings]
+        if missing:
+            raise TypeError(f"{caller}() needs {', '.join(missing)}")
+        return cls(**settings)
+
+
+def search(train, val, *, workers: int | None = None, timeout: float | None = None,
+           **settings) -> SearchResult:
     """TinyNAS: stage 1 picks (resolution, width) unless a single one is given, stage 2 evolves
     networks in it with QAT trials scored on the generated C. See the module docstring.
 
-    population/parents default to the paper's 100/20, scaled down to max_trials // 2 and a fifth
-    of that so a short search still evolves. timeout bounds a multi-process search (seconds).
-    stage_depths / kernel_sizes / expand_ratios narrow the MCUNet space (see MCUNetSpace).
-    recalibrate_batches: forward passes that refresh BatchNorm statistics after training (MCUNet).
+    settings: num_classes, sram, flash (required) and the rest of SearchSettings' fields.
+    workers=N runs a chief and N worker processes on 127.0.0.1; timeout bounds such a search
+    (seconds).
     """
-    spec, arrays, choice = plan_search(
-        train, val, num_classes=num_classes, sram=sram, flash=flash, input_shape=input_shape,
-        resolutions=resolutions, widths=widths, max_trials=max_trials, epochs=epochs,
-        directory=directory, seed=seed, warmup_epochs=warmup_epochs, batch_size=batch_size,
-        learning_rate=learning_rate, population=population, parents=parents,
-        mutation_prob=mutation_prob, generations=generations, stage1_samples=stage1_samples,
-        lease_seconds=lease_seconds, overwrite=overwrite, verbose=verbose, stage_depths=stage_depths,
-        kernel_sizes=kernel_sizes, expand_ratios=expand_ratios, recalibrate_batches=recalibrate_batches)
-    directory = Path(directory)
+    run = SearchSettings.of("nas.search", settings)
+    spec, arrays, choice = plan_search(train, val, run)
+    directory = Path(run.directory)
     if workers and workers > 1:
         write_cluster_data(directory, arrays)
-        run_local_cluster(directory, int(workers), timeout=timeout, verbose=verbose)
+        run_local_cluster(directory, int(workers), timeout=timeout, verbose=run.verbose)
         oracle = load_oracle(directory)
     else:
-        tuner = make_tuner(directory, spec, verbose=verbose)
+        tuner = make_tuner(directory, spec, verbose=run.verbose)
         tuner.search(*arrays)
         oracle = tuner.oracle
     return collect(directory, oracle, spec, choice)
 
 
-def plan_search(train, val, *, num_classes, sram, flash, input_shape=None, resolutions=None, widths=None,
-                max_trials=20, epochs=10, directory="tinynas_run", seed=0, warmup_epochs=0,
-                batch_size=32, learning_rate=2e-3, population=None, parents=None, mutation_prob=0.1,
-                generations=30, stage1_samples=1000, lease_seconds=120.0, overwrite=False, verbose=1,
-                stage_depths=None, kernel_sizes=None, expand_ratios=None, recalibrate_batches=50):
+def plan_search(train, val, run: SearchSettings):
     """Everything before stage 2 (checks, stage 1, the settings file): (spec, arrays, stage-1 choice).
     Writes DIRECTORY/search.json, which every process of a distributed search reads."""
     from nas.stage2_oracle import check_budget_reachable
 
-    num_classes, sram, flash = int(num_classes), int(sram), int(flash)
+    num_classes, sram, flash = int(run.num_classes), int(run.sram), int(run.flash)
+    max_trials, epochs, seed, verbose = run.max_trials, run.epochs, run.seed, run.verbose
     if num_classes < 2:
         raise DataError(f"num_classes must be at least 2, got {num_classes}")
     if max_trials < 1 or epochs < 1:
@@ -263,7 +294,7 @@ def plan_search(train, val, *, num_classes, sram, flash, input_shape=None, resol
     x_va, y_va = as_arrays(val, "val", num_classes)
     if x_tr.shape[1:] != x_va.shape[1:]:
         raise DataError(f"train inputs are {x_tr.shape[1:]} but val inputs are {x_va.shape[1:]}")
-    shape = tuple(int(v) for v in (input_shape or x_tr.shape[1:]))
+    shape = tuple(int(v) for v in (run.input_shape or x_tr.shape[1:]))
     if len(shape) == 2:
         shape = shape + (1,)
     if len(shape) != 3 or shape[-1] != x_tr.shape[-1]:
@@ -272,10 +303,10 @@ def plan_search(train, val, *, num_classes, sram, flash, input_shape=None, resol
     if shape[-1] != 3 and tuple(x_tr.shape[1:]) != shape:
         raise DataError(f"inputs of {x_tr.shape[-1]} channel(s) are not resized: input_shape {shape} must "
                         f"equal the data's {tuple(x_tr.shape[1:])}")
-    resolutions = [int(r) for r in (resolutions or default_resolutions(shape))]
-    widths = [round(float(w), 6) for w in (widths or WIDTHS)]
-    directory = Path(directory)
-    options = _space_options(stage_depths, kernel_sizes, expand_ratios)
+    resolutions = [int(r) for r in (run.resolutions or default_resolutions(shape))]
+    widths = [round(float(w), 6) for w in (run.widths or WIDTHS)]
+    directory = Path(run.directory)
+    options = _space_options(run.stage_depths, run.kernel_sizes, run.expand_ratios)
     try:
         space_all = MCUNetSpace(resolutions=resolutions, widths=widths, num_classes=num_classes,
                                 input_shape=shape, **options)
@@ -284,7 +315,7 @@ def plan_search(train, val, *, num_classes, sram, flash, input_shape=None, resol
     # Before anything costly: is there any network at all that fits?
     check_budget_reachable(space_all, min(resolutions), min(widths), sram, flash)
 
-    if overwrite and directory.exists():
+    if run.overwrite and directory.exists():
         import shutil
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -292,17 +323,18 @@ def plan_search(train, val, *, num_classes, sram, flash, input_shape=None, resol
     if len(resolutions) == 1 and len(widths) == 1:
         resolution, width = resolutions[0], widths[0]
     else:
-        resolution, width, choice = _stage1(directory, sram, flash, stage1_samples, resolutions, widths,
-                                            seed, num_classes, shape, verbose, options)
-    population = population or max(2, min(100, max_trials // 2))
-    parents = parents or max(2, min(20, population // 5))
+        resolution, width, choice = _stage1(directory, sram, flash, run.stage1_samples, resolutions,
+                                            widths, seed, num_classes, shape, verbose, options)
+    population = run.population or max(2, min(100, max_trials // 2))
+    parents = run.parents or max(2, min(20, population // 5))
     spec = {"num_classes": num_classes, "input_shape": list(shape), "resolution": resolution,
             "width": width, "sram": sram, "flash": flash, "max_trials": int(max_trials),
-            "epochs": int(epochs), "seed": int(seed), "warmup_epochs": int(warmup_epochs),
-            "batch_size": int(batch_size), "learning_rate": float(learning_rate),
-            "population": int(population), "parents": int(parents), "mutation_prob": float(mutation_prob),
-            "generations": int(generations), "lease_seconds": float(lease_seconds),
-            "recalibrate_batches": int(recalibrate_batches),
+            "epochs": int(epochs), "seed": int(seed), "warmup_epochs": int(run.warmup_epochs),
+            "batch_size": int(run.batch_size), "learning_rate": float(run.learning_rate),
+            "population": int(population), "parents": int(parents),
+            "mutation_prob": float(run.mutation_prob),
+            "generations": int(run.generations), "lease_seconds": float(run.lease_seconds),
+            "recalibrate_batches": int(run.recalibrate_batches),
             "space_options": {k: [list(v) if isinstance(v, (list, tuple)) else v for v in vals]
                               for k, vals in options.items()}}
     _check_same_search(directory, spec)

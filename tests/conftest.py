@@ -1,6 +1,4 @@
-import functools
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -21,22 +19,14 @@ def shared_models():
     return SHARED_MODELS
 
 
-# Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): a file with module-scoped
-# fixtures stays on one worker, so its expensive set-up (Keras models, QEMU builds) runs once.
-# The longest groups go first, so no worker is left with a long file at the end.
+# Under pytest-xdist `make test` runs `-n 2 --dist loadfile`: a file stays on one worker, so its
+# module fixtures (Keras models, QEMU builds) are built once and at most one stage-2 cluster runs
+# at a time. The files that take longest go first, so no worker is left with one at the end.
 FIRST = ("test_nas_stage2_search.py", "test_notebooks.py", "test_nas_cli_search.py")
-_MODULE_FIXTURE = re.compile(r"""scope\s*=\s*["']module["']""")
-
-
-@functools.lru_cache(maxsize=None)
-def _has_module_fixture(path: Path) -> bool:
-    return bool(_MODULE_FIXTURE.search(path.read_text()))
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        path = Path(str(item.fspath))
-        if _has_module_fixture(path) and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(path.stem))
-    items.sort(key=lambda it: FIRST.index(Path(str(it.fspath)).name)
-               if Path(str(it.fspath)).name in FIRST else len(FIRST))
+    def rank(item):
+        name = Path(str(item.fspath)).name
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+    items.sort(key=rank)

@@ -50,3 +50,14 @@ def test_a_different_search_in_the_same_directory_is_refused(tmp_path):
     _check_same_search(tmp_path, {"sram": 1, "flash": 2})
     with pytest.raises(TinyEngineError, match="sram: 1 -> 5"):
         _check_same_search(tmp_path, {"sram": 5, "flash": 2})
+
+
+def test_a_misspelt_or_missing_setting_is_named_before_any_work(tmp_path):
+    import nas
+    data = (np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 0, 1]))
+    with pytest.raises(TypeError, match=r"unexpected setting\(s\) max_trial;.*max_trials"):
+        nas.search(data, data, num_classes=2, sram=1 << 16, flash=1 << 18, max_trial=3,
+                   directory=tmp_path / "run")
+    with pytest.raises(TypeError, match="needs flash"):
+        nas.search(data, data, num_classes=2, sram=1 << 16, directory=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -15,9 +15,7 @@ import pytest
 
 from nas_search_job import FLASH, MFCC, SRAM, mfcc_task, search_kwargs
 
-# One chief+workers cluster at a time: under pytest-xdist these tests share one worker, so two
-# clusters never compete for the cores and the LIMIT below holds.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("stage2_clusters")]
+pytestmark = pytest.mark.slow
 pytest.importorskip("keras_tuner")
 pytest.importorskip("tensorflow_model_optimization")
 

@@ -11,6 +11,10 @@ right), a cell clip that saturates, biases large enough to
 saturate the gates, one LSTM stacked on another. Every model runs >= 25 invocations (all -32768,
 all 32767, alternating extremes, then random) with the state carried over, then again after
 reset() on both sides; on the host, under ASan + UBSan and on an emulated Cortex-M4.
+
+Also the LSTM variants, int8 and 16x8: TFLM itself refuses CIFG, peephole, projection and
+layer-norm LSTMs (its Prepare fails), and so does convert(); TFLM runs a float32 LSTM, which this
+project refuses as it refuses every float op.
 """
 from __future__ import annotations
 
@@ -39,9 +43,9 @@ def int16_inputs(shape, n, seed=0, extremes=True):
 
 def lstm16(b, rng, x, x_scale, batch, steps, n_in, units, time_major=False, cell_scale=2.0 ** -11,
            cell_clip=0.0, h_scale=2.0 ** -15, h_zp=0, w_zp=0, w_scale=0.006, bias_bound=20_000_000,
-           bias_dtype="int64", drop=()):
-    """One hand-built 16x8 LSTM layer on x ([B, T, I], or [T, B, I] time major). `drop` lists
-    gate-weight / bias inputs to leave out, for the variants TFLM refuses."""
+           bias_dtype="int64", act="int16", edit=None):
+    """One hand-built LSTM layer on x ([B, T, I], or [T, B, I] time major), 16x8 unless `act`
+    says int8. `edit(ins)` may change the 24 inputs, for the variants TFLM refuses."""
     ins = [x]
     for k in range(8):
         shape = (units, n_in) if k < 4 else (units, units)
@@ -52,15 +56,15 @@ def lstm16(b, rng, x, x_scale, batch, steps, n_in, units, time_major=False, cell
         ins.append(b.tensor((units,), dtype=bias_dtype, scale=x_scale * w_scale, zp=0,
                             data=rng.integers(-bias_bound, bias_bound, units)))
     ins += [-1, -1]
-    h = b.tensor((batch, units), dtype="int16", scale=h_scale, zp=h_zp)
+    h = b.tensor((batch, units), dtype=act, scale=h_scale, zp=h_zp)
     c = b.tensor((batch, units), dtype="int16", scale=cell_scale, zp=0)
     b.tensors[h].isVariable = True
     b.tensors[c].isVariable = True
     ins += [h, c, -1, -1, -1, -1]
-    for k in drop:
-        ins[k] = -1
+    if edit:
+        edit(ins)
     y_shape = (steps, batch, units) if time_major else (batch, steps, units)
-    y = b.tensor(y_shape, dtype="int16", scale=h_scale, zp=h_zp)
+    y = b.tensor(y_shape, dtype=act, scale=h_scale, zp=h_zp)
     b.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [y], "UnidirectionalSequenceLSTMOptions",
          fusedActivationFunction="TANH", cellClip=cell_clip, timeMajor=time_major)
     return y
@@ -146,3 +150,95 @@ def test_lstm16_int32_bias_refused():
     with pytest.raises(te.UnsupportedOpError, match=r"UNIDIRECTIONAL_SEQUENCE_LSTM \(op #0\).*"
                                                     r"constant int64 tensor for an int16 LSTM"):
         te.convert(_single(bias_dtype="int32"))
+
+
+# -- the LSTM variants: TFLM runs only the standard LSTM, in int8, 16x8 and float32 ------------
+
+U = 5
+
+
+def variant(kind: str, act: str) -> bytes:
+    """A one-layer LSTM (3 steps of 4 features, 5 units), int8 or 16x8, made into `kind`: "none"
+    (the standard LSTM), "cifg" (no input gate), "peephole", "projection", "layer_norm"."""
+    rng = np.random.default_rng(0)
+    b = ModelBuilder()
+    xs = 3e-5 if act == "int16" else 0.02
+    x = b.tensor((1, 3, 4), dtype=act, scale=xs)
+
+    def edit(ins):
+        if kind == "cifg":
+            ins[1] = ins[5] = ins[12] = -1
+        elif kind == "peephole":
+            for k in (9, 10, 11):
+                ins[k] = b.tensor((U,), dtype="int16", scale=1e-3, data=rng.integers(-900, 900, U))
+        elif kind == "projection":
+            ins[16] = b.tensor((U, U), scale=0.01, data=rng.integers(-127, 128, (U, U)))
+            ins[17] = b.tensor((U,), dtype="int32", scale=1e-5, data=rng.integers(-900, 900, U))
+        elif kind == "layer_norm":
+            for k in (20, 21, 22, 23):
+                ins[k] = b.tensor((U,), dtype="int16", scale=1e-3, data=rng.integers(500, 900, U))
+    y = lstm16(b, rng, x, xs, batch=1, steps=3, n_in=4, units=U, act=act, edit=edit,
+               bias_dtype="int64" if act == "int16" else "int32",
+               h_scale=2.0 ** -15 if act == "int16" else 0.008)
+    return b.build(inputs=[x], outputs=[y])
+
+
+def _tflm_prepares(model: bytes) -> bool:
+    from tflite_micro.python.tflite_micro import runtime
+    try:
+        runtime.Interpreter.from_bytes(model)
+    except RuntimeError:          # "TFLM failed to allocate tensors": the LSTM's Prepare failed
+        return False
+    return True
+
+
+@pytest.mark.parametrize("act", ["int8", "int16"])
+def test_standard_lstm_runs_on_both(act):
+    """The control for the refusals below: the unedited layer runs on TFLM and here."""
+    model = variant("none", act)
+    assert _tflm_prepares(model)
+    cm = te.convert(model)
+    xs = int16_inputs((3, 4), 24, seed=1)
+    xs = xs if act == "int16" else (xs >> 8).astype(np.int8)
+    _assert_same(_as_list(cm.run(xs)), _as_list(TFLMSequence(model).run(xs)))
+
+
+@pytest.mark.parametrize("act", ["int8", "int16"])
+@pytest.mark.parametrize("kind, words", [("cifg", r"input 1 \(a gate weight\) is missing.*CIFG"),
+                                         ("peephole", "input 9 is present: a peephole LSTM"),
+                                         ("projection", "input 16 is present: a projection LSTM"),
+                                         ("layer_norm", "input 20 is present: a layer-norm LSTM")])
+def test_variants_tflm_refuses_are_refused(kind, words, act):
+    """CIFG, peephole, projection and layer-norm LSTMs: TFLM's Prepare (LstmTensors::
+    ValidateTensorStatus) fails on each, in both modes, and convert() refuses each, naming the
+    op, the input and the variant."""
+    model = variant(kind, act)
+    assert not _tflm_prepares(model)
+    with pytest.raises(te.UnsupportedOpError, match=r"UNIDIRECTIONAL_SEQUENCE_LSTM \(op #0\): "
+                                                    + words):
+        te.convert(model)
+
+
+def test_float_lstm_refused():
+    """TFLM runs a float32 LSTM (EvalLstm<float, ...>); this project generates no float
+    arithmetic kernels at all (float32 appears only at QUANTIZE / DEQUANTIZE boundaries and in
+    variable copies), so the reader refuses the float LSTM as it refuses every float op, with
+    the fix (quantize)."""
+    rng = np.random.default_rng(0)
+    b = ModelBuilder()
+    x = b.tensor((1, 3, 4), dtype="float32")
+    ins = [x] + [b.tensor((U, 4) if k < 4 else (U, U), dtype="float32",
+                          data=rng.uniform(-1, 1, (U, 4) if k < 4 else (U, U))) for k in range(8)]
+    ins += [-1, -1, -1] + [b.tensor((U,), dtype="float32", data=rng.uniform(-1, 1, U))
+                           for _ in range(4)] + [-1, -1]
+    h, c = b.tensor((1, U), dtype="float32"), b.tensor((1, U), dtype="float32")
+    b.tensors[h].isVariable = b.tensors[c].isVariable = True
+    ins += [h, c, -1, -1, -1, -1]
+    y = b.tensor((1, 3, U), dtype="float32")
+    b.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [y], "UnidirectionalSequenceLSTMOptions",
+         fusedActivationFunction="TANH", cellClip=0.0, timeMajor=False)
+    model = b.build(inputs=[x], outputs=[y])
+    assert _tflm_prepares(model)
+    with pytest.raises(te.QuantizationError, match=r"UNIDIRECTIONAL_SEQUENCE_LSTM \(op #0\) "
+                                                  r"computes in float32.*representative_dataset"):
+        te.convert(model)

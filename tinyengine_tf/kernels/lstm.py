@@ -92,8 +92,9 @@ def _check(op: Op, g, ctx: EmitContext):
                                   "Use a standard Keras LSTM layer")
     for k in ABSENT:
         if _present(op, k):
-            raise ctx.unsupported(op, f"input {k} is present: peephole, projection and layer-norm "
-                                      "LSTMs are not supported by TFLite Micro",
+            variant = "peephole" if k < 12 else "projection" if k < 18 else "layer-norm"
+            raise ctx.unsupported(op, f"input {k} is present: a {variant} LSTM, which TFLite "
+                                      "Micro refuses too (it runs only the standard LSTM)",
                                   "Use a standard Keras LSTM layer")
     for k in (0, 12, 13, 14, 15, 18, 19):
         if not _present(op, k):

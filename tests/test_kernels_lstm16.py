@@ -136,6 +136,25 @@ def test_lstm16_cortex_m4_sequence(model):
     _assert_same(_as_list(cm.run(xs, target="cortex-m4")), _as_list(TFLMSequence(data).run(xs)))
 
 
+def test_firmware_run_is_a_fresh_boot(model):
+    """A firmware run boots the model: it starts from the boot state (a fresh TFLM interpreter),
+    whatever steps the host library has run, and leaves the host's state alone. The firmware
+    cannot carry the host's state (it is another machine); cm.run documents this."""
+    data, cm = model
+    cm.reset()
+    host_judge = TFLMSequence(data)
+    first = [int16_inputs(s, 7, seed=50 + k) for k, s in enumerate(INPUTS)]
+    _assert_same(_as_list(cm.run(first)), _as_list(host_judge.run(first)))
+    xs = [int16_inputs(s, 20, seed=60 + k, extremes=False) for k, s in enumerate(INPUTS)]
+    fw = _as_list(cm.run(xs, target="cortex-m4"))
+    _assert_same(fw, _as_list(TFLMSequence(data).run(xs)))
+    # The host continues its own sequence, which differs from a fresh start.
+    host = _as_list(cm.run(xs))
+    _assert_same(host, _as_list(host_judge.run(xs)))
+    assert any(not np.array_equal(a, b) for a, b in zip(host, fw))
+    cm.reset()
+
+
 def _single(**kw) -> bytes:
     rng = np.random.default_rng(4)
     b = ModelBuilder()

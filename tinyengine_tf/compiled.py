@@ -196,7 +196,13 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
 
         A stateful model (``state_bytes > 0``) treats a batch of N inputs as N consecutive steps;
         on the host each call continues from the state the previous one left (``reset()`` starts
-        over); a firmware run starts from the state the model has when it boots.
+        over). A firmware run is a fresh boot of another machine: its N steps start from the
+        boot state (the state image: zeros, or a variable's initializer, as a new TFLM
+        interpreter starts), whatever the host has run, and the host's state is left as it was.
+        Compare it with a new TFLM interpreter, not with one that has followed the host.
+
+        An input TFLM's Invoke would fail on (RSQRT below its zero point) raises
+        InvalidInputError on the host; the firmware's invoke fails too (a ToolchainError).
         """
         arrays, n, batched = self._prepare_inputs(x)
         outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in self._io("out")]

@@ -261,3 +261,38 @@ def test_float_lstm_refused():
     with pytest.raises(te.QuantizationError, match=r"UNIDIRECTIONAL_SEQUENCE_LSTM \(op #0\) "
                                                   r"computes in float32.*representative_dataset"):
         te.convert(model)
+
+
+KERAS_16X8 = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import tf_keras as keras
+import tinyengine_tf as te
+keras.utils.set_random_seed(0)
+inp = keras.Input(shape=(3, 4), batch_size=1)
+model = keras.Model(inp, keras.layers.LSTM(5, return_sequences=True)(inp))
+rep = np.random.default_rng(0).uniform(-1, 1, (16, 3, 4)).astype(np.float32)
+try:
+    te.convert(model, rep, quantization="int16x8")
+    print("CONVERTED")
+except te.TinyEngineError as exc:
+    print("REFUSED", type(exc).__name__, str(exc).replace("\n", " ")[:400])
+'''
+
+
+def test_keras_lstm_16x8_is_refused_by_tflite_converter():
+    """TFLite's converter (tf 2.21) cannot quantize an LSTM in 16x8 mode; convert() passes its
+    reason on as a TinyEngineError. Run in a subprocess: TensorFlow's calibrator has taken the
+    whole process down on LSTMs. Should a converter emit one, this fails: then add the export to
+    the sequence tests above."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", KERAS_16X8, str(root)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.strip().splitlines()[-1]
+    assert out.startswith("REFUSED ConversionError"), out
+    assert "16x8" in out and "UNIDIRECTIONAL_SEQUENCE_LSTM" in out, out

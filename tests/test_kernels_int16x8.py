@@ -105,6 +105,50 @@ def test_conv_16x8(ci):
     check16(conv16(seed=ci, **CONV_CASES[ci]), seed=ci)
 
 
+# Shapes for the Cortex-M DSP branch (two units per step, four inputs per word pair): k % 4 in
+# 0..3, odd and even unit counts (1 too), several rows, every accumulator / bias kind, and a
+# non-zero input zero point (which keeps the portable loop). (rows, k, n, kwargs)
+DSP_FC = [(1, 16, 8, {}), (3, 33, 5, dict(per_channel=False)), (2, 64, 10, dict(bias="int32")),
+          (1, 22, 1, dict(bias=None)), (1, 23, 3, dict(bias=None, bias_type=INT32)),
+          (2, 300, 7, dict(act="RELU", yq=(0.01, 0))), (4, 12, 6, dict(xq=(0.001, 7), yq=(0.002, -5))),
+          (1, 4, 2, dict(bias="int32", per_channel=False, yq=(0.00002, 0))), (1, 3, 2, {})]
+
+
+def dsp_fc_model() -> bytes:
+    """Every DSP_FC layer on its own input, in one model (one firmware build)."""
+    rng = np.random.default_rng(21)
+    b = ModelBuilder()
+    xs, ys = [], []
+    for rows, k, n, kw in DSP_FC:
+        xq, yq = kw.get("xq", (0.0005, 0)), kw.get("yq", (0.001, 0))
+        x = b.tensor((rows, k), dtype="int16", scale=xq[0], zp=xq[1])
+        fs = list(rng.uniform(0.002, 0.02, n)) if kw.get("per_channel", True) else [0.01]
+        w = b.tensor((n, k), scale=fs, zp=[0] * len(fs), data=rng.integers(-127, 128, (n, k)))
+        ins = [x, w] + _bias(b, rng, n, kw.get("bias", "int64"), xq[0], fs, 1 << 20)
+        y = b.tensor((rows, n), dtype="int16", scale=yq[0], zp=yq[1])
+        b.op("FULLY_CONNECTED", ins, [y], "FullyConnectedOptions",
+             fusedActivationFunction=kw.get("act", "NONE"), quantizedBiasType=kw.get("bias_type", 0))
+        xs.append(x)
+        ys.append(y)
+    return b.build(xs, ys)
+
+
+def test_fully_connected_16x8_dsp_cortex_m4():
+    """The #if TE_DSP branch (SMLALD / SMLAD, two units at a time) under QEMU on a Cortex-M4
+    equals TFLM on 8 inputs per layer, the int16 extremes first; the host runs the portable
+    loops on the same model and equals TFLM too."""
+    model = dsp_fc_model()
+    cm = te.convert(model)
+    src = cm.sources[f"{cm.prefix}.c"]
+    assert src.count("te16_dot2_wide(") >= 5 and src.count("te16_dot2(") >= 2
+    xs = [int16_inputs(sample_shape((rows, k)), 8, seed=40 + i)
+          for i, (rows, k, n, kw) in enumerate(DSP_FC)]
+    from reference import _as_list, _assert_same, tflm_run
+    ref = _as_list(tflm_run(model, xs))
+    _assert_same(_as_list(cm.run(xs)), ref)
+    _assert_same(_as_list(cm.run(xs, target="cortex-m4")), ref)
+
+
 def test_16x8_clean_under_sanitizers():
     for model, shape in ((conv16(bias="int64"), (6, 7, 3)), (fc16(2, 24, 5, bias="int32"), (2, 24))):
         assert_sanitized_matches_tflm(te.convert(model), model, int16_inputs(shape, 6), layer=0)

@@ -4,7 +4,8 @@ portable loops against the ``#if TE_DSP`` branch (SMLALD / SMLAD, c/te_int16_dsp
     PYTHONPATH=. .venv/bin/python benchmarks/bench_int16_dsp.py [--out benchmarks/results_int16_dsp.md]
 
 Each model is one hand-built 16x8 layer of the sizes audio models use (int16 activations, int8
-per-channel weights, int64 bias unless noted). Each is built twice from the same generated C:
+per-channel weights, int64 bias unless noted), plus a whole tf_keras DS-CNN quantized in 16x8
+mode by te.convert (TensorFlow needed). Each is built twice from the same generated C:
 with -DTE_NO_DSP (the portable loops: what the DSP build ran for these layers before the DSP
 branch existed) and as the default DSP build; both firmwares are checked against TFLite Micro
 on 4 inputs (the int16 extremes first; a mismatch stops the run), one inference is profiled
@@ -64,13 +65,35 @@ def build(kind, p, bias) -> bytes:
     return b.build([x], [y])
 
 
+def keras_ds_cnn() -> bytes:
+    """A DS-CNN keyword model (49 x 10 MFCC input, 64 channels) from tf_keras, quantized by
+    te.convert(..., quantization="int16x8") (TFLite's 16x8 mode)."""
+    import tf_keras as keras
+    import tinyengine_tf as te
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((49, 10, 1))
+    x = L.Conv2D(64, (10, 4), strides=2, padding="same", activation="relu")(inp)
+    for _ in range(2):
+        x = L.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+        x = L.Conv2D(64, 1, activation="relu")(x)
+    x = L.Flatten()(L.AveragePooling2D((25, 5))(x))
+    model = keras.Model(inp, L.Softmax()(L.Dense(12)(x)))
+    data = np.random.default_rng(1).uniform(-1, 1, (32, 49, 10, 1)).astype(np.float32)
+    return te.convert(model, data, quantization="int16x8", name="ds_cnn16").tflite
+
+
 def measure(name: str) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     import tinyengine_tf as te
     from reference import tflm_run
     from tinyengine_tf.compiled import _NP, _sample_shape
-    kind, p, bias = LAYERS[name]
-    data = build(kind, p, bias)
+    if name == "keras_ds_cnn_16x8":
+        data = keras_ds_cnn()
+        bias = "int64"
+    else:
+        kind, p, bias = LAYERS[name]
+        data = build(kind, p, bias)
     cm = te.convert(data, name=name)
     shape = _sample_shape(cm.graph.t(cm.graph.inputs[0]))
     rng = np.random.default_rng(7)
@@ -89,10 +112,17 @@ def measure(name: str) -> dict:
                              "TFLite Micro; not profiling it")
         prof = cm.profile("cortex-m4", x[:1], dsp=dsp, sram=SRAM, flash=FLASH)
         fw = cm.build_firmware("cortex-m4", sram=SRAM, flash=FLASH, dsp=dsp)
-        layer = prof.layers[0]
         key = "dsp" if dsp else "portable"
-        row[key] = {"instructions": layer.instructions, "code": fw.flash_bytes - cm.flash}
-        row["macs"] = layer.macs
+        if len(prof.layers) == 1:
+            row[key] = {"instructions": prof.layers[0].instructions, "code": fw.flash_bytes - cm.flash}
+            row["macs"] = prof.layers[0].macs
+        else:      # a whole model: the inference, and per op kind
+            row[key] = {"instructions": prof.invoke_instructions, "code": fw.flash_bytes - cm.flash,
+                        "kinds": {k: sum(l.instructions for l in prof.layers if l.kind == k)
+                                  for k in sorted({l.kind for l in prof.layers})}}
+            row["macs"] = prof.macs
+            row["kind_macs"] = {k: sum(l.macs for l in prof.layers if l.kind == k)
+                                for k in row[key]["kinds"]}
     return row
 
 
@@ -101,7 +131,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_int16_dsp.md"))
     args = ap.parse_args(argv)
     t0 = time.time()
-    rows = [measure(name) for name in LAYERS]
+    rows = [measure(name) for name in [*LAYERS, "keras_ds_cnn_16x8"]]
     out = ["# 16x8 DSP path on Cortex-M4 (issue 11)", "",
            "One 16x8 layer per model (int16 activations, int8 per-channel weights). Portable: the "
            "generated C built with -DTE_NO_DSP (the loops the DSP build ran for these layers "
@@ -119,6 +149,15 @@ def main(argv=None):
                    f"{d['instructions']:,} | {a['instructions'] / m:.2f} | "
                    f"{d['instructions'] / m:.2f} | {a['instructions'] / d['instructions']:.2f}x | "
                    f"{a['code']:,} | {d['code']:,} |")
+    model = rows[-1]
+    out += ["", "Whole model: keras_ds_cnn_16x8 (tf_keras DS-CNN, 49x10 input, conv 10x4 stride 2, "
+            "two depthwise + 1x1 blocks of 64 channels, average pool, dense 12, softmax; "
+            "te.convert(..., quantization=\"int16x8\")); instructions of the whole inference "
+            "and per op kind (depthwise 16x8 has no DSP branch).", "",
+            "| op kind | MACs | instructions portable | DSP | speed-up |", "|---|---:|---:|---:|---:|"]
+    for k, pk in model["portable"]["kinds"].items():
+        dk = model["dsp"]["kinds"][k]
+        out.append(f"| {k} | {model['kind_macs'][k]:,} | {pk:,} | {dk:,} | {pk / dk:.2f}x |")
     out += ["", f"Measured by `benchmarks/bench_int16_dsp.py` in {time.time() - t0:.0f} s."]
     Path(args.out).write_text("\n".join(out) + "\n")
     print("\n".join(out))

@@ -261,12 +261,59 @@ def test_rsqrt_compiled(qi, qo):
 
 
 def test_rsqrt_below_zero_point():
-    """TFLM refuses to run on a code below the zero point; the C answers 127, defined."""
+    """TFLM's Eval checks the elements in order and fails the Invoke at the first one below the
+    zero point, those before it written. Ours fails the same invocation: <name>_invoke returns
+    the layer's number + 1 and cm.run raises InvalidInputError naming the op and the input."""
+    from tflite_micro.python.tflite_micro import runtime
     model = rsqrt_model((1, 4), (0.1, 10), (0.05, 0))
+    good = np.array([[10, 11, 12, 127]], np.int8)
+    ref = tflm_run(model, good)
+    interp = runtime.Interpreter.from_bytes(model)
+    interp.set_input(np.array([[10, 11, 9, 12]], np.int8), 0)
     with pytest.raises(RuntimeError):
-        tflm_run(model, np.array([[9, 10, 11, 12]], np.int8))
-    out = te.convert(model).run(np.array([[9, 10, 11, -128]], np.int8))
-    assert out[0, 0] == 127 and out[0, 3] == 127 and out[0, 1] == 127
+        interp.invoke()
+    assert np.array_equal(interp.get_output(0)[0, :2], ref[0, :2])   # written before the failure
+    cm = te.convert(model)
+    assert_matches_tflm(cm, model, good)
+    with pytest.raises(te.InvalidInputError, match=r"RSQRT \(op #0\): input 1 of the batch .*"
+                                                   r"below the layer's input zero point"):
+        cm.run(np.array([[10, 11, 12, 13], [10, 11, 12, -128]], np.int8))
+    assert "return 1;" in cm.sources[f"{cm.prefix}.c"]
+    # The model runs on after a failed invocation, as TFLM's interpreter does.
+    assert_matches_tflm(cm, model, good)
+    # The firmware's invoke fails the same way; its harness stops with an error exit.
+    assert np.array_equal(cm.run(good, target="cortex-m4"), ref)
+    with pytest.raises(te.ToolchainError, match="the firmware failed under QEMU"):
+        cm.run(np.array([[10, 9, 12, 13]], np.int8), target="cortex-m4")
+
+
+def test_rsqrt_zero_point_min_never_fails():
+    """Input zero point -128: no code lies below it, so the layer has no check to fail."""
+    model = rsqrt_model((1, 256), (0.05, -128), (0.02, -128))
+    cm = te.convert(model)
+    assert "return 1;" not in cm.sources[f"{cm.prefix}.c"]
+    assert_matches_tflm(cm, model, np.arange(-128, 128, dtype=np.int8)[None])
+
+
+def test_rsqrt_constant_input_below_zero_point_refused():
+    """A constant input below the zero point would fail every TFLM Invoke: refused."""
+    b = ModelBuilder()
+    c = b.tensor((1, 4), scale=0.1, zp=10, data=[12, 9, 30, 40])
+    x = b.tensor((1, 4), scale=0.05, zp=0)
+    r = b.tensor((1, 4), scale=0.05, zp=0)
+    y = b.tensor((1, 4), scale=0.1, zp=0)
+    b.op("RSQRT", [c], [r])
+    b.op("ADD", [x, r], [y], "AddOptions", fusedActivationFunction="NONE")
+    assert_unsupported(b.build([x], [y]), "RSQRT", "below the zero point 10", op_index=0)
+
+
+def test_rsqrt_checked_sanitized():
+    """The checked loop (zero point above -128) under ASan + UBSan, on valid codes."""
+    model = rsqrt_model((1, 4, 4, 16), (0.05, -20), (0.03, -5))
+    rng = np.random.default_rng(5)
+    x = rng.integers(-20, 128, (6, 4, 4, 16)).astype(np.int8)
+    x[0], x[1] = -20, 127
+    assert_sanitized_matches_tflm(te.convert(model), model, x)
 
 
 @pytest.mark.parametrize("kind", ["LEAKY_RELU", "RSQRT"])

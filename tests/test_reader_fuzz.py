@@ -234,6 +234,18 @@ def _stateful_model() -> bytes:
     return _force_defaults(b.build([x1, x2], [y1, y2, y3]))
 
 
+def _lstm16_model() -> bytes:
+    """A 16x8 LSTM (int16 activations and hidden state, int16 cell, int64 biases), time major,
+    batch 2, with a cell clip: mutations reach its type, bias-width and shape checks."""
+    from test_kernels_lstm16 import lstm16
+    rng = np.random.default_rng(15)
+    b = ModelBuilder()
+    x = b.tensor((2, 2, 3), dtype="int16", scale=3.0e-5, zp=0)
+    y = lstm16(b, rng, x, 3.0e-5, batch=2, steps=2, n_in=3, units=3, time_major=True,
+               cell_scale=2.0 ** -12, cell_clip=2.0, h_zp=9, w_zp=1)
+    return _force_defaults(b.build([x], [y]))
+
+
 def _variables_model() -> bytes:
     """tf.Variables as the converter lays them out: CALL_ONCE and an init subgraph (test_state)."""
     from test_state import variable_model
@@ -242,7 +254,7 @@ def _variables_model() -> bytes:
 
 SEEDS = {"conv": _conv_model, "conv_reshape": _conv_reshape_model, "mini": _mini_model,
          "kws": _kws_model, "new_ops": _new_ops_model, "int16x8": _int16x8_model,
-         "stateful": _stateful_model, "variables": _variables_model}
+         "stateful": _stateful_model, "variables": _variables_model, "lstm16": _lstm16_model}
 _CACHE: dict = {}
 
 
@@ -672,10 +684,10 @@ def test_layout_finds_the_fields_it_targets():
 def test_seed_models_match_tflm(worker):
     """The unmutated models are judged like mutants: the harness itself can tell a match."""
     tally = Tally("seeds")
-    for name in ("conv", "conv_reshape", "mini", "new_ops", "int16x8", "stateful"):
+    for name in ("conv", "conv_reshape", "mini", "new_ops", "int16x8", "stateful", "lstm16"):
         check_case(seed_model(name), f"seed {name}", tally, worker)
     tally.report()
-    assert tally.counts["matched_tflm"] == 6
+    assert tally.counts["matched_tflm"] == 7
 
 
 def test_random_bytes(worker):
@@ -721,7 +733,8 @@ CAMPAIGNS = [("conv", "targeted", 150, 25), ("conv_reshape", "targeted", 100, 15
              ("kws", "targeted", 60, 2), ("kws", "random", 30, 1),
              ("new_ops", "targeted", 120, 12), ("new_ops", "random", 30, 3),
              ("int16x8", "targeted", 100, 10), ("stateful", "targeted", 80, 6),
-             ("stateful", "random", 20, 2), ("variables", "targeted", 60, 4)]
+             ("stateful", "random", 20, 2), ("variables", "targeted", 60, 4),
+             ("lstm16", "targeted", 60, 4)]
 
 
 @pytest.mark.parametrize("name,how,count,compiles", CAMPAIGNS)

@@ -8,12 +8,12 @@
 Importing this package does not import TensorFlow; only Keras inputs do.
 """
 from tinyengine_tf.api import convert
-from tinyengine_tf.errors import (ConversionError, DoesNotFitError, InvalidModelError,
-                                  QuantizationError, TinyEngineError, ToolchainError,
-                                  UnsupportedOpError)
+from tinyengine_tf.errors import (ConversionError, DoesNotFitError, InvalidInputError,
+                                  InvalidModelError, QuantizationError, TinyEngineError,
+                                  ToolchainError, UnsupportedOpError)
 
 __version__ = "0.1.0"
-__all__ = ["convert", "TinyEngineError", "InvalidModelError", "UnsupportedOpError",
+__all__ = ["convert", "TinyEngineError", "InvalidModelError", "InvalidInputError", "UnsupportedOpError",
            "QuantizationError", "DoesNotFitError", "ToolchainError", "ConversionError", "supported_ops"]
 
 

@@ -81,7 +81,8 @@ def _signature(graph: Graph, op, code: LayerCode, fname: str) -> tuple[str, list
     if code.scratch_bytes:
         params.append("int8_t *scratch")
         voids.append("scratch")
-    return f"static TE_LAYER void {fname}({', '.join(params) or 'void'})", voids
+    ret = "int" if code.fails else "void"
+    return f"static TE_LAYER {ret} {fname}({', '.join(params) or 'void'})", voids
 
 
 def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> Generated:
@@ -109,12 +110,13 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
             fname, body, syms, members = shared[pos]
             extra = syms
         sig, voids = _signature(graph, op, code, fname)
+        tail = "\n  return 0;" if code.fails else ""
         if pos not in shared:
             ins = ", ".join(graph.t(i).describe() for i in op.inputs if i >= 0 and not graph.t(i).is_const)
             outs = ", ".join(graph.t(i).describe() for i in op.outputs)
             unused = "".join(f"\n  (void){v};" for v in voids)
             functions.extend(code.functions)
-            functions.append(f"/* {op.label()}: {ins} -> {outs} */\n{sig} {{{unused}{code.body}\n}}\n")
+            functions.append(f"/* {op.label()}: {ins} -> {outs} */\n{sig} {{{unused}{code.body}{tail}\n}}\n")
         elif fname not in emitted:
             emitted.add(fname)
             types = {s: c for s, c, _ in ctx.constants}
@@ -124,7 +126,7 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
             labels = ", ".join(f"L{p}" for p in members)
             functions.append(f"/* {op.kind} of layers {labels}: one function, their constants passed in "
                              f"(the same code for each; see codegen._shared_layers) */\n"
-                             f"{sig} {{{unused}{body}\n}}\n")
+                             f"{sig} {{{unused}{body}{tail}\n}}\n")
         args = []
         for k, t in enumerate(op.inputs):
             if t >= 0 and not graph.t(t).is_const:
@@ -135,7 +137,8 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
         if code.scratch_bytes:
             args.append(f"TE_ARENA + {plan.scratch_offset[pos]}")
         args += extra
-        calls.append(f"  {fname}({', '.join(args)});")
+        call = f"{fname}({', '.join(args)})"
+        calls.append(f"  if ({call}) return {pos + 1};" if code.fails else f"  {call};")
 
     text_bodies = "\n".join(functions + calls)   # shared functions get their arrays in calls
     # Symbols are C identifiers: one scan of the text finds every one a body names.
@@ -252,7 +255,9 @@ extern "C" {{
 {chr(10).join(lines)}
 
 /* Runs one inference: copies the inputs into the arena, runs every layer, copies the outputs out.
- * Returns 0. Not reentrant: the model owns one static arena. */
+ * Returns 0, or k + 1 when layer k rejects its input as TFLite Micro's Eval does (RSQRT of a
+ * value below its zero point); the later layers and the output copy are then skipped, as TFLM's
+ * Invoke stops with an error. Not reentrant: the model owns one static arena. */
 int {prefix}_invoke({params});
 
 /* Where input/output i lives inside the arena (NULL for float tensors, which stay with the

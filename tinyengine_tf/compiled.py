@@ -11,7 +11,7 @@ import numpy as np
 
 from tinyengine_tf import toolchain
 from tinyengine_tf.codegen import Generated, io_params
-from tinyengine_tf.errors import TinyEngineError
+from tinyengine_tf.errors import InvalidInputError, TinyEngineError
 from tinyengine_tf.ir import C_TYPES, Graph
 
 _NP = {"int8": np.int8, "float32": np.float32, "int16": np.int16, "int32": np.int32, "uint8": np.uint8}
@@ -116,8 +116,15 @@ class CompiledModel:
 #include "{p}.h"
 int te_host_batch(const void *const *ins, void *const *outs, int n);
 int te_host_repeat(const void *const *ins, void *const *outs, int n);
+int te_host_failed_step(void);
+/* The invocation at which te_host_batch stopped (its nonzero return is {p}_invoke's). */
+static int te_host_step;
+int te_host_failed_step(void) {{ return te_host_step; }}
 int te_host_batch(const void *const *ins, void *const *outs, int n) {{
-  for (int i = 0; i < n; ++i) {p}_invoke({', '.join(args)});
+  for (int i = 0; i < n; ++i) {{
+    const int rc = {p}_invoke({', '.join(args)});
+    if (rc != 0) {{ te_host_step = i; return rc; }}
+  }}
   return 0;
 }}
 int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
@@ -144,6 +151,8 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
             for fn in ("te_host_batch", "te_host_repeat"):
                 getattr(self._lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
                 getattr(self._lib, fn).restype = ctypes.c_int
+            self._lib.te_host_failed_step.argtypes = []
+            self._lib.te_host_failed_step.restype = ctypes.c_int
         return self._lib
 
     def _prepare_inputs(self, x):
@@ -187,7 +196,13 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
 
         A stateful model (``state_bytes > 0``) treats a batch of N inputs as N consecutive steps;
         on the host each call continues from the state the previous one left (``reset()`` starts
-        over); a firmware run starts from the state the model has when it boots.
+        over). A firmware run is a fresh boot of another machine: its N steps start from the
+        boot state (the state image: zeros, or a variable's initializer, as a new TFLM
+        interpreter starts), whatever the host has run, and the host's state is left as it was.
+        Compare it with a new TFLM interpreter, not with one that has followed the host.
+
+        An input TFLM's Invoke would fail on (RSQRT below its zero point) raises
+        InvalidInputError on the host; the firmware's invoke fails too (a ToolchainError).
         """
         arrays, n, batched = self._prepare_inputs(x)
         outs = [np.empty((n, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in self._io("out")]
@@ -199,10 +214,22 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
         lib = self._library()
         in_ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
         out_ptrs = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
-        lib.te_host_batch(ctypes.cast(in_ptrs, ctypes.c_void_p), ctypes.cast(out_ptrs, ctypes.c_void_p), n)
+        rc = lib.te_host_batch(ctypes.cast(in_ptrs, ctypes.c_void_p),
+                               ctypes.cast(out_ptrs, ctypes.c_void_p), n)
+        if rc:
+            raise self._invoke_error(rc, int(lib.te_host_failed_step()))
         if not batched:
             outs = [o[0] for o in outs]
         return outs[0] if len(outs) == 1 else outs
+
+    def _invoke_error(self, rc: int, step: int) -> InvalidInputError:
+        """<name>_invoke's nonzero return, layer rc - 1 (a kernel with LayerCode.fails)."""
+        op = self._gen.layers[rc - 1][0]
+        return InvalidInputError(
+            f"{op.label()}: input {step} of the batch holds a value below the layer's input zero "
+            "point (a negative real), where TFLite Micro's Invoke fails too (\"Rsqrt is only "
+            "defined for positive values\"); the invocation stopped there (the state of a "
+            "stateful model stays as that invocation left it) and no outputs are returned. Feed RSQRT non-negative values (e.g. a RELU before it)")
 
     def build_firmware(self, target: str = "cortex-m4", sram: int = 320 * 1024,
                        flash: int = 1024 * 1024, **kw):

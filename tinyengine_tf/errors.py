@@ -44,3 +44,8 @@ class ToolchainError(TinyEngineError):
 
 class DatasetError(TinyEngineError):
     """A dataset on disk is missing, laid out wrongly or holds a corrupt file (the message names it)."""
+
+
+class InvalidInputError(TinyEngineError):
+    """An input the compiled model rejects at run time where TFLite Micro's Invoke fails too
+    (RSQRT of a negative value); the message names the op and the invocation."""

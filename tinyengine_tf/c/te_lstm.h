@@ -109,4 +109,46 @@ TE_INLINE void te_lstm_gate(const int8_t *x, int rows, int n_in, int32_t x_off, 
     te_lstm_add_sat(out, tmp, rows * n_state);
 }
 
+/* 16x8 mode (int16 activations, int8 weights, int64 biases): TFLM's reference FullyConnected
+ * <int16, int8, int16, int64>, an int64 accumulator requantized by its 64-bit
+ * MultiplyByQuantizedMultiplier (reduced 16-bit multiplier, total shift 15 - shift). The
+ * products fit int32 (|x + x_off| < 2^16, |w + w_off| < 2^8) as TFLM's do; the generator keeps
+ * |acc| < 2^47 so acc * reduced stays inside int64. */
+TE_INLINE void te_lstm_fc16(const int16_t *x, int rows, int n_in, int32_t x_off, const int8_t *w,
+                            int32_t w_off, const int64_t *bias, int n_out, int32_t reduced,
+                            int total, int16_t *out) {
+    for (int r = 0; r < rows; ++r) {
+        const int16_t *xr = x + r * n_in;
+        for (int o = 0; o < n_out; ++o) {
+            const int8_t *wo = w + o * n_in;
+            int64_t acc = 0;
+            for (int i = 0; i < n_in; ++i)
+                acc += (int64_t)(((int32_t)wo[i] + w_off) * ((int32_t)xr[i] + x_off));
+            if (bias) acc += bias[o];
+            const int64_t v = acc * (int64_t)reduced + ((int64_t)1 << (total - 1));
+            out[r * n_out + o] = (int16_t)te_clamp((int32_t)(v >> total), -32768, 32767);
+        }
+    }
+}
+
+/* out = clamp16(zp + mbqm(a * b, q, shift)): MulElementwise int16 x int16 -> int16 with the
+ * hidden state's zero point (16x8 hidden state update). */
+TE_INLINE void te_lstm_mul16z(const int16_t *a, const int16_t *b, int16_t *out, int n, int32_t q,
+                              int shift, int32_t zp) {
+    for (int i = 0; i < n; ++i)
+        out[i] = (int16_t)te_clamp((int32_t)((uint32_t)zp + (uint32_t)te_mbqm((int32_t)a[i] * (int32_t)b[i], q, shift)),
+                                   -32768, 32767);
+}
+
+/* One 16x8 gate, as te_lstm_gate. */
+TE_INLINE void te_lstm_gate16(const int16_t *x, int rows, int n_in, int32_t x_off, const int8_t *w,
+                              int32_t w_off, const int64_t *bias, int32_t red_in, int tot_in,
+                              const int16_t *h, int n_state, int32_t h_off, const int8_t *r,
+                              int32_t r_off, int32_t red_rec, int tot_rec, int16_t *out,
+                              int16_t *tmp) {
+    te_lstm_fc16(x, rows, n_in, x_off, w, w_off, bias, n_state, red_in, tot_in, out);
+    te_lstm_fc16(h, rows, n_state, h_off, r, r_off, (const int64_t *)0, n_state, red_rec, tot_rec, tmp);
+    te_lstm_add_sat(out, tmp, rows * n_state);
+}
+
 #endif

@@ -22,8 +22,10 @@ Quirks of TFLM reproduced on purpose (the interpreter is the judge):
   |q| and negates (leaky_relu.h). int16 LEAKY_RELU runs the same recipe per element.
 - RSQRT (elementwise.cc) finds 1/sqrt(x - zp) with gemmlowp's Newton-Raphson inverse square
   root (GetInvSqrtQuantizedMultiplierExp) and rescales by 1 / (sqrtf(in_s) * out_s); x == zp
-  gives 127. TFLM stops the whole inference with an error on an input below the zero point (a
-  negative real); the generated C has no error path and returns 127 there too.
+  gives 127. On an input below the zero point (a negative real) TFLM's Eval returns an error
+  ("Rsqrt is only defined for positive values", elements before it already written) and its
+  Invoke stops; the generated layer does the same: it returns 1, <name>_invoke returns the
+  layer's number + 1 and skips the rest, and cm.run raises InvalidInputError.
 
 int16 (16x8) LOGISTIC and TANH run TFLM's reference_integer_ops int16 Logistic / Tanh per
 element (a table of every input would take 128 KiB): the input is rescaled to 1/(3 * 4096)
@@ -367,7 +369,7 @@ def rsqrt_table(in_scale, in_zp, out_scale, out_zp, lo=-128, hi=127, codes=INPUT
     out = []
     for x in codes:
         v = x - in_zp
-        if v <= 0:  # 0: TFLM's max output; < 0: TFLM raises, we give the same
+        if v <= 0:  # 0: TFLM's max output; < 0: never read (the C fails the invoke first)
             out.append(hi)
             continue
         q_inv, s_inv = _inv_sqrt_multiplier_exp(v)
@@ -599,10 +601,32 @@ def lut_activation(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
         raise ctx.unsupported(op, str(exc), "Requantize the model") from None
     if y.numel == 0:
         return LayerCode(body="", in_place=True)
+    if op.kind == "RSQRT" and x.zp > -128:
+        return _rsqrt_checked(op, ctx, x, y, table)
     lut = ctx.const("lut", table, "int8_t")
     src = ctx.operand(op, 0)
     body = f"\n  for (int i = 0; i < {y.numel}; ++i) out0[i] = {lut}[(int32_t){src}[i] + 128];"
     return LayerCode(body=body, in_place=not x.is_const)
+
+
+def _rsqrt_checked(op: Op, ctx: EmitContext, x, y, table) -> LayerCode:
+    """RSQRT whose input can go below its zero point: TFLM's Eval checks each element in order
+    (validate_input_func) and fails the Invoke at the first negative one, the elements before
+    it written. The C does the same and returns 1, so <name>_invoke fails (LayerCode.fails); a
+    constant input that would always fail is refused here."""
+    if x.is_const and np.any(np.asarray(x.data).astype(np.int64) < x.zp):
+        raise ctx.unsupported(op, f"its constant input holds codes below the zero point {x.zp} "
+                                  "(negative reals), so TFLite Micro's Invoke would always fail",
+                              "Fix the constant or remove the RSQRT")
+    lut = ctx.const("lut", table, "int8_t")
+    src = ctx.operand(op, 0)
+    body = f"""
+  for (int i = 0; i < {y.numel}; ++i) {{
+    const int32_t v = (int32_t){src}[i];
+    if (v < {x.zp}) return 1;
+    out0[i] = {lut}[v + 128];
+  }}"""
+    return LayerCode(body=body, in_place=not x.is_const, fails=True)
 
 
 @kernel("RELU6", footprint=_footprint)

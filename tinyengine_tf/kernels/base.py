@@ -50,6 +50,10 @@ class LayerCode:
     headers: tuple = ()
     # Whole C functions this layer's body calls (a patched prefix's per-patch layers).
     functions: tuple = ()
+    # The body may `return 1;` on an input TFLM's Eval rejects (RSQRT below its zero point):
+    # the layer function returns int and <name>_invoke stops there with the layer's number + 1,
+    # as TFLM's Invoke stops with an error. Never inside a patch (only pointwise ops fail).
+    fails: bool = False
 
 
 def kernel(*kinds: str, footprint: Callable | None = None):

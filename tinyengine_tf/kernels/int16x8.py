@@ -14,8 +14,12 @@ FullyConnectedPerChannel with int16 input), reproduced:
 - DEPTHWISE_CONV_2D always accumulates in int64 and reads its bias as int64.
 - CONV_2D and DEPTHWISE_CONV_2D ignore both zero points (TFLM's int16 kernels use neither);
   FULLY_CONNECTED applies them. Activation bounds are computed in the int16 range with the output zero point.
-The C is a plain loop nest with literal shapes (no DSP path yet); constants: the int8 weights, the
-bias in its own width, and the multipliers (per channel, or literals per tensor).
+The C is a plain loop nest with literal shapes; constants: the int8 weights, the bias in its own
+width, and the multipliers (per channel, or literals per tensor). On Cortex-M cores with the DSP
+extension, FULLY_CONNECTED (input zero point 0) and CONV_2D (one group, >= 4 input channels) add
+an ``#if TE_DSP`` branch over the same arrays (c/te_int16_dsp.h): two output units at a time,
+SMLALD into int64 (SMLAD into int32 where TFLM accumulates in int32), the same sums exactly.
+Depthwise keeps its portable loop (one product per tap and channel: no pairs to load).
 """
 from __future__ import annotations
 
@@ -157,7 +161,38 @@ def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
       out0[r * {n} + c] = (int16_t)te_clamp({rq('acc', 'c')} + {y.zp}, {lo}, {hi});
     }}
   }}"""
+    if x.zp == 0 and k >= 4:
+        body = f"\n#if TE_DSP{_fc_dsp_body(rows, k, n, xin, W, B, acc_t, rq, y.zp, lo, hi)}\n#else{body}\n#endif"
+        return LayerCode(body=body, headers=("te_int16.h", "te_dsp.h", "te_int16_dsp.h"))
     return LayerCode(body=body, headers=("te_int16.h",))
+
+
+def _fc_dsp_body(rows, k, n, xin, W, B, acc_t, rq, zp, lo, hi) -> str:
+    """The #if TE_DSP branch of a 16x8 FULLY_CONNECTED with input zero point 0 (what 16x8
+    quantization gives): te16_dot2(_wide) on two units at a time (c/te_int16.h). The sums are
+    TFLM's, exactly: the same products, in an int64 (SMLALD) or a bounded int32 (SMLAD)."""
+    dot = "te16_dot2_wide" if acc_t == "int64_t" else "te16_dot2"
+    init = (lambda c: f"{B}[{c}]") if B else (lambda c: "0")
+    out = lambda a, c: f"out0[r * {n} + {c}] = (int16_t)te_clamp({rq(a, c)} + {zp}, {lo}, {hi});"
+    odd = ""
+    if n % 2:
+        c = n - 1
+        odd = f"""
+    {{
+      {acc_t} a0 = {init(c)};
+      {dot}(xr, {W} + {c * k}, (const int8_t *)0, {k}, &a0, ({acc_t} *)0);
+      {out("a0", c)}
+    }}"""
+    return f"""
+  for (int r = 0; r < {rows}; ++r) {{
+    const int16_t *xr = {xin} + r * {k};
+    for (int c = 0; c < {n - n % 2}; c += 2) {{
+      {acc_t} a0 = {init("c")}, a1 = {init("c + 1")};
+      {dot}(xr, {W} + c * {k}, {W} + (c + 1) * {k}, {k}, &a0, &a1);
+      {out("a0", "c")}
+      {out("a1", "c + 1")}
+    }}{odd}
+  }}"""
 
 
 def _layer_constants(op, g, ctx, x, w, y, n_out: int, taps: int, x_zp: int, overflow):
@@ -223,7 +258,52 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
       po[c] = (int16_t)te_clamp({rq('acc', 'c')}, {lo}, {hi});
     }}
   }}"""
+    if groups == 1 and icf >= 4:
+        fast = _conv_dsp_body(n, ih, iw, ic, oc, kh, kw, win, xin, W, B, acc_t, rq, lo, hi)
+        body = f"\n#if TE_DSP{fast}\n#else{body}\n#endif"
+        return LayerCode(body=body, headers=("te_int16.h", "te_dsp.h", "te_int16_dsp.h"))
     return LayerCode(body=body, headers=("te_int16.h",))
+
+
+def _conv_dsp_body(n, ih, iw, ic, oc, kh, kw, win, xin, W, B, acc_t, rq, lo, hi) -> str:
+    """The #if TE_DSP branch of a 16x8 CONV_2D with one group and >= 4 input channels: per
+    output pixel, two channels at a time, each in-bounds tap one te16_dot2(_wide) over the
+    input channels (c/te_int16_dsp.h). Same products and sums as TFLM's int16 conv."""
+    dot = "te16_dot2_wide" if acc_t == "int64_t" else "te16_dot2"
+    step = kh * kw * ic
+
+    def unit(c, pair):
+        w1 = f"pw + {step}" if pair else "(const int8_t *)0"
+        a1 = "&a1" if pair else f"({acc_t} *)0"
+        decl = f"{acc_t} a0 = 0{', a1 = 0' if pair else ''};"
+        bias = (f"a0 += {B}[{c}];" + (f" a1 += {B}[{c} + 1];" if pair else "")) if B else ""
+        outs = f"po[{c}] = (int16_t)te_clamp({rq('a0', c)}, {lo}, {hi});"
+        if pair:
+            outs += f"\n      po[{c} + 1] = (int16_t)te_clamp({rq('a1', f'{c} + 1')}, {lo}, {hi});"
+        return f"""
+      {decl}
+      for (int ky = 0; ky < {kh}; ++ky) {{
+        const int iy = oy * {win.sh} - {win.pt} + ky * {win.dh};
+        if (iy < 0 || iy >= {ih}) continue;
+        for (int kx = 0; kx < {kw}; ++kx) {{
+          const int ix = ox * {win.sw} - {win.pl} + kx * {win.dw};
+          if (ix < 0 || ix >= {iw}) continue;
+          const int16_t *px = {xin} + ((b * {ih} + iy) * {iw} + ix) * {ic};
+          const int8_t *pw = {W} + (({c} * {kh} + ky) * {kw} + kx) * {ic};
+          {dot}(px, pw, {w1}, {ic}, &a0, {a1});
+        }}
+      }}
+      {bias}
+      {outs}"""
+    odd = f"\n    {{{unit(oc - 1, False)}\n    }}" if oc % 2 else ""
+    return f"""
+  for (int b = 0; b < {n}; ++b)
+  for (int oy = 0; oy < {win.oh}; ++oy)
+  for (int ox = 0; ox < {win.ow}; ++ox) {{
+    int16_t *po = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {oc};
+    for (int c = 0; c < {oc - oc % 2}; c += 2) {{{unit("c", True)}
+    }}{odd}
+  }}"""
 
 
 def depthwise_conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:

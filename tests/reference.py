@@ -91,6 +91,17 @@ def assert_sequence_matches_tflm(cm, model_bytes, xs, judge=None):
     return ours, judge
 
 
+def assert_carries_state_and_resets(cm, model_bytes, xs, more, names=None):
+    """The stateful-model check: xs then `more` against one TFLM interpreter kept across both
+    (the state carries over between calls), then reset() on both sides and `more` again."""
+    judge = TFLMSequence(model_bytes)
+    _assert_same(_as_list(cm.run(xs)), _as_list(judge.run(xs)), names)
+    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)), names)
+    cm.reset()
+    judge.reset()
+    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)), names)
+
+
 def int8_inputs(shape, n, seed=0, extremes=True):
     """n random int8 samples; the first ones are all -128, all 127 and alternating extremes."""
     rng = np.random.default_rng(seed)

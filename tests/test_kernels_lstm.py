@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import TFLMSequence, check_footprints, _as_list, _assert_same, int8_inputs, sanitized_run
+from reference import (assert_carries_state_and_resets, check_footprints, int8_inputs,
+                       sanitized_run, TFLMSequence, _as_list, _assert_same)
 from tflite_builder import ModelBuilder
 from tinyengine_tf import toolchain
 
@@ -165,16 +166,10 @@ def hand_lstm_model() -> bytes:
 
 def _sequence_check(cm, data, shapes, seed=0):
     """N_STEPS invocations carried over, 5 more, then reset() and the 5 again, each compared."""
-    judge = TFLMSequence(data)
     xs = [int8_inputs(s, N_STEPS, seed=seed + k) for k, s in enumerate(shapes)]
-    xs = xs if len(xs) > 1 else xs[0]
-    _assert_same(_as_list(cm.run(xs)), _as_list(judge.run(xs)))
     more = [int8_inputs(s, 5, seed=seed + 10 + k, extremes=False) for k, s in enumerate(shapes)]
-    more = more if len(more) > 1 else more[0]
-    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)))
-    cm.reset()
-    judge.reset()
-    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)))
+    assert_carries_state_and_resets(cm, data, xs if len(xs) > 1 else xs[0],
+                                    more if len(more) > 1 else more[0])
 
 
 @pytest.fixture(scope="module")

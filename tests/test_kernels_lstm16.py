@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import TFLMSequence, check_footprints, _as_list, _assert_same, sanitized_run
+from reference import (assert_carries_state_and_resets, check_footprints, sanitized_run,
+                       TFLMSequence, _as_list, _assert_same)
 from tflite_builder import ModelBuilder
 
 N_STEPS = 25
@@ -101,14 +102,9 @@ def model():
 def test_lstm16_sequences_match_tflm(model):
     data, cm = model
     check_footprints(cm)
-    judge = TFLMSequence(data)
     xs = [int16_inputs(s, N_STEPS, seed=k) for k, s in enumerate(INPUTS)]
-    _assert_same(_as_list(cm.run(xs)), _as_list(judge.run(xs)))
     more = [int16_inputs(s, 5, seed=10 + k, extremes=False) for k, s in enumerate(INPUTS)]
-    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)))
-    cm.reset()
-    judge.reset()
-    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)))
+    assert_carries_state_and_resets(cm, data, xs, more)
     # int16 hidden and cell states: 2*4, 2*3, 2*16, 1*5 values each, 2 bytes, 16-byte aligned.
     assert cm.state_bytes == 2 * (16 + 16 + 64 + 16)
 

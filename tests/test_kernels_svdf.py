@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import TFLMSequence, check_footprints, _as_list, _assert_same, int8_inputs, sanitized_run
+from reference import (assert_carries_state_and_resets, check_footprints, int8_inputs,
+                       sanitized_run, TFLMSequence, _as_list, _assert_same)
 from tflite_builder import ModelBuilder
 
 N_STEPS = 30
@@ -73,16 +74,9 @@ def _steps(cm, n, seed):
 
 def test_svdf_sequences_match_tflm(model):
     data, cm = model
-    judge = TFLMSequence(data)
-    xs = _steps(cm, N_STEPS, seed=0)
     names = ["rank1 mem4", "rank2 mem10", "int8 state batch2", "rank3 mem1 batch2", "stacked"]
-    _assert_same(_as_list(cm.run(xs)), _as_list(judge.run(xs)), names)
-    # The state carries over between calls, and reset() starts both sides over.
     more = _steps(cm, 6, seed=5)
-    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)), names)
-    cm.reset()
-    judge.reset()
-    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)), names)
+    assert_carries_state_and_resets(cm, data, _steps(cm, N_STEPS, seed=0), more, names)
     # The outputs do depend on the past (a stateless kernel would fail the comparisons above
     # only by luck): the same input after different histories gives different outputs.
     cm.reset()

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import TFLMSequence, _as_list, _assert_same, int8_inputs, sanitized_run
+from reference import (assert_carries_state_and_resets, int8_inputs, sanitized_run, TFLMSequence,
+                       _as_list, _assert_same)
 from tflite_builder import ModelBuilder
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
@@ -125,14 +126,8 @@ def model():
 
 def test_variables_match_tflm_over_a_sequence(model):
     data, cm = model
-    judge = TFLMSequence(data)
-    xs = int8_inputs((8,), N_STEPS, seed=4)
-    _assert_same(_as_list(cm.run(xs)), _as_list(judge.run(xs)), NAMES)
-    more = int8_inputs((8,), 6, seed=9, extremes=False)
-    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)), NAMES)
-    cm.reset()
-    judge.reset()
-    _assert_same(_as_list(cm.run(more)), _as_list(judge.run(more)), NAMES)
+    assert_carries_state_and_resets(cm, data, int8_inputs((8,), N_STEPS, seed=4),
+                                    int8_inputs((8,), 6, seed=9, extremes=False), NAMES)
     # The first step sees the initializer: acc + 0 with x = its zero point.
     cm2 = te.convert(data, name="vars")     # same sources, but its own state
     first = cm2.run(np.full((1, 8), -2, np.int8))

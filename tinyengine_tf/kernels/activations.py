@@ -412,35 +412,6 @@ def sigmoid_tanh16_params(kind: str, in_scale: float) -> tuple[int, int]:
     return int(multiplier), shift
 
 
-def _scaled16(x, mult: int, shift: int) -> np.ndarray:
-    x = np.asarray(x, np.int64)
-    return (x * mult + ((1 << (shift - 1)) if shift > 0 else 0)) >> shift
-
-
-def logistic16(x, mult: int, shift: int) -> np.ndarray:
-    """reference_integer_ops::Logistic (int16) on an array of codes (a replay, for tests)."""
-    v = _scaled16(x, mult, shift)
-    a = np.abs(v)
-    uh = a >> 9
-    lut = np.array(SIGMOID_U16 + (SIGMOID_U16[-1],), np.int64)
-    ua, ub = lut[np.minimum(uh, 255)], lut[np.minimum(uh + 1, 256)]
-    r = np.where(uh >= 255, 0x7FFF << 10, (ua << 9) + (a & 0x1FF) * (ub - ua))
-    r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
-    return (r >> 10).astype(np.int16)
-
-
-def tanh16(x, mult: int, shift: int) -> np.ndarray:
-    """reference_integer_ops::Tanh (int16) on an array of codes (a replay, for tests)."""
-    v = _scaled16(x, mult, shift)
-    a = np.abs(v)
-    uh = a >> 8
-    lut = np.array(SIGMOID_U16 + (SIGMOID_U16[-1],), np.int64)
-    ua, ub = lut[np.minimum(uh, 255)], lut[np.minimum(uh + 1, 256)]
-    r = np.where(uh >= 255, 0xFFFF << 8, (ua << 8) + (a & 0xFF) * (ub - ua))
-    r = np.where(v >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1)
-    return (r >> 8).astype(np.int16)
-
-
 def table_for(kind: str, x, y, options=None) -> np.ndarray:
     """The 256-entry table of a LUT kind, indexed by input code + 128. ValueError if TFLM
     would refuse the quantization."""

@@ -14,6 +14,10 @@ Two code shapes, chosen from shapes alone (the NAS predicts memory from them):
   cause). Pixel by pixel with the innermost loop contiguous over input channels and the taps
   unrolled; border pixels skip out-of-image taps, which is TFLite Micro's zero-point padding.
 
+Where the in-place plane is part of the arena's peak, the planner (band_plan.py) may give the
+layer a band height instead (op option depthwise_band.BAND_OPTION): the scratch then holds one
+band's window of plane rows, the vertical halo carried from band to band (depthwise_band.py).
+
 Interior pixels (all of them in place) start from a bias with the input zero point folded in
 (bias + in_offset * sum(w)), so their inner loop is a plain dot product.
 

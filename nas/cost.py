@@ -404,11 +404,12 @@ def flash_of(g, need_in_place: bool = False) -> tuple:
 
 
 def plan_of(g, facts: list):
-    """The memory plan the code generator would make, via the compiler's own planner."""
-    from tinyengine_tf.memory import plan_memory
+    """The memory plan the code generator would make, via the compiler's own planner (with the
+    in-place depthwise bands it picks, tinyengine_tf/band_plan.py)."""
+    from tinyengine_tf import band_plan
     scratch = {pos: s for pos, (kind, f, s, ip) in enumerate(facts) if s}
     in_place = {pos: bool(ip) for pos, (kind, f, s, ip) in enumerate(facts)}
-    return plan_memory(g, scratch, in_place)
+    return band_plan.plan(g, scratch, in_place)[0]
 
 
 def estimate(arch: Arch, num_classes: int | None = None, qat: bool = False, patches=None,
@@ -458,6 +459,12 @@ def _live_bound(steps: int, buffers: list, ops: list) -> int:
     return max(live[:steps])
 
 
+def _bound_scratch(fact) -> int:
+    """A layer's scratch as the bounds count it: none for a depthwise layer, whose whole-plane
+    scratch the planner may shrink to a band (tinyengine_tf/band_plan.py)."""
+    return 0 if fact[0] == "DEPTHWISE_CONV_2D" else fact[2]
+
+
 def live_lower_bound(g, facts: list) -> int:
     """Bytes that must sit in the arena together at some step, whatever the planner does.
 
@@ -503,7 +510,7 @@ def live_lower_bound(g, facts: list) -> int:
         o = index.get(buf(op.outputs[0]))
         ins = [index.get(buf(t)) if t >= 0 else None for t in op.inputs]
         _, _, scratch, in_place = facts[k]
-        rows.append((o, ins, scratch, False if op.kind in VIEW_OPS else in_place))
+        rows.append((o, ins, _bound_scratch(facts[k]), False if op.kind in VIEW_OPS else in_place))
     return _live_bound(steps, buffers, rows)
 
 
@@ -517,7 +524,8 @@ def layers_lower_bound(arch: Arch, layers: list, facts: list) -> int:
             buffers[s + 1] = (nb, lo, max(hi, k))
     nb, lo, _ = buffers[n]
     buffers[n] = (nb, lo, n - 1)   # the model output lives to the end
-    rows = [(k + 1, [s + 1 for s in ly.src], facts[k][2], facts[k][3]) for k, ly in enumerate(layers)]
+    rows = [(k + 1, [s + 1 for s in ly.src], _bound_scratch(facts[k]), facts[k][3])
+            for k, ly in enumerate(layers)]
     return _live_bound(n, buffers, rows)
 
 

@@ -14,7 +14,7 @@ import pytest
 import tinyengine_tf as te
 from reference import check_footprints, int8_inputs, sample_shape, tflm_run
 from test_kernels_conv import conv_model, spec as conv_spec
-from test_kernels_depthwise import dw_model, spec as dw_spec
+from test_kernels_depthwise import BAND_CASES, compile_with_band, dw_model, spec as dw_spec
 from test_kernels_fully_connected import fc_model
 from tflite_builder import ModelBuilder, bias_scale
 from tinyengine_tf.compiled import _NP, _sample_shape
@@ -31,9 +31,10 @@ def run_m4(cm, x, dsp: bool, **build):
     return outs[0]
 
 
-def check(model: bytes, seed: int = 0):
-    """DSP firmware, portable firmware and the host build all equal TFLM; returns the model."""
-    cm = te.convert(model)
+def check(model: bytes, seed: int = 0, cm=None):
+    """DSP firmware, portable firmware and the host build all equal TFLM; returns the model
+    (compiled by te.convert unless given)."""
+    cm = te.convert(model) if cm is None else cm
     x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), N_SAMPLES, seed=seed)
     want = tflm_run(model, x)
     for label, got in (("DSP", run_m4(cm, x, True)), ("portable", run_m4(cm, x, False)),
@@ -123,6 +124,24 @@ def test_depthwise(name):
     in_place = [code.in_place for op, code in cm._gen.layers if op.kind == "DEPTHWISE_CONV_2D"]
     # In place (multiplier 1, output no larger than the input) is the DSP path's.
     assert ("smla" in dsp_source(cm)) == in_place[0]   # asm tiles or intrinsics
+
+
+@pytest.mark.parametrize("name", ["k3_s1_same", "k3_s1_same_b5", "k3_s2_valid_odd", "k5_s2_same",
+                                  "k7_s1_same", "k7_s2_valid", "k4_s1_same_asym", "k3x1_s2x1_valid",
+                                  "batch2", "mobilenet_like", "width1", "explicit_pad_in_place"])
+def test_depthwise_band(name):
+    """The band form (kernels/depthwise_band.py) over the whole-plane branch's asm tiles."""
+    p, band = BAND_CASES[name]
+    m = dw_model(p)
+    cm = check(m, cm=compile_with_band(m, band))
+    assert "smla" in dsp_source(cm) and "for (int y0 = 0;" in dsp_source(cm)
+
+
+def test_depthwise_whole_plane_forced():
+    """The whole plane, which single-layer models leave for a band, stays covered."""
+    for name in ["k3_s1_vww", "k5_s2_odd_c3", "k7_s1_c2"]:
+        m = dw_model(DW_CASES[name])
+        check(m, cm=compile_with_band(m, 0))
 
 
 def test_depthwise_cases_reach_every_tile_shape():

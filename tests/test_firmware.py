@@ -68,6 +68,17 @@ def test_profile_counts_every_layer(shared_models):
     assert again.invoke_instructions == prof.invoke_instructions  # exact counts are repeatable
 
 
+def test_streamed_profile_equals_the_logged_one(shared_models):
+    """profile(stream=True) counts the trace from a FIFO as QEMU writes it, consecutive blocks of
+    one function merged: every layer's figure equals the one read from the trace log."""
+    cm, _ = compiled_shared_model(shared_models, "kws_ref_model")
+    logged, streamed = (cm.profile("cortex-m4", stream=s) for s in (False, True))
+    assert streamed.invoke_instructions == logged.invoke_instructions > 0
+    assert [(l.kind, l.instructions, l.library) for l in streamed.layers] == \
+        [(l.kind, l.instructions, l.library) for l in logged.layers]
+    assert streamed.glue == logged.glue
+
+
 @pytest.mark.parametrize("seed_name", ["new_ops", "int16x8"])
 def test_issue_11_ops_and_16x8_match_tflm_under_qemu(seed_name):
     """The fuzz seeds that chain every op issue 11 added (int8) and a 16x8 keyword chain, built

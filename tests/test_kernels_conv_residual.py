@@ -145,3 +145,27 @@ def test_x_plus_conv_of_x_gets_its_own_output_buffer():
     (op,) = _fused(cm)
     assert "in_place_input" not in op.options
     assert_matches_tflm(cm, model, model_inputs(cm, 16, seed=5))
+
+
+@pytest.mark.parametrize("pick", [0, -1])
+def test_smaller_chunks_match_tflm(pick):
+    """CHUNK_OPTION (set by band_plan.py where the chunk is on the peak): a smaller chunk of
+    pixels per conv call, same values, smaller scratch."""
+    from converters.tflite_reader import read_tflite
+    from tinyengine_tf.codegen import generate
+    from tinyengine_tf.compiled import CompiledModel
+    from tinyengine_tf.kernels import conv_residual
+    from tinyengine_tf.passes import run_passes
+    model = block(c=8, e=24, h=6, w=5, seed=5)
+    source = read_tflite(model, name="model")
+    g = run_passes(source)
+    op, = [op for op in g.ops if conv_residual.handles(op)]
+    default = conv_residual.scratch_bytes(op, g)
+    rows, size = conv_residual.chunk_choices(op, g)[pick]
+    assert size < default
+    op.options[conv_residual.CHUNK_OPTION] = rows
+    assert conv_residual.scratch_bytes(op, g) == size
+    cm = CompiledModel(g, generate(g, "model"), model, source)
+    code, = [code for o, code in cm._gen.layers if conv_residual.handles(o)]
+    assert code.scratch_bytes == size
+    assert_matches_tflm(cm, model, model_inputs(cm, 12, seed=2))

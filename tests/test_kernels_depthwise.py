@@ -13,8 +13,8 @@ from reference import (assert_matches_tflm, assert_sanitized_matches_tflm, asser
                        explicit_pad_input, filter_and_bias, int8_inputs, out_size, sample_shape,
                        valid_random_specs)
 from tflite_builder import ModelBuilder, bias_scale
-from tinyengine_tf.kernels import depthwise
-from tinyengine_tf.kernels.base import FOOTPRINTS, EmitContext
+from tinyengine_tf.kernels import depthwise, depthwise_band
+from tinyengine_tf.kernels.base import ALIGN, FOOTPRINTS, EmitContext
 
 N_SAMPLES = 20
 ACTS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
@@ -330,3 +330,125 @@ def test_refuses_int16_activations_with_int8_output():
     with pytest.raises(te.TinyEngineError) as err:
         te.convert(b.build([x], [y]))
     assert "DEPTHWISE_CONV_2D" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bands (kernels/depthwise_band.py): the in-place layer holding a band of plane rows as scratch.
+
+def compile_with_band(m: bytes, band) -> "te.CompiledModel":
+    """The model compiled with every depthwise layer's band forced: rows, 0 (the whole plane) or
+    "min" (its shortest allowed band)."""
+    from converters.tflite_reader import read_tflite
+    from tinyengine_tf.codegen import generate
+    from tinyengine_tf.compiled import CompiledModel
+    from tinyengine_tf.passes import run_passes
+    source = read_tflite(m, name="model")
+    g = run_passes(source)
+    for op in g.ops:
+        if op.kind == "DEPTHWISE_CONV_2D":
+            rows = band
+            if band == "min":
+                rows = depthwise_band.band_choices(depthwise.layout(op, g, EmitContext(g, "t")))[0][0]
+            op.options[depthwise_band.BAND_OPTION] = rows
+    return CompiledModel(g, generate(g, "model"), m, source)
+
+
+# (spec, band rows or "min"): edge bands reach the zero-point rows at the image's top and bottom,
+# inner ones only the kept halo; odd sizes leave a short last band.
+BAND_CASES = {
+    "k3_s1_same": (spec(h=13, w=11, c=3), "min"),
+    "k3_s1_same_b5": (spec(h=14, w=9, c=4, xzp=-128, yzp=127), 5),
+    "k3_s2_same_odd": (spec(h=17, w=15, c=5, sh=2, sw=2, act="RELU6"), "min"),
+    "k3_s2_valid_odd": (spec(h=19, w=11, c=2, sh=2, sw=2, pad="VALID", xzp=127), "min"),
+    "k5_s1_same": (spec(h=12, w=10, c=3, kh=5, kw=5, xzp=-128), "min"),
+    "k5_s2_same": (spec(h=21, w=13, c=3, kh=5, kw=5, sh=2, sw=2), "min"),
+    "k5_s1_valid": (spec(h=12, w=12, c=6, kh=5, kw=5, pad="VALID"), "min"),
+    "k7_s1_same": (spec(h=12, w=9, c=2, kh=7, kw=7, xzp=127, yzp=-128, act="RELU"), "min"),
+    "k7_s2_same": (spec(h=23, w=16, c=3, kh=7, kw=7, sh=2, sw=2), "min"),
+    "k7_s2_valid": (spec(h=27, w=14, c=2, kh=7, kw=7, sh=2, sw=2, pad="VALID"), "min"),
+    "k4_s1_same_asym": (spec(h=11, w=9, c=3, kh=4, kw=4), "min"),
+    "k2_s1_same_asym": (spec(h=10, w=7, c=3, kh=2, kw=2, xzp=-128), "min"),
+    "k3x1_s2x1_valid": (spec(h=20, w=9, c=3, kh=3, kw=1, sh=2, pad="VALID"), "min"),
+    "k1x5_s1x2": (spec(h=9, w=13, c=3, kh=1, kw=5, sw=2), "min"),
+    "d2_k5": (spec(h=11, w=10, kh=5, kw=5, dh=2, dw=2, c=2), "min"),
+    "batch2": (spec(h=10, w=8, batch=2, c=3), "min"),
+    "per_tensor_relu6": (spec(h=12, w=12, c=8, per_channel=False, act="RELU6", yzp=-100), "min"),
+    "weights_min_-128": (spec(h=9, w=9, c=4, wmin=-128, xzp=127), "min"),
+    "explicit_pad_in_place": (spec(h=12, w=9, pad_extra=(1, 0, 2, 0), pad="VALID", xzp=9), "min"),
+    "width1": (spec(h=12, w=1, c=3), "min"),
+    "mobilenet_like": (spec(h=14, w=14, c=32, act="RELU6", xzp=-128, yzp=-128), "min"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAND_CASES))
+def test_band_matches_tflm(name):
+    p, band = BAND_CASES[name]
+    m = dw_model(p)
+    cm = compile_with_band(m, band)
+    op, code = dw_layer(cm)
+    assert op.options[depthwise_band.BAND_OPTION] and code.in_place
+    lay = depthwise.layout(op, cm.graph, EmitContext(cm.graph, "t"))
+    assert code.scratch_bytes == depthwise_band.window_rows(lay.win, lay.band) * lay.plane[1]
+    assert code.scratch_bytes < lay.plane[0] * lay.plane[1]
+    assert cm.plan.tensor_offset[op.inputs[0]] == cm.plan.tensor_offset[op.outputs[0]]
+    assert_matches_tflm(cm, m, samples(p))
+
+
+@pytest.mark.parametrize("name", ["k3_s1_same", "k3_s2_valid_odd", "k7_s2_same", "batch2",
+                                  "explicit_pad_in_place", "k4_s1_same_asym"])
+def test_band_clean_under_sanitizers(name):
+    """The layer alone on exact-size buffers, aliased and not: no read outside the band."""
+    p, band = BAND_CASES[name]
+    m = dw_model(p)
+    cm = compile_with_band(m, band)
+    assert len(assert_sanitized_matches_tflm(cm, m, samples(p, n=6, seed=3), layer=0)) == 2
+
+
+@pytest.mark.parametrize("name", ["k3_same", "mobilenet_like", "k7_s2_same"])
+def test_whole_plane_forced_matches_tflm(name):
+    """Band 0 keeps the whole plane, which single-layer models would otherwise leave."""
+    m = dw_model(CASES[name])
+    cm = compile_with_band(m, 0)
+    op, code = dw_layer(cm)
+    lay = depthwise.layout(op, cm.graph, EmitContext(cm.graph, "t"))
+    assert code.scratch_bytes == lay.plane[0] * lay.plane[1]
+    assert_matches_tflm(cm, m, samples(CASES[name]))
+
+
+def test_band_chosen_only_where_the_scratch_is_on_the_peak():
+    # A single layer: the scratch is part of the only step's live bytes, so a band lowers it.
+    p = spec(h=16, w=16, c=8)
+    m = dw_model(p)
+    auto, whole = te.convert(m), compile_with_band(m, 0)
+    op, code = dw_layer(auto)
+    assert op.options.get(depthwise_band.BAND_OPTION, 0) > 0
+    assert auto.peak_sram < whole.peak_sram
+    def aligned(n):
+        return -(-n // ALIGN) * ALIGN
+    assert auto.peak_sram == (whole.peak_sram - aligned(dw_layer(whole)[1].scratch_bytes)
+                              + aligned(code.scratch_bytes))
+    assert_matches_tflm(auto, m, samples(p))
+    # A wide conv before a narrow depthwise: the conv's step is the peak; the plane stays.
+    rng = np.random.default_rng(4)
+    b = ModelBuilder()
+    x = b.tensor((1, 12, 12, 16), scale=0.04, zp=-2)
+    a = _conv(b, rng, x, (1, 12, 12, 16), 4, 0.04, 0.08)
+    d, _ = _dw(b, rng, a, (1, 12, 12, 4), 0.08, 0.05, 3, 1)
+    m2 = b.build([x], [d])
+    cm = te.convert(m2)
+    op, code = dw_layer(cm)
+    assert depthwise_band.BAND_OPTION not in op.options and code.scratch_bytes == 14 * 14
+
+
+def test_band_refused_where_outputs_would_overwrite_rows_not_yet_read():
+    """A folded top pad of 4 rows over a 3x3 VALID window: output row y lands on input pixels
+    that later bands still need, so short bands are refused (and never chosen)."""
+    p = spec(h=10, w=10, c=2, pad_extra=(4, 0, 0, 0), pad="VALID")
+    m = dw_model(p)
+    with pytest.raises(te.UnsupportedOpError, match="bands of 4 output rows"):
+        compile_with_band(m, 4)
+    cm = te.convert(m)
+    op, code = dw_layer(cm)
+    lay = depthwise.layout(op, cm.graph, EmitContext(cm.graph, "t"))
+    assert lay.in_place and not depthwise_band.band_fits(lay, 4)
+    assert_matches_tflm(cm, m, samples(p))

@@ -21,7 +21,8 @@ from tinyengine_tf.kernels.base import (KERNELS, VIEW_OPS, EmitContext, LayerCod
                                         supported_ops)
 from tinyengine_tf.kernels.state import (StateLayout, check_state_use, init_image, mutable_input,
                                          reset_statements, state_layout)
-from tinyengine_tf.memory import Plan, plan_memory
+from tinyengine_tf import band_plan
+from tinyengine_tf.memory import Plan
 from tinyengine_tf.passes.patches import KIND as PATCHED_KIND
 
 
@@ -42,9 +43,10 @@ def c_identifier(name: str) -> str:
     return ident if ident and not ident[0].isdigit() else f"m_{ident}"
 
 
-def emit_layers(graph: Graph, ctx: EmitContext) -> list:
+def emit_layers(graph: Graph, ctx: EmitContext, ops=None) -> list:
+    """ops: the graph's ops, or replacements for them (band_plan.banded)."""
     layers = []
-    for pos, op in enumerate(graph.ops):
+    for pos, op in enumerate(graph.ops if ops is None else ops):
         if op.kind in VIEW_OPS:
             x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
             if x.numel != y.numel or x.dtype != y.dtype:
@@ -96,7 +98,11 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> 
     in_place = {pos: code.in_place for pos, (op, code) in enumerate(layers) if code}
     # Variable tensors live in the state buffer: the arena plan leaves them out.
     caller = tuple(state.offsets) + (() if input_in_arena else tuple(graph.inputs))
-    plan = plan_memory(graph, scratch, in_place, caller=caller)
+    plan, bands = band_plan.plan(graph, scratch, in_place, caller=caller)
+    if bands:   # emitted again with the bands the plan assumes
+        ctx = EmitContext(graph, prefix)
+        layers = emit_layers(graph, ctx, [band_plan.banded(op, bands[pos]) if pos in bands else op
+                                          for pos, op in enumerate(graph.ops)])
 
     functions, calls = [], []
     shared = _shared_layers(graph, layers, prefix, ctx)

@@ -241,10 +241,13 @@ int te_host_repeat(const void *const *ins, void *const *outs, int n) {{
         return build_firmware(self, target, sram=sram, flash=flash, **kw)
 
     def _run_firmware(self, target, arrays, n, outs, trace=False, **kw):
-        from tinyengine_tf.firmware import run_qemu
+        from tinyengine_tf.firmware import run_qemu, run_qemu_streamed
         fw = self.build_firmware(target, **kw)
         sizes = [o[0].nbytes for o in outs]
-        data, counts = run_qemu(fw, arrays, n, sum(sizes), trace=trace)
+        if trace == "stream":   # counted as QEMU runs, no log file (firmware.run_qemu_streamed)
+            data, counts = run_qemu_streamed(fw, arrays, n, sum(sizes))
+        else:
+            data, counts = run_qemu(fw, arrays, n, sum(sizes), trace=trace)
         rec = np.frombuffer(data, dtype=np.uint8).reshape(n, sum(sizes))
         pos = 0
         for o, size in zip(outs, sizes):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tinyengine_tf import regions
+from tinyengine_tf import band_plan, regions
 from tinyengine_tf.errors import TinyEngineError, UnsupportedOpError
 from tinyengine_tf.kernels.base import ALIGN, KERNELS, VIEW_OPS, EmitContext
 from tinyengine_tf.memory import plan_memory
@@ -99,10 +99,14 @@ def layer_facts(op, g) -> tuple[int, bool]:
     return facts
 
 
-def _plan(g, facts: list, caller):
+def _plan(g, facts: list, caller, bands: bool = True):
+    """The model graph's plan as codegen makes it (band_plan); a patch's own graph (bands=False)
+    as patch_codegen plans it."""
     scratch = {k: s for k, (s, ip) in enumerate(facts)}
     in_place = {k: ip for k, (s, ip) in enumerate(facts)}
-    return plan_memory(g, scratch, in_place, caller=caller)
+    if not bands:
+        return plan_memory(g, scratch, in_place, caller=caller)
+    return band_plan.plan(g, scratch, in_place, caller=caller)[0]
 
 
 def workspace(pp: P.PatchedPrefix) -> int:
@@ -110,7 +114,7 @@ def workspace(pp: P.PatchedPrefix) -> int:
     size = 0
     for patch in pp.variants.values():
         g = patch.graph
-        size = max(size, _plan(g, [layer_facts(op, g) for op in g.ops], ()).arena_size)
+        size = max(size, _plan(g, [layer_facts(op, g) for op in g.ops], (), False).arena_size)
     return size
 
 

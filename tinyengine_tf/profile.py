@@ -75,7 +75,10 @@ class Profile:
         return "\n".join(out) + "\n"
 
 
-def profile(cm, target: str = "cortex-m4", x=None, dsp: bool = True, **fw_kw) -> Profile:
+def profile(cm, target: str = "cortex-m4", x=None, dsp: bool = True, stream: bool = False,
+            **fw_kw) -> Profile:
+    """stream=True counts the trace as QEMU writes it (firmware.run_qemu_streamed): the same
+    figures, for inferences whose trace log would not fit on disk."""
     from tinyengine_tf.compiled import _NP, _sample_shape
 
     if x is None:
@@ -85,7 +88,8 @@ def profile(cm, target: str = "cortex-m4", x=None, dsp: bool = True, **fw_kw) ->
     arrays, n, _ = cm._prepare_inputs(x)
     arrays = [a[:1] for a in arrays]
     outs = [np.empty((1, *_sample_shape(t)), dtype=_NP[t.dtype]) for t in cm._io("out")]
-    trace = cm._run_firmware(target, arrays, 1, outs, trace=True, dsp=dsp, **fw_kw)
+    trace = cm._run_firmware(target, arrays, 1, outs, trace="stream" if stream else True, dsp=dsp,
+                             **fw_kw)
     return profile_from_trace(cm, trace, target, dsp)
 
 

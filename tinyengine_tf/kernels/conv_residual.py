@@ -23,6 +23,7 @@ from tinyengine_tf.kernels.elementwise import add_sub_recipe
 from tinyengine_tf.passes.fuse_residual import RESIDUAL
 
 CHUNK_BYTES = 512
+CHUNK_OPTION = "te_chunk_pixels"
 
 
 def handles(op: Op) -> bool:
@@ -30,10 +31,16 @@ def handles(op: Op) -> bool:
 
 
 def chunk_pixels(op: Op, g) -> int:
-    """Pixels per conv call: the largest divisor of the pixel count whose outputs fit."""
+    """Pixels per conv call: the largest divisor of the pixel count whose outputs fit, or the
+    smaller one CHUNK_OPTION names (band_plan.py sets it where the scratch is on the peak)."""
     x, w = g.t(op.inputs[0]), g.t(op.inputs[1])
     pixels = int(np.prod(x.shape[:3]))
     oc = int(w.shape[0])
+    forced = op.options.get(CHUNK_OPTION)
+    if forced:
+        if pixels % int(forced):
+            raise ValueError(f"{op.label()}: a chunk of {forced} pixels does not divide {pixels}")
+        return int(forced)
     best = 1
     for d in range(1, pixels + 1):
         if d * oc > CHUNK_BYTES:
@@ -46,6 +53,14 @@ def chunk_pixels(op: Op, g) -> int:
 def scratch_bytes(op: Op, g) -> int:
     n = chunk_pixels(op, g) * int(g.t(op.inputs[1]).shape[0])
     return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def chunk_choices(op: Op, g) -> list:
+    """(chunk pixels, scratch bytes) of the chunks smaller than the default, smallest first."""
+    pixels = int(np.prod(g.t(op.inputs[0]).shape[:3]))
+    oc = int(g.t(op.inputs[1]).shape[0])
+    default = chunk_pixels(op, g)
+    return [(d, (d * oc + ALIGN - 1) // ALIGN * ALIGN) for d in range(1, default) if pixels % d == 0]
 
 
 def _conv_part(op: Op, g, chunk: int) -> tuple[Op, Graph]:

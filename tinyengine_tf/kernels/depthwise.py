@@ -14,6 +14,10 @@ Two code shapes, chosen from shapes alone (the NAS predicts memory from them):
   cause). Pixel by pixel with the innermost loop contiguous over input channels and the taps
   unrolled; border pixels skip out-of-image taps, which is TFLite Micro's zero-point padding.
 
+Where the in-place plane is part of the arena's peak, the planner (band_plan.py) may give the
+layer a band height instead (op option depthwise_band.BAND_OPTION): the scratch then holds one
+band's window of plane rows, the vertical halo carried from band to band (depthwise_band.py).
+
 Interior pixels (all of them in place) start from a bias with the input zero point folded in
 (bias + in_offset * sum(w)), so their inner loop is a plain dot product.
 
@@ -42,7 +46,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
-from tinyengine_tf.kernels import dsp, int16x8
+from tinyengine_tf.kernels import depthwise_band, dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import Window, output_regions, requant
@@ -64,6 +68,7 @@ class Layout:
     win: Window
     per_channel: bool
     in_place: bool
+    band: int = 0      # output rows per band of the in-place scratch; 0: the whole plane
 
     @property
     def taps(self) -> int:
@@ -104,9 +109,14 @@ class Layout:
         return out
 
     @property
+    def scratch_rows(self) -> int:
+        """Plane rows the scratch holds: the whole plane, or one band's window."""
+        return depthwise_band.window_rows(self.win, self.band) if self.band else self.plane[0]
+
+    @property
     def scratch_bytes(self) -> int:
-        # One padded channel plane of one batch: batches run one after another.
-        return self.plane[0] * self.plane[1] if self.in_place else 0
+        # One padded channel plane (or band of it) of one batch: batches run one after another.
+        return self.scratch_rows * self.plane[1] if self.in_place else 0
 
 
 def layout(op: Op, g: Graph, ctx: EmitContext) -> Layout:
@@ -128,7 +138,15 @@ def layout(op: Op, g: Graph, ctx: EmitContext) -> Layout:
     win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
     per_channel = w.scale is not None and len(w.scale) > 1
     in_place = mult == 1 and win.oh * win.ow <= ih * iw
-    return Layout(n, ih, iw, ic, oc, mult, win, per_channel, in_place)
+    lay = Layout(n, ih, iw, ic, oc, mult, win, per_channel, in_place)
+    band = int(op.options.get(depthwise_band.BAND_OPTION) or 0)
+    if band:
+        if not depthwise_band.band_fits(lay, band):
+            raise ctx.unsupported(op, f"bands of {band} output rows do not fit this layer "
+                                      f"({win.oh} output rows, in place: {in_place})",
+                                  f"Use one of {[b for b, _ in depthwise_band.band_choices(lay)]} or 0")
+        lay.band = band
+    return lay
 
 
 def footprint(op: Op, g: Graph) -> tuple[int, int]:
@@ -227,6 +245,12 @@ def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     first = len(ctx.constants)
     epilogue = requant(ctx, "acc", index, q[order], rq.shift, lay.per_channel, y.zp, lo, hi)
     tables = dsp.table_symbols(ctx, first)
+    if lay.in_place and lay.band:
+        body = (f"\n#if TE_DSP{depthwise_band.dsp_body(lay, syms, rq, tables, epilogue, x.zp)}"
+                f"\n#else{depthwise_band.portable_body(lay, syms, epilogue, x.zp, _weight_plan(lay))}"
+                "\n#endif")
+        return LayerCode(body=body, scratch_bytes=lay.scratch_bytes, in_place=True,
+                         headers=("te_dsp.h",))
     if lay.in_place:
         body = (f"\n#if TE_DSP{_dsp_in_place_body(lay, syms, rq, tables, epilogue, x.zp)}\n#else"
                 f"{_in_place_body(lay, syms, epilogue, x.zp)}\n#endif")
@@ -803,9 +827,10 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
     return _AsmTile(loads, code, len(lines))
 
 
-def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp: int) -> str:
+def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
+    """(ny, nx, weight set-up, tile MACs, requantization set-up, stores) of the DSP branch: the
+    same for the whole plane and for bands (depthwise_band)."""
     win, c_n = lay.win, lay.ic
-    ph, pw = lay.plane
     # A doubled layer packs 2 w (int16 holds it), so its accumulators hold 2 * acc.
     two = rq.doubled
     plan = _weight_plan(lay)
@@ -832,6 +857,14 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
         store = "\n            ".join(
             f"{{ const int32_t acc = a{r * nx + j}; yo[({r * win.ow} + ox + {j}) * {c_n}] = (int8_t){epilogue}; }}"
             for r, j in outs)
+    return ny, nx, setup, macs, rsetup, store
+
+
+def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp: int) -> str:
+    win, c_n = lay.win, lay.ic
+    ph, pw = lay.plane
+    two = rq.doubled
+    ny, nx, setup, macs, rsetup, store = _dsp_tile_parts(lay, rq, tables, epilogue)
     ring = (ph, pw) != (lay.ih, lay.iw)
     zp4 = (x_zp & 0xFF) * 0x01010101
     fill = ""

@@ -1,0 +1,142 @@
+"""convert(..., optimize="size"): shared, table-driven kernels (c/te_compact.h).
+
+The default ("speed") emits one specialized function per layer, every size a literal and the
+inner loops unrolled for that layer's shape; on VWW that is most of the code beyond the weights.
+In size mode every CONV_2D with one group and every in-place DEPTHWISE_CONV_2D of the model calls
+one function of its family, te_c_conv / te_c_dw, with the layer's parameters in a const
+descriptor (about 44 bytes a layer) next to its arrays. The layer function that remains is a
+single call, so per-layer profiles are unchanged in form.
+
+What stays the same in both modes, so the NAS cost model and the memory plan hold for either:
+the constant arrays (the same hints and sizes as the specialized kernel declares, only the
+depthwise weights' order inside a channel differs), each layer's scratch bytes and whether it may
+run in place. A layer this module does not cover (grouped or dilated convs, batches, the int16x8
+and residual forms, depthwise with a depth multiplier or a scratch layout other than one padded
+plane) returns None and keeps its specialized code: size mode never refuses what speed mode takes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyengine_tf import quant
+from tinyengine_tf.ir import Graph, Op
+from tinyengine_tf.kernels import conv_residual, int16x8
+from tinyengine_tf.kernels.base import EmitContext, LayerCode
+from tinyengine_tf.kernels.geometry import Window
+
+OPTIMIZE = ("speed", "size")
+INT32_MAX = 2**31 - 1
+HEADERS = ("te_compact.h", "te_dsp.h")
+# Fused activations with a clamp TFLM applies (TANH and SIGN_BIT fused are left to the
+# specialized kernels, which refuse them with a message).
+CLAMPED = (None, "NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+
+
+def emit(op: Op, g: Graph, ctx: EmitContext) -> LayerCode | None:
+    """The layer as a call of a shared kernel, or None where its specialized code is kept."""
+    try:
+        if op.kind == "CONV_2D":
+            return _conv(op, g, ctx)
+        if op.kind == "DEPTHWISE_CONV_2D":
+            return _depthwise(op, g, ctx)
+    except _Keep:
+        pass
+    return None
+
+
+class _Keep(Exception):
+    """This layer keeps its specialized code (which also validates it and explains refusals)."""
+
+
+def _need(cond: bool):
+    if not cond:
+        raise _Keep
+
+
+def _common(op: Op, g: Graph, ctx: EmitContext, oc: int):
+    """(x, w, y, bias, q, shift, lo, hi) of a conv-like layer, or _Keep."""
+    x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    _need(all(t.dtype == "int8" and t.quantized for t in (x, w, y)) and w.is_const)
+    _need(len(x.shape) == len(w.shape) == len(y.shape) == 4 and x.shape[0] == 1)
+    _need(not np.any(w.zero_point != 0) and len(w.scale) in (1, oc))
+    _need(op.options.get("fused_activation_function") in CLAMPED)
+    bias = np.zeros(oc, np.int64)
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        b = ctx.t_in(op, 2)
+        _need(b.is_const and b.dtype == "int32" and b.numel == oc)
+        bias = b.data.astype(np.int64).ravel()
+    q, shift = quant.channel_multipliers(x.s, w.scale, y.s, oc)
+    _need(bool(np.all(q >= 0) and np.all(q < 2**31) and np.all(shift <= 30)))
+    lo, hi = quant.activation_range(op.options.get("fused_activation_function"), y.s, y.zp)
+    return x, w, y, bias, q, shift, lo, hi
+
+
+def _window(op: Op, x, w_hw, y) -> Window:
+    win = Window.from_op(op, x.shape[1], x.shape[2], *w_hw, y.shape[1], y.shape[2])
+    _need(win.dh == win.dw == 1)
+    _need(max(win.ih, win.iw, win.oh, win.ow) < 65536 and max(win.kh, win.kw, win.sh, win.sw,
+                                                              win.pt, win.pl) < 256)
+    return win
+
+
+def _tables(ctx: EmitContext, w, q, shift) -> tuple[str, str, int, int]:
+    """(mult, shift, q, s) descriptor fields: arrays for per-channel layers (the same ones the
+    specialized kernels declare), literals for a per-tensor one."""
+    if w.per_channel:
+        return ctx.const("mult", q, "int32_t"), ctx.const("shift", shift, "int8_t"), 0, 0
+    return "NULL", "NULL", int(q[0]), int(shift[0])
+
+
+def _descriptor(ctype: str, name: str, fields: list) -> str:
+    return f"static const {ctype} {name} = {{{', '.join(str(f) for f in fields)}}};\n"
+
+
+def _conv(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    _need(not conv_residual.handles(op) and not int16x8.handles(op, g))
+    w = ctx.t_in(op, 1)
+    _need(len(w.shape) == 4)
+    oc, kh, kw, icf = (int(v) for v in w.shape)
+    x, w, y, bias, q, shift, lo, hi = _common(op, g, ctx, oc)
+    ic = int(x.shape[3])
+    _need(icf == ic and int(y.shape[3]) == oc and oc < 65536 and ic < 65536)
+    _need(not w.per_channel or (w.quantized_dim == 0 and len(w.scale) == oc))
+    # Partial sums in any order: |bias| plus the whole window at its largest.
+    _need(int(np.abs(bias).max(initial=0)) + kh * kw * ic * 128 * 255 <= INT32_MAX)
+    win = _window(op, x, (kh, kw), y)
+    W = ctx.const("w", np.ascontiguousarray(w.data).ravel(), "int8_t")
+    B = ctx.const("bias", bias, "int32_t")
+    M, S, qv, sv = _tables(ctx, w, q, shift)
+    P = f"{ctx.prefix}_{ctx.layer}_p"
+    desc = _descriptor("te_conv_p", P, [W, B, M, S, qv, win.ih, win.iw, ic, win.oh, win.ow, oc,
+                                        kh, kw, win.sh, win.sw, win.pt, win.pl, x.zp, y.zp, lo,
+                                        hi, sv])
+    return LayerCode(body=f"\n  te_c_conv(&{P}, in0, out0);", headers=HEADERS, functions=(desc,))
+
+
+def _depthwise(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    from tinyengine_tf.kernels import depthwise
+    _need(not int16x8.handles(op, g))
+    w = ctx.t_in(op, 1)
+    _need(len(w.shape) == 4)
+    one, kh, kw, oc = (int(v) for v in w.shape)
+    x, w, y, bias, q, shift, lo, hi = _common(op, g, ctx, oc)
+    lay = depthwise.layout(op, g, ctx)
+    # The specialized kernel's contract (in place, one padded plane of scratch) is kept exactly,
+    # so the memory plan is the same in both modes; any other contract keeps its code.
+    ph, pw = lay.plane
+    _need(lay.in_place and lay.mult == 1 and lay.scratch_bytes == ph * pw and one == 1)
+    _need(not w.per_channel or len(w.scale) == oc)
+    weights = w.data.reshape(kh * kw, oc).astype(np.int64)     # [tap][channel]
+    _need(int((np.abs(bias) + 256 * np.abs(weights).sum(axis=0)).max(initial=0)) <= INT32_MAX)
+    win = _window(op, x, (kh, kw), y)
+    _need(ph < 65536 and pw < 65536)
+    W = ctx.const("w", np.ascontiguousarray(weights.T).ravel(), "int8_t")
+    B = ctx.const("bias_folded", bias - x.zp * weights.sum(axis=0), "int32_t")
+    M, S, qv, sv = _tables(ctx, w, q, shift)
+    P = f"{ctx.prefix}_{ctx.layer}_p"
+    desc = _descriptor("te_dw_p", P, [W, B, M, S, qv, win.ih, win.iw, oc, win.oh, win.ow, ph, pw,
+                                      kh, kw, win.sh, win.sw, win.pt, win.pl, x.zp, y.zp, lo, hi,
+                                      sv])
+    return LayerCode(body=f"\n  te_c_dw(&{P}, in0, out0, scratch);", scratch_bytes=lay.scratch_bytes,
+                     in_place=True, headers=HEADERS, functions=(desc,))
+

@@ -25,12 +25,11 @@
 typedef struct {
     const int8_t *w;
     const int32_t *bias;      /* [oc] */
-    const int32_t *mult;      /* [oc], or NULL: q for every channel */
+    const int32_t *mult;      /* [oc], or (shift NULL) one multiplier for every channel */
     const int8_t *shift;      /* [oc], or NULL: s for every channel */
-    int32_t q;
     uint16_t ih, iw, ic, oh, ow, oc;
     uint8_t kh, kw, sh, sw, pt, pl;
-    int8_t izp, ozp, lo, hi, s;
+    int8_t izp, ozp, lo, hi, s, fast;
 } te_conv_p;
 
 /* DEPTHWISE_CONV_2D in place (depth multiplier 1): weights [c][kh][kw], bias with the input
@@ -38,16 +37,27 @@ typedef struct {
 typedef struct {
     const int8_t *w;
     const int32_t *bias;
-    const int32_t *mult;
+    const int32_t *mult;      /* as in te_conv_p */
     const int8_t *shift;
-    int32_t q;
     uint16_t ih, iw, c, oh, ow, ph, pw;
     uint8_t kh, kw, sh, sw, pt, pl;
-    int8_t izp, ozp, lo, hi, s;
+    int8_t izp, ozp, lo, hi, s, fast;
 } te_dw_p;
 
-TE_SHARED int8_t te_c_requant(int32_t acc, int32_t q, int s, int zp, int lo, int hi) {
-    return (int8_t)te_clamp(te_mbqm(acc, q, s) + zp, lo, hi);
+/* TFLM's requantization. fast (the generator checked dsp.Requant's preconditions: |acc| < 2^30,
+ * 1 <= -s <= 31) lets the DSP path use te_dsp_rq, a few instructions, instead of te_mbqm. */
+TE_SHARED int8_t te_c_requant(int32_t acc, int32_t q, int s, int fast, int zp, int lo, int hi) {
+    int32_t v;
+#if TE_DSP
+    if (fast) {
+        v = te_dsp_rq(acc, q, (int32_t)(1u << (-s - 1)), -s);
+    } else
+#endif
+    {
+        (void)fast;
+        v = te_mbqm(acc, q, s);
+    }
+    return (int8_t)te_clamp(v + zp, lo, hi);
 }
 
 #if TE_DSP
@@ -59,50 +69,18 @@ TE_INLINE int32_t te_c_sxa13(uint32_t a, uint32_t w) {
 }
 #endif
 
-/* acc[j] += sum_i w[j*k + i] * (x[i] - izp) for j < nb (4 or 1), i < n. */
-TE_INLINE void te_c_dot(const int8_t *x, const int8_t *w, int k, int n, int nb, int izp,
-                        int32_t *acc) {
-    int i = 0;
-#if TE_DSP
-    /* x - izp for two bytes at once: |x - izp| <= 255 fits each halfword. */
-    const uint32_t off = ((uint32_t)(-izp) & 0xffffu) * 0x10001u;
-    if (nb == 4) {
-        int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-        for (; i + 4 <= n; i += 4) {
-            const uint32_t xv = te_ld32(x + i);
-            const int32_t xa = __sxtab16(off, xv), xb = te_c_sxa13(off, xv);
-            uint32_t v = te_ld32(w + i);
-            a0 = __smlad(te_sx02(v), xa, a0); a0 = __smlad(te_sx13(v), xb, a0);
-            v = te_ld32(w + k + i);
-            a1 = __smlad(te_sx02(v), xa, a1); a1 = __smlad(te_sx13(v), xb, a1);
-            v = te_ld32(w + 2 * k + i);
-            a2 = __smlad(te_sx02(v), xa, a2); a2 = __smlad(te_sx13(v), xb, a2);
-            v = te_ld32(w + 3 * k + i);
-            a3 = __smlad(te_sx02(v), xa, a3); a3 = __smlad(te_sx13(v), xb, a3);
-        }
-        acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
-    } else {
-        int32_t a0 = acc[0];
-        for (; i + 4 <= n; i += 4) {
-            const uint32_t xv = te_ld32(x + i), v = te_ld32(w + i);
-            a0 = __smlad(te_sx02(v), __sxtab16(off, xv), a0);
-            a0 = __smlad(te_sx13(v), te_c_sxa13(off, xv), a0);
-        }
-        acc[0] = a0;
-    }
-#endif
-    for (; i < n; ++i) {
-        const int32_t xv = (int32_t)x[i] - izp;
-        for (int j = 0; j < nb; ++j) acc[j] += (int32_t)w[j * k + i] * xv;
-    }
-}
-
-/* Taps outside the input are skipped (TFLM's zero-point padding): per output pixel the
- * in-bounds kernel rows and columns are found once, and each in-bounds kernel row is one
- * contiguous run of (kx1 - kx0) * ic input bytes, against a contiguous run of weights. */
+/* Four output channels at a time, each a dot product over the in-bounds part of the window:
+ * taps outside the input are skipped (TFLM's zero-point padding), and each in-bounds kernel row
+ * is one contiguous run of (kx1 - kx0) * ic input bytes against a contiguous run of weights.
+ * The last group of four starts at oc - 4 and recomputes a few channels (same values); with
+ * fewer than four channels the four accumulators all compute channel o (weight stride 0). */
 TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
     const int ic = p->ic, ih = p->ih, iw = p->iw, kh = p->kh, kw = p->kw, oc = p->oc;
-    const int k = kh * kw * ic;
+    const int k = kh * kw * ic, step = oc >= 4 ? 4 : 1, kk = oc >= 4 ? k : 0;
+#if TE_DSP
+    /* x - izp for two bytes at once: |x - izp| <= 255 fits each halfword. */
+    const uint32_t off = ((uint32_t)(-p->izp) & 0xffffu) * 0x10001u;
+#endif
     for (int oy = 0; oy < p->oh; ++oy) {
         const int y0 = oy * p->sh - p->pt;
         const int ky0 = y0 < 0 ? -y0 : 0, ky1 = ih - y0 < kh ? ih - y0 : kh;
@@ -110,19 +88,41 @@ TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
             const int x0 = ox * p->sw - p->pl;
             const int kx0 = x0 < 0 ? -x0 : 0, kx1 = iw - x0 < kw ? iw - x0 : kw;
             const int n = (kx1 - kx0) * ic;
-            for (int o = 0; o < oc;) {
-                const int nb = oc - o >= 4 ? 4 : 1;
-                int32_t acc[4];
-                for (int j = 0; j < nb; ++j) acc[j] = p->bias[o + j];
-                if (n > 0) {
-                    for (int ky = ky0; ky < ky1; ++ky) {
-                        te_c_dot(x + ((y0 + ky) * iw + x0 + kx0) * ic,
-                                 p->w + o * k + (ky * kw + kx0) * ic, k, n, nb, p->izp, acc);
+            for (int g = 0; g < oc; g += step) {
+                const int o = g + step <= oc ? g : oc - step;
+                const int d = step == 4;
+                int32_t a0 = p->bias[o], a1 = p->bias[o + d], a2 = p->bias[o + 2 * d],
+                        a3 = p->bias[o + 3 * d];
+                for (int ky = ky0; n > 0 && ky < ky1; ++ky) {
+                    const int8_t *xr = x + ((y0 + ky) * iw + x0 + kx0) * ic;
+                    const int8_t *wr = p->w + o * k + (ky * kw + kx0) * ic;
+                    int i = 0;
+#if TE_DSP
+                    for (; i + 4 <= n; i += 4) {
+                        const uint32_t xv = te_ld32(xr + i);
+                        const int32_t xa = __sxtab16(off, xv), xb = te_c_sxa13(off, xv);
+                        uint32_t v = te_ld32(wr + i);
+                        a0 = __smlad(te_sx02(v), xa, a0); a0 = __smlad(te_sx13(v), xb, a0);
+                        v = te_ld32(wr + kk + i);
+                        a1 = __smlad(te_sx02(v), xa, a1); a1 = __smlad(te_sx13(v), xb, a1);
+                        v = te_ld32(wr + 2 * kk + i);
+                        a2 = __smlad(te_sx02(v), xa, a2); a2 = __smlad(te_sx13(v), xb, a2);
+                        v = te_ld32(wr + 3 * kk + i);
+                        a3 = __smlad(te_sx02(v), xa, a3); a3 = __smlad(te_sx13(v), xb, a3);
+                    }
+#endif
+                    for (; i < n; ++i) {
+                        const int32_t xv = (int32_t)xr[i] - p->izp;
+                        a0 += wr[i] * xv; a1 += wr[kk + i] * xv;
+                        a2 += wr[2 * kk + i] * xv; a3 += wr[3 * kk + i] * xv;
                     }
                 }
-                for (int j = 0; j < nb; ++j, ++o) {
-                    y[o] = te_c_requant(acc[j], p->mult ? p->mult[o] : p->q,
-                                        p->shift ? p->shift[o] : p->s, p->ozp, p->lo, p->hi);
+                const int32_t acc[4] = {a0, a1, a2, a3};
+                for (int j = 0; j < step; ++j) {
+                    const int c = o + j;
+                    y[c] = te_c_requant(acc[j], p->mult[p->shift ? c : 0],
+                                        p->shift ? p->shift[c] : p->s, p->fast, p->ozp, p->lo,
+                                        p->hi);
                 }
             }
         }
@@ -134,7 +134,7 @@ TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
  * written to its slots. Output (y, x, c) sits in a slot of channel c, already gathered, so the
  * output may lie over the input, as the specialized in-place depthwise kernel allows. */
 TE_SHARED void te_c_dw(const te_dw_p *p, const int8_t *x, int8_t *y, int8_t *plane) {
-    const int nc = p->c, iw = p->iw, pw = p->pw, kh = p->kh, kw = p->kw;
+    const int nc = p->c, iw = p->iw, pw = p->pw, kh = p->kh, kw = p->kw, ow = p->ow;
     for (int i = 0; i < p->ph * pw; ++i) plane[i] = p->izp;
     for (int c = 0; c < nc; ++c) {
         for (int iy = 0; iy < p->ih; ++iy) {
@@ -143,17 +143,39 @@ TE_SHARED void te_c_dw(const te_dw_p *p, const int8_t *x, int8_t *y, int8_t *pla
             for (int ix = 0; ix < iw; ++ix) dst[ix] = src[ix * nc];
         }
         const int8_t *wc = p->w + c * kh * kw;
-        const int32_t b = p->bias[c], q = p->mult ? p->mult[c] : p->q;
+        const int32_t b = p->bias[c], q = p->mult[p->shift ? c : 0];
         const int s = p->shift ? p->shift[c] : p->s;
-        int8_t *yc = y + c;
         for (int oy = 0; oy < p->oh; ++oy) {
-            for (int ox = 0; ox < p->ow; ++ox, yc += nc) {
-                const int8_t *win = plane + oy * p->sh * pw + ox * p->sw;
+            const int8_t *prow = plane + oy * p->sh * pw;
+            int8_t *yc = y + oy * ow * nc + c;
+            int ox = 0;
+#if TE_DSP
+            /* Three taps a row, stride 1: one word of the plane row serves two outputs,
+             * bytes (0, 2) and (1, 3) against the weight pair (w0, w2), and w1 on the middle
+             * bytes. The word's fourth byte is read only where the second output exists. */
+            if (kw == 3 && p->sw == 1) {
+                for (; ox + 2 <= ow; ox += 2, yc += 2 * nc) {
+                    int32_t e = b, f = b;
+                    for (int ky = 0; ky < kh; ++ky) {
+                        const int8_t *wk = wc + 3 * ky;
+                        const int32_t w02 = te_pack16(wk[0], wk[2]), w1 = wk[1];
+                        const uint32_t v = te_ld32(prow + ky * pw + ox);
+                        const int32_t v02 = te_sx02(v), v13 = te_sx13(v);
+                        e = __smlad(w02, v02, e); e = __smlabb(w1, v13, e);
+                        f = __smlad(w02, v13, f); f = __smlabt(w1, v02, f);
+                    }
+                    yc[0] = te_c_requant(e, q, s, p->fast, p->ozp, p->lo, p->hi);
+                    yc[nc] = te_c_requant(f, q, s, p->fast, p->ozp, p->lo, p->hi);
+                }
+            }
+#endif
+            for (; ox < ow; ++ox, yc += nc) {
+                const int8_t *win = prow + ox * p->sw;
                 int32_t acc = b;
                 for (int ky = 0; ky < kh; ++ky) {
                     for (int kx = 0; kx < kw; ++kx) acc += (int32_t)wc[ky * kw + kx] * win[ky * pw + kx];
                 }
-                *yc = te_c_requant(acc, q, s, p->ozp, p->lo, p->hi);
+                *yc = te_c_requant(acc, q, s, p->fast, p->ozp, p->lo, p->hi);
             }
         }
     }

@@ -16,12 +16,14 @@ plane) returns None and keeps its specialized code: size mode never refuses what
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
-from tinyengine_tf.kernels import conv_residual, int16x8
-from tinyengine_tf.kernels.base import EmitContext, LayerCode
+from tinyengine_tf.kernels import conv_residual, dsp, int16x8
+from tinyengine_tf.kernels.base import KERNELS, EmitContext, LayerCode
 from tinyengine_tf.kernels.geometry import Window
 
 OPTIMIZE = ("speed", "size")
@@ -39,6 +41,10 @@ def emit(op: Op, g: Graph, ctx: EmitContext) -> LayerCode | None:
             return _conv(op, g, ctx)
         if op.kind == "DEPTHWISE_CONV_2D":
             return _depthwise(op, g, ctx)
+        if op.kind == "FULLY_CONNECTED":
+            return _fully_connected(op, g, ctx)
+        if op.kind == "SOFTMAX":
+            return _softmax(op, g, ctx)
     except _Keep:
         pass
     return None
@@ -79,12 +85,22 @@ def _window(op: Op, x, w_hw, y) -> Window:
     return win
 
 
-def _tables(ctx: EmitContext, w, q, shift) -> tuple[str, str, int, int]:
-    """(mult, shift, q, s) descriptor fields: arrays for per-channel layers (the same ones the
-    specialized kernels declare), literals for a per-tensor one."""
+def _requant(bias, abs_sums, q, shift, x, y, lo, hi, per_channel):
+    """(bias, q, shift, fast) as the specialized kernels rewrite them (dsp.constant_channels,
+    dsp.Requant's shift clamp: equal to TFLM for every input) and whether the DSP path may use
+    te_dsp_rq (a few instructions) instead of te_mbqm."""
+    bias, q, shift = dsp.constant_channels(bias, abs_sums, q, shift, y.zp, lo, hi, per_channel)
+    rq = dsp.Requant(q, shift, y.zp, lo, hi, dsp.acc_bounds(bias, abs_sums, x.zp))
+    return bias, q, rq.shift, int(rq.ok and not rq.wide)
+
+
+def _tables(ctx: EmitContext, P: str, w, q, shift) -> tuple[str, str, int, str]:
+    """(mult, shift, s, extra C) of the descriptor: the arrays the specialized kernels declare
+    for a per-channel layer; for a per-tensor one its multiplier in a one-entry array next to
+    the descriptor (not a model constant: the specialized code has it as a literal)."""
     if w.per_channel:
-        return ctx.const("mult", q, "int32_t"), ctx.const("shift", shift, "int8_t"), 0, 0
-    return "NULL", "NULL", int(q[0]), int(shift[0])
+        return ctx.const("mult", q, "int32_t"), ctx.const("shift", shift, "int8_t"), 0, ""
+    return f"{P}_q", "NULL", int(shift[0]), f"static const int32_t {P}_q[1] = {{{int(q[0])}}};\n"
 
 
 def _descriptor(ctype: str, name: str, fields: list) -> str:
@@ -103,13 +119,15 @@ def _conv(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     # Partial sums in any order: |bias| plus the whole window at its largest.
     _need(int(np.abs(bias).max(initial=0)) + kh * kw * ic * 128 * 255 <= INT32_MAX)
     win = _window(op, x, (kh, kw), y)
+    abs_sums = np.abs(w.data.astype(np.int64)).reshape(oc, -1).sum(axis=1)
+    bias, q, shift, fast = _requant(bias, abs_sums, q, shift, x, y, lo, hi, w.per_channel)
     W = ctx.const("w", np.ascontiguousarray(w.data).ravel(), "int8_t")
     B = ctx.const("bias", bias, "int32_t")
-    M, S, qv, sv = _tables(ctx, w, q, shift)
     P = f"{ctx.prefix}_{ctx.layer}_p"
-    desc = _descriptor("te_conv_p", P, [W, B, M, S, qv, win.ih, win.iw, ic, win.oh, win.ow, oc,
+    M, S, sv, extra = _tables(ctx, P, w, q, shift)
+    desc = extra + _descriptor("te_conv_p", P, [W, B, M, S, win.ih, win.iw, ic, win.oh, win.ow, oc,
                                         kh, kw, win.sh, win.sw, win.pt, win.pl, x.zp, y.zp, lo,
-                                        hi, sv])
+                                        hi, sv, fast])
     return LayerCode(body=f"\n  te_c_conv(&{P}, in0, out0);", headers=HEADERS, functions=(desc,))
 
 
@@ -130,13 +148,54 @@ def _depthwise(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     _need(int((np.abs(bias) + 256 * np.abs(weights).sum(axis=0)).max(initial=0)) <= INT32_MAX)
     win = _window(op, x, (kh, kw), y)
     _need(ph < 65536 and pw < 65536)
+    bias, q, shift, fast = _requant(bias, np.abs(weights).sum(axis=0), q, shift, x, y, lo, hi,
+                                    w.per_channel)
     W = ctx.const("w", np.ascontiguousarray(weights.T).ravel(), "int8_t")
     B = ctx.const("bias_folded", bias - x.zp * weights.sum(axis=0), "int32_t")
-    M, S, qv, sv = _tables(ctx, w, q, shift)
     P = f"{ctx.prefix}_{ctx.layer}_p"
-    desc = _descriptor("te_dw_p", P, [W, B, M, S, qv, win.ih, win.iw, oc, win.oh, win.ow, ph, pw,
+    M, S, sv, extra = _tables(ctx, P, w, q, shift)
+    desc = extra + _descriptor("te_dw_p", P, [W, B, M, S, win.ih, win.iw, oc, win.oh, win.ow, ph, pw,
                                       kh, kw, win.sh, win.sw, win.pt, win.pl, x.zp, y.zp, lo, hi,
-                                      sv])
+                                      sv, fast])
     return LayerCode(body=f"\n  te_c_dw(&{P}, in0, out0, scratch);", scratch_bytes=lay.scratch_bytes,
                      in_place=True, headers=HEADERS, functions=(desc,))
 
+
+
+def _fully_connected(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    """A 1x1 conv over `rows` pixels of K channels (te_c_conv), with the FC kernel's checks."""
+    from tinyengine_tf.kernels import fully_connected as fc
+    _need(not int16x8.handles(op, g) and op.options.get("weights_format", 0) in (0, "DEFAULT"))
+    x, w, y = ctx.t_in(op, 0), ctx.t_in(op, 1), ctx.t_out(op)
+    _need(all(t.dtype == "int8" and t.quantized for t in (x, w, y)) and w.is_const)
+    _need(op.options.get("fused_activation_function") in CLAMPED)
+    x, w, y, rows, k, n = fc._check(op, ctx)              # raises what the FC kernel would
+    _need(rows < 65536 and k < 65536 and n < 65536 and len(w.shape) == 2)
+    bias = fc._bias(op, ctx, n)
+    if not w.per_channel:
+        fc._check_bias_scale(op, ctx, x, w, y)
+    _need(not w.per_channel or w.quantized_dim == 0)
+    q, shift = quant.channel_multipliers(x.s, w.scale[:n], y.s, n if w.per_channel else 1)
+    _need(bool(np.all(q >= 0) and np.all(q < 2**31) and np.all(shift <= 30)))
+    # te_c_conv adds bias first, then every product: no wrap-around, unlike TFLM's int32 sum may.
+    _need(int(np.abs(bias).max(initial=0)) + k * 128 * 255 <= INT32_MAX)
+    lo, hi = quant.activation_range(op.options.get("fused_activation_function"), y.s, y.zp)
+    abs_sums = np.abs(w.data.astype(np.int64)).reshape(n, k).sum(axis=1)
+    bias, q, shift, fast = _requant(bias, abs_sums, q, shift, x, y, lo, hi, w.per_channel)
+    W = ctx.const("w", w.data.ravel(), "int8_t")
+    B = ctx.const("bias_folded", bias, "int32_t")   # the FC kernel's array (here unfolded)
+    P = f"{ctx.prefix}_{ctx.layer}_p"
+    M, S, sv, extra = _tables(ctx, P, w, q, shift)
+    desc = extra + _descriptor("te_conv_p", P, [W, B, M, S, 1, rows, k, 1, rows, n, 1, 1, 1, 1,
+                                                0, 0, x.zp, y.zp, lo, hi, sv, fast])
+    return LayerCode(body=f"\n  te_c_conv(&{P}, in0, out0);", headers=HEADERS, functions=(desc,))
+
+
+def _softmax(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+    """The specialized softmax with its exponential called, not inlined (te_compact_softmax.h):
+    the same arithmetic, the code of one exponential instead of two."""
+    code = KERNELS["SOFTMAX"](op, g, ctx)
+    if "te_softmax_exp(" not in code.body:
+        return code
+    return replace(code, body=code.body.replace("te_softmax_exp(", "te_c_softmax_exp("),
+                   headers=tuple(code.headers) + HEADERS + ("te_compact_softmax.h",))

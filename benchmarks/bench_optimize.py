@@ -81,7 +81,7 @@ def main(argv=None):
             "extremes, random) in the firmware under QEMU. \"speed\" (the default) specializes "
             "each layer's code; \"size\" has every conv, in-place depthwise and fully-connected "
             "layer call one shared kernel of its family with a const table of the layer's "
-            "parameters (tinyengine_tf/kernels/compact.py), and the softmax call its exponential. "
+            "parameters (tinyengine_tf/kernels/compact.py). "
             "Code beyond weights is the linked image's Flash (vectors, text, read-only data) minus "
             "the model's constant arrays (the same arrays in both modes); the parameter tables "
             "count as code. Instructions are one inference, counted exactly from QEMU's trace. "

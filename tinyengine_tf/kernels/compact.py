@@ -16,14 +16,12 @@ plane) returns None and keeps its specialized code: size mode never refuses what
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels import conv_residual, dsp, int16x8
-from tinyengine_tf.kernels.base import KERNELS, EmitContext, LayerCode
+from tinyengine_tf.kernels.base import EmitContext, LayerCode
 from tinyengine_tf.kernels.geometry import Window
 
 OPTIMIZE = ("speed", "size")
@@ -43,8 +41,6 @@ def emit(op: Op, g: Graph, ctx: EmitContext) -> LayerCode | None:
             return _depthwise(op, g, ctx)
         if op.kind == "FULLY_CONNECTED":
             return _fully_connected(op, g, ctx)
-        if op.kind == "SOFTMAX":
-            return _softmax(op, g, ctx)
     except _Keep:
         pass
     return None
@@ -190,12 +186,3 @@ def _fully_connected(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
                                                 0, 0, x.zp, y.zp, lo, hi, sv, fast])
     return LayerCode(body=f"\n  te_c_conv(&{P}, in0, out0);", headers=HEADERS, functions=(desc,))
 
-
-def _softmax(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
-    """The specialized softmax with its exponential called, not inlined (te_compact_softmax.h):
-    the same arithmetic, the code of one exponential instead of two."""
-    code = KERNELS["SOFTMAX"](op, g, ctx)
-    if "te_softmax_exp(" not in code.body:
-        return code
-    return replace(code, body=code.body.replace("te_softmax_exp(", "te_c_softmax_exp("),
-                   headers=tuple(code.headers) + HEADERS + ("te_compact_softmax.h",))

@@ -21,6 +21,11 @@
 #define TE_SHARED static
 #endif
 
+/* Output zero point, clamp and whether the short DSP requantization applies (te_c_requant). */
+typedef struct {
+    int8_t zp, lo, hi, fast;
+} te_rq_p;
+
 /* CONV_2D with one group (and FULLY_CONNECTED as a 1x1 conv): weights [oc][kh][kw][ic]. */
 typedef struct {
     const int8_t *w;
@@ -29,7 +34,8 @@ typedef struct {
     const int8_t *shift;      /* [oc], or NULL: s for every channel */
     uint16_t ih, iw, ic, oh, ow, oc;
     uint8_t kh, kw, sh, sw, pt, pl;
-    int8_t izp, ozp, lo, hi, s, fast;
+    int8_t izp, s;
+    te_rq_p rq;
 } te_conv_p;
 
 /* DEPTHWISE_CONV_2D in place (depth multiplier 1): weights [c][kh][kw], bias with the input
@@ -41,23 +47,23 @@ typedef struct {
     const int8_t *shift;
     uint16_t ih, iw, c, oh, ow, ph, pw;
     uint8_t kh, kw, sh, sw, pt, pl;
-    int8_t izp, ozp, lo, hi, s, fast;
+    int8_t izp, s;
+    te_rq_p rq;
 } te_dw_p;
 
 /* TFLM's requantization. fast (the generator checked dsp.Requant's preconditions: |acc| < 2^30,
  * 1 <= -s <= 31) lets the DSP path use te_dsp_rq, a few instructions, instead of te_mbqm. */
-TE_SHARED int8_t te_c_requant(int32_t acc, int32_t q, int s, int fast, int zp, int lo, int hi) {
+TE_SHARED int8_t te_c_requant(int32_t acc, int32_t q, int s, const te_rq_p *r) {
     int32_t v;
 #if TE_DSP
-    if (fast) {
+    if (r->fast) {
         v = te_dsp_rq(acc, q, (int32_t)(1u << (-s - 1)), -s);
     } else
 #endif
     {
-        (void)fast;
         v = te_mbqm(acc, q, s);
     }
-    return (int8_t)te_clamp(v + zp, lo, hi);
+    return (int8_t)te_clamp(v + r->zp, r->lo, r->hi);
 }
 
 #if TE_DSP
@@ -75,27 +81,31 @@ TE_INLINE int32_t te_c_sxa13(uint32_t a, uint32_t w) {
  * The last group of four starts at oc - 4 and recomputes a few channels (same values); with
  * fewer than four channels the four accumulators all compute channel o (weight stride 0). */
 TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
+    /* Locals, not p->: every int8 store may alias the descriptor, which p-> would reload. */
     const int ic = p->ic, ih = p->ih, iw = p->iw, kh = p->kh, kw = p->kw, oc = p->oc;
     const int k = kh * kw * ic, step = oc >= 4 ? 4 : 1, kk = oc >= 4 ? k : 0;
+    const int izp = p->izp, s = p->s, oh = p->oh, ow = p->ow, sh = p->sh, sw = p->sw;
+    const int8_t *const wt = p->w, *const shift = p->shift;
+    const int32_t *const bias = p->bias, *const mult = p->mult;
+    const te_rq_p *const rq = &p->rq;
 #if TE_DSP
     /* x - izp for two bytes at once: |x - izp| <= 255 fits each halfword. */
-    const uint32_t off = ((uint32_t)(-p->izp) & 0xffffu) * 0x10001u;
+    const uint32_t off = ((uint32_t)(-izp) & 0xffffu) * 0x10001u;
 #endif
-    for (int oy = 0; oy < p->oh; ++oy) {
-        const int y0 = oy * p->sh - p->pt;
+    for (int oy = 0; oy < oh; ++oy) {
+        const int y0 = oy * sh - p->pt;
         const int ky0 = y0 < 0 ? -y0 : 0, ky1 = ih - y0 < kh ? ih - y0 : kh;
-        for (int ox = 0; ox < p->ow; ++ox, y += oc) {
-            const int x0 = ox * p->sw - p->pl;
+        for (int ox = 0; ox < ow; ++ox, y += oc) {
+            const int x0 = ox * sw - p->pl;
             const int kx0 = x0 < 0 ? -x0 : 0, kx1 = iw - x0 < kw ? iw - x0 : kw;
             const int n = (kx1 - kx0) * ic;
             for (int g = 0; g < oc; g += step) {
                 const int o = g + step <= oc ? g : oc - step;
                 const int d = step == 4;
-                int32_t a0 = p->bias[o], a1 = p->bias[o + d], a2 = p->bias[o + 2 * d],
-                        a3 = p->bias[o + 3 * d];
+                int32_t a0 = bias[o], a1 = bias[o + d], a2 = bias[o + 2 * d], a3 = bias[o + 3 * d];
                 for (int ky = ky0; n > 0 && ky < ky1; ++ky) {
                     const int8_t *xr = x + ((y0 + ky) * iw + x0 + kx0) * ic;
-                    const int8_t *wr = p->w + o * k + (ky * kw + kx0) * ic;
+                    const int8_t *wr = wt + o * k + (ky * kw + kx0) * ic;
                     int i = 0;
 #if TE_DSP
                     for (; i + 4 <= n; i += 4) {
@@ -112,7 +122,7 @@ TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
                     }
 #endif
                     for (; i < n; ++i) {
-                        const int32_t xv = (int32_t)xr[i] - p->izp;
+                        const int32_t xv = (int32_t)xr[i] - izp;
                         a0 += wr[i] * xv; a1 += wr[kk + i] * xv;
                         a2 += wr[2 * kk + i] * xv; a3 += wr[3 * kk + i] * xv;
                     }
@@ -120,9 +130,7 @@ TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
                 const int32_t acc[4] = {a0, a1, a2, a3};
                 for (int j = 0; j < step; ++j) {
                     const int c = o + j;
-                    y[c] = te_c_requant(acc[j], p->mult[p->shift ? c : 0],
-                                        p->shift ? p->shift[c] : p->s, p->fast, p->ozp, p->lo,
-                                        p->hi);
+                    y[c] = te_c_requant(acc[j], mult[shift ? c : 0], shift ? shift[c] : s, rq);
                 }
             }
         }
@@ -135,6 +143,7 @@ TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
  * output may lie over the input, as the specialized in-place depthwise kernel allows. */
 TE_SHARED void te_c_dw(const te_dw_p *p, const int8_t *x, int8_t *y, int8_t *plane) {
     const int nc = p->c, iw = p->iw, pw = p->pw, kh = p->kh, kw = p->kw, ow = p->ow;
+    const te_rq_p *const rq = &p->rq;
     for (int i = 0; i < p->ph * pw; ++i) plane[i] = p->izp;
     for (int c = 0; c < nc; ++c) {
         for (int iy = 0; iy < p->ih; ++iy) {
@@ -164,8 +173,8 @@ TE_SHARED void te_c_dw(const te_dw_p *p, const int8_t *x, int8_t *y, int8_t *pla
                         e = __smlad(w02, v02, e); e = __smlabb(w1, v13, e);
                         f = __smlad(w02, v13, f); f = __smlabt(w1, v02, f);
                     }
-                    yc[0] = te_c_requant(e, q, s, p->fast, p->ozp, p->lo, p->hi);
-                    yc[nc] = te_c_requant(f, q, s, p->fast, p->ozp, p->lo, p->hi);
+                    yc[0] = te_c_requant(e, q, s, rq);
+                    yc[nc] = te_c_requant(f, q, s, rq);
                 }
             }
 #endif
@@ -175,7 +184,7 @@ TE_SHARED void te_c_dw(const te_dw_p *p, const int8_t *x, int8_t *y, int8_t *pla
                 for (int ky = 0; ky < kh; ++ky) {
                     for (int kx = 0; kx < kw; ++kx) acc += (int32_t)wc[ky * kw + kx] * win[ky * pw + kx];
                 }
-                *yc = te_c_requant(acc, q, s, p->fast, p->ozp, p->lo, p->hi);
+                *yc = te_c_requant(acc, q, s, rq);
             }
         }
     }

@@ -99,8 +99,10 @@ def _tables(ctx: EmitContext, P: str, w, q, shift) -> tuple[str, str, int, str]:
     return f"{P}_q", "NULL", int(shift[0]), f"static const int32_t {P}_q[1] = {{{int(q[0])}}};\n"
 
 
-def _descriptor(ctype: str, name: str, fields: list) -> str:
-    return f"static const {ctype} {name} = {{{', '.join(str(f) for f in fields)}}};\n"
+def _descriptor(ctype: str, name: str, fields: list, rq: tuple) -> str:
+    """A layer's const descriptor; rq: its te_rq_p (output zero point, clamp, fast)."""
+    inner = ", ".join(str(f) for f in rq)
+    return f"static const {ctype} {name} = {{{', '.join(str(f) for f in fields)}, {{{inner}}}}};\n"
 
 
 def _conv(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
@@ -122,8 +124,8 @@ def _conv(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     P = f"{ctx.prefix}_{ctx.layer}_p"
     M, S, sv, extra = _tables(ctx, P, w, q, shift)
     desc = extra + _descriptor("te_conv_p", P, [W, B, M, S, win.ih, win.iw, ic, win.oh, win.ow, oc,
-                                        kh, kw, win.sh, win.sw, win.pt, win.pl, x.zp, y.zp, lo,
-                                        hi, sv, fast])
+                                        kh, kw, win.sh, win.sw, win.pt, win.pl, x.zp, sv],
+                                (y.zp, lo, hi, fast))
     return LayerCode(body=f"\n  te_c_conv(&{P}, in0, out0);", headers=HEADERS, functions=(desc,))
 
 
@@ -151,8 +153,8 @@ def _depthwise(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     P = f"{ctx.prefix}_{ctx.layer}_p"
     M, S, sv, extra = _tables(ctx, P, w, q, shift)
     desc = extra + _descriptor("te_dw_p", P, [W, B, M, S, win.ih, win.iw, oc, win.oh, win.ow, ph, pw,
-                                      kh, kw, win.sh, win.sw, win.pt, win.pl, x.zp, y.zp, lo, hi,
-                                      sv, fast])
+                                      kh, kw, win.sh, win.sw, win.pt, win.pl, x.zp, sv],
+                                (y.zp, lo, hi, fast))
     return LayerCode(body=f"\n  te_c_dw(&{P}, in0, out0, scratch);", scratch_bytes=lay.scratch_bytes,
                      in_place=True, headers=HEADERS, functions=(desc,))
 
@@ -183,6 +185,6 @@ def _fully_connected(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     P = f"{ctx.prefix}_{ctx.layer}_p"
     M, S, sv, extra = _tables(ctx, P, w, q, shift)
     desc = extra + _descriptor("te_conv_p", P, [W, B, M, S, 1, rows, k, 1, rows, n, 1, 1, 1, 1,
-                                                0, 0, x.zp, y.zp, lo, hi, sv, fast])
+                                                0, 0, x.zp, sv], (y.zp, lo, hi, fast))
     return LayerCode(body=f"\n  te_c_conv(&{P}, in0, out0);", headers=HEADERS, functions=(desc,))
 

@@ -13,6 +13,8 @@ instructions per MAC, the arena (peak SRAM) and the linked image's SRAM. Takes a
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,10 +45,47 @@ def measure(name: str, samples: int) -> dict:
             raise SystemExit(f"{name}: optimize={mode!r} firmware differs from TFLite Micro")
         fw = cm.build_firmware(TARGET, sram=SRAM, flash=FLASH)
         prof = cm.profile(TARGET, sram=SRAM, flash=FLASH)
-        row[mode] = {"code": fw.flash_bytes - cm.flash, "instructions": prof.invoke_instructions,
+        row[mode] = {"code": fw.flash_bytes - cm.flash, "where": where_bytes(cm, fw), "instructions": prof.invoke_instructions,
                      "per_mac": prof.per_mac, "arena": cm.peak_sram, "sram": fw.sram_bytes,
                      "flash": fw.flash_bytes}
     return row
+
+
+def where_bytes(cm, fw) -> dict:
+    """Code beyond weights by what it is, from the linked image's symbol sizes (nm)."""
+    out = subprocess.run(["arm-none-eabi-nm", "-S", "--size-sort", str(fw.elf)],
+                         capture_output=True, text=True, check=True).stdout
+    groups: dict = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 4:
+            continue
+        size, kind, name = int(parts[1], 16), parts[2], parts[3].split(".")[0]
+        m = re.match(rf"{cm.prefix}_[LS]\d+_(\w+)$", name)
+        if kind in "rR":
+            if re.match(rf"{cm.prefix}_L\d+_(w|bias|bias_folded|mult|shift|in\d+)$", name):
+                continue                                   # the model's constant arrays
+            key = "vectors" if name == "te_vectors" else "read-only tables (size: layer descriptors)"
+        elif kind not in "tT":
+            continue
+        elif m:
+            key = f"layer functions: {m.group(1).upper()}"
+        elif name.startswith("te_c_") or name == "te_softmax_exp":
+            key = "shared kernels (te_c_*, te_softmax_exp)"
+        elif name.startswith(("mem", "__aeabi", "__")):
+            key = "C library"
+        else:
+            key = "invoke, start-up, harness"
+        groups[key] = groups.get(key, 0) + size
+    return groups
+
+
+def where_table(row) -> str:
+    keys = sorted(set(row["speed"]["where"]) | set(row["size"]["where"]))
+    out = ["| what | speed (B) | size (B) |", "|---|---:|---:|"]
+    for k in keys:
+        out.append(f"| {k} | {row['speed']['where'].get(k, 0):,} | {row['size']['where'].get(k, 0):,} |")
+    return "\n".join(out)
 
 
 def table(rows) -> str:
@@ -92,7 +131,11 @@ def main(argv=None):
         s = vww["size"]
         text += [f"VWW with optimize=\"size\": {s['code']:,} B of code beyond weights "
                  f"({'within' if s['code'] <= SIZE_LIMIT else 'over'} the {SIZE_LIMIT:,} B target) "
-                 f"at {s['instructions']:,} instructions ({s['per_mac']:.2f} per MAC).", ""]
+                 f"at {s['instructions']:,} instructions ({s['per_mac']:.2f} per MAC).", "",
+                 "## VWW: where the code beyond weights goes", "",
+                 "Symbol sizes of the linked image (`arm-none-eabi-nm -S`), grouped; the rows add "
+                 "up to the code beyond weights but for alignment padding.", "",
+                 where_table(vww), ""]
     text += ["## Machine", "", machine(), "", f"Run time: {time.time() - t0:.0f} s.", ""]
     md = "\n".join(text)
     print(md)

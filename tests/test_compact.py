@@ -131,3 +131,17 @@ def test_bad_value_names_the_fix(bad):
         te.convert(conv_model(CONV_CASES["k3_ic16"]), optimize=bad)
     msg = str(info.value)
     assert f"optimize={bad!r}" in msg and 'optimize="speed"' in msg and 'optimize="size"' in msg
+
+
+def test_with_patches(shared_models):
+    """Patch-based prefixes keep their specialized per-patch code; the rest shares kernels, and
+    the plan is the one speed mode has."""
+    data = (shared_models / "vww_96_int8.tflite").read_bytes()
+    cm = te.convert(data, optimize="size", patches="auto")
+    speed = te.convert(data, patches="auto")
+    assert cm.patched and cm.peak_sram == speed.peak_sram and cm.flash == speed.flash
+    assert shared_calls(cm)["te_c_conv"] > 0
+    x = int8_inputs((96, 96, 3), 3, seed=4)
+    got = np.asarray(cm.run(x)).reshape(-1)
+    assert np.array_equal(got, np.asarray(tflm_run(data, x)).reshape(-1))
+    assert cm.optimize == "size" and speed.optimize == "speed"

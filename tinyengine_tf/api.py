@@ -55,6 +55,7 @@ def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
     cm.patch_choice = choice
     cm.unpatched_graph = plain
     cm.input_in_arena = input_in_arena
+    cm.optimize = optimize
     _check_budget(cm, sram, flash, plain, max_mac_overhead, input_in_arena, patches)
     return cm
 

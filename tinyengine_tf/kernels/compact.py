@@ -2,15 +2,18 @@
 
 The default ("speed") emits one specialized function per layer, every size a literal and the
 inner loops unrolled for that layer's shape; on VWW that is most of the code beyond the weights.
-In size mode every CONV_2D with one group and every in-place DEPTHWISE_CONV_2D of the model calls
-one function of its family, te_c_conv / te_c_dw, with the layer's parameters in a const
-descriptor (about 44 bytes a layer) next to its arrays. The layer function that remains is a
-single call, so per-layer profiles are unchanged in form.
+In size mode every CONV_2D with one group, every FULLY_CONNECTED (a 1x1 conv over its rows) and
+every in-place DEPTHWISE_CONV_2D of the model calls one function of its family, te_c_conv /
+te_c_dw, with the layer's parameters in a const descriptor (about 40 bytes a layer) next to its
+arrays. The requantization is TFLM's te_mbqm, or te_dsp_rq on the DSP path where dsp.Requant
+says it is exact for the layer (after the rewrites of bias, multiplier and shift the specialized
+kernels make too). The layer function that remains is a single call, so per-layer profiles are
+unchanged in form.
 
 What stays the same in both modes, so the NAS cost model and the memory plan hold for either:
-the constant arrays (the same hints and sizes as the specialized kernel declares, only the
-depthwise weights' order inside a channel differs), each layer's scratch bytes and whether it may
-run in place. A layer this module does not cover (grouped or dilated convs, batches, the int16x8
+the constant arrays (the same hints and sizes as the specialized kernel declares; the depthwise
+weights' order inside a channel and the bias folding of conv and FC differ), each layer's
+scratch bytes and whether it may run in place. A layer this module does not cover (grouped or dilated convs, batches, the int16x8
 and residual forms, depthwise with a depth multiplier or a scratch layout other than one padded
 plane) returns None and keeps its specialized code: size mode never refuses what speed mode takes.
 """
@@ -24,7 +27,6 @@ from tinyengine_tf.kernels import conv_residual, dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode
 from tinyengine_tf.kernels.geometry import Window
 
-OPTIMIZE = ("speed", "size")
 INT32_MAX = 2**31 - 1
 HEADERS = ("te_compact.h", "te_dsp.h")
 # Fused activations with a clamp TFLM applies (TANH and SIGN_BIT fused are left to the

@@ -145,3 +145,12 @@ def test_with_patches(shared_models):
     got = np.asarray(cm.run(x)).reshape(-1)
     assert np.array_equal(got, np.asarray(tflm_run(data, x)).reshape(-1))
     assert cm.optimize == "size" and speed.optimize == "speed"
+
+
+def test_hard_float_build(shared_models):
+    """-mfloat-abi=hard -mfpu=fpv4-sp-d16 firmware of a size-mode model equals TFLM too."""
+    data = (shared_models / "kws_ref_model.tflite").read_bytes()
+    cm = te.convert(data, optimize="size")
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=6)
+    got = np.asarray(cm.run(x, target="cortex-m4", float_abi="hard")).reshape(-1)
+    assert np.array_equal(got, np.asarray(tflm_run(data, x)).reshape(-1))

@@ -138,8 +138,8 @@ def main(argv=None):
             "extremes, random). Instructions are counted exactly from QEMU's trace for one "
             "inference, every instruction a layer causes charged to it; MACs count convolutions, "
             "depthwise convolutions and fully-connected layers. \"Of which library calls\" are "
-            "the instructions the layers spent in C library routines they called (memset, "
-            "memcpy, __aeabi_* helpers), included in the totals. Code beyond weights is the linked image's Flash "
+            "the instructions the layers spent in functions they called (memset, "
+            "memcpy, __aeabi_* helpers, the softmax exponential), included in the totals. Code beyond weights is the linked image's Flash "
             "(text, read-only data, vectors) minus the model's constant arrays.", "",
             table(rows), "", speedups(rows), ""]
     vww = next((r for r in rows if r["model"] == "vww_96_int8"), None)

@@ -267,3 +267,16 @@ def test_nas_subcommand_follows_the_nas_package():
 def test_usage_error_in_process_returns_2(capsys):
     assert cli.main(["convert"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_convert_optimize_size(conv_file, tmp_path):
+    """--optimize size writes the size-mode project (the layers call the shared kernels)."""
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli("convert", conv_file, "-o", out_dir, "--optimize", "size")
+    assert code == 0, err
+    assert (out_dir / "tiny_conv.c").read_text() == te.convert(conv_file, name="tiny_conv",
+                                                               optimize="size").sources["tiny_conv.c"]
+    assert "te_c_conv(&" in (out_dir / "tiny_conv.c").read_text()
+    assert (out_dir / "te_compact.h").exists()
+    code, _, err = run_cli("convert", conv_file, "-o", tmp_path / "o2", "--optimize", "fast")
+    assert code == 2 and "--optimize" in err and "size" in err

@@ -8,6 +8,7 @@ from tinyengine_tf.errors import DoesNotFitError, InvalidModelError, TinyEngineE
 
 
 QUANTIZATIONS = ("int8", "int16x8")
+OPTIMIZE = ("speed", "size")
 
 
 def load_tflite_bytes(model, representative_dataset=None, quantization: str = "int8") -> bytes:
@@ -36,7 +37,8 @@ def load_tflite_bytes(model, representative_dataset=None, quantization: str = "i
 
 def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
                    flash: int | None = None, patches=None, max_mac_overhead: float = 0.2,
-                   input_in_arena: bool = True):
+                   input_in_arena: bool = True, optimize: str = "speed"):
+    check_optimize(optimize)
     from converters.tflite_reader import check_quantized, read_tflite
     from tinyengine_tf.codegen import generate
     from tinyengine_tf.compiled import CompiledModel
@@ -49,12 +51,20 @@ def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
     choice = None
     if patches is not None:
         graph, choice = _apply_patches(graph, patches, max_mac_overhead, input_in_arena)
-    cm = CompiledModel(graph, generate(graph, name, input_in_arena), data, source)
+    cm = CompiledModel(graph, generate(graph, name, input_in_arena, optimize), data, source)
     cm.patch_choice = choice
     cm.unpatched_graph = plain
     cm.input_in_arena = input_in_arena
+    cm.optimize = optimize
     _check_budget(cm, sram, flash, plain, max_mac_overhead, input_in_arena, patches)
     return cm
+
+
+def check_optimize(optimize):
+    if not isinstance(optimize, str) or optimize not in OPTIMIZE:
+        raise TinyEngineError(f"optimize={optimize!r} is not one of {OPTIMIZE}: pass "
+                              "optimize=\"speed\" (the default: specialized code per layer) or "
+                              "optimize=\"size\" (kernels shared across layers, less code)")
 
 
 def _apply_patches(graph, patches, max_mac_overhead, input_in_arena):
@@ -121,7 +131,7 @@ def search_macs(graph) -> int:
 
 def convert(model, representative_dataset=None, *, name: str = "model", sram: int | None = None,
             flash: int | None = None, quantization: str = "int8", patches=None,
-            max_mac_overhead: float = 0.2, input_in_arena: bool = True):
+            max_mac_overhead: float = 0.2, input_in_arena: bool = True, optimize: str = "speed"):
     """Compile a model to specialized C. See shared/docs/design.md for the contract.
 
     quantization: for a Keras model or SavedModel, "int8" (default) or "int16x8" (TFLite's 16x8
@@ -133,7 +143,13 @@ def convert(model, representative_dataset=None, *, name: str = "model", sram: in
     input_in_arena: True counts the input tensor in the arena (the caller's data is copied in);
     False reads it where the caller keeps it (a camera frame buffer, external RAM, Flash): the
     arena holds no input and the model never writes to the caller's buffer.
+    optimize: "speed" (default) specializes every layer's code for its shape; "size" has the
+    model's convolutions and in-place depthwise convolutions call one shared kernel per family
+    with a small table of each layer's parameters (kernels/compact.py): less code beyond the
+    weights, more instructions. Outputs, constant arrays and the memory plan are the same.
     """
+    check_optimize(optimize)
     data = load_tflite_bytes(model, representative_dataset, quantization)
     return compile_tflite(data, name=name, sram=sram, flash=flash, patches=patches,
-                          max_mac_overhead=max_mac_overhead, input_in_arena=input_in_arena)
+                          max_mac_overhead=max_mac_overhead, input_in_arena=input_in_arena,
+                          optimize=optimize)

@@ -91,7 +91,7 @@ def cmd_convert(args) -> int:
     # Compiling happens entirely before the first write: a model that fails leaves OUT untouched.
     cm = _convert_model(args.model, args.name, args.sram, args.flash, patches=args.patches,
                         max_mac_overhead=args.max_mac_overhead,
-                        input_in_arena=not args.input_outside_arena)
+                        input_in_arena=not args.input_outside_arena, optimize=args.optimize)
     out = Path(args.output)
     before = _snapshot(out)
     cm.save(out)
@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-outside-arena", action="store_true",
                    help="read the input from the caller's buffer (camera frame, external RAM, "
                         "Flash) instead of copying it into the arena")
+    p.add_argument("--optimize", choices=("speed", "size"), default="speed",
+                   help="speed (default): code specialized per layer; size: conv, depthwise and "
+                        "fully-connected layers share one kernel each (less code, more "
+                        "instructions)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("report", parents=[debug], help="memory report: TinyEngine vs TFLite Micro",

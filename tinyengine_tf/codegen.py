@@ -17,6 +17,7 @@ import numpy as np
 from tinyengine_tf import kernels  # noqa: F401  (registers every kernel module)
 from tinyengine_tf.errors import UnsupportedOpError
 from tinyengine_tf.ir import C_TYPES, Graph
+from tinyengine_tf.kernels import compact
 from tinyengine_tf.kernels.base import (KERNELS, VIEW_OPS, EmitContext, LayerCode, ctype_bytes,
                                         supported_ops)
 from tinyengine_tf.kernels.state import (StateLayout, check_state_use, init_image, mutable_input,
@@ -58,13 +59,18 @@ def emit_layers(graph: Graph, ctx: EmitContext, ops=None) -> list:
             from tinyengine_tf.patch_codegen import emit_patched
             layers.append((op, emit_patched(op, graph, ctx, pos)))
             continue
+        ctx.layer = f"L{pos}"
+        if ctx.optimize == "size":
+            code = compact.emit(op, graph, ctx)   # None: the layer keeps its specialized code
+            if code is not None:
+                layers.append((op, code))
+                continue
         fn = KERNELS.get(op.kind)
         if fn is None:
             raise UnsupportedOpError(
                 f"{op.label()} is not supported by tinyengine-tf. Supported ops: "
                 f"{', '.join(supported_ops())}. Replace the layer in the Keras model with supported "
                 "ones, or open an issue with the model attached", op.kind, op.index)
-        ctx.layer = f"L{pos}"
         layers.append((op, fn(op, graph, ctx)))
     ctx.layer = ""
     return layers
@@ -87,10 +93,13 @@ def _signature(graph: Graph, op, code: LayerCode, fname: str) -> tuple[str, list
     return f"static TE_LAYER {ret} {fname}({', '.join(params) or 'void'})", voids
 
 
-def generate(graph: Graph, name: str = "model", input_in_arena: bool = True) -> Generated:
-    """input_in_arena=False leaves the model inputs in the caller's memory (read, never written)."""
+def generate(graph: Graph, name: str = "model", input_in_arena: bool = True,
+             optimize: str = "speed") -> Generated:
+    """input_in_arena=False leaves the model inputs in the caller's memory (read, never written).
+    optimize="size" has conv and depthwise layers call shared kernels (kernels/compact.py)."""
     prefix = c_identifier(name)
     ctx = EmitContext(graph, prefix)
+    ctx.optimize = optimize
     check_state_use(graph)
     state = state_layout(graph)
     layers = emit_layers(graph, ctx)

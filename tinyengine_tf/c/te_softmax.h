@@ -91,8 +91,17 @@ TE_INLINE int32_t te_softmax_reciprocal_q12(int32_t sum, int *bits_over_unit) {
 }
 
 /* exp(beta * s * diff) as Q0.31 for an input difference diff <= 0 that passed the diff_min
- * cut-off (so diff * 2^left_shift fits in int32). */
-TE_INLINE int32_t te_softmax_exp(int32_t diff, int32_t multiplier, int left_shift) {
+ * cut-off (so diff * 2^left_shift fits in int32). Out of line: a softmax calls it for the sum
+ * and again for the outputs, and inlined twice it is about 300 B of Cortex-M4 code more, for a
+ * call's few instructions per class (VWW: 1,592 -> 1,312 B). noipa: gcc 12's interprocedural
+ * constant propagation into a clone of it miscompiles the int8 -> int16 softmax at -O2 (all
+ * outputs 0; -fno-ipa-cp or inlining gives TFLM's values, tests/test_kernels_softmax.py). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noinline, noipa, unused))
+#elif defined(__GNUC__)
+__attribute__((noinline, unused))
+#endif
+static int32_t te_softmax_exp(int32_t diff, int32_t multiplier, int left_shift) {
     return te_fp_exp_on_negative_q5(te_srdhm(te_shl(diff, left_shift), multiplier));
 }
 

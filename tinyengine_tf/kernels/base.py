@@ -77,6 +77,7 @@ class EmitContext:
         self.constants: list = []      # (symbol, ctype, values)
         self.flash_bytes = 0
         self.layer = ""                # set by codegen: the current layer's symbol stem
+        self.optimize = "speed"        # convert(optimize=...): "size" selects kernels/compact.py
 
     def const(self, hint: str, values, ctype: str) -> str:
         """A file-scope ``static const`` array named after the layer and the hint."""

@@ -1,0 +1,156 @@
+"""convert(..., optimize="size") (kernels/compact.py, c/te_compact.h): the shared, table-driven
+kernels equal TFLite Micro on the host, under the sanitizers and on a Cortex-M4 under QEMU with the
+DSP path and without it, on every layer shape the specialized DSP tests cover; they keep the
+constant arrays and the memory plan of the default mode; the argument is validated; the default
+output is unchanged."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinyengine_tf as te
+from reference import (SHARED_MODEL_NAMES, assert_sanitized_matches_tflm, int8_inputs,
+                       sample_shape, tflm_run)
+from test_dsp import CONV_CASES, DW_CASES, FC_CASES, run_m4
+from test_kernels_conv import conv_model
+from test_kernels_depthwise import dw_model
+from test_kernels_fully_connected import fc_model
+
+N_SAMPLES = 8           # all -128, all 127, alternating extremes, then random
+
+
+def check_size_mode(model: bytes, seed: int = 0, firmware: bool = True):
+    """Size mode equals TFLM on the host (and the M4 with and without DSP); it declares the same
+    constants and plans the same memory as speed mode. Returns (size, speed) models."""
+    cm = te.convert(model, optimize="size")
+    speed = te.convert(model)
+    assert cm.peak_sram == speed.peak_sram and cm.flash == speed.flash
+    assert cm.plan.tensor_offset == speed.plan.tensor_offset
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), N_SAMPLES, seed=seed)
+    want = tflm_run(model, x)
+    runs = [("host", lambda: cm.run(x))]
+    if firmware:
+        runs += [("M4 DSP", lambda: run_m4(cm, x, True)), ("M4 portable", lambda: run_m4(cm, x, False))]
+    for label, run in runs:
+        got = np.asarray(run()).reshape(want.shape)
+        bad = np.argwhere(got != want)
+        assert not len(bad), (f"{label}: {len(bad)} of {want.size} outputs differ from TFLM, first "
+                              f"at {tuple(bad[0])}: {got[tuple(bad[0])]} vs {want[tuple(bad[0])]}")
+    return cm, speed
+
+
+def shared_calls(cm) -> dict:
+    src = cm.sources[f"{cm.prefix}.c"]
+    return {fn: src.count(f"{fn}(&") for fn in ("te_c_conv", "te_c_dw")}
+
+
+# Which cases the shared kernels take (the others keep their specialized code, checked too).
+def _conv_shared(p) -> bool:
+    return p["groups"] == 1 and p["dh"] == p["dw"] == 1 and p["batch"] == 1
+
+
+@pytest.mark.parametrize("name", list(CONV_CASES))
+def test_conv(name):
+    p = CONV_CASES[name]
+    cm, _ = check_size_mode(conv_model(p))
+    assert shared_calls(cm)["te_c_conv"] == int(_conv_shared(p))
+
+
+@pytest.mark.parametrize("name", list(DW_CASES))
+def test_depthwise(name):
+    p = DW_CASES[name]
+    cm, speed = check_size_mode(dw_model(p))
+    in_place = [code.in_place for _, code in speed._gen.layers if code][0]
+    shared = in_place and p["dh"] == p["dw"] == 1 and p["batch"] == 1
+    assert shared_calls(cm)["te_c_dw"] == int(shared)
+    assert [c.in_place for _, c in cm._gen.layers if c] == [in_place]
+
+
+@pytest.mark.parametrize("name", list(FC_CASES))
+def test_fully_connected(name):
+    shape, k, n, per_channel, act, zp = FC_CASES[name]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    cm, _ = check_size_mode(fc_model(shape, k, n, rng, per_channel=per_channel, act=act, in_zp=zp))
+    assert shared_calls(cm)["te_c_conv"] == 1
+
+
+def test_fully_connected_huge_bias_keeps_its_kernel():
+    """A bias that could overflow te_c_conv's sum (TFLM's int32 sum wraps) keeps the FC kernel."""
+    rng = np.random.default_rng(3)
+    m = fc_model((1, 64), 64, 6, rng, bias_values=np.array([2**31 - 5, -2**31 + 3, 7, 0, 1, -1]))
+    cm, _ = check_size_mode(m, firmware=False)
+    assert shared_calls(cm)["te_c_conv"] == 0
+
+
+@pytest.mark.parametrize("name,model", [
+    ("conv_border_s2", lambda: conv_model(CONV_CASES["explicit_pad"])),
+    ("conv_image_smaller_than_kernel", lambda: conv_model(CONV_CASES["image_smaller_than_kernel"])),
+    ("conv_oc_tail", lambda: conv_model(CONV_CASES["pw_ic16_oc7_odd_pixels"])),
+    ("dw_k3_s1_odd_width", lambda: dw_model(DW_CASES["k3_width3"])),
+    ("dw_k7_s2", lambda: dw_model(DW_CASES["k7_s2"])),
+])
+def test_sanitized(name, model):
+    """ASan + UBSan over the layer alone, on exact-size buffers (in place: output over input)."""
+    m = model()
+    cm = te.convert(m, optimize="size")
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), N_SAMPLES, seed=5)
+    assert_sanitized_matches_tflm(cm, m, x, layer=len(cm.graph.ops) - 1)
+
+
+@pytest.mark.parametrize("name", SHARED_MODEL_NAMES)
+def test_shared_models(shared_models, name):
+    """The MLPerf Tiny models: bit-exact on the host and the M4; every conv and depthwise layer
+    calls the shared kernels, and the linked code beyond the weights is smaller."""
+    data = (shared_models / f"{name}.tflite").read_bytes()
+    cm, speed = check_size_mode(data, seed=11)
+    kinds = [op.kind for op, code in cm._gen.layers if code]
+    calls = shared_calls(cm)
+    assert calls["te_c_dw"] == kinds.count("DEPTHWISE_CONV_2D")
+    assert calls["te_c_conv"] == kinds.count("CONV_2D") + kinds.count("FULLY_CONNECTED")
+    small, big = cm.build_firmware("cortex-m4"), speed.build_firmware("cortex-m4")
+    assert small.sram_bytes == big.sram_bytes
+    assert small.flash_bytes - cm.flash < big.flash_bytes - speed.flash
+
+
+def test_vww_sanitized(shared_models):
+    data = (shared_models / "vww_96_int8.tflite").read_bytes()
+    cm = te.convert(data, optimize="size")
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 3, seed=2)
+    assert_sanitized_matches_tflm(cm, data, x, timeout=300)
+
+
+def test_default_is_speed():
+    m = conv_model(CONV_CASES["k3_ic16"])
+    assert te.convert(m).sources == te.convert(m, optimize="speed").sources
+    assert "te_c_conv" not in te.convert(m).sources["model.c"]
+
+
+@pytest.mark.parametrize("bad", ["fast", "SIZE", None, 1])
+def test_bad_value_names_the_fix(bad):
+    with pytest.raises(te.TinyEngineError) as info:
+        te.convert(conv_model(CONV_CASES["k3_ic16"]), optimize=bad)
+    msg = str(info.value)
+    assert f"optimize={bad!r}" in msg and 'optimize="speed"' in msg and 'optimize="size"' in msg
+
+
+def test_with_patches(shared_models):
+    """Patch-based prefixes keep their specialized per-patch code; the rest shares kernels, and
+    the plan is the one speed mode has."""
+    data = (shared_models / "vww_96_int8.tflite").read_bytes()
+    cm = te.convert(data, optimize="size", patches="auto")
+    speed = te.convert(data, patches="auto")
+    assert cm.patched and cm.peak_sram == speed.peak_sram and cm.flash == speed.flash
+    assert shared_calls(cm)["te_c_conv"] > 0
+    x = int8_inputs((96, 96, 3), 3, seed=4)
+    got = np.asarray(cm.run(x)).reshape(-1)
+    assert np.array_equal(got, np.asarray(tflm_run(data, x)).reshape(-1))
+    assert cm.optimize == "size" and speed.optimize == "speed"
+
+
+def test_hard_float_build(shared_models):
+    """-mfloat-abi=hard -mfpu=fpv4-sp-d16 firmware of a size-mode model equals TFLM too."""
+    data = (shared_models / "kws_ref_model.tflite").read_bytes()
+    cm = te.convert(data, optimize="size")
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=6)
+    got = np.asarray(cm.run(x, target="cortex-m4", float_abi="hard")).reshape(-1)
+    assert np.array_equal(got, np.asarray(tflm_run(data, x)).reshape(-1))

@@ -13,17 +13,21 @@ from reference import (SHARED_MODEL_NAMES, assert_sanitized_matches_tflm, int8_i
                        sample_shape, tflm_run)
 from test_dsp import CONV_CASES, DW_CASES, FC_CASES, run_m4
 from test_kernels_conv import conv_model
-from test_kernels_depthwise import dw_model
+from test_kernels_depthwise import compile_with_band, dw_model
 from test_kernels_fully_connected import fc_model
+from tinyengine_tf.kernels.depthwise_band import BAND_OPTION
 
 N_SAMPLES = 8           # all -128, all 127, alternating extremes, then random
 
 
-def check_size_mode(model: bytes, seed: int = 0, firmware: bool = True):
+def check_size_mode(model: bytes, seed: int = 0, firmware: bool = True, band=None):
     """Size mode equals TFLM on the host (and the M4 with and without DSP); it declares the same
-    constants and plans the same memory as speed mode. Returns (size, speed) models."""
-    cm = te.convert(model, optimize="size")
-    speed = te.convert(model)
+    constants and plans the same memory as speed mode. Returns (size, speed) models.
+    band: force every depthwise layer's band (0: the whole plane), as compile_with_band does."""
+    if band is None:
+        cm, speed = te.convert(model, optimize="size"), te.convert(model)
+    else:
+        cm, speed = compile_with_band(model, band, "size"), compile_with_band(model, band)
     assert cm.peak_sram == speed.peak_sram and cm.flash == speed.flash
     assert cm.plan.tensor_offset == speed.plan.tensor_offset
     x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), N_SAMPLES, seed=seed)
@@ -56,12 +60,16 @@ def test_conv(name):
     assert shared_calls(cm)["te_c_conv"] == int(_conv_shared(p))
 
 
+@pytest.mark.parametrize("band", [None, 0])
 @pytest.mark.parametrize("name", list(DW_CASES))
-def test_depthwise(name):
+def test_depthwise(name, band):
+    """As compiled (a lone layer's scratch is its peak, so it may get a band, which keeps its
+    specialized code) and with the whole plane forced (the shared kernel on every shape)."""
     p = DW_CASES[name]
-    cm, speed = check_size_mode(dw_model(p))
+    cm, speed = check_size_mode(dw_model(p), band=band)
     in_place = [code.in_place for _, code in speed._gen.layers if code][0]
-    shared = in_place and p["dh"] == p["dw"] == 1 and p["batch"] == 1
+    banded = any(op.options.get(BAND_OPTION, 0) for op, _ in cm._gen.layers)
+    shared = in_place and p["dh"] == p["dw"] == 1 and p["batch"] == 1 and not banded
     assert shared_calls(cm)["te_c_dw"] == int(shared)
     assert [c.in_place for _, c in cm._gen.layers if c] == [in_place]
 
@@ -154,3 +162,15 @@ def test_hard_float_build(shared_models):
     x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=6)
     got = np.asarray(cm.run(x, target="cortex-m4", float_abi="hard")).reshape(-1)
     assert np.array_equal(got, np.asarray(tflm_run(data, x)).reshape(-1))
+
+
+def test_size_mode_kept_where_the_plan_shrinks_scratch():
+    """An inverted-residual block whose peak holds the depthwise plane and the projection chunk:
+    the layers the band plan re-emits keep size mode (the expansion and tail convs stay shared)."""
+    from test_band_plan import SHRUNK
+    from test_kernels_conv_residual import block
+    cm, speed = check_size_mode(block(c=16, e=64, h=12, w=12, seed=3))
+    assert any(k in op.options for op, code in cm._gen.layers if code for k in SHRUNK)
+    plain_convs = sum(op.kind == "CONV_2D" and "residual" not in op.options for op in cm.graph.ops)
+    assert plain_convs >= 1 and shared_calls(cm)["te_c_conv"] == plain_convs
+    assert cm.sources[f"{cm.prefix}.c"] != speed.sources[f"{speed.prefix}.c"]

@@ -335,7 +335,7 @@ def test_refuses_int16_activations_with_int8_output():
 # ---------------------------------------------------------------------------------------------
 # Bands (kernels/depthwise_band.py): the in-place layer holding a band of plane rows as scratch.
 
-def compile_with_band(m: bytes, band) -> "te.CompiledModel":
+def compile_with_band(m: bytes, band, optimize: str = "speed") -> "te.CompiledModel":
     """The model compiled with every depthwise layer's band forced: rows, 0 (the whole plane) or
     "min" (its shortest allowed band)."""
     from converters.tflite_reader import read_tflite
@@ -350,7 +350,7 @@ def compile_with_band(m: bytes, band) -> "te.CompiledModel":
             if band == "min":
                 rows = depthwise_band.band_choices(depthwise.layout(op, g, EmitContext(g, "t")))[0][0]
             op.options[depthwise_band.BAND_OPTION] = rows
-    return CompiledModel(g, generate(g, "model"), m, source)
+    return CompiledModel(g, generate(g, "model", optimize=optimize), m, source)
 
 
 # (spec, band rows or "min"): edge bands reach the zero-point rows at the image's top and bottom,

@@ -110,6 +110,7 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True,
     plan, bands = band_plan.plan(graph, scratch, in_place, caller=caller)
     if bands:   # emitted again with the bands the plan assumes
         ctx = EmitContext(graph, prefix)
+        ctx.optimize = optimize
         layers = emit_layers(graph, ctx, [band_plan.banded(op, bands[pos]) if pos in bands else op
                                           for pos, op in enumerate(graph.ops)])
 

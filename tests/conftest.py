@@ -19,14 +19,21 @@ def shared_models():
     return SHARED_MODELS
 
 
-# Under pytest-xdist `make test` runs `-n 2 --dist loadfile`: a file stays on one worker, so its
-# module fixtures (Keras models, QEMU builds) are built once and at most one stage-2 cluster runs
-# at a time. The files that take longest go first, so no worker is left with one at the end.
-FIRST = ("test_nas_stage2_search.py", "test_notebooks.py", "test_nas_cli_search.py")
+# Under pytest-xdist `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`: a file stays
+# on one worker, so its module fixtures (Keras models, QEMU builds) are built once and at most one
+# stage-2 cluster runs at a time; files are handed out in this order, the slowest first (measured
+# with --durations=0 on 2 cores, 2026-12-02), so no worker is left with a long file at the end.
+SLOWEST_FIRST = (
+    "test_nas_cost.py", "test_patches.py", "test_nas_patches.py", "test_compact.py",
+    "test_nas_stage1.py", "test_dsp.py", "test_keras_models.py", "test_nas_stage2_search.py",
+    "test_kernels_elementwise.py", "test_kernels_conv.py", "test_reader_fuzz.py",
+    "test_keras_converter.py", "test_notebooks.py", "test_kernels_depthwise.py",
+    "test_nas_cli_search.py", "test_kernels_softmax.py", "test_shared_models.py",
+    "test_kernels_pooling.py", "test_cli.py")
 
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
         name = Path(str(item.fspath)).name
-        return FIRST.index(name) if name in FIRST else len(FIRST)
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
     items.sort(key=rank)

@@ -149,10 +149,10 @@ def test_single_process_search_killed_mid_trial_resumes_without_rerunning(tmp_pa
 
 
 def _cluster_dir(tmp_path, max_trials):
-    from nas.pipeline import plan_search, write_cluster_data
+    from nas.pipeline import SearchSettings, plan_search, write_cluster_data
     run = tmp_path / "run"
-    spec, arrays, _ = plan_search(mfcc_task(96, 0), mfcc_task(48, 1), verbose=0,
-                                  **search_kwargs(run, max_trials))
+    spec, arrays, _ = plan_search(mfcc_task(96, 0), mfcc_task(48, 1),
+                                  SearchSettings(verbose=0, **search_kwargs(run, max_trials)))
     write_cluster_data(run, arrays)
     return run
 

@@ -139,7 +139,7 @@ class TinyNASOracle(keras_tuner.Oracle):
         self.prepared = False
         self.exhausted = False         # the space holds no further distinct fitting network
         self.leases: dict = {}         # trial_id -> time.time() of the last report from its worker
-        self.contact: dict = {}        # tuner_id -> time.time() of its last create_trial
+        self.contact: dict = {}        # tuner_id -> time.time() of its last ask or report
         self.reassigned: list = []     # (trial_id, from tuner_id, time) of expired leases
         self._seen: set = set()
         self._checker = None
@@ -303,6 +303,7 @@ class TinyNASOracle(keras_tuner.Oracle):
         """Every report renews the trial's lease; reports without the objective (per-epoch
         progress, heartbeats) are recorded without KerasTuner's objective check."""
         self.leases[trial_id] = time.time()
+        self._heard_from_holder(trial_id)
         metrics = dict(metrics)
         trial = self.trials[trial_id]
         if metrics.pop("heartbeat", None) is not None and not metrics:
@@ -316,8 +317,18 @@ class TinyNASOracle(keras_tuner.Oracle):
         self._save_trial(trial)
         return trial
 
+    def _heard_from_holder(self, trial_id) -> None:
+        """A report on a trial is contact from the worker holding it: without this, a worker that
+        ends a trial longer than a lease after it asked for one looked idle and dead for the
+        moment before its next ask, and the chief could end the search under it."""
+        now = time.time()
+        for tuner_id, t in self.ongoing_trials.items():
+            if t.trial_id == trial_id:
+                self.contact[tuner_id] = now
+
     @keras_tuner.synchronized
     def end_trial(self, trial):
+        self._heard_from_holder(trial.trial_id)
         if trial.trial_id in self.end_order:
             # Ended already (by the worker that took over an expired lease): keep the first result.
             for tuner_id, t in list(self.ongoing_trials.items()):

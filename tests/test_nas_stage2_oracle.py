@@ -178,6 +178,22 @@ def test_workers_wait_while_the_last_trials_run_then_stop(tmp_path, median_budge
     assert oracle.search_over()
 
 
+def test_a_worker_ending_a_long_trial_is_not_taken_for_dead(tmp_path, median_budget):
+    """The race a cluster run hit: the last trial outlasts the lease; the moment it ends, the
+    chief's lease check must not drop its worker (which then finds the chief gone) before the
+    worker has asked again and been told to stop."""
+    oracle = _oracle(tmp_path, median_budget, max_trials=1, lease_seconds=0.3)
+    t = oracle.create_trial("w1")
+    for _ in range(6):                       # a trial of 4 leases, reported by heartbeats
+        time.sleep(0.2)
+        oracle.update_trial(t.trial_id, {"heartbeat": 1.0})
+    _finish(oracle, t)
+    oracle.expire_leases()                   # the chief's loop, between the end and the next ask
+    assert "w1" in oracle.tuner_ids and not oracle.search_over()
+    assert oracle.create_trial("w1").status == trial_module.TrialStatus.STOPPED
+    assert oracle.search_over()
+
+
 def test_failed_trials_never_stop_the_search(tmp_path, median_budget):
     oracle = _oracle(tmp_path, median_budget, max_trials=6)
     for _ in range(6):

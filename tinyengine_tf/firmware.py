@@ -247,27 +247,38 @@ def _qemu_cmd(t: Target, elf: Path, trace_log: Path | None = None) -> list:
     return cmd
 
 
+def _write_inputs(tmp: Path, arrays: list, n: int) -> None:
+    """te_in.bin, which the firmware reads through semihosting: sample by sample, input by input."""
+    with open(tmp / "te_in.bin", "wb") as f:
+        for i in range(n):
+            for a in arrays:
+                f.write(np.ascontiguousarray(a[i]).tobytes())
+
+
+def _outputs(tmp: Path, t, returncode: int, stderr: bytes, nbytes: int) -> bytes:
+    """What the firmware wrote to te_out.bin, once its exit status and size say it ran through."""
+    if returncode != 0:
+        raise ToolchainError(f"the firmware failed under QEMU {t.machine} (exit {returncode}): "
+                             f"{stderr.decode(errors='replace')[-2000:]}")
+    data = (tmp / "te_out.bin").read_bytes()
+    if len(data) != nbytes:
+        raise ToolchainError(f"the firmware wrote {len(data)} bytes, expected {nbytes}")
+    return data
+
+
 def run_qemu(fw: Firmware, arrays: list, n: int, out_nbytes: int, timeout: float = 300,
              trace: bool = False):
     """Feed n samples (arrays: one (n, ...) array per input); returns raw output bytes (and log)."""
     t = target(fw.target)
     with tempfile.TemporaryDirectory(prefix="te_qemu_") as tmp:
-        with open(Path(tmp, "te_in.bin"), "wb") as f:
-            for i in range(n):
-                for a in arrays:
-                    f.write(np.ascontiguousarray(a[i]).tobytes())
+        _write_inputs(Path(tmp), arrays, n)
         log = Path(tmp, "trace.log") if trace else None
         try:
             proc = subprocess.run(_qemu_cmd(t, fw.elf, log), cwd=tmp, capture_output=True,
                                   timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise ToolchainError(f"QEMU ({t.machine}) did not finish within {timeout:.0f} s") from None
-        if proc.returncode != 0:
-            raise ToolchainError(f"the firmware failed under QEMU {t.machine} (exit {proc.returncode}): "
-                                 f"{proc.stderr.decode(errors='replace')[-2000:]}")
-        data = Path(tmp, "te_out.bin").read_bytes()
-        if len(data) != n * out_nbytes:
-            raise ToolchainError(f"the firmware wrote {len(data)} bytes, expected {n * out_nbytes}")
+        data = _outputs(Path(tmp), t, proc.returncode, proc.stderr, n * out_nbytes)
         counts = _count_trace(log) if trace else None
     return data, counts
 
@@ -282,10 +293,7 @@ def run_qemu_streamed(fw: Firmware, arrays: list, n: int, out_nbytes: int,
     import threading
     t = target(fw.target)
     with tempfile.TemporaryDirectory(prefix="te_qemu_") as tmp:
-        with open(Path(tmp, "te_in.bin"), "wb") as f:
-            for i in range(n):
-                for a in arrays:
-                    f.write(np.ascontiguousarray(a[i]).tobytes())
+        _write_inputs(Path(tmp), arrays, n)
         fifo = Path(tmp, "trace.fifo")
         os.mkfifo(fifo)
         result: dict = {}
@@ -314,14 +322,9 @@ def run_qemu_streamed(fw: Firmware, arrays: list, n: int, out_nbytes: int,
         th.join(60)
         if err is None:
             raise ToolchainError(f"QEMU ({t.machine}) did not finish within {timeout:.0f} s")
-        if proc.returncode != 0:
-            raise ToolchainError(f"the firmware failed under QEMU {t.machine} (exit {proc.returncode}): "
-                                 f"{err.decode(errors='replace')[-2000:]}")
+        data = _outputs(Path(tmp), t, proc.returncode, err, n * out_nbytes)
         if "error" in result or "trace" not in result:
             raise ToolchainError(f"reading QEMU's trace failed: {result.get('error')!r}")
-        data = Path(tmp, "te_out.bin").read_bytes()
-        if len(data) != n * out_nbytes:
-            raise ToolchainError(f"the firmware wrote {len(data)} bytes, expected {n * out_nbytes}")
     return data, result["trace"]
 
 

@@ -39,6 +39,7 @@ TANH is silently dropped); this kernel refuses them instead of reproducing that.
 """
 from __future__ import annotations
 
+import functools
 import textwrap
 from dataclasses import dataclass
 
@@ -581,15 +582,24 @@ def _cover_min(pairs, singles, lo: int, hi: int):
     """_cover with the fewest instructions rather than greedily: the set of words (each a load
     plus one extend per half it serves; bases lo..hi) and the byte loads of taps no word
     serves, searched over every set of candidate words (a dozen at most for 7-wide kernels)."""
+    todo = list(pairs) + list(singles)
+    words, where = _cover_min_of(tuple(t.off for t in pairs), tuple(t.off for t in singles), lo, hi)
+    return list(words), {id(todo[i]): w for i, w in where.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _cover_min_of(pair_offs: tuple, single_offs: tuple, lo: int, hi: int):
+    """_cover_min on the taps' plane offsets alone (all it depends on): (words, {tap index:
+    where}). Memoized, since the tile search asks for the same rows again and again, and a NAS
+    sweep costs thousands of depthwise layers (uncached, this search was 95% of stage 1)."""
     from itertools import combinations
 
-    def options(tap, pair):
+    def options(off, pair):
         if pair:
-            return [(tap.off, "lo", ""), (tap.off - 1, "hi", "")]
-        return [(tap.off, "lo", "b"), (tap.off - 2, "lo", "t"), (tap.off - 1, "hi", "b"),
-                (tap.off - 3, "hi", "t")]
+            return [(off, "lo", ""), (off - 1, "hi", "")]
+        return [(off, "lo", "b"), (off - 2, "lo", "t"), (off - 1, "hi", "b"), (off - 3, "hi", "t")]
 
-    todo = [(t, True) for t in pairs] + [(t, False) for t in singles]
+    todo = [(o, True) for o in pair_offs] + [(o, False) for o in single_offs]
     opts = [[o for o in options(t, pair) if lo <= o[0] <= hi] for t, pair in todo]
     cands = sorted({o[0] for os_ in opts for o in os_})
     if len(cands) > COVER_SEARCH:
@@ -607,7 +617,7 @@ def _cover_min(pairs, singles, lo: int, hi: int):
             for i in sorted(left):
                 o = next((o for o in opts[i] if o[0] == base), None)
                 if o is not None:
-                    where[id(todo[i][0])] = ("w", o[0], o[1], o[2])
+                    where[i] = ("w", o[0], o[1], o[2])
                     left.discard(i)
     best = None
     for k in range(len(cands) + 1):
@@ -618,14 +628,14 @@ def _cover_min(pairs, singles, lo: int, hi: int):
             halves, where, cost = set(), {}, 0
             order = sorted(range(len(todo)), key=lambda i: len([o for o in opts[i] if o[0] in chosen]))
             for i in order:
-                t, pair = todo[i]
+                pair = todo[i][1]
                 mine = [o for o in opts[i] if o[0] in chosen]
                 if not mine:
                     cost += 3 if pair else 1          # two byte loads and a MAC more / a byte load
                     continue
                 o = next((o for o in mine if (o[0], o[1]) in halves), mine[0])
                 halves.add((o[0], o[1]))
-                where[id(t)] = ("w", o[0], o[1], o[2])
+                where[i] = ("w", o[0], o[1], o[2])
             cost += k + len(halves)
             if best is None or cost < best[0]:
                 best = (cost, sorted(combo), where)
@@ -672,7 +682,23 @@ ASM_NOUT = 6           # outputs per tile (accumulators; 6 leave 2 weight regist
 ASM_ROWS = 4           # output rows per tile
 
 
+_ASM_SHAPES: dict = {}   # window geometry and plane width -> _asm_shape's answer
+
+
 def _asm_shape(lay: Layout, plan) -> tuple | None:
+    """_asm_shape_search, remembered: its answer depends only on the window's geometry and the
+    plane's width (the weight plan follows from the kernel shape), and a NAS sweep asks for the
+    same few hundred geometries across thousands of layers of different channel counts."""
+    w = lay.win
+    key = (w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.oh, w.ow, lay.plane[1])
+    if key not in _ASM_SHAPES:
+        if len(_ASM_SHAPES) > 4096:
+            _ASM_SHAPES.clear()
+        _ASM_SHAPES[key] = _asm_shape_search(lay, plan)
+    return _ASM_SHAPES[key]
+
+
+def _asm_shape_search(lay: Layout, plan) -> tuple | None:
     """(ny, nx, tile) of the tile shape with the fewest instructions per channel: the tile's
     asm, about 4 per output for the requantization and store and 8 per tile for the loop and
     the multiplier reloads, times the tiles (the last of a row or column overlaps the one

@@ -459,10 +459,14 @@ def _live_bound(steps: int, buffers: list, ops: list) -> int:
     return max(live[:steps])
 
 
-def _bound_scratch(fact) -> int:
-    """A layer's scratch as the bounds count it: none for a depthwise layer, whose whole-plane
-    scratch the planner may shrink to a band (tinyengine_tf/band_plan.py)."""
-    return 0 if fact[0] == "DEPTHWISE_CONV_2D" else fact[2]
+def least_scratch(op, g, fact) -> int:
+    """A layer's scratch as the bounds count it: the smallest the planner may shrink it to (an
+    in-place depthwise band, a fused residual conv's chunk: tinyengine_tf/band_plan.py), since
+    it shrinks them only after planning. Only layers that may run in place shrink."""
+    from tinyengine_tf import band_plan
+    if not fact[2] or fact[3] is False:
+        return fact[2]
+    return min([fact[2]] + [s for _, s in band_plan.choices(op, g)])
 
 
 def live_lower_bound(g, facts: list) -> int:
@@ -510,12 +514,13 @@ def live_lower_bound(g, facts: list) -> int:
         o = index.get(buf(op.outputs[0]))
         ins = [index.get(buf(t)) if t >= 0 else None for t in op.inputs]
         _, _, scratch, in_place = facts[k]
-        rows.append((o, ins, _bound_scratch(facts[k]), False if op.kind in VIEW_OPS else in_place))
+        rows.append((o, ins, least_scratch(op, g, facts[k]), False if op.kind in VIEW_OPS else in_place))
     return _live_bound(steps, buffers, rows)
 
 
-def layers_lower_bound(arch: Arch, layers: list, facts: list) -> int:
-    """live_lower_bound computed from the layer list as the passes leave it (fused_layers)."""
+def layers_lower_bound(arch: Arch, layers: list, facts: list, least: list) -> int:
+    """live_lower_bound computed from the layer list as the passes leave it (fused_layers);
+    least: each layer's least_scratch."""
     n = len(layers)
     buffers = [(_numel(arch.input_shape), 0, 0)] + [(_numel(ly.out_shape), k, k) for k, ly in enumerate(layers)]
     for k, ly in enumerate(layers):
@@ -524,8 +529,7 @@ def layers_lower_bound(arch: Arch, layers: list, facts: list) -> int:
             buffers[s + 1] = (nb, lo, max(hi, k))
     nb, lo, _ = buffers[n]
     buffers[n] = (nb, lo, n - 1)   # the model output lives to the end
-    rows = [(k + 1, [s + 1 for s in ly.src], _bound_scratch(facts[k]), facts[k][3])
-            for k, ly in enumerate(layers)]
+    rows = [(k + 1, [s + 1 for s in ly.src], least[k], facts[k][3]) for k, ly in enumerate(layers)]
     return _live_bound(n, buffers, rows)
 
 
@@ -605,6 +609,7 @@ class FitChecker:
         self.fast = False
         self.planned = 0
         self._facts: dict = {}   # Layer.key -> (kind, flash, scratch, in_place or None)
+        self._least: dict = {}   # Layer.key -> least_scratch
 
     def calibrate(self, probes) -> bool:
         self.fast = all(passes_match_layers(a, self.num_classes, self.qat) for a in probes)
@@ -631,7 +636,8 @@ class FitChecker:
             return False, macs, fl, None
         if self.sram is None:
             return True, macs, fl, None
-        if layers_lower_bound(arch, layers, facts) > self.sram:
+        least = [self._least[ly.key] for ly in layers]
+        if layers_lower_bound(arch, layers, facts, least) > self.sram:
             return False, macs, fl, None
         g = g if g is not None else self._graph(arch, plain)
         if any(f[3] is None for f in facts):
@@ -662,6 +668,7 @@ class FitChecker:
             if f is None or (need_in_place and f[3] is None):
                 fl, scratch, ip = layer_facts(op, pos, g, need_in_place)
                 f = self._facts[ly.key] = (op.kind, fl, scratch, ip)
+                self._least[ly.key] = least_scratch(op, g, f)
             out.append(f)
         return out
 

@@ -40,14 +40,22 @@ class Plan:
         An in-place pair (an output allowed to overwrite the input that dies at its step) needs
         only the larger of the two at that step.
         """
+        # Differences per step, summed once: linear in steps + buffers (the NAS cost model asks
+        # for this on every network it plans).
         by_key = {b.key: b for b in self.buffers}
-        out = []
+        delta = [0] * (self.steps + 1)
+        for b in self.buffers:
+            first, last = max(b.first, 0), min(b.last, self.steps - 1)
+            if first <= last:
+                delta[first] += b.size
+                delta[last + 1] -= b.size
+            src = by_key.get(b.in_place_of)
+            if src is not None and b.first == src.last and 0 <= b.first < self.steps:
+                delta[b.first] -= min(b.size, src.size)
+                delta[b.first + 1] += min(b.size, src.size)
+        out, total = [], 0
         for s in range(self.steps):
-            total = sum(b.size for b in self.buffers if b.first <= s <= b.last)
-            for b in self.buffers:
-                src = by_key.get(b.in_place_of)
-                if src is not None and b.first == s == src.last:
-                    total -= min(b.size, src.size)
+            total += delta[s]
             out.append(total)
         return out
 

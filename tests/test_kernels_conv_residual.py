@@ -169,3 +169,17 @@ def test_smaller_chunks_match_tflm(pick):
     code, = [code for o, code in cm._gen.layers if conv_residual.handles(o)]
     assert code.scratch_bytes == size
     assert_matches_tflm(cm, model, model_inputs(cm, 12, seed=2))
+
+
+@pytest.mark.parametrize("chunk", [7, 0.5, -3])
+def test_a_chunk_that_does_not_divide_the_pixels_is_refused_by_name(chunk):
+    from converters.tflite_reader import read_tflite
+    from tinyengine_tf.codegen import generate
+    from tinyengine_tf.kernels import conv_residual
+    from tinyengine_tf.passes import run_passes
+    g = run_passes(read_tflite(block(c=8, e=24, h=6, w=5, seed=5), name="model"))   # 30 pixels
+    op, = [op for op in g.ops if conv_residual.handles(op)]
+    op.options[conv_residual.CHUNK_OPTION] = chunk
+    with pytest.raises(te.UnsupportedOpError, match=r"does not divide its 30 pixels.*\[1, 2, 3, 5, 6, 10, 15, 30\]") as e:
+        generate(g, "model")
+    assert e.value.op_index == op.index

@@ -44,34 +44,51 @@ def c_identifier(name: str) -> str:
     return ident if ident and not ident[0].isdigit() else f"m_{ident}"
 
 
-def emit_layers(graph: Graph, ctx: EmitContext, ops=None) -> list:
-    """ops: the graph's ops, or replacements for them (band_plan.banded)."""
-    layers = []
-    for pos, op in enumerate(graph.ops if ops is None else ops):
-        if op.kind in VIEW_OPS:
-            x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
-            if x.numel != y.numel or x.dtype != y.dtype:
-                raise UnsupportedOpError(f"{op.label()}: reshapes {x.describe()} into {y.describe()}, "
-                                         "which changes the element count or type", op.kind, op.index)
-            layers.append((op, None))
-            continue
-        if op.kind == PATCHED_KIND:
-            from tinyengine_tf.patch_codegen import emit_patched
-            layers.append((op, emit_patched(op, graph, ctx, pos)))
-            continue
-        ctx.layer = f"L{pos}"
-        if ctx.optimize == "size":
-            code = compact.emit(op, graph, ctx)   # None: the layer keeps its specialized code
-            if code is not None:
-                layers.append((op, code))
-                continue
-        fn = KERNELS.get(op.kind)
-        if fn is None:
-            raise UnsupportedOpError(
-                f"{op.label()} is not supported by tinyengine-tf. Supported ops: "
-                f"{', '.join(supported_ops())}. Replace the layer in the Keras model with supported "
-                "ones, or open an issue with the model attached", op.kind, op.index)
-        layers.append((op, fn(op, graph, ctx)))
+def emit_layers(graph: Graph, ctx: EmitContext) -> list:
+    """(op, LayerCode or None for a view) per op of the graph."""
+    layers = [(op, emit_layer(graph, ctx, pos, op)) for pos, op in enumerate(graph.ops)]
+    ctx.layer = ""
+    return layers
+
+
+def emit_layer(graph: Graph, ctx: EmitContext, pos: int, op) -> LayerCode | None:
+    if op.kind in VIEW_OPS:
+        x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+        if x.numel != y.numel or x.dtype != y.dtype:
+            raise UnsupportedOpError(f"{op.label()}: reshapes {x.describe()} into {y.describe()}, "
+                                     "which changes the element count or type", op.kind, op.index)
+        return None
+    if op.kind == PATCHED_KIND:
+        from tinyengine_tf.patch_codegen import emit_patched
+        return emit_patched(op, graph, ctx, pos)
+    ctx.layer = f"L{pos}"
+    if ctx.optimize == "size":
+        code = compact.emit(op, graph, ctx)   # None: the layer keeps its specialized code
+        if code is not None:
+            return code
+    fn = KERNELS.get(op.kind)
+    if fn is None:
+        raise UnsupportedOpError(
+            f"{op.label()} is not supported by tinyengine-tf. Supported ops: "
+            f"{', '.join(supported_ops())}. Replace the layer in the Keras model with supported "
+            "ones, or open an issue with the model attached", op.kind, op.index)
+    return fn(op, graph, ctx)
+
+
+def _reemit_banded(graph: Graph, ctx: EmitContext, layers: list, bands: dict) -> list:
+    """layers with the ops in bands emitted again with the band (or chunk) the plan assumes;
+    their constants take the place of the first emission's, so the file keeps its order."""
+    layers = list(layers)
+    for pos in sorted(bands):
+        stem = f"{ctx.prefix}_L{pos}_"
+        mine = [k for k, (sym, _, _) in enumerate(ctx.constants) if sym.startswith(stem)]
+        at = mine[0] if mine else len(ctx.constants)
+        ctx.constants = [c for k, c in enumerate(ctx.constants) if k not in set(mine)]
+        n = len(ctx.constants)
+        op = band_plan.banded(graph.ops[pos], bands[pos])
+        layers[pos] = (op, emit_layer(graph, ctx, pos, op))
+        new = ctx.constants[n:]
+        ctx.constants = ctx.constants[:at] + new + ctx.constants[at:n]
     ctx.layer = ""
     return layers
 
@@ -108,11 +125,7 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True,
     # Variable tensors live in the state buffer: the arena plan leaves them out.
     caller = tuple(state.offsets) + (() if input_in_arena else tuple(graph.inputs))
     plan, bands = band_plan.plan(graph, scratch, in_place, caller=caller)
-    if bands:   # emitted again with the bands the plan assumes
-        ctx = EmitContext(graph, prefix)
-        ctx.optimize = optimize
-        layers = emit_layers(graph, ctx, [band_plan.banded(op, bands[pos]) if pos in bands else op
-                                          for pos, op in enumerate(graph.ops)])
+    layers = _reemit_banded(graph, ctx, layers, bands)
 
     functions, calls = [], []
     shared = _shared_layers(graph, layers, prefix, ctx)

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from tinyengine_tf.errors import UnsupportedOpError
 from tinyengine_tf.ir import Graph, Op, Tensor
 from tinyengine_tf.kernels.base import ALIGN, FIX_QUANTIZE, EmitContext, LayerCode
 from tinyengine_tf.kernels.elementwise import add_sub_recipe
@@ -38,8 +39,11 @@ def chunk_pixels(op: Op, g) -> int:
     oc = int(w.shape[0])
     forced = op.options.get(CHUNK_OPTION)
     if forced:
-        if pixels % int(forced):
-            raise ValueError(f"{op.label()}: a chunk of {forced} pixels does not divide {pixels}")
+        if int(forced) < 1 or pixels % int(forced):
+            divisors = [d for d in range(1, pixels + 1) if pixels % d == 0]
+            raise UnsupportedOpError(f"{op.label()}: a chunk of {forced} pixels does not divide its "
+                                     f"{pixels} pixels. Fix: set {CHUNK_OPTION} to one of {divisors} "
+                                     "or leave it out", op.kind, op.index)
         return int(forced)
     best = 1
     for d in range(1, pixels + 1):

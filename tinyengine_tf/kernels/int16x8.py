@@ -235,6 +235,10 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
          "Use fewer input channels per output"))
     ocpg = oc // groups
     xin = ctx.operand(op, 0)
+    taps = _window_taps(win, ih, iw, f"""
+          const int16_t *px = {xin} + ((b * {ih} + iy) * {iw} + ix) * {ic} + g0;
+          const int8_t *pw = {W} + ((c * {kh} + ky) * {kw} + kx) * {icf};
+          for (int i = 0; i < {icf}; ++i) acc += (int32_t)pw[i] * (int32_t)px[i];""")
     body = f"""
   for (int b = 0; b < {n}; ++b)
   for (int oy = 0; oy < {win.oh}; ++oy)
@@ -242,18 +246,7 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
     int16_t *po = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {oc};
     for (int c = 0; c < {oc}; ++c) {{
       const int g0 = (c / {ocpg}) * {icf};
-      {acc_t} acc = 0;
-      for (int ky = 0; ky < {kh}; ++ky) {{
-        const int iy = oy * {win.sh} - {win.pt} + ky * {win.dh};
-        if (iy < 0 || iy >= {ih}) continue;
-        for (int kx = 0; kx < {kw}; ++kx) {{
-          const int ix = ox * {win.sw} - {win.pl} + kx * {win.dw};
-          if (ix < 0 || ix >= {iw}) continue;
-          const int16_t *px = {xin} + ((b * {ih} + iy) * {iw} + ix) * {ic} + g0;
-          const int8_t *pw = {W} + ((c * {kh} + ky) * {kw} + kx) * {icf};
-          for (int i = 0; i < {icf}; ++i) acc += (int32_t)pw[i] * (int32_t)px[i];
-        }}
-      }}
+      {acc_t} acc = 0;{taps}
       {f'acc += {B}[c];' if B else ''}
       po[c] = (int16_t)te_clamp({rq('acc', 'c')}, {lo}, {hi});
     }}
@@ -263,6 +256,20 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
         body = f"\n#if TE_DSP{fast}\n#else{body}\n#endif"
         return LayerCode(body=body, headers=("te_int16.h", "te_dsp.h", "te_int16_dsp.h"))
     return LayerCode(body=body, headers=("te_int16.h",))
+
+
+def _window_taps(win, ih, iw, inner: str) -> str:
+    """The loops over an output pixel's (oy, ox) in-bounds taps (ky, kx; iy, ix set) around
+    inner: TFLM skips the taps in the padding, so both branches of the conv do too."""
+    return f"""
+      for (int ky = 0; ky < {win.kh}; ++ky) {{
+        const int iy = oy * {win.sh} - {win.pt} + ky * {win.dh};
+        if (iy < 0 || iy >= {ih}) continue;
+        for (int kx = 0; kx < {win.kw}; ++kx) {{
+          const int ix = ox * {win.sw} - {win.pl} + kx * {win.dw};
+          if (ix < 0 || ix >= {iw}) continue;{inner}
+        }}
+      }}"""
 
 
 def _conv_dsp_body(n, ih, iw, ic, oc, kh, kw, win, xin, W, B, acc_t, rq, lo, hi) -> str:
@@ -280,19 +287,12 @@ def _conv_dsp_body(n, ih, iw, ic, oc, kh, kw, win, xin, W, B, acc_t, rq, lo, hi)
         outs = f"po[{c}] = (int16_t)te_clamp({rq('a0', c)}, {lo}, {hi});"
         if pair:
             outs += f"\n      po[{c} + 1] = (int16_t)te_clamp({rq('a1', f'{c} + 1')}, {lo}, {hi});"
-        return f"""
-      {decl}
-      for (int ky = 0; ky < {kh}; ++ky) {{
-        const int iy = oy * {win.sh} - {win.pt} + ky * {win.dh};
-        if (iy < 0 || iy >= {ih}) continue;
-        for (int kx = 0; kx < {kw}; ++kx) {{
-          const int ix = ox * {win.sw} - {win.pl} + kx * {win.dw};
-          if (ix < 0 || ix >= {iw}) continue;
+        taps = _window_taps(win, ih, iw, f"""
           const int16_t *px = {xin} + ((b * {ih} + iy) * {iw} + ix) * {ic};
           const int8_t *pw = {W} + (({c} * {kh} + ky) * {kw} + kx) * {ic};
-          {dot}(px, pw, {w1}, {ic}, &a0, {a1});
-        }}
-      }}
+          {dot}(px, pw, {w1}, {ic}, &a0, {a1});""")
+        return f"""
+      {decl}{taps}
       {bias}
       {outs}"""
     odd = f"\n    {{{unit(oc - 1, False)}\n    }}" if oc % 2 else ""

@@ -175,7 +175,10 @@ def check_footprints(cm):
         ctx = EmitContext(g, "fp")
         ctx.layer = "L0"
         code = KERNELS[op.kind](op, g, ctx)
-        assert FOOTPRINTS[op.kind](op, g) == (ctx.flash_bytes, code.scratch_bytes), op.label()
+        fp = FOOTPRINTS[op.kind](op, g)
+        assert fp[:2] == (ctx.flash_bytes, code.scratch_bytes), op.label()
+        if len(fp) > 2:     # a footprint that says whether the layer runs in place
+            assert fp[2] == code.in_place, op.label()
         assert emitted[id(op)].scratch_bytes == code.scratch_bytes
 
 
@@ -183,7 +186,7 @@ def check_total_footprint(cm):
     """The shape-only footprints add up to the compiled model: Flash in sum, scratch at most."""
     flash = scratch = 0
     for op, _ in cm._gen.layers:
-        f, s = FOOTPRINTS[op.kind](op, cm.graph)
+        f, s = FOOTPRINTS[op.kind](op, cm.graph)[:2]
         flash += f
         scratch = max(scratch, s)
     assert flash == cm.flash

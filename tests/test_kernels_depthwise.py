@@ -261,7 +261,7 @@ def test_footprint_equals_emitted(k):
     cm = te.convert(dw_model(FOOTPRINT_CASES[k]))
     op, code = dw_layer(cm)
     assert FOOTPRINTS["DEPTHWISE_CONV_2D"] is depthwise.footprint
-    assert depthwise.footprint(op, cm.graph) == (cm.flash, code.scratch_bytes)
+    assert depthwise.footprint(op, cm.graph) == (cm.flash, code.scratch_bytes, code.in_place)
 
 
 def _constants(cm):

@@ -307,8 +307,10 @@ def test_footprints_agree_with_emitted_layers():
         if op.kind not in FOOTPRINTS or cost._signature(op, g) in seen:
             continue
         seen.add(cost._signature(op, g))
-        flash, scratch = cost._unpack_footprint(FOOTPRINTS[op.kind](op, g))[:2]
-        assert (flash, scratch) == cost._emit_one(op, pos, g)[:2], op.label()
+        flash, scratch, in_place = cost._unpack_footprint(FOOTPRINTS[op.kind](op, g))
+        emitted = cost._emit_one(op, pos, g)
+        assert (flash, scratch) == emitted[:2], op.label()
+        assert in_place in (None, emitted[2]), op.label()
     assert len(seen) > 5
 
 

@@ -20,8 +20,8 @@ code as literals or ``const`` arrays (``ctx.const``) so the C compiler specializ
 Which constant arrays a kernel emits, and their sizes, must depend only on shapes, options and
 quantization granularity (per-tensor vs per-channel), never on the values: the NAS cost model
 predicts Flash and scratch from shapes alone. A family may register a fast shape-only
-``footprint(op, graph) -> (flash_bytes, scratch_bytes)`` with ``@kernel(..., footprint=fn)``; a test
-checks it against the emitted code. Without one, the footprint is measured by emitting the layer.
+``footprint(op, graph) -> (flash_bytes, scratch_bytes[, in_place])`` with ``@kernel(...,
+footprint=fn)``; a test checks it against the emitted code. Without one, the footprint is measured by emitting the layer.
 """
 from __future__ import annotations
 

@@ -150,14 +150,16 @@ def layout(op: Op, g: Graph, ctx: EmitContext) -> Layout:
     return lay
 
 
-def footprint(op: Op, g: Graph) -> tuple[int, int]:
-    """(flash bytes, scratch bytes) exactly as the emitted layer declares them."""
+def footprint(op: Op, g: Graph) -> tuple:
+    """(flash bytes, scratch bytes, in place) exactly as the emitted layer declares them (int16:
+    the first two), from the layout alone: the NAS cost model then never emits an int8
+    depthwise layer, whose DSP tile search is the slowest part of emitting one."""
     if int16x8.handles(op, g):
         return int16x8.footprint(op, g, channel_axis=3)
     lay = layout(op, g, EmitContext(g, "footprint"))
     size = {"int8_t": 1, "int32_t": 4}
     flash = sum(count * size[ctype] for count, ctype in lay.arrays().values())
-    return flash, lay.scratch_bytes
+    return flash, lay.scratch_bytes, lay.in_place
 
 
 def _bias(op: Op, ctx: EmitContext, oc: int) -> np.ndarray:

@@ -155,6 +155,24 @@ def test_depthwise_cases_reach_every_tile_shape():
     assert seen >= {"1x2", "1x3", "1x4", "1x5", "1x6", "2x1", "2x2", "2x3", "3x1", "C"}, seen
 
 
+def test_depthwise_cases_reach_every_asm_requantization():
+    """The cases above run the asm tiles' requantization tail in both forms (with the sign term,
+    and without it where the clamp is at or above the zero point), per channel and per tensor
+    (q, h, r literals in the tile's stack array), and the tiles that leave it to C."""
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        if "asr #31" in src and "smmlar %[w1], %[a0]" in src:
+            seen.add("sign")
+        if "smmlar %[a0], %[a0]" in src:
+            seen.add("pos")
+        if re.search(r"wv\[\d+\] = \{[^}]*\(int32_t\)-?\d+, \(int32_t\)-?\d+, \(int32_t\)\d+\}", src):
+            seen.add("per-tensor")
+        if re.search(r"asm tile \d+x\d+ \*/", src):
+            seen.add("C")
+    assert seen == {"sign", "pos", "per-tensor", "C"}, seen
+
+
 # -- CONV_2D ----------------------------------------------------------------------------------------
 
 CONV_CASES = {

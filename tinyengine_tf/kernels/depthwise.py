@@ -685,38 +685,48 @@ ASM_ROWS = 4           # output rows per tile
 _ASM_SHAPES: dict = {}   # window geometry and plane width -> _asm_shape's answer
 
 
-def _asm_shape(lay: Layout, plan) -> tuple | None:
-    """_asm_shape_search, remembered: its answer depends only on the window's geometry and the
-    plane's width (the weight plan follows from the kernel shape), and a NAS sweep asks for the
-    same few hundred geometries across thousands of layers of different channel counts."""
+def _asm_shape(lay: Layout, plan, tail: str | None = None) -> tuple | None:
+    """_asm_shape_search, remembered: its answer depends only on the window's geometry, the
+    plane's width (the weight plan follows from the kernel shape) and the requantization tail,
+    and a NAS sweep asks for the same few hundred geometries across thousands of layers of
+    different channel counts."""
     w = lay.win
-    key = (w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.oh, w.ow, lay.plane[1])
+    key = (w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.oh, w.ow, lay.plane[1], tail)
     if key not in _ASM_SHAPES:
         if len(_ASM_SHAPES) > 4096:
             _ASM_SHAPES.clear()
-        _ASM_SHAPES[key] = _asm_shape_search(lay, plan)
+        _ASM_SHAPES[key] = _asm_shape_search(lay, plan, tail)
     return _ASM_SHAPES[key]
 
 
-def _asm_shape_search(lay: Layout, plan) -> tuple | None:
+def _asm_shape_search(lay: Layout, plan, tail: str | None = None) -> tuple | None:
     """(ny, nx, tile) of the tile shape with the fewest instructions per channel: the tile's
     asm, about 4 per output for the requantization and store and 8 per tile for the loop and
     the multiplier reloads, times the tiles (the last of a row or column overlaps the one
     before, so a shape that does not divide the output recomputes some). Narrow outputs take
-    whole rows or tall tiles (KWS's 25 x 5: rows of 5)."""
+    whole rows or tall tiles (KWS's 25 x 5: rows of 5). With a tail, the tile's asm includes
+    the requantization up to the clamp, leaving about 2 per output in C (clamp, store)."""
     win = lay.win
     best = None
     for ny in range(1, min(ASM_ROWS, win.oh) + 1):
         for nx in range(1, min(ASM_NOUT, win.ow) + 1):
             if ny * nx > ASM_NOUT:
                 continue
-            tile = _dsp_asm_tile(lay, ny, nx, plan)
+            tile = _dsp_asm_tile(lay, ny, nx, plan, tail)
             if tile is None:
                 continue
             # A row whose last tile overlaps pays a clamped start per tile (gcc: about 12
             # instructions with the spills around it).
             clamp = 12 if win.ow % nx else 0
-            cost = -(-win.oh // ny) * -(-win.ow // nx) * (tile.count + 4 * ny * nx + 8 + clamp)
+            rows, cols = -(-win.oh // ny), -(-win.ow // nx)
+            if tile.tail:
+                # Fitted to QEMU counts on VWW's and KWS's layers: a row that is one tile has
+                # no inner loop (gcc drops it); otherwise about 5 + nout / 2 per tile (pointer
+                # steps, the loop, the spills around a larger tile), and 6 per row of tiles.
+                per_tile = 0 if cols == 1 else 5 + ny * nx / 2 + clamp
+                cost = rows * (6 + cols * (tile.count + 2 * ny * nx + per_tile))
+            else:
+                cost = rows * cols * (tile.count + 4 * ny * nx + 8 + clamp)
             if best is None or cost < best[0]:
                 best = (cost, ny, nx, tile)
     return None if best is None else best[1:]
@@ -727,9 +737,12 @@ class _AsmTile:
     loads: list        # weight registers in the order the asm loads them: wv[i] = loads[i]
     code: str          # the asm statement (declares and sets a0 .. a<nout-1>)
     count: int         # its instructions
+    tail: str | None = None   # "pos"/"sign": a<j> leave as te_dsp_rq2(_pos) of the sums, with
+                              # q, h, r read from wv[len(loads)] on
 
 
-def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile | None:
+def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
+                  tail: str | None = None) -> _AsmTile | None:
     """The multiply-accumulates of ny x nx outputs (ny output rows of nx) whose first window
     starts at pp (a plane pointer) as one asm statement, accumulating onto bf (accumulator
     a<r * nx + j>); None where offsets or registers do not allow it. Output rows of a tile share
@@ -840,6 +853,21 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
             started.add(out)
             lines.append(f"{mn} {acc}, %[{src[half]}], %[w{slot_of[w]}], {ra}")
             pos += 1
+    if tail is not None:
+        # te_dsp_rq2(_pos) here rather than in C: the asm's last registers are free by now, while
+        # in C q, h and r stay live across the tile loop and gcc reloads them from the stack
+        # every tile. The clamp and stores stay in C (one instruction each either way).
+        k = len(loads)
+        if 4 * k > 1020 or slots < 2:
+            return None
+        lines += [f"ldrd %[t], %[u], [%[k], #{4 * k}]", f"ldr %[w0], [%[k], #{4 * k + 8}]"]
+        for j in range(nout):
+            if tail == "pos":
+                lines.append(f"smmlar %[a{j}], %[a{j}], %[t], %[u]")
+            else:                              # + (acc2 >> 31): the sign term, before the shift
+                lines += [f"smmlar %[w1], %[a{j}], %[t], %[u]",
+                          f"add %[a{j}], %[w1], %[a{j}], asr #31"]
+            lines.append(f"asr %[a{j}], %[a{j}], %[w0]")
     used_slots = sorted({s for s in range(slots) if any(f"%[w{s}]" in ln for ln in lines)})
     uses_u = any("%[u]" in ln for ln in lines)
     outs = ([f'[a{j}] "=&r"(a{j})' for j in range(nout)] + ['[t] "=&r"(x_t)']
@@ -850,7 +878,7 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
             f"{{ int32_t {', '.join(temps)};\n              "
             f"__asm__(\"{sep.join(lines)}\"\n                : {', '.join(outs)}\n"
             f"                : [p] \"r\"(pp), [k] \"r\"(wv), [bf] \"r\"(bf) : \"memory\"); }}")
-    return _AsmTile(loads, code, len(lines))
+    return _AsmTile(loads, code, len(lines), tail)
 
 
 def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
@@ -860,18 +888,30 @@ def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
     # A doubled layer packs 2 w (int16 holds it), so its accumulators hold 2 * acc.
     two = rq.doubled
     plan = _weight_plan(lay)
-    best = _asm_shape(lay, plan)
+    per_channel = tables[0] is not None
+    best = _asm_shape(lay, plan, ("pos" if rq.positive else "sign") if two else None)
     if best is not None:
         ny, nx, tile = best
-        # The weight registers, in the order the tile's asm loads them (some more than once).
-        setup = (plan.setup(lay.taps, two)
-                 + f"\n        const int32_t wv[{len(tile.loads)}] = {{{', '.join(tile.loads)}}};")
-        macs = f"/* asm tile {ny}x{nx} */\n            {tile.code}"
+        # The weight registers, in the order the tile's asm loads them (some more than once),
+        # then the requantization's q, h, r where the asm applies it.
+        wv = list(tile.loads)
+        rsetup = ""
+        if tile.tail:
+            rsetup = rq.setup("", "c", *tables)
+            wv += [f"(int32_t){v}" for v in rq.tail_values(per_channel)]
+        setup = (plan.setup(lay.taps, two) + (f"\n        {rsetup}" if rsetup else "")
+                 + f"\n        const int32_t wv[{len(wv)}] = {{{', '.join(wv)}}};")
+        macs = f"/* asm tile {ny}x{nx}{' rq' if tile.tail else ''} */\n            {tile.code}"
+        if tile.tail:
+            outs = [(r, j) for r in range(ny) for j in range(nx)]
+            store = "\n            ".join(
+                f"yo[({r * win.ow} + ox + {j}) * {c_n}] = (int8_t){rq.finish(f'a{r * nx + j}')};"
+                for r, j in outs)
+            return ny, nx, setup, macs, "", store
     else:
         ny, nx = 1, min(2, win.ow)
         setup, macs = _dsp_pair_code(lay, nx, two)
         macs = f"int32_t {', '.join(f'a{j} = bf' for j in range(nx))};\n            {macs}"
-    per_channel = tables[0] is not None
     outs = [(r, j) for r in range(ny) for j in range(nx)]
     if rq.ok:
         rsetup = rq.setup("", "c", *tables)

@@ -708,27 +708,32 @@ def _asm_shape_search(lay: Layout, plan, tail: str | None = None) -> tuple | Non
     the requantization up to the clamp, leaving about 2 per output in C (clamp, store)."""
     win = lay.win
     best = None
-    for ny in range(1, min(ASM_ROWS, win.oh) + 1):
-        for nx in range(1, min(ASM_NOUT, win.ow) + 1):
-            if ny * nx > ASM_NOUT:
-                continue
-            tile = _dsp_asm_tile(lay, ny, nx, plan, tail)
-            if tile is None:
-                continue
-            # A row whose last tile overlaps pays a clamped start per tile (gcc: about 12
-            # instructions with the spills around it).
-            clamp = 12 if win.ow % nx else 0
-            rows, cols = -(-win.oh // ny), -(-win.ow // nx)
-            if tile.tail:
-                # Fitted to QEMU counts on VWW's and KWS's layers: a row that is one tile has
-                # no inner loop (gcc drops it); otherwise about 5 + nout / 2 per tile (pointer
-                # steps, the loop, the spills around a larger tile), and 6 per row of tiles.
-                per_tile = 0 if cols == 1 else 5 + ny * nx / 2 + clamp
-                cost = rows * (6 + cols * (tile.count + 2 * ny * nx + per_tile))
-            else:
-                cost = rows * cols * (tile.count + 4 * ny * nx + 8 + clamp)
-            if best is None or cost < best[0]:
-                best = (cost, ny, nx, tile)
+    shapes = [(ny, nx) for ny in range(1, min(ASM_ROWS, win.oh) + 1)
+              for nx in range(1, min(ASM_NOUT, win.ow) + 1) if ny * nx <= ASM_NOUT]
+    # With a tail, also each shape in one register less: gcc then keeps its loop values in
+    # registers around the asm (KWS's 1x5 tiles: 26 instructions per channel less).
+    variants = ([(r, m) for r in (ASM_REGS, ASM_REGS - 1) for m in (False, True)] if tail
+                else [(ASM_REGS, False)])
+    for ny, nx, regs, bf_mem in [(ny, nx, *v) for ny, nx in shapes for v in variants]:
+        tile = _dsp_asm_tile(lay, ny, nx, plan, tail, regs, bf_mem)
+        if tile is None:
+            continue
+        # A row whose last tile overlaps pays a clamped start per tile (gcc: about 12
+        # instructions with the spills around it).
+        clamp = 12 if win.ow % nx else 0
+        rows, cols = -(-win.oh // ny), -(-win.ow // nx)
+        if tile.tail:
+            # Fitted to QEMU counts on VWW's and KWS's layers: a row that is one tile has
+            # no inner loop (gcc drops it); otherwise about 5 + nout / 2 per tile (pointer
+            # steps, the loop, the spills around a larger tile), 1.5 more where the asm takes
+            # every register, and 8 per row of tiles.
+            per_tile = ((0 if cols == 1 else 5 + ny * nx / 2 + clamp)
+                        + (1.5 if tile.regs >= ASM_REGS else 0))
+            cost = rows * (8 + cols * (tile.count + 2 * ny * nx + per_tile))
+        else:
+            cost = rows * cols * (tile.count + 4 * ny * nx + 8 + clamp)
+        if best is None or cost < best[0]:
+            best = (cost, ny, nx, tile)
     return None if best is None else best[1:]
 
 
@@ -739,10 +744,13 @@ class _AsmTile:
     count: int         # its instructions
     tail: str | None = None   # "pos"/"sign": a<j> leave as te_dsp_rq2(_pos) of the sums, with
                               # q, h, r read from wv[len(loads)] on
+    regs: int = 0      # registers its operands take
+    bf_mem: bool = False      # bf read from wv[len(loads) + 3] (after q, h, r)
 
 
 def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
-                  tail: str | None = None) -> _AsmTile | None:
+                  tail: str | None = None, regs: int = ASM_REGS,
+                  bf_mem: bool = False) -> _AsmTile | None:
     """The multiply-accumulates of ny x nx outputs (ny output rows of nx) whose first window
     starts at pp (a plane pointer) as one asm statement, accumulating onto bf (accumulator
     a<r * nx + j>); None where offsets or registers do not allow it. Output rows of a tile share
@@ -782,7 +790,9 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
                 groups.append(("ldrsb", row + t.off, [(f"smlab{t.wh}", "byte", t.out, t.w)], prow))
     if max(g[1] for g in groups) > 4095:
         return None
-    slots = ASM_REGS - nout - 2 - 3            # accumulators, t/u, pp, wv, bf
+    # accumulators, t/u, pp, wv, bf (bf_mem: read from wv after q, h, r into the accumulator
+    # that starts last, which seeds the others; a register less for one load more)
+    slots = regs - nout - 2 - (2 if bf_mem and tail else 3)
     if slots < 2:
         return None
     uses = [w for g in groups for _, _, _, w in g[2]]
@@ -798,6 +808,16 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
         rows.setdefault(g[3], []).append(gi)
     first_of_row = {gis[0]: list(dict.fromkeys(w for gi in gis for _, _, _, w in groups[gi][2]))
                     for gis in rows.values()}
+    seed = "%[bf]"
+    if bf_mem and tail:
+        first = {}
+        for g in groups:
+            for _, _, out, _ in g[2]:
+                first.setdefault(out, len(first))
+        holder = max(first, key=first.get)
+        seed = f"%[a{holder}]"
+        lines.append(f"ldr {seed}, [%[k], #BF]")
+        started.add(holder)
     for gi, (kind, off, ops, _) in enumerate(groups):
         need = list(dict.fromkeys(w for _, _, _, w in ops))
         if len(need) > slots:
@@ -849,7 +869,7 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
         slot_of = {r: s for s, r in cache.items()}
         for mn, half, out, w in ops:
             acc = f"%[a{out}]"
-            ra = acc if out in started else "%[bf]"
+            ra = acc if out in started else seed
             started.add(out)
             lines.append(f"{mn} {acc}, %[{src[half]}], %[w{slot_of[w]}], {ra}")
             pos += 1
@@ -860,6 +880,7 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
         k = len(loads)
         if 4 * k > 1020 or slots < 2:
             return None
+        lines = [ln.replace("#BF]", f"#{4 * k + 12}]") for ln in lines]
         lines += [f"ldrd %[t], %[u], [%[k], #{4 * k}]", f"ldr %[w0], [%[k], #{4 * k + 8}]"]
         for j in range(nout):
             if tail == "pos":
@@ -873,12 +894,15 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
     outs = ([f'[a{j}] "=&r"(a{j})' for j in range(nout)] + ['[t] "=&r"(x_t)']
             + (['[u] "=&r"(x_u)'] if uses_u else []) + [f'[w{s}] "=&r"(x_w{s})' for s in used_slots])
     temps = ["x_t"] + (["x_u"] if uses_u else []) + [f"x_w{s}" for s in used_slots]
+    ins = '[p] "r"(pp), [k] "r"(wv)' + (', [bf] "r"(bf)' if seed == "%[bf]" else "")
     sep = "\\n\\t"
     code = (f"int32_t {', '.join(f'a{j}' for j in range(nout))};\n            "
             f"{{ int32_t {', '.join(temps)};\n              "
             f"__asm__(\"{sep.join(lines)}\"\n                : {', '.join(outs)}\n"
-            f"                : [p] \"r\"(pp), [k] \"r\"(wv), [bf] \"r\"(bf) : \"memory\"); }}")
-    return _AsmTile(loads, code, len(lines), tail)
+            f"                : {ins} : \"memory\"); }}")
+    return _AsmTile(loads, code, len(lines), tail,
+                    nout + 1 + uses_u + len(used_slots) + (3 if seed == "%[bf]" else 2),
+                    seed != "%[bf]")
 
 
 def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
@@ -899,6 +923,8 @@ def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
         if tile.tail:
             rsetup = rq.setup("", "c", *tables)
             wv += [f"(int32_t){v}" for v in rq.tail_values(per_channel)]
+            if tile.bf_mem:
+                wv.append("bf")
         setup = (plan.setup(lay.taps, two) + (f"\n        {rsetup}" if rsetup else "")
                  + f"\n        const int32_t wv[{len(wv)}] = {{{', '.join(wv)}}};")
         macs = f"/* asm tile {ny}x{nx}{' rq' if tile.tail else ''} */\n            {tile.code}"
@@ -941,6 +967,8 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
             fill += f"\n  te_dsp_fill(scratch + {ph * pw // 4 * 4}, {x_zp}, {ph * pw % 4});"
     if ring and lay.iw <= GATHER_ROW_UNROLL and (c_n <= 255 or lay.iw * c_n <= 4095):
         gather = _dsp_gather_rows(lay.ih, lay.iw, c_n, f"scratch + {win.pt * pw + win.pl}", pw)
+    elif ring and c_n <= 255:
+        gather = _dsp_gather_rows_wide(lay.ih, lay.iw, c_n, f"scratch + {win.pt * pw + win.pl}", pw)
     elif ring:
         gather = f"""for (int iy = 0; iy < {lay.ih}; ++iy) {{
         int8_t *d = scratch + (iy + {win.pt}) * {pw} + {win.pl};
@@ -1002,7 +1030,13 @@ def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
     if not post:
         body.append(f"add %[s], %[s], #{iw * stride}")
     if pw > iw:
-        body.append(f"add %[d], %[d], #{pw - iw}")
+        # The step to the next plane row rides on the row's last store (one instruction a row).
+        last = max(i for i, ln in enumerate(body) if ln.startswith("str"))
+        step = int(body[last].rsplit("#", 1)[1]) + pw - iw
+        if step <= 255:
+            body[last] = f"{body[last].rsplit('#', 1)[0]}#{step}"
+        else:
+            body.append(f"add %[d], %[d], #{pw - iw}")
     body += ["subs %[n], %[n], #1", "bne 1b"]
     sep = "\\n\\t"
     temps = ["t0"] + ([f"t{j}" for j in (1, 2, 3)] if iw >= 4 else [])
@@ -1014,6 +1048,43 @@ def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
         uint32_t {', '.join(temps)};
         __asm__ volatile("1:{sep}{sep.join(body)}"
                 : [s] "+r"(s), [d] "+r"(d), [n] "+r"(n), {outs} : : "cc", "memory");
+      }}"""
+
+
+def _dsp_gather_rows_wide(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
+    """_dsp_gather_rows for rows too wide to write out: an inner loop of 8 bytes a step (as
+    _dsp_gather), the row's last bytes written out, the next plane row reached on the last
+    store. One asm loop over rows: a C loop over them paid about 8 instructions a row."""
+    assert stride <= 255 and iw >= 8
+    word = ["ldrb %[t{0}], [%[s]], #" + str(stride)] * 4
+
+    def pack(a, b, c, e):
+        return ([w.format(x) for w, x in zip(word, (a, b, c, e))]
+                + [f"orr %[t{a}], %[t{a}], %[t{b}], lsl #8", f"orr %[t{a}], %[t{a}], %[t{c}], lsl #16",
+                   f"orr %[t{a}], %[t{a}], %[t{e}], lsl #24"])
+    body = [f"mov %[m], #{iw // 8}", "2:"]
+    body += pack(0, 1, 2, 3) + pack(1, 2, 3, 4)
+    body += ["str %[t1], [%[d], #4]", "str %[t0], [%[d]], #8", "subs %[m], %[m], #1", "bne 2b"]
+    tail = []
+    if iw % 8 >= 4:
+        tail += pack(0, 1, 2, 3) + ["str %[t0], [%[d]], #4"]
+    for _ in range(iw % 4):
+        tail += [word[0].format(0), "strb %[t0], [%[d]], #1"]
+    if pw > iw and tail and int(tail[-1].rsplit("#", 1)[1]) + pw - iw <= 255:
+        # The step to the next plane row rides on the row's last store.
+        tail[-1] = f"{tail[-1].rsplit('#', 1)[0]}#{int(tail[-1].rsplit('#', 1)[1]) + pw - iw}"
+    elif pw > iw:
+        tail.append(f"add %[d], %[d], #{pw - iw}")
+    body += tail + ["subs %[n], %[n], #1", "bne 1b"]
+    sep = "\\n\\t"
+    return f"""{{
+        int8_t *d = {dst};
+        const int8_t *s = xb + c;
+        int n = {ih}, m;
+        uint32_t t0, t1, t2, t3, t4;
+        __asm__ volatile("1:{sep}{sep.join(body)}"
+                : [s] "+r"(s), [d] "+r"(d), [n] "+r"(n), [m] "=&r"(m), [t0] "=&r"(t0),
+                  [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3), [t4] "=&r"(t4) : : "cc", "memory");
       }}"""
 
 

@@ -115,14 +115,19 @@ DW_CASES = {
     "one_row_width2": dw_spec(c=4, h=1, w=2, kh=1, kw=3),
     "width1_s2": dw_spec(c=2, h=6, w=1, sh=2, sw=2),
     "row_offsets_past_4095": dw_spec(c=1, h=3, w=2100),            # C tiles (_dsp_pair_code)
-    # rows wider than GATHER_ROW_UNROLL (_dsp_gather_rows_wide): 8-byte steps, then the row's
-    # last 1-7 bytes; the step to the next plane row on the last store, or added after 8-byte steps
     "two_rows_width1": dw_spec(c=3, h=2, w=1),                     # 2x1 tiles
     "four_rows_width3": dw_spec(c=2, h=4, w=3, xzp=-128, yzp=-128, act="RELU"),   # 4x1 tiles
-    "wide_rows_17_k5": dw_spec(c=3, kh=5, kw=5, h=6, w=17),
-    "wide_rows_20": dw_spec(c=2, h=4, w=20, xzp=-128, yzp=-128, act="RELU"),
-    "wide_rows_24_s2": dw_spec(c=4, h=5, w=24, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
-    "wide_rows_23_k7_s2": dw_spec(c=2, kh=7, kw=7, sh=2, sw=2, h=9, w=23),
+    # rows up to GATHER_ROW_UNROLL bytes written out (_dsp_gather_rows), 17-24 bytes
+    "rows_20_written_out": dw_spec(c=2, h=4, w=20, xzp=-128, yzp=-128, act="RELU"),
+    "rows_23_written_out_k7_s2": dw_spec(c=2, kh=7, kw=7, sh=2, sw=2, h=9, w=23),
+    # wider rows (_dsp_gather_rows_wide): 8- or 16-byte steps, then the row's last 1-7 bytes;
+    # the step to the next plane row on the last store, or added after the steps
+    "wide_rows_25_k5": dw_spec(c=3, kh=5, kw=5, h=6, w=25),
+    "wide_rows_28": dw_spec(c=2, h=4, w=28, xzp=-128, yzp=-128, act="RELU"),
+    "wide_rows_40_s2": dw_spec(c=4, h=5, w=40, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
+    "wide_rows_31_k7_s2": dw_spec(c=2, kh=7, kw=7, sh=2, sw=2, h=9, w=31),
+    "wide_rows_37_16_byte_steps": dw_spec(c=2, h=3, w=37),
+    "wide_rows_32_16_byte_steps_s2": dw_spec(c=3, h=4, w=32, sh=2, sw=2),
 }
 
 
@@ -188,18 +193,19 @@ def test_depthwise_cases_reach_every_asm_requantization():
 
 
 def test_depthwise_cases_reach_every_wide_gather():
-    """The cases above gather wide rows ending in a word and bytes, a word, bytes alone, and
-    none (the plane-row step then added after the 8-byte steps)."""
+    """The cases above gather wide rows in steps of 8 and 16 bytes, ending in a word and bytes,
+    a word, bytes alone, and none (the plane-row step then added after the steps)."""
     from tinyengine_tf.kernels.depthwise import GATHER_ROW_UNROLL
     seen = set()
     for p in DW_CASES.values():
         src = dsp_source(te.convert(dw_model(p)))
         for asm in re.findall(r'"1:\\n\\tmov %\[m\].*?"', src):
-            tail = asm.split("bne 2b")[1]
+            steps, tail = asm.split("bne 2b")
             seen.add(("word" if "str %[t0], [%[d]], #" in tail else "")
                      + ("bytes" if "strb" in tail else "") + ("add" if "add %[d]" in tail else ""))
-    assert GATHER_ROW_UNROLL < 17
-    assert seen >= {"wordbytes", "word", "bytes", "add"}, seen
+            seen.add(f"{8 * steps.count('str %[t0], [%[d]], #8')}-byte steps")
+    assert GATHER_ROW_UNROLL < 25
+    assert seen >= {"wordbytes", "word", "bytes", "add", "8-byte steps", "16-byte steps"}, seen
 
 
 # -- CONV_2D ----------------------------------------------------------------------------------------

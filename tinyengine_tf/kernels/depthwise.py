@@ -712,10 +712,15 @@ def _asm_shape_search(lay: Layout, plan, tail: str | None = None) -> tuple | Non
               for nx in range(1, min(ASM_NOUT, win.ow) + 1) if ny * nx <= ASM_NOUT]
     # With a tail, also each shape in one register less: gcc then keeps its loop values in
     # registers around the asm (KWS's 1x5 tiles: 26 instructions per channel less).
-    variants = ([(r, m) for r in (ASM_REGS, ASM_REGS - 1) for m in (False, True)] if tail
+    # (ASM_REGS, bias in a register) is left out with a tail: it has the weight registers of
+    # (ASM_REGS - 1, bias loaded) and the penalty below, which outweighs that load.
+    variants = ([(ASM_REGS - 1, False), (ASM_REGS, True), (ASM_REGS - 1, True)] if tail
                 else [(ASM_REGS, False)])
+    groups = {}
     for ny, nx, regs, bf_mem in [(ny, nx, *v) for ny, nx in shapes for v in variants]:
-        tile = _dsp_asm_tile(lay, ny, nx, plan, tail, regs, bf_mem)
+        if (ny, nx) not in groups:
+            groups[ny, nx] = _tile_groups(lay, ny, nx, plan)
+        tile = _dsp_asm_tile(lay, ny, nx, plan, tail, regs, bf_mem, groups[ny, nx])
         if tile is None:
             continue
         # A row whose last tile overlaps pays a clamped start per tile (gcc: about 12
@@ -750,14 +755,30 @@ class _AsmTile:
 
 def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
                   tail: str | None = None, regs: int = ASM_REGS,
-                  bf_mem: bool = False) -> _AsmTile | None:
+                  bf_mem: bool = False, groups: list | None = None) -> _AsmTile | None:
     """The multiply-accumulates of ny x nx outputs (ny output rows of nx) whose first window
     starts at pp (a plane pointer) as one asm statement, accumulating onto bf (accumulator
     a<r * nx + j>); None where offsets or registers do not allow it. Output rows of a tile share
-    the plane rows their windows overlap on: each plane word is loaded and extended once."""
+    the plane rows their windows overlap on: each plane word is loaded and extended once.
+    groups: _tile_groups(lay, ny, nx, plan), where the caller has it already."""
+    nout = ny * nx
+    if groups is None:
+        groups = _tile_groups(lay, ny, nx, plan)
+    if max(g[1] for g in groups) > 4095:
+        return None
+    # accumulators, t/u, pp, wv, bf (bf_mem: read from wv after q, h, r into the accumulator
+    # that starts last, which seeds the others; a register less for one load more)
+    slots = regs - nout - 2 - (2 if bf_mem and tail else 3)
+    if slots < 2:
+        return None
+    return _tile_asm(groups, nout, slots, tail, bf_mem)
+
+
+def _tile_groups(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> list:
+    """The tile's plane loads in order: (load instruction, plane offset, [(mnemonic, half, out,
+    weight register)], plane row)."""
     win = lay.win
     pw = lay.plane[1]
-    nout = ny * nx
     limit = (nx - 1) * win.sw + (win.kw - 1) * win.dw
     groups = []        # (load instruction, plane offset, [(mnemonic, half, out, weight reg)], row)
     last = (ny - 1) * win.sh + (win.kh - 1) * win.dh
@@ -788,13 +809,11 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
         for t in singles:
             if id(t) not in where:
                 groups.append(("ldrsb", row + t.off, [(f"smlab{t.wh}", "byte", t.out, t.w)], prow))
-    if max(g[1] for g in groups) > 4095:
-        return None
-    # accumulators, t/u, pp, wv, bf (bf_mem: read from wv after q, h, r into the accumulator
-    # that starts last, which seeds the others; a register less for one load more)
-    slots = regs - nout - 2 - (2 if bf_mem and tail else 3)
-    if slots < 2:
-        return None
+    return groups
+
+
+def _tile_asm(groups: list, nout: int, slots: int, tail: str | None, bf_mem: bool):
+    """_dsp_asm_tile's statement from its groups, with `slots` weight registers."""
     uses = [w for g in groups for _, _, _, w in g[2]]
     cache = {}                                 # slot -> weight register
     loads, lines, started = [], [], set()
@@ -963,8 +982,9 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
     if ring:    # asm loops: a memset call would escape the layer's instruction count
         if ph * pw >= 4:
             fill = f"\n  te_dsp_fill4(scratch, 0x{zp4:08x}u, {ph * pw // 4});"
-        if ph * pw % 4:
-            fill += f"\n  te_dsp_fill(scratch + {ph * pw // 4 * 4}, {x_zp}, {ph * pw % 4});"
+        # The last 1-3 bytes as plain stores: smaller than a loop.
+        for i in range(ph * pw // 4 * 4, ph * pw):
+            fill += f"\n  scratch[{i}] = (int8_t){x_zp};"
     if ring and lay.iw <= GATHER_ROW_UNROLL and (c_n <= 255 or lay.iw * c_n <= 4095):
         gather = _dsp_gather_rows(lay.ih, lay.iw, c_n, f"scratch + {win.pt * pw + win.pl}", pw)
     elif ring and c_n <= 255:
@@ -1008,7 +1028,7 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
   }}"""
 
 
-GATHER_ROW_UNROLL = 16  # input rows up to this wide are gathered by one asm loop over rows
+GATHER_ROW_UNROLL = 24  # input rows up to this wide are written out in one asm loop over rows
 
 
 def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
@@ -1052,7 +1072,7 @@ def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
 
 
 def _dsp_gather_rows_wide(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
-    """_dsp_gather_rows for rows too wide to write out: an inner loop of 8 bytes a step (as
+    """_dsp_gather_rows for rows too wide to write out: an inner loop of 8 or 16 bytes a step (as
     _dsp_gather), the row's last bytes written out, the next plane row reached on the last
     store. One asm loop over rows: a C loop over them paid about 8 instructions a row."""
     assert stride <= 255 and iw >= 8
@@ -1062,9 +1082,14 @@ def _dsp_gather_rows_wide(ih: int, iw: int, stride: int, dst: str, pw: int) -> s
         return ([w.format(x) for w, x in zip(word, (a, b, c, e))]
                 + [f"orr %[t{a}], %[t{a}], %[t{b}], lsl #8", f"orr %[t{a}], %[t{a}], %[t{c}], lsl #16",
                    f"orr %[t{a}], %[t{a}], %[t{e}], lsl #24"])
-    body = [f"mov %[m], #{iw // 8}", "2:"]
-    body += pack(0, 1, 2, 3) + pack(1, 2, 3, 4)
-    body += ["str %[t1], [%[d], #4]", "str %[t0], [%[d]], #8", "subs %[m], %[m], #1", "bne 2b"]
+    # Rows of 32 bytes and more whose remainder needs no 8-byte block: 16 bytes a step (the
+    # loop's two instructions over twice the bytes; VWW's 48-byte rows).
+    step = 16 if iw >= 32 and iw % 16 < 8 else 8
+    body = [f"mov %[m], #{iw // step}", "2:"]
+    for _ in range(step // 8):
+        body += pack(0, 1, 2, 3) + pack(1, 2, 3, 4)
+        body += ["str %[t1], [%[d], #4]", "str %[t0], [%[d]], #8"]
+    body += ["subs %[m], %[m], #1", "bne 2b"]
     tail = []
     if iw % 8 >= 4:
         tail += pack(0, 1, 2, 3) + ["str %[t0], [%[d]], #4"]

@@ -24,7 +24,8 @@ Interior pixels (all of them in place) start from a bias with the input zero poi
 On Cortex-M cores with the DSP extension the in-place shape has an ``#if TE_DSP`` branch over the
 same plane (the in-place scheme and its one plane of scratch are kept): tiles of up to 6
 outputs (1 to 4 output rows, chosen per layer by instruction count, _asm_shape), each one asm
-statement. Plane words sign-extended give pairs of taps two columns apart (SMLAD against
+statement, which also requantizes up to the clamp (in C the multipliers stayed live across the
+tile loop, and gcc reloaded them from the stack every tile). Plane words sign-extended give pairs of taps two columns apart (SMLAD against
 weight pairs) and single taps (SMLAxy); the words of a tile are chosen to cover its taps in the
 fewest instructions (_cover_min) and output rows of a tile share the plane rows their windows
 overlap on. The channel's weight registers are reloaded from a small stack array as the tile
@@ -987,7 +988,7 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
             fill += f"\n  scratch[{i}] = (int8_t){x_zp};"
     if ring and lay.iw <= GATHER_ROW_UNROLL and (c_n <= 255 or lay.iw * c_n <= 4095):
         gather = _dsp_gather_rows(lay.ih, lay.iw, c_n, f"scratch + {win.pt * pw + win.pl}", pw)
-    elif ring and c_n <= 255:
+    elif ring and c_n <= 255 and _wide_step(lay.iw):
         gather = _dsp_gather_rows_wide(lay.ih, lay.iw, c_n, f"scratch + {win.pt * pw + win.pl}", pw)
     elif ring:
         gather = f"""for (int iy = 0; iy < {lay.ih}; ++iy) {{
@@ -1071,6 +1072,14 @@ def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
       }}"""
 
 
+def _wide_step(iw: int) -> int:
+    """Bytes per step of _dsp_gather_rows_wide's inner loop; 0 where its count would not fit a
+    MOV immediate. Rows of 32 bytes and more whose remainder needs no 8-byte block take 16 bytes
+    a step (the loop's two instructions over twice the bytes; VWW's 48-byte rows)."""
+    step = 16 if iw >= 32 and iw % 16 < 8 else 8
+    return step if 1 <= iw // step <= 255 else 0
+
+
 def _dsp_gather_rows_wide(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
     """_dsp_gather_rows for rows too wide to write out: an inner loop of 8 or 16 bytes a step (as
     _dsp_gather), the row's last bytes written out, the next plane row reached on the last
@@ -1082,9 +1091,7 @@ def _dsp_gather_rows_wide(ih: int, iw: int, stride: int, dst: str, pw: int) -> s
         return ([w.format(x) for w, x in zip(word, (a, b, c, e))]
                 + [f"orr %[t{a}], %[t{a}], %[t{b}], lsl #8", f"orr %[t{a}], %[t{a}], %[t{c}], lsl #16",
                    f"orr %[t{a}], %[t{a}], %[t{e}], lsl #24"])
-    # Rows of 32 bytes and more whose remainder needs no 8-byte block: 16 bytes a step (the
-    # loop's two instructions over twice the bytes; VWW's 48-byte rows).
-    step = 16 if iw >= 32 and iw % 16 < 8 else 8
+    step = _wide_step(iw)
     body = [f"mov %[m], #{iw // step}", "2:"]
     for _ in range(step // 8):
         body += pack(0, 1, 2, 3) + pack(1, 2, 3, 4)

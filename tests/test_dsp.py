@@ -115,6 +115,19 @@ DW_CASES = {
     "one_row_width2": dw_spec(c=4, h=1, w=2, kh=1, kw=3),
     "width1_s2": dw_spec(c=2, h=6, w=1, sh=2, sw=2),
     "row_offsets_past_4095": dw_spec(c=1, h=3, w=2100),            # C tiles (_dsp_pair_code)
+    "two_rows_width1": dw_spec(c=3, h=2, w=1),                     # 2x1 tiles
+    "four_rows_width3": dw_spec(c=2, h=4, w=3, xzp=-128, yzp=-128, act="RELU"),   # 4x1 tiles
+    # rows up to GATHER_ROW_UNROLL bytes written out (_dsp_gather_rows), 17-24 bytes
+    "rows_20_written_out": dw_spec(c=2, h=4, w=20, xzp=-128, yzp=-128, act="RELU"),
+    "rows_23_written_out_k7_s2": dw_spec(c=2, kh=7, kw=7, sh=2, sw=2, h=9, w=23),
+    # wider rows (_dsp_gather_rows_wide): 8- or 16-byte steps, then the row's last 1-7 bytes;
+    # the step to the next plane row on the last store, or added after the steps
+    "wide_rows_25_k5": dw_spec(c=3, kh=5, kw=5, h=6, w=25),
+    "wide_rows_28": dw_spec(c=2, h=4, w=28, xzp=-128, yzp=-128, act="RELU"),
+    "wide_rows_40_s2": dw_spec(c=4, h=5, w=40, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
+    "wide_rows_31_k7_s2": dw_spec(c=2, kh=7, kw=7, sh=2, sw=2, h=9, w=31),
+    "wide_rows_37_16_byte_steps": dw_spec(c=2, h=3, w=37),
+    "wide_rows_32_16_byte_steps_s2": dw_spec(c=3, h=4, w=32, sh=2, sw=2),
 }
 
 
@@ -152,7 +165,47 @@ def test_depthwise_cases_reach_every_tile_shape():
         seen |= set(re.findall(r"asm tile (\d+x\d+)", src))
         if "__smla" in src:
             seen.add("C")
-    assert seen >= {"1x2", "1x3", "1x4", "1x5", "1x6", "2x1", "2x2", "2x3", "3x1", "C"}, seen
+    assert seen >= {"1x2", "1x3", "1x4", "1x5", "1x6", "2x1", "2x2", "2x3", "3x1", "4x1", "C"}, seen
+
+
+def test_depthwise_cases_reach_every_asm_requantization():
+    """The cases above run the asm tiles' requantization tail in both forms (with the sign term,
+    and without it where the clamp is at or above the zero point), per channel and per tensor
+    (q, h, r literals in the tile's stack array), with the bias as an operand and loaded from
+    the stack array, and the tiles that leave the requantization to C."""
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        if "asr #31" in src and "smmlar %[w1], %[a0]" in src:
+            seen.add("sign")
+        if "smmlar %[a0], %[a0]" in src:
+            seen.add("pos")
+        if re.search(r"wv\[\d+\] = \{[^}]*\(int32_t\)-?\d+, \(int32_t\)-?\d+, \(int32_t\)\d+\}", src):
+            seen.add("per-tensor")
+        if re.search(r"asm tile \d+x\d+ \*/", src):
+            seen.add("C")
+        if re.search(r'__asm__\("ldr %\[a\d\], \[%\[k\]', src):
+            seen.add("bias from the stack array")
+        if re.search(r'asm tile \d+x\d+ rq \*/(?:(?!asm tile).)*\[bf\] "r"\(bf\)', src, re.S):
+            seen.add("bias in a register")
+    assert seen == {"sign", "pos", "per-tensor", "C", "bias from the stack array",
+                    "bias in a register"}, seen
+
+
+def test_depthwise_cases_reach_every_wide_gather():
+    """The cases above gather wide rows in steps of 8 and 16 bytes, ending in a word and bytes,
+    a word, bytes alone, and none (the plane-row step then added after the steps)."""
+    from tinyengine_tf.kernels.depthwise import GATHER_ROW_UNROLL
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        for asm in re.findall(r'"1:\\n\\tmov %\[m\].*?"', src):
+            steps, tail = asm.split("bne 2b")
+            seen.add(("word" if "str %[t0], [%[d]], #" in tail else "")
+                     + ("bytes" if "strb" in tail else "") + ("add" if "add %[d]" in tail else ""))
+            seen.add(f"{8 * steps.count('str %[t0], [%[d]], #8')}-byte steps")
+    assert GATHER_ROW_UNROLL < 25
+    assert seen >= {"wordbytes", "word", "bytes", "add", "8-byte steps", "16-byte steps"}, seen
 
 
 # -- CONV_2D ----------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ Interior pixels (all of them in place) start from a bias with the input zero poi
 On Cortex-M cores with the DSP extension the in-place shape has an ``#if TE_DSP`` branch over the
 same plane (the in-place scheme and its one plane of scratch are kept): tiles of up to 6
 outputs (1 to 4 output rows, chosen per layer by instruction count, _asm_shape), each one asm
-statement. Plane words sign-extended give pairs of taps two columns apart (SMLAD against
+statement, which also requantizes up to the clamp (in C the multipliers stayed live across the
+tile loop, and gcc reloaded them from the stack every tile). Plane words sign-extended give pairs of taps two columns apart (SMLAD against
 weight pairs) and single taps (SMLAxy); the words of a tile are chosen to cover its taps in the
 fewest instructions (_cover_min) and output rows of a tile share the plane rows their windows
 overlap on. The channel's weight registers are reloaded from a small stack array as the tile
@@ -687,40 +688,60 @@ ASM_ROWS = 4           # output rows per tile
 _ASM_SHAPES: dict = {}   # window geometry and plane width -> _asm_shape's answer
 
 
-def _asm_shape(lay: Layout, plan) -> tuple | None:
-    """_asm_shape_search, remembered: its answer depends only on the window's geometry and the
-    plane's width (the weight plan follows from the kernel shape), and a NAS sweep asks for the
-    same few hundred geometries across thousands of layers of different channel counts."""
+def _asm_shape(lay: Layout, plan, tail: str | None = None) -> tuple | None:
+    """_asm_shape_search, remembered: its answer depends only on the window's geometry, the
+    plane's width (the weight plan follows from the kernel shape) and the requantization tail,
+    and a NAS sweep asks for the same few hundred geometries across thousands of layers of
+    different channel counts."""
     w = lay.win
-    key = (w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.oh, w.ow, lay.plane[1])
+    key = (w.kh, w.kw, w.sh, w.sw, w.dh, w.dw, w.oh, w.ow, lay.plane[1], tail)
     if key not in _ASM_SHAPES:
         if len(_ASM_SHAPES) > 4096:
             _ASM_SHAPES.clear()
-        _ASM_SHAPES[key] = _asm_shape_search(lay, plan)
+        _ASM_SHAPES[key] = _asm_shape_search(lay, plan, tail)
     return _ASM_SHAPES[key]
 
 
-def _asm_shape_search(lay: Layout, plan) -> tuple | None:
+def _asm_shape_search(lay: Layout, plan, tail: str | None = None) -> tuple | None:
     """(ny, nx, tile) of the tile shape with the fewest instructions per channel: the tile's
     asm, about 4 per output for the requantization and store and 8 per tile for the loop and
     the multiplier reloads, times the tiles (the last of a row or column overlaps the one
     before, so a shape that does not divide the output recomputes some). Narrow outputs take
-    whole rows or tall tiles (KWS's 25 x 5: rows of 5)."""
+    whole rows or tall tiles (KWS's 25 x 5: rows of 5). With a tail, the tile's asm includes
+    the requantization up to the clamp, leaving about 2 per output in C (clamp, store)."""
     win = lay.win
     best = None
-    for ny in range(1, min(ASM_ROWS, win.oh) + 1):
-        for nx in range(1, min(ASM_NOUT, win.ow) + 1):
-            if ny * nx > ASM_NOUT:
-                continue
-            tile = _dsp_asm_tile(lay, ny, nx, plan)
-            if tile is None:
-                continue
-            # A row whose last tile overlaps pays a clamped start per tile (gcc: about 12
-            # instructions with the spills around it).
-            clamp = 12 if win.ow % nx else 0
-            cost = -(-win.oh // ny) * -(-win.ow // nx) * (tile.count + 4 * ny * nx + 8 + clamp)
-            if best is None or cost < best[0]:
-                best = (cost, ny, nx, tile)
+    shapes = [(ny, nx) for ny in range(1, min(ASM_ROWS, win.oh) + 1)
+              for nx in range(1, min(ASM_NOUT, win.ow) + 1) if ny * nx <= ASM_NOUT]
+    # With a tail, also each shape in one register less: gcc then keeps its loop values in
+    # registers around the asm (KWS's 1x5 tiles: 26 instructions per channel less).
+    # (ASM_REGS, bias in a register) is left out with a tail: it has the weight registers of
+    # (ASM_REGS - 1, bias loaded) and the penalty below, which outweighs that load.
+    variants = ([(ASM_REGS - 1, False), (ASM_REGS, True), (ASM_REGS - 1, True)] if tail
+                else [(ASM_REGS, False)])
+    groups = {}
+    for ny, nx, regs, bf_mem in [(ny, nx, *v) for ny, nx in shapes for v in variants]:
+        if (ny, nx) not in groups:
+            groups[ny, nx] = _tile_groups(lay, ny, nx, plan)
+        tile = _dsp_asm_tile(lay, ny, nx, plan, tail, regs, bf_mem, groups[ny, nx])
+        if tile is None:
+            continue
+        # A row whose last tile overlaps pays a clamped start per tile (gcc: about 12
+        # instructions with the spills around it).
+        clamp = 12 if win.ow % nx else 0
+        rows, cols = -(-win.oh // ny), -(-win.ow // nx)
+        if tile.tail:
+            # Fitted to QEMU counts on VWW's and KWS's layers: a row that is one tile has
+            # no inner loop (gcc drops it); otherwise about 5 + nout / 2 per tile (pointer
+            # steps, the loop, the spills around a larger tile), 1.5 more where the asm takes
+            # every register, and 8 per row of tiles.
+            per_tile = ((0 if cols == 1 else 5 + ny * nx / 2 + clamp)
+                        + (1.5 if tile.regs >= ASM_REGS else 0))
+            cost = rows * (8 + cols * (tile.count + 2 * ny * nx + per_tile))
+        else:
+            cost = rows * cols * (tile.count + 4 * ny * nx + 8 + clamp)
+        if best is None or cost < best[0]:
+            best = (cost, ny, nx, tile)
     return None if best is None else best[1:]
 
 
@@ -729,16 +750,38 @@ class _AsmTile:
     loads: list        # weight registers in the order the asm loads them: wv[i] = loads[i]
     code: str          # the asm statement (declares and sets a0 .. a<nout-1>)
     count: int         # its instructions
+    tail: str | None = None   # "pos"/"sign": a<j> leave as te_dsp_rq2(_pos) of the sums, with
+                              # q, h, r read from wv[len(loads)] on
+    regs: int = 0      # registers its operands take
+    bf_mem: bool = False      # bf read from wv[len(loads) + 3] (after q, h, r)
 
 
-def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile | None:
+def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
+                  tail: str | None = None, regs: int = ASM_REGS,
+                  bf_mem: bool = False, groups: list | None = None) -> _AsmTile | None:
     """The multiply-accumulates of ny x nx outputs (ny output rows of nx) whose first window
     starts at pp (a plane pointer) as one asm statement, accumulating onto bf (accumulator
     a<r * nx + j>); None where offsets or registers do not allow it. Output rows of a tile share
-    the plane rows their windows overlap on: each plane word is loaded and extended once."""
+    the plane rows their windows overlap on: each plane word is loaded and extended once.
+    groups: _tile_groups(lay, ny, nx, plan), where the caller has it already."""
+    nout = ny * nx
+    if groups is None:
+        groups = _tile_groups(lay, ny, nx, plan)
+    if max(g[1] for g in groups) > 4095:
+        return None
+    # accumulators, t/u, pp, wv, bf (bf_mem: read from wv after q, h, r into the accumulator
+    # that starts last, which seeds the others; a register less for one load more)
+    slots = regs - nout - 2 - (2 if bf_mem and tail else 3)
+    if slots < 2:
+        return None
+    return _tile_asm(groups, nout, slots, tail, bf_mem)
+
+
+def _tile_groups(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> list:
+    """The tile's plane loads in order: (load instruction, plane offset, [(mnemonic, half, out,
+    weight register)], plane row)."""
     win = lay.win
     pw = lay.plane[1]
-    nout = ny * nx
     limit = (nx - 1) * win.sw + (win.kw - 1) * win.dw
     groups = []        # (load instruction, plane offset, [(mnemonic, half, out, weight reg)], row)
     last = (ny - 1) * win.sh + (win.kh - 1) * win.dh
@@ -769,11 +812,11 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
         for t in singles:
             if id(t) not in where:
                 groups.append(("ldrsb", row + t.off, [(f"smlab{t.wh}", "byte", t.out, t.w)], prow))
-    if max(g[1] for g in groups) > 4095:
-        return None
-    slots = ASM_REGS - nout - 2 - 3            # accumulators, t/u, pp, wv, bf
-    if slots < 2:
-        return None
+    return groups
+
+
+def _tile_asm(groups: list, nout: int, slots: int, tail: str | None, bf_mem: bool):
+    """_dsp_asm_tile's statement from its groups, with `slots` weight registers."""
     uses = [w for g in groups for _, _, _, w in g[2]]
     cache = {}                                 # slot -> weight register
     loads, lines, started = [], [], set()
@@ -787,6 +830,16 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
         rows.setdefault(g[3], []).append(gi)
     first_of_row = {gis[0]: list(dict.fromkeys(w for gi in gis for _, _, _, w in groups[gi][2]))
                     for gis in rows.values()}
+    seed = "%[bf]"
+    if bf_mem and tail:
+        first = {}
+        for g in groups:
+            for _, _, out, _ in g[2]:
+                first.setdefault(out, len(first))
+        holder = max(first, key=first.get)
+        seed = f"%[a{holder}]"
+        lines.append(f"ldr {seed}, [%[k], #BF]")
+        started.add(holder)
     for gi, (kind, off, ops, _) in enumerate(groups):
         need = list(dict.fromkeys(w for _, _, _, w in ops))
         if len(need) > slots:
@@ -838,21 +891,40 @@ def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan) -> _AsmTile 
         slot_of = {r: s for s, r in cache.items()}
         for mn, half, out, w in ops:
             acc = f"%[a{out}]"
-            ra = acc if out in started else "%[bf]"
+            ra = acc if out in started else seed
             started.add(out)
             lines.append(f"{mn} {acc}, %[{src[half]}], %[w{slot_of[w]}], {ra}")
             pos += 1
+    if tail is not None:
+        # te_dsp_rq2(_pos) here rather than in C: the asm's last registers are free by now, while
+        # in C q, h and r stay live across the tile loop and gcc reloads them from the stack
+        # every tile. The clamp and stores stay in C (one instruction each either way).
+        k = len(loads)
+        if 4 * k > 1020 or slots < 2:
+            return None
+        lines = [ln.replace("#BF]", f"#{4 * k + 12}]") for ln in lines]
+        lines += [f"ldrd %[t], %[u], [%[k], #{4 * k}]", f"ldr %[w0], [%[k], #{4 * k + 8}]"]
+        for j in range(nout):
+            if tail == "pos":
+                lines.append(f"smmlar %[a{j}], %[a{j}], %[t], %[u]")
+            else:                              # + (acc2 >> 31): the sign term, before the shift
+                lines += [f"smmlar %[w1], %[a{j}], %[t], %[u]",
+                          f"add %[a{j}], %[w1], %[a{j}], asr #31"]
+            lines.append(f"asr %[a{j}], %[a{j}], %[w0]")
     used_slots = sorted({s for s in range(slots) if any(f"%[w{s}]" in ln for ln in lines)})
     uses_u = any("%[u]" in ln for ln in lines)
     outs = ([f'[a{j}] "=&r"(a{j})' for j in range(nout)] + ['[t] "=&r"(x_t)']
             + (['[u] "=&r"(x_u)'] if uses_u else []) + [f'[w{s}] "=&r"(x_w{s})' for s in used_slots])
     temps = ["x_t"] + (["x_u"] if uses_u else []) + [f"x_w{s}" for s in used_slots]
+    ins = '[p] "r"(pp), [k] "r"(wv)' + (', [bf] "r"(bf)' if seed == "%[bf]" else "")
     sep = "\\n\\t"
     code = (f"int32_t {', '.join(f'a{j}' for j in range(nout))};\n            "
             f"{{ int32_t {', '.join(temps)};\n              "
             f"__asm__(\"{sep.join(lines)}\"\n                : {', '.join(outs)}\n"
-            f"                : [p] \"r\"(pp), [k] \"r\"(wv), [bf] \"r\"(bf) : \"memory\"); }}")
-    return _AsmTile(loads, code, len(lines))
+            f"                : {ins} : \"memory\"); }}")
+    return _AsmTile(loads, code, len(lines), tail,
+                    nout + 1 + uses_u + len(used_slots) + (3 if seed == "%[bf]" else 2),
+                    seed != "%[bf]")
 
 
 def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
@@ -862,18 +934,32 @@ def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
     # A doubled layer packs 2 w (int16 holds it), so its accumulators hold 2 * acc.
     two = rq.doubled
     plan = _weight_plan(lay)
-    best = _asm_shape(lay, plan)
+    per_channel = tables[0] is not None
+    best = _asm_shape(lay, plan, ("pos" if rq.positive else "sign") if two else None)
     if best is not None:
         ny, nx, tile = best
-        # The weight registers, in the order the tile's asm loads them (some more than once).
-        setup = (plan.setup(lay.taps, two)
-                 + f"\n        const int32_t wv[{len(tile.loads)}] = {{{', '.join(tile.loads)}}};")
-        macs = f"/* asm tile {ny}x{nx} */\n            {tile.code}"
+        # The weight registers, in the order the tile's asm loads them (some more than once),
+        # then the requantization's q, h, r where the asm applies it.
+        wv = list(tile.loads)
+        rsetup = ""
+        if tile.tail:
+            rsetup = rq.setup("", "c", *tables)
+            wv += [f"(int32_t){v}" for v in rq.tail_values(per_channel)]
+            if tile.bf_mem:
+                wv.append("bf")
+        setup = (plan.setup(lay.taps, two) + (f"\n        {rsetup}" if rsetup else "")
+                 + f"\n        const int32_t wv[{len(wv)}] = {{{', '.join(wv)}}};")
+        macs = f"/* asm tile {ny}x{nx}{' rq' if tile.tail else ''} */\n            {tile.code}"
+        if tile.tail:
+            outs = [(r, j) for r in range(ny) for j in range(nx)]
+            store = "\n            ".join(
+                f"yo[({r * win.ow} + ox + {j}) * {c_n}] = (int8_t){rq.finish(f'a{r * nx + j}')};"
+                for r, j in outs)
+            return ny, nx, setup, macs, "", store
     else:
         ny, nx = 1, min(2, win.ow)
         setup, macs = _dsp_pair_code(lay, nx, two)
         macs = f"int32_t {', '.join(f'a{j} = bf' for j in range(nx))};\n            {macs}"
-    per_channel = tables[0] is not None
     outs = [(r, j) for r in range(ny) for j in range(nx)]
     if rq.ok:
         rsetup = rq.setup("", "c", *tables)
@@ -899,10 +985,13 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
     if ring:    # asm loops: a memset call would escape the layer's instruction count
         if ph * pw >= 4:
             fill = f"\n  te_dsp_fill4(scratch, 0x{zp4:08x}u, {ph * pw // 4});"
-        if ph * pw % 4:
-            fill += f"\n  te_dsp_fill(scratch + {ph * pw // 4 * 4}, {x_zp}, {ph * pw % 4});"
+        # The last 1-3 bytes as plain stores: smaller than a loop.
+        for i in range(ph * pw // 4 * 4, ph * pw):
+            fill += f"\n  scratch[{i}] = (int8_t){x_zp};"
     if ring and lay.iw <= GATHER_ROW_UNROLL and (c_n <= 255 or lay.iw * c_n <= 4095):
         gather = _dsp_gather_rows(lay.ih, lay.iw, c_n, f"scratch + {win.pt * pw + win.pl}", pw)
+    elif ring and c_n <= 255 and _wide_step(lay.iw):
+        gather = _dsp_gather_rows_wide(lay.ih, lay.iw, c_n, f"scratch + {win.pt * pw + win.pl}", pw)
     elif ring:
         gather = f"""for (int iy = 0; iy < {lay.ih}; ++iy) {{
         int8_t *d = scratch + (iy + {win.pt}) * {pw} + {win.pl};
@@ -942,7 +1031,7 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
   }}"""
 
 
-GATHER_ROW_UNROLL = 16  # input rows up to this wide are gathered by one asm loop over rows
+GATHER_ROW_UNROLL = 24  # input rows up to this wide are written out in one asm loop over rows
 
 
 def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
@@ -964,7 +1053,13 @@ def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
     if not post:
         body.append(f"add %[s], %[s], #{iw * stride}")
     if pw > iw:
-        body.append(f"add %[d], %[d], #{pw - iw}")
+        # The step to the next plane row rides on the row's last store (one instruction a row).
+        last = max(i for i, ln in enumerate(body) if ln.startswith("str"))
+        step = int(body[last].rsplit("#", 1)[1]) + pw - iw
+        if step <= 255:
+            body[last] = f"{body[last].rsplit('#', 1)[0]}#{step}"
+        else:
+            body.append(f"add %[d], %[d], #{pw - iw}")
     body += ["subs %[n], %[n], #1", "bne 1b"]
     sep = "\\n\\t"
     temps = ["t0"] + ([f"t{j}" for j in (1, 2, 3)] if iw >= 4 else [])
@@ -976,6 +1071,54 @@ def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
         uint32_t {', '.join(temps)};
         __asm__ volatile("1:{sep}{sep.join(body)}"
                 : [s] "+r"(s), [d] "+r"(d), [n] "+r"(n), {outs} : : "cc", "memory");
+      }}"""
+
+
+def _wide_step(iw: int) -> int:
+    """Bytes per step of _dsp_gather_rows_wide's inner loop; 0 where its count would not fit a
+    MOV immediate. Rows of 32 bytes and more whose remainder needs no 8-byte block take 16 bytes
+    a step (the loop's two instructions over twice the bytes; VWW's 48-byte rows)."""
+    step = 16 if iw >= 32 and iw % 16 < 8 else 8
+    return step if 1 <= iw // step <= 255 else 0
+
+
+def _dsp_gather_rows_wide(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
+    """_dsp_gather_rows for rows too wide to write out: an inner loop of 8 or 16 bytes a step (as
+    _dsp_gather), the row's last bytes written out, the next plane row reached on the last
+    store. One asm loop over rows: a C loop over them paid about 8 instructions a row."""
+    assert stride <= 255 and iw >= 8
+    word = ["ldrb %[t{0}], [%[s]], #" + str(stride)] * 4
+
+    def pack(a, b, c, e):
+        return ([w.format(x) for w, x in zip(word, (a, b, c, e))]
+                + [f"orr %[t{a}], %[t{a}], %[t{b}], lsl #8", f"orr %[t{a}], %[t{a}], %[t{c}], lsl #16",
+                   f"orr %[t{a}], %[t{a}], %[t{e}], lsl #24"])
+    step = _wide_step(iw)
+    body = [f"mov %[m], #{iw // step}", "2:"]
+    for _ in range(step // 8):
+        body += pack(0, 1, 2, 3) + pack(1, 2, 3, 4)
+        body += ["str %[t1], [%[d], #4]", "str %[t0], [%[d]], #8"]
+    body += ["subs %[m], %[m], #1", "bne 2b"]
+    tail = []
+    if iw % 8 >= 4:
+        tail += pack(0, 1, 2, 3) + ["str %[t0], [%[d]], #4"]
+    for _ in range(iw % 4):
+        tail += [word[0].format(0), "strb %[t0], [%[d]], #1"]
+    if pw > iw and tail and int(tail[-1].rsplit("#", 1)[1]) + pw - iw <= 255:
+        # The step to the next plane row rides on the row's last store.
+        tail[-1] = f"{tail[-1].rsplit('#', 1)[0]}#{int(tail[-1].rsplit('#', 1)[1]) + pw - iw}"
+    elif pw > iw:
+        tail.append(f"add %[d], %[d], #{pw - iw}")
+    body += tail + ["subs %[n], %[n], #1", "bne 1b"]
+    sep = "\\n\\t"
+    return f"""{{
+        int8_t *d = {dst};
+        const int8_t *s = xb + c;
+        int n = {ih}, m;
+        uint32_t t0, t1, t2, t3, t4;
+        __asm__ volatile("1:{sep}{sep.join(body)}"
+                : [s] "+r"(s), [d] "+r"(d), [n] "+r"(n), [m] "=&r"(m), [t0] "=&r"(t0),
+                  [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3), [t4] "=&r"(t4) : : "cc", "memory");
       }}"""
 
 

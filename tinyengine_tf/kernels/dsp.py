@@ -116,10 +116,24 @@ class Requant:
             rr = int(-self.shift[0])
             q, h, r = str(int(self.q[0])), str(self._h(rr)), str(rr)
         fn = "te_dsp_rq_wide" if self.wide else ("te_dsp_rq2" if doubled else "te_dsp_rq")
-        if self.lo >= self.zp:
-            # Whatever a negative acc rounds to ends at the clamp's lower bound: no sign term.
+        if self.positive:
             fn += "_pos"
-        v = f"{fn}({acc}, {q}, {h}, {r})"
+        return self.finish(f"{fn}({acc}, {q}, {h}, {r})")
+
+    @property
+    def positive(self) -> bool:
+        """Whatever a negative acc rounds to ends at the clamp's lower bound: no sign term."""
+        return self.lo >= self.zp
+
+    def tail_values(self, per_channel: bool) -> tuple[str, str, str]:
+        """C values of q, h and r for te_dsp_rq2 (the names rq.setup declares, or literals)."""
+        if per_channel:
+            return "q", "h", "r"
+        rr = int(-self.shift[0])
+        return str(int(self.q[0])), str(self._h(rr)), str(rr)
+
+    def finish(self, v: str) -> str:
+        """te_dsp_rq*'s value v (a C expression) to the int8 output: zero point and clamp."""
         if not self.fold and self.zp:
             v = f"({v} + {self.zp})"
         if (self.lo, self.hi) == (-128, 127):

@@ -71,17 +71,24 @@ def choices(op, g) -> list:
 def plan(graph, scratch: dict, in_place: dict, caller=()) -> tuple:
     """(the plan, {op position: option value}) for the layers' scratch and in-place facts."""
     best = plan_memory(graph, scratch, in_place, caller=caller)
-    options = {}
-    for pos, op in enumerate(graph.ops):
-        if in_place.get(pos) and _option(op):
-            ch = choices(op, graph)
-            if ch and ch[0][1] < scratch.get(pos, 0):
-                options[pos] = ch
+    # A layer's choices are looked up when it first runs at the peak step (most never do: the
+    # NAS cost model plans thousands of networks); closed: layers with none left.
+    options, closed = {}, set()
     bands, scratch = {}, dict(scratch)
-    while options:
+    while True:
         live = best.live_bytes()
-        top = max(live)
-        cands = [pos for pos in sorted(options) if live[pos] == top]
+        top = max(live, default=0)
+        cands = []
+        for pos, op in enumerate(graph.ops):
+            if pos >= len(live) or live[pos] != top or pos in closed:
+                continue
+            if pos not in options:
+                ch = choices(op, graph) if in_place.get(pos) and _option(op) else []
+                if not ch or ch[0][1] >= scratch.get(pos, 0):
+                    closed.add(pos)
+                    continue
+                options[pos] = ch
+            cands.append(pos)
         if not cands:
             break
         # Every layer at a peak step at its shortest band: several steps may share the peak.
@@ -109,6 +116,7 @@ def plan(graph, scratch: dict, in_place: dict, caller=()) -> tuple:
             options[pos] = options[pos][:chosen[pos]]
             if not options[pos]:
                 del options[pos]
+                closed.add(pos)
         scratch, best = trial_scratch, trial
     return best, bands
 

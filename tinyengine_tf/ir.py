@@ -5,6 +5,7 @@ the planner and the code generator only read it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -40,7 +41,7 @@ class Tensor:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(int(d) for d in self.shape)   # 1 for a scalar; Python ints: no overflow
 
     @property
     def nbytes(self) -> int:

@@ -199,11 +199,17 @@ def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None
     """Arena offsets for every buffer: the best of several greedy orders, always verified."""
     buffers, external = lifetimes(graph, scratch or {}, in_place or {}, caller)
     neighbours = _time_neighbours(buffers)
+    steps = max(len(graph.ops), 1)
+    # No order can place below the live bytes of the busiest step: once one reaches them, the
+    # rest cannot win (they replace the best only when strictly smaller).
+    bound = Plan(buffers, 0, {}, {}, external, steps).lower_bound
     best = None
     for order in _ORDERS:
         size = _place(buffers, order, neighbours)
         if best is None or size < best[0]:
             best = (size, [b.offset for b in buffers])
+        if best[0] <= bound:
+            break
     arena, offsets = best
     for b, off in zip(buffers, offsets):
         b.offset = off
@@ -214,7 +220,7 @@ def plan_memory(graph, scratch: dict | None = None, in_place: dict | None = None
         else:
             for t in b.tensors:
                 tensor_offset[t] = b.offset
-    plan = Plan(buffers, arena, tensor_offset, scratch_offset, external, max(len(graph.ops), 1))
+    plan = Plan(buffers, arena, tensor_offset, scratch_offset, external, steps)
     verify(plan)
     return plan
 

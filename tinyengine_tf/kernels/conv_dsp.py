@@ -46,6 +46,7 @@ DSP_WIDE = 3          # pixels per "w"-form tile of a large layer (see _dsp_plan
 DSP_WIDE_MACS = 250_000
 DSP_FULL_UNROLL = 2   # word steps of a run written out without a loop up to this many
 DSP_UNROLL = 4        # word steps per loop iteration of runs of at least twice as many
+DSP_ROW_UNROLL = 10   # kernel rows of fully unrolled runs written out up to this many word steps
 
 
 @dataclass
@@ -78,6 +79,9 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     pixels = L.n * w.oh * w.ow
     run = pixels if L.flat else w.ow
     nw = -(-R // 4)
+    co = _e_chunk(L, nw, pixels)
+    if co:
+        return _DspPlan("e", R, nw, 2, 2, co)
     ob, pb = min(2, L.oc), min(2, run)
     per_channel = 8 * L.kh * nw + 4           # expanded filter and bias
     per_pixel = 8 * L.kh * nw
@@ -215,13 +219,14 @@ def _dsp_e_type(P: _DspPlan) -> tuple[str, int]:
     return ("const int8_t", 4) if P.form == "d" else ("const int32_t", 2)
 
 
-def _dsp_run(P: _DspPlan, d: str, d_stride: int, e: str, e_stride: int) -> str:
-    """All word steps of one kernel row's run, d and e pointing at its start."""
+def _dsp_run(P: _DspPlan, d: str, d_stride: int, e: str, e_stride: int, e_base: int = 0) -> str:
+    """All word steps of one kernel row's run, d pointing at its start and e at e_base units
+    before it (e_base only where the run is fully unrolled)."""
     code = []
     main = P.main
     etype, u = _dsp_e_type(P)
     if main <= DSP_FULL_UNROLL:
-        code += [_dsp_step(P, d, 4 * s, d_stride, e, u * s, e_stride) for s in range(main)]
+        code += [_dsp_step(P, d, 4 * s, d_stride, e, e_base + u * s, e_stride) for s in range(main)]
     else:
         # DSP_UNROLL steps per iteration (two for short runs); the first one's loads advance both
         # pointers. The loop's compare and branch cost 2 instructions per iteration of 8 x 2 per
@@ -238,9 +243,9 @@ def _dsp_run(P: _DspPlan, d: str, d_stride: int, e: str, e_stride: int) -> str:
             }} while (es != ee);""")
         code += [_dsp_step(P, "ds", 4 * k, d_stride, "es", u * k, e_stride) for k in range(main % n)]
     if P.nw > main and P.R % 4 == 1 and P.form != "d":
-        code.append(_dsp_tail_byte(P, d, d_stride, e, u * main, e_stride))
+        code.append(_dsp_tail_byte(P, d, d_stride, e, e_base + u * main, e_stride))
     elif P.nw > main:     # the overlapping last word
-        code.append(_dsp_step(P, d, P.R - 4, d_stride, e, u * main, e_stride))
+        code.append(_dsp_step(P, d, P.R - 4, d_stride, e, e_base + u * main, e_stride))
     return "\n            ".join(code)
 
 
@@ -277,6 +282,17 @@ def _dsp_macs(L: _Layer, P: _DspPlan, d: str, d_row, d_stride: int, e: str,
     2 * nw words."""
     run = _dsp_run(P, "dr", d_stride, "er", e_stride)
     etype, u = _dsp_e_type(P)
+    if 1 < L.kh and P.main <= DSP_FULL_UNROLL and L.kh * P.nw <= DSP_ROW_UNROLL:
+        # Short rows (the first layers' 1-3 input channels): the row loop's counter, compare
+        # and branch cost as much as a fifth of a row; written out, each row reads the expanded
+        # side at literal offsets and only d moves.
+        rows = "\n            du += {};\n            ".format(d_row).join(
+            _dsp_run(P, "du", d_stride, "er", e_stride, ky * u * P.nw) for ky in range(L.kh))
+        return f"""{{
+            const int8_t *du = {d};
+            {etype} *er = {e};
+            {rows}
+          }}"""
     if L.kh == 1:
         return f"""{{
             const int8_t *dr = {d};
@@ -447,7 +463,8 @@ def dsp_body(L) -> str | None:
     P = _dsp_plan(L)
     if P is None:
         return None
-    return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form}[P.form](L, P)
+    return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form,
+            "e": _dsp_e_form}[P.form](L, P)
 
 
 # -- "p" form: P pixels x 1 output channel ----------------------------------------------------
@@ -570,6 +587,123 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
   }}"""
 
 
+# -- "e" form: both operands expanded, 2 pixels x 2 channels ----------------------------------
+#
+# The pointwise layers with 16-32 input channels (MobileNet's first blocks) have too short a dot
+# product for the "p" form's per-tile setup, and the "w" form spends 23 instructions per 24 MACs
+# extending the input again for every channel pair. Here the filters are expanded once per call
+# (as the "w" form does) and a block of pixels once per chunk of channels, so a word step of a
+# 2 x 2 tile is 4 LDRD and 8 SMLAD: 0.75 instructions per MAC, in 12 registers (4 accumulators,
+# 2 pixels' and one channel's pairs, 2 pointers). Each channel pair's multipliers are loaded
+# once per block; the whole run is one asm statement (E_MAX_WORDS word steps at most: literal
+# offsets, no loop).
+
+E_MAX_WORDS = 8
+E_MIN_WORDS = 2       # 8 input channels and up
+E_BLOCK_BYTES = 512   # expanded pixels per block
+
+
+def _e_block(nw: int, pixels: int) -> int:
+    """Pixels per block (even; the last block overlaps its predecessor)."""
+    return max(2, min(E_BLOCK_BYTES // (8 * nw), pixels) // 2 * 2)
+
+
+def _e_chunk(L: _Layer, nw: int, pixels: int) -> int:
+    """Channels per "e"-form chunk (expanded filters on the stack beside a block of expanded
+    pixels), or 0 where the form does not apply: 1x1 stride-1 layers over whole words, 16 to
+    4 * E_MAX_WORDS input channels."""
+    if not (L.flat and L.ic % 4 == 0 and E_MIN_WORDS <= nw <= E_MAX_WORDS and L.oc >= 2
+            and pixels >= 2 and L.rq.ok):
+        return 0
+    per_channel = 8 * nw + 4                  # expanded filter and bias
+    most = (DSP_STACK - 8 * nw * _e_block(nw, pixels)) // per_channel // 2 * 2
+    if L.oc <= most:
+        return L.oc
+    # Chunks that divide the channels (none recomputed), else near-equal ones, the last
+    # overlapping its predecessor (tile_start).
+    fits = [c for c in range(2, most + 1, 2) if L.oc % c == 0]
+    if fits and 2 * max(fits) >= most:
+        return max(fits)
+    chunks = -(-L.oc // most)
+    return min(L.oc, -(-(-(-L.oc // chunks)) // 2) * 2)
+
+
+def _e_macs(nw: int) -> str:
+    """One asm statement: every word step of channels j, j + 1 (at w0, w0 + 2 nw words) against
+    pixels 0, 1 (at xk, xk + 2 nw words), into a<pixel><channel>."""
+    lines = []
+    for s in range(nw):
+        lines += [f"ldrd %[p0], %[p1], [%[x], #{8 * s}]",
+                  f"ldrd %[p2], %[p3], [%[x], #{8 * (s + nw)}]"]
+        for ch in range(2):
+            lines.append(f"ldrd %[f0], %[f1], [%[f], #{8 * (s + ch * nw)}]")
+            lines += [f"smlad %[a0{ch}], %[p0], %[f0], %[a0{ch}]",
+                      f"smlad %[a0{ch}], %[p1], %[f1], %[a0{ch}]",
+                      f"smlad %[a1{ch}], %[p2], %[f0], %[a1{ch}]",
+                      f"smlad %[a1{ch}], %[p3], %[f1], %[a1{ch}]"]
+    outs = ", ".join([f'[a{px}{ch}] "+r"(a{px}{ch})' for px in range(2) for ch in range(2)]
+                     + [f'[p{k}] "=&r"(t_p{k})' for k in range(4)]
+                     + [f'[f{k}] "=&r"(t_f{k})' for k in range(2)])
+    sep = "\\n\\t"
+    return (f"{{ int32_t t_p0, t_p1, t_p2, t_p3, t_f0, t_f1; "
+            f"__asm__(\"{sep.join(lines)}\" : {outs} : [x] \"r\"(xk), [f] \"r\"(w0) : \"memory\"); }}")
+
+
+def _e_expand(words: int) -> str:
+    """The block's input words (contiguous at xp) as int16 pairs at xx, two words a turn."""
+    return f"""{{
+        const int8_t *s = xp;
+        int32_t *d = xx;
+        int32_t *const end = xx + {2 * words};
+        int32_t t0, t1, t2, t3;
+        __asm__ volatile("1:\\n\\tldrd %[t0], %[t1], [%[s]], #8\\n\\t"
+                         "sxtb16 %[t2], %[t0]\\n\\tsxtb16 %[t3], %[t0], ror #8\\n\\t"
+                         "strd %[t2], %[t3], [%[d]], #16\\n\\t"
+                         "sxtb16 %[t2], %[t1]\\n\\tsxtb16 %[t3], %[t1], ror #8\\n\\t"
+                         "strd %[t2], %[t3], [%[d], #-8]\\n\\t"
+                         "cmp %[d], %[end]\\n\\tbne 1b"
+                         : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1),
+                           [t2] "=&r"(t2), [t3] "=&r"(t3)
+                         : [end] "r"(end) : "cc", "memory");
+      }}"""
+
+
+def _dsp_e_form(L: _Layer, P: _DspPlan) -> str:
+    pcw = 2 * P.nw                           # int32 words per expanded filter or pixel
+    total = L.n * L.win.oh * L.win.ow
+    eb = _e_block(P.nw, total)
+    nchunks = -(-L.oc // P.co)
+    npairs = -(-P.co // P.ob)
+    setup, stores = _dsp_outputs(L, P, L.oc)
+    return f"""
+  int32_t wx[{P.co * pcw}];
+  int32_t bx[{P.co}];
+  int32_t xx[{eb * pcw}];
+  for (int i_c = 0; i_c < {nchunks}; ++i_c) {{
+    {dsp.tile_start("c0", "i_c", L.oc, P.co)}
+    {_dsp_expand_filters(L, P)}
+    for (int i_b = 0; i_b < {-(-total // eb)}; ++i_b) {{
+      {dsp.tile_start("p0", "i_b", total, eb)}
+      const int8_t *xp = in0 + p0 * {L.ic};
+      {_e_expand(eb * P.nw)}
+      for (int i_o = 0; i_o < {npairs}; ++i_o) {{
+        {dsp.tile_start("j", "i_o", P.co, P.ob)}
+        const int o = c0 + j;
+        const int32_t *w0 = wx + j * {pcw};
+        const int32_t bias0 = bx[j], bias1 = bx[j + 1];
+        {setup}
+        for (int k = 0; k < {eb // 2}; ++k) {{
+          const int32_t *xk = xx + k * {2 * pcw};
+          int8_t *yp = out0 + (p0 + 2 * k) * {L.oc} + o;
+          {_dsp_accs(P, lambda ch: f"bias{ch}")}
+          {_e_macs(P.nw)}
+          {stores}
+        }}
+      }}
+    }}
+  }}"""
+
+
 def _weight_index(L: _Layer, o: str, ky: str, pos: str) -> str:
     """Index in L.W of filter o's byte pos of kernel row ky, in either stored order."""
     R = L.kw * L.ic
@@ -578,13 +712,13 @@ def _weight_index(L: _Layer, o: str, ky: str, pos: str) -> str:
     return f"({ky} * {R} + {pos}) * {L.oc} + {o}"
 
 
-def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
-    w = L.win
-    pcw = 2 * L.kh * P.nw                    # int32 words per expanded filter
-    xq = L.ic if L.flat else w.sw * L.ic     # input offset of a tile's second pixel
-    # Expanded bias: bias - zp * sum(w), from the stored (dot: zp + 128 folded) bias.
+def _dsp_expand_filters(L: _Layer, P: _DspPlan) -> str:
+    """The loop that expands channels c0..c0+co-1 into wx (int16 pairs, 2 * kh * nw words each,
+    the bytes an overlapping last word repeats zeroed) and their biases into bx, both for the
+    sign-extended input: bias - zp * sum(w), from the stored (dot: zp + 128 folded) bias. A
+    doubled layer stores 2 w (int16 holds it), so its accumulators hold 2 * acc."""
+    pcw = 2 * L.kh * P.nw
     fold = 128 if L.dot else -L.zp
-    # A doubled layer stores 2 w (int16 holds it), so its accumulators hold 2 * acc.
     two = L.rq.doubled
     if L.dot and L.kw * L.ic % 4 == 0:
         pair = "(int32_t)__sadd16(p, p)" if two else "p"
@@ -599,10 +733,31 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
                 v[t] = base + t < 4 * s ? 0 : {'2 * ' if two else ''}(int32_t){L.W}[{_weight_index(L, "o", "ky", "base + t")}];
               d[0] = te_pack16(v[0], v[2]);
               d[1] = te_pack16(v[1], v[3]);"""
+    return f"""for (int j = 0; j < {P.co}; ++j) {{
+      const int o = c0 + j;
+      int32_t *d = wx + j * {pcw};
+      int32_t sum = 0;
+      for (int ky = 0; ky < {L.kh}; ++ky) {{
+        for (int s = 0; s < {P.nw}; ++s) {{
+          {{
+              {expand_word}
+              sum = __smlad(d[0], 0x00010001, sum);
+              sum = __smlad(d[1], 0x00010001, sum);
+          }}
+          d += 2;
+        }}
+      }}
+      bx[j] = (int32_t)(((uint32_t){L.B}[o]{' << 1' if two else ''}) + (uint32_t)({fold} * sum));
+    }}"""
+
+
+def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
+    w = L.win
+    pcw = 2 * L.kh * P.nw                    # int32 words per expanded filter
+    xq = L.ic if L.flat else w.sw * L.ic     # input offset of a tile's second pixel
     nchunks = -(-L.oc // P.co)
     npairs = -(-P.co // P.ob)
     setup, stores = _dsp_outputs(L, P, L.oc)
-
     def tile(yo: str) -> str:
         macs = _dsp_macs(L, P, "xp", _dsp_drow(L), xq, "w0", pcw)
         return f"""{{
@@ -634,22 +789,7 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
   int32_t bx[{P.co}];{_dsp_patch(L, P)}
   for (int i_c = 0; i_c < {nchunks}; ++i_c) {{
     {dsp.tile_start("c0", "i_c", L.oc, P.co)}
-    for (int j = 0; j < {P.co}; ++j) {{
-      const int o = c0 + j;
-      int32_t *d = wx + j * {pcw};
-      int32_t sum = 0;
-      for (int ky = 0; ky < {L.kh}; ++ky) {{
-        for (int s = 0; s < {P.nw}; ++s) {{
-          {{
-              {expand_word}
-              sum = __smlad(d[0], 0x00010001, sum);
-              sum = __smlad(d[1], 0x00010001, sum);
-          }}
-          d += 2;
-        }}
-      }}
-      bx[j] = (int32_t)(((uint32_t){L.B}[o]{' << 1' if two else ''}) + (uint32_t)({fold} * sum));
-    }}
+    {_dsp_expand_filters(L, P)}
     {tiles}
   }}"""
 

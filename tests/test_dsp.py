@@ -71,8 +71,10 @@ FC_CASES = {
     "k3_n40": ((3, 3), 3, 40, True, "NONE", 100),
     # expanded input row (fully_connected._dsp_expanded_body): whole loop iterations only,
     # and rows too far apart for one LDR offset (the direct body)
-    "k640_n8_rows2_loop_only": ((2, 640), 640, 8, True, "RELU", -128),
-    "k1400_n5_direct": ((1, 1400), 1400, 5, True, "NONE", 3),
+    "k640_n20_rows2_loop_only": ((2, 640), 640, 20, True, "RELU", -128),
+    "k17_n16_one_iteration_tail": ((1, 17), 17, 16, False, "RELU6", -128),
+    "k10_n18_no_loop_overlap": ((3, 10), 10, 18, True, "NONE", 9),
+    "k1400_n16_direct": ((1, 1400), 1400, 16, True, "NONE", 3),
 }
 
 
@@ -84,15 +86,15 @@ def test_fully_connected(name):
     src = dsp_source(cm)
     assert "smlad" in src or k < 4
     # Expanded where the row fits and its filter rows are in reach of one offset.
-    assert ("int32_t xx[" in src) == (4 <= k and 3 * k + 16 <= 4095)
+    assert ("int32_t xx[" in src) == (4 <= k and n >= 16 and 3 * k + 16 <= 4095)
 
 
 def test_fully_connected_wide_requantization_expanded():
     """A huge per-tensor bias takes te_dsp_rq_wide: the expanded input is not doubled."""
     rng = np.random.default_rng(11)
-    bias = rng.integers(-3000, 3000, 6)
+    bias = rng.integers(-3000, 3000, 18)
     bias[2] = 2**30 + 5
-    cm = check(fc_model((1, 72), 72, 6, rng, per_channel=False, act="NONE", in_zp=-3,
+    cm = check(fc_model((1, 72), 72, 18, rng, per_channel=False, act="NONE", in_zp=-3,
                         bias_values=bias, out_scale=2.0))
     src = dsp_source(cm)
     assert "te_dsp_rq_wide(" in src and "int32_t xx[" in src and "__sadd16(lo" not in src

@@ -34,6 +34,17 @@ TE_INLINE void te_dsp_copy4(int8_t *d, const int8_t *s, int n) {
                      : [d] "+r"(d), [s] "+r"(s), [n] "+r"(n), [t] "=&r"(t) : : "cc", "memory");
 }
 
+/* Any n > 0 bytes: words while four or more remain (a border patch's rows of 3-channel pixels
+ * are 9-21 bytes: a quarter of the byte loop's instructions), then bytes. */
+TE_INLINE void te_dsp_copy_run(int8_t *d, const int8_t *s, int n) {
+    if (n >= 4) {
+        te_dsp_copy4(d, s, n >> 2);
+        d += n & ~3;
+        s += n & ~3;
+    }
+    if (n & 3) te_dsp_copy(d, s, n & 3);
+}
+
 TE_INLINE void te_dsp_fill(int8_t *d, int32_t v, int n) {
     __asm__ volatile("1:\n\tstrb %[v], [%[d]], #1\n\tsubs %[n], %[n], #1\n\tbne 1b"
                      : [d] "+r"(d), [n] "+r"(n) : [v] "r"(v) : "cc", "memory");

@@ -381,7 +381,7 @@ def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
                     else f"te_dsp_fill({dst}, {L.zp}, {n});")
 
         def copy(dst: str, src: str, n: str) -> str:
-            return f"te_dsp_copy4({dst}, {src}, ({n}) / 4);" if four else f"te_dsp_copy({dst}, {src}, {n});"
+            return f"te_dsp_copy4({dst}, {src}, ({n}) / 4);" if four else f"te_dsp_copy_run({dst}, {src}, {n});"
         # Per kernel row: the columns inside the input are one contiguous run; zp around it.
         source = f"""const int8_t *xp;
               int drow = {row};
@@ -571,7 +571,6 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
       }}
     }}
     for (int o = 0; o < {L.oc}; ++o) {{
-      {setup}
       const int32_t bias = {bias};
       int32_t {', '.join(f'{a} = bias' for a in accs)};
       {{
@@ -582,6 +581,9 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
                 : {outs}
                 : [end] "r"({end}) : "cc", "memory");
       }}
+      /* The multipliers are read after the asm (its memory clobber keeps them there): held
+         across it, they would be spilled and reloaded. */
+      {setup}
       {stores}
     }}
   }}"""

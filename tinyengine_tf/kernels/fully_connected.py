@@ -160,14 +160,18 @@ DSP_UNITS = 4
 # Bytes of stack the expanded input row may take, and input words per asm loop iteration.
 DSP_STACK = 2048
 DSP_UNROLL = 4
+# Units from which expanding the row (about 6 instructions per input word) pays: each tile of
+# DSP_UNITS saves 2 per word.
+DSP_EXPAND_MIN_N = 16
 
 
 def _dsp_expanded_ok(k: int, n: int) -> bool:
-    """Whether the expanded-input body applies: the row fits on the stack and every filter
-    word of a tile is in reach of one LDR offset from the first row's."""
+    """Whether the expanded-input body applies: enough units, the row fits on the stack and
+    every filter word of a tile is in reach of one LDR offset from the first row's."""
     words = k // 4
     ub = min(DSP_UNITS, n)
-    return words >= 1 and 8 * words <= DSP_STACK and (ub - 1) * k + 4 * DSP_UNROLL <= 4095
+    return (n >= DSP_EXPAND_MIN_N and words >= 1 and 8 * words <= DSP_STACK
+            and (ub - 1) * k + 4 * DSP_UNROLL <= 4095)
 
 
 def _dsp_word_steps(ub: int, k: int, words: int) -> list:

@@ -205,6 +205,8 @@ CONV_CASES = {
     # 3x3 and up
     "k3_ic16": conv_spec(ic=16, oc=16, h=8, w=8, xzp=-128, act="RELU"),
     "k3_ic16_s2_oc9": conv_spec(ic=16, oc=9, h=9, w=10, sh=2, sw=2),
+    # past DSP_WIDE_MACS, rows of 16: 2-pixel tiles (3 would recompute 2 of 16; _wide_pays)
+    "k3_ic16_rows16_2px_tiles": conv_spec(ic=16, oc=16, h=16, w=16, xzp=-128, act="RELU"),
     "k3_ic64_direct": conv_spec(ic=64, oc=64, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic64_direct_s2_oc5": conv_spec(ic=64, oc=5, h=7, w=9, sh=2, sw=2),
     "k5_valid_ic4": conv_spec(kh=5, kw=5, ic=4, oc=6, pad="VALID", h=9, w=9),
@@ -239,7 +241,7 @@ CONV_CASES = {
 # activation clamps at the zero point), the C word step for offsets no instruction encodes, and
 # the ends of runs that are not whole words (a last byte; an overlapping word, filters or inputs
 # expanded).
-FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "d": "int32_t bd[", "patch": "int8_t patch[",
+FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "d": "int32_t bd[", "patch": "int32_t patch_w[",
          "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
          "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",

@@ -113,7 +113,7 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
         if L.dot and R % 4 == 0 and L.k < 4000 and 4 * L.oc + patch <= DSP_STACK:
             return _DspPlan("d", R, nw, ob, pb)
         return None
-    if pixels * L.oc * L.k >= DSP_WIDE_MACS:
+    if pixels * L.oc * L.k >= DSP_WIDE_MACS and _wide_pays(L, nw, run):
         pb = min(DSP_WIDE, run)
         patch = 0 if L.flat else L.kh * (L.kw + (pb - 1) * w.sw) * L.ic
     # Chunks of whole tiles that divide the channels (no chunk recomputes another's), else
@@ -128,6 +128,16 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
         chunks = -(-L.oc // most)
         co = min(L.oc, -(-(-(-L.oc // chunks)) // ob) * ob)
     return _DspPlan("w", R, nw, ob, pb, co)
+
+
+def _wide_pays(L: _Layer, nw: int, run: int) -> bool:
+    """Whether 3-pixel "w" tiles beat 2-pixel ones over rows of `run` outputs: 23 instructions
+    per word step against 16, and some 60 against 50 per tile for its outputs, but a row whose
+    length 3 does not divide recomputes the overlap (2 of ResNet's 16 outputs: 12%)."""
+    steps = L.kh * nw
+    def cost(p: int) -> int:
+        return -(-run // p) * (steps * (23 if p == 3 else 16) + (60 if p == 3 else 50))
+    return cost(min(DSP_WIDE, run)) <= cost(min(2, run))
 
 
 def _dsp_step(P: _DspPlan, d: str, d_off: int, d_stride: int, e: str, e_idx: int, e_stride: int,
@@ -381,7 +391,7 @@ def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
                     else f"te_dsp_fill({dst}, {L.zp}, {n});")
 
         def copy(dst: str, src: str, n: str) -> str:
-            return f"te_dsp_copy4({dst}, {src}, ({n}) / 4);" if four else f"te_dsp_copy_run({dst}, {src}, {n});"
+            return f"te_dsp_copy_words({dst}, {src}, ({n}) / 4);" if four else f"te_dsp_copy_run({dst}, {src}, {n});"
         # Per kernel row: the columns inside the input are one contiguous run; zp around it.
         source = f"""const int8_t *xp;
               int drow = {row};
@@ -450,7 +460,9 @@ def _dsp_drow(L: _Layer) -> str | int:
 def _dsp_patch(L: _Layer, P: _DspPlan) -> str:
     if _dsp_border(L) is None:
         return ""
-    return f"\n  int8_t patch[{L.kh * _dsp_patch_width(L, P)}];"
+    # Word storage: the patch's rows are copied by LDM/STM where they are aligned.
+    n = L.kh * _dsp_patch_width(L, P)
+    return f"\n  int32_t patch_w[{-(-n // 4)}];\n  int8_t *const patch = (int8_t *)patch_w;"
 
 
 def _dsp_accs(P: _DspPlan, bias) -> str:

@@ -228,7 +228,7 @@ CONV_CASES = {
     "pw_p_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=3, w=3, ys=0.0004, xs=0.5, yzp=0),
     "pw_p3_ic256": conv_spec(kh=1, kw=1, ic=256, oc=64, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
     # "e" form (conv_dsp._dsp_e_form): both sides expanded, 2 x 2 tiles in blocks of pixels
-    "pw_e_ic32_chunks_overlap": conv_spec(kh=1, kw=1, ic=32, oc=46, h=3, w=5, xzp=-128, yzp=-128,
+    "pw_e_ic32_chunks_overlap": conv_spec(kh=1, kw=1, ic=32, oc=46, h=5, w=7, xzp=-128, yzp=-128,
                                           act="RELU"),                   # chunks of 16: 0, 16, 30
     "pw_e_ic24_two_pixels": conv_spec(kh=1, kw=1, ic=24, oc=5, h=1, w=2, xzp=100),
     "pw_e_ic8_blocks_overlap": conv_spec(kh=1, kw=1, ic=8, oc=6, h=7, w=7, per_channel=False,

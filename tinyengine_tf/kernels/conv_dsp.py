@@ -79,9 +79,6 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     pixels = L.n * w.oh * w.ow
     run = pixels if L.flat else w.ow
     nw = -(-R // 4)
-    co = _e_chunk(L, nw, pixels)
-    if co:
-        return _DspPlan("e", R, nw, 2, 2, co)
     ob, pb = min(2, L.oc), min(2, run)
     per_channel = 8 * L.kh * nw + 4           # expanded filter and bias
     per_pixel = 8 * L.kh * nw
@@ -108,6 +105,11 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     pp = _p_pixels(L, nw, pixels, against_w=True)
     if pp:
         return _DspPlan("p", R, nw, 1, pp)
+    # Where the "w" form's per-call filter expansion pays, the "e" form's does too (the same
+    # expansion; the pixels' costs 1 per word and channel chunk).
+    co = _e_chunk(L, nw, pixels)
+    if co:
+        return _DspPlan("e", R, nw, 2, 2, co)
     if not w_ok:
         # Neither side fits expanded: read both in place (4 more instructions per 16 MACs).
         if L.dot and R % 4 == 0 and L.k < 4000 and 4 * L.oc + patch <= DSP_STACK:

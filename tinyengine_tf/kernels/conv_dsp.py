@@ -861,10 +861,10 @@ def _dsp_x_form(L: _Layer, P: _DspPlan) -> str:
             for (int i_o = 0; i_o < {npairs}; ++i_o) {{
               {dsp.tile_start("o", "i_o", L.oc, P.ob)}
               int8_t *yp = yq + o;
-              {setup}
               {_dsp_accs(P, (lambda ch: f"(int32_t)((uint32_t){L.B}[o + {ch}] << 1)") if two
                          else (lambda ch: f"{L.B}[o + {ch}]"))}
               {macs}
+              {setup}
               {stores}
             }}
           }}"""
@@ -887,9 +887,9 @@ def _dsp_d_form(L: _Layer, P: _DspPlan) -> str:
             for (int i_o = 0; i_o < {npairs}; ++i_o) {{
               {dsp.tile_start("o", "i_o", L.oc, P.ob)}
               int8_t *yp = yq + o;
-              {setup}
               {_dsp_accs(P, lambda ch: f"bd[o + {ch}]")}
               {macs}
+              {setup}
               {stores}
             }}
           }}"""

@@ -780,12 +780,17 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
     nchunks = -(-L.oc // P.co)
     npairs = -(-P.co // P.ob)
     setup, stores = _dsp_outputs(L, P, L.oc)
+    pixels_outer = _dsp_pixels_outer(L, P)
+
     def tile(yo: str) -> str:
         macs = _dsp_macs(L, P, "xp", _dsp_drow(L), xq, "w0", pcw)
+        # With the pixel tiles outermost each tile reads its pair's multipliers, after the
+        # asm (held across it, they would be spilled and reloaded).
         return f"""{{
             int8_t *yp = out0 + {yo} + o;
             {_dsp_accs(P, lambda ch: f"bias{ch}")}
             {macs}
+            {setup if pixels_outer else ""}
             {stores}
           }}"""
     biases = " ".join(f"const int32_t bias{ch} = bx[j + {ch}];" for ch in range(P.ob))
@@ -794,8 +799,8 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
       const int o = c0 + j;
       const int32_t *w0 = wx + j * {pcw};
       {biases}
-      {setup}"""
-    if not _dsp_pixels_outer(L, P):
+      {"" if pixels_outer else setup}"""
+    if not pixels_outer:
         # Channel pairs outermost: their multipliers stay in registers for every pixel.
         tiles = f"""{pairs}{_dsp_pixels(L, P, tile)}
     }}"""

@@ -22,12 +22,16 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   channel, one filter word against P expanded pixels: 0.875-1.0 instructions per MAC in the
   loop (1.0 for "x"), one channel's multipliers serve P outputs, and P can divide the pixels. Chosen where its estimate
   beats the "x" or "w" form's (see _p_pixels).
+- "e" form (1x1 stride-1 layers of 8-32 input channels, where "w" would be used): both sides
+  expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
+  2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop).
 
 The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
 loads of a C version and spill). A run whose length is not a multiple of 4 ends with a word that
 overlaps its predecessor; the expanded side holds zeros for the overlapped bytes, so no read
 leaves the run. A tile whose windows leave the input (padding) first copies them into a small
-zero-point-filled patch laid out like the input, then runs the same code.
+zero-point-filled patch laid out like the input, then runs the same code. Short kernel rows
+(the first layers' 1-3 input channels) are written out rather than looped over.
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ DSP_ROW_UNROLL = 10   # kernel rows of fully unrolled runs written out up to thi
 
 @dataclass
 class _DspPlan:
-    form: str         # "w" or "x"
+    form: str         # "w", "x", "d", "p" or "e"
     R: int            # bytes per kernel-row run
     nw: int           # words per run (the last one overlapping when R % 4)
     ob: int           # output channels per tile

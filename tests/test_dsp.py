@@ -234,6 +234,10 @@ CONV_CASES = {
     "pw_e_ic8_blocks_overlap": conv_spec(kh=1, kw=1, ic=8, oc=6, h=7, w=7, per_channel=False,
                                          act="RELU6", ys=0.03, yzp=-100),   # 49 px, blocks of 32
     "pw_e_ic28_dot_free_order": conv_spec(kh=1, kw=1, ic=28, oc=12, h=4, w=5, xzp=-128),
+    # strided pixels (ResNet's projections), each expanded from its own position; batches
+    "pw_e_s2_batch2": conv_spec(kh=1, kw=1, ic=16, oc=10, sh=2, sw=2, h=7, w=9, batch=2, xzp=-17),
+    "pw_e_s2_ic32_rows_x3": conv_spec(kh=1, kw=1, ic=32, oc=20, sh=2, sw=3, h=9, w=10,
+                                      xzp=-128, yzp=-128, act="RELU"),
 }
 
 # Markers of the DSP code shapes in the generated C: conv forms, border patches, the

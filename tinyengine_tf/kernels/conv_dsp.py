@@ -22,7 +22,7 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   channel, one filter word against P expanded pixels: 0.875-1.0 instructions per MAC in the
   loop (1.0 for "x"), one channel's multipliers serve P outputs, and P can divide the pixels. Chosen where its estimate
   beats the "x" or "w" form's (see _p_pixels).
-- "e" form (1x1 stride-1 layers of 8-32 input channels, where "w" would be used): both sides
+- "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
   expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
   2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop).
 
@@ -638,8 +638,10 @@ def _e_chunk(L: _Layer, nw: int, pixels: int) -> int:
     """Channels per "e"-form chunk (expanded filters on the stack beside a block of expanded
     pixels), or 0 where the form does not apply: 1x1 stride-1 layers over whole words, 16 to
     4 * E_MAX_WORDS input channels."""
-    if not (L.flat and L.ic % 4 == 0 and E_MIN_WORDS <= nw <= E_MAX_WORDS and L.oc >= 2
-            and pixels >= 2 and L.rq.ok):
+    if not (L.kh == L.kw == 1 and _dsp_border(L) is None and L.ic % 4 == 0
+            and E_MIN_WORDS <= nw <= E_MAX_WORDS and L.oc >= 2 and pixels >= 2 and L.rq.ok):
+        return 0
+    if not L.flat and nw % 2:                  # strided pixels expand two words a turn
         return 0
     per_channel = 8 * nw + 4                  # expanded filter and bias
     most = (DSP_STACK - 8 * nw * _e_block(nw, pixels)) // per_channel // 2 * 2
@@ -675,12 +677,12 @@ def _e_macs(nw: int) -> str:
             f"__asm__(\"{sep.join(lines)}\" : {outs} : [x] \"r\"(xk), [f] \"r\"(w0) : \"memory\"); }}")
 
 
-def _e_expand(words: int) -> str:
-    """The block's input words (contiguous at xp) as int16 pairs at xx, two words a turn."""
+def _e_expand(words: int, dst: str = "xx") -> str:
+    """words (even) input words contiguous at xp as int16 pairs at dst, two words a turn."""
     return f"""{{
         const int8_t *s = xp;
-        int32_t *d = xx;
-        int32_t *const end = xx + {2 * words};
+        int32_t *d = {dst};
+        int32_t *const end = {dst} + {2 * words};
         int32_t t0, t1, t2, t3;
         __asm__ volatile("1:\\n\\tldrd %[t0], %[t1], [%[s]], #8\\n\\t"
                          "sxtb16 %[t2], %[t0]\\n\\tsxtb16 %[t3], %[t0], ror #8\\n\\t"
@@ -691,6 +693,21 @@ def _e_expand(words: int) -> str:
                          : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1),
                            [t2] "=&r"(t2), [t3] "=&r"(t3)
                          : [end] "r"(end) : "cc", "memory");
+      }}"""
+
+
+def _e_block_expand(L: _Layer, P: _DspPlan, eb: int) -> str:
+    """The block's pixels p0.. expanded: one run of the input where the layer is flat, else
+    each pixel's ic bytes from its strided position."""
+    if L.flat:
+        return f"""const int8_t *xp = in0 + p0 * {L.ic};
+      {_e_expand(eb * P.nw)}"""
+    w = L.win
+    plane = w.oh * w.ow
+    return f"""for (int q = 0; q < {eb}; ++q) {{
+        const int pq = p0 + q, b = pq / {plane}, oy = pq % {plane} / {w.ow}, ox = pq % {w.ow};
+        const int8_t *xp = in0 + ((b * {L.ih} + oy * {w.sh}) * {L.iw} + ox * {w.sw}) * {L.ic};
+        {_e_expand(P.nw, f"xx + q * {2 * P.nw}")}
       }}"""
 
 
@@ -710,8 +727,7 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str:
     {_dsp_expand_filters(L, P)}
     for (int i_b = 0; i_b < {-(-total // eb)}; ++i_b) {{
       {dsp.tile_start("p0", "i_b", total, eb)}
-      const int8_t *xp = in0 + p0 * {L.ic};
-      {_e_expand(eb * P.nw)}
+      {_e_block_expand(L, P, eb)}
       for (int i_o = 0; i_o < {npairs}; ++i_o) {{
         {dsp.tile_start("j", "i_o", P.co, P.ob)}
         const int o = c0 + j;

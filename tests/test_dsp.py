@@ -348,7 +348,10 @@ def test_other_optimization_levels(opt, flags):
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
     for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
-                  dw_model(DW_CASES["k7_s1_c2"])):
+                  dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
+                  conv_model(CONV_CASES["pw_e_s2_batch2"]),
+                  fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
+                           act="RELU6", in_zp=127)):
         cm = te.convert(model)
         x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)

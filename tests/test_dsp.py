@@ -89,6 +89,15 @@ def test_fully_connected(name):
     assert ("int32_t xx[" in src) == (4 <= k and n >= 16 and 3 * k + 16 <= 4095)
 
 
+def test_fully_connected_left_shift_expanded():
+    """A multiplier above 1 keeps the portable requantization after the expanded-input loop."""
+    rng = np.random.default_rng(12)
+    cm = check(fc_model((1, 64), 64, 20, rng, per_channel=False, act="NONE", in_zp=-128,
+                        w_scale=0.01, out_scale=0.0001, out_zp=3))
+    src = dsp_source(cm)
+    assert "int32_t xx[" in src and "te_dsp_rq" not in src
+
+
 def test_fully_connected_wide_requantization_expanded():
     """A huge per-tensor bias takes te_dsp_rq_wide: the expanded input is not doubled."""
     rng = np.random.default_rng(11)

@@ -615,9 +615,9 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
 
 # -- "e" form: both operands expanded, 2 pixels x 2 channels ----------------------------------
 #
-# The pointwise layers with 16-32 input channels (MobileNet's first blocks) have too short a dot
-# product for the "p" form's per-tile setup, and the "w" form spends 23 instructions per 24 MACs
-# extending the input again for every channel pair. Here the filters are expanded once per call
+# The pointwise layers with 8-32 input channels (MobileNet's first blocks, ResNet's strided
+# projections) have too short a dot product for the "p" form's per-tile setup, and the "w" form
+# spends 23 instructions per 24 MACs extending the input again for every channel pair. Here the filters are expanded once per call
 # (as the "w" form does) and a block of pixels once per chunk of channels, so a word step of a
 # 2 x 2 tile is 4 LDRD and 8 SMLAD: 0.75 instructions per MAC, in 12 registers (4 accumulators,
 # 2 pixels' and one channel's pairs, 2 pointers). Each channel pair's multipliers are loaded
@@ -636,8 +636,9 @@ def _e_block(nw: int, pixels: int) -> int:
 
 def _e_chunk(L: _Layer, nw: int, pixels: int) -> int:
     """Channels per "e"-form chunk (expanded filters on the stack beside a block of expanded
-    pixels), or 0 where the form does not apply: 1x1 stride-1 layers over whole words, 16 to
-    4 * E_MAX_WORDS input channels."""
+    pixels), or 0 where the form does not apply: unpadded 1x1 layers over whole words, 4 *
+    E_MIN_WORDS to 4 * E_MAX_WORDS input channels (the "p" and "w" forms amortize their tiles
+    over longer runs)."""
     if not (L.kh == L.kw == 1 and _dsp_border(L) is None and L.ic % 4 == 0
             and E_MIN_WORDS <= nw <= E_MAX_WORDS and L.oc >= 2 and pixels >= 2 and L.rq.ok):
         return 0

@@ -69,6 +69,12 @@ FC_CASES = {
     "k64_n1_rows2": ((2, 64), 64, 1, False, "RELU6", -1),
     "k10_n7_overlap": ((1, 10), 10, 7, True, "NONE", 9),         # N % 4: last tile overlaps
     "k3_n40": ((3, 3), 3, 40, True, "NONE", 100),
+    # expanded input row (fully_connected._dsp_expanded_body): whole loop iterations only,
+    # and rows too far apart for one LDR offset (the direct body)
+    "k640_n20_rows2_loop_only": ((2, 640), 640, 20, True, "RELU", -128),
+    "k17_n16_one_iteration_tail": ((1, 17), 17, 16, False, "RELU6", -128),
+    "k10_n18_no_loop_overlap": ((3, 10), 10, 18, True, "NONE", 9),
+    "k1400_n16_direct": ((1, 1400), 1400, 16, True, "NONE", 3),
 }
 
 
@@ -77,7 +83,30 @@ def test_fully_connected(name):
     shape, k, n, per_channel, act, zp = FC_CASES[name]
     rng = np.random.default_rng(sum(map(ord, name)))
     cm = check(fc_model(shape, k, n, rng, per_channel=per_channel, act=act, in_zp=zp))
-    assert "__smlad" in dsp_source(cm) or k < 4
+    src = dsp_source(cm)
+    assert "smlad" in src or k < 4
+    # Expanded where the row fits and its filter rows are in reach of one offset.
+    assert ("int32_t xx[" in src) == (4 <= k and n >= 16 and 3 * k + 16 <= 4095)
+
+
+def test_fully_connected_left_shift_expanded():
+    """A multiplier above 1 keeps the portable requantization after the expanded-input loop."""
+    rng = np.random.default_rng(12)
+    cm = check(fc_model((1, 64), 64, 20, rng, per_channel=False, act="NONE", in_zp=-128,
+                        w_scale=0.01, out_scale=0.0001, out_zp=3))
+    src = dsp_source(cm)
+    assert "int32_t xx[" in src and "te_dsp_rq" not in src
+
+
+def test_fully_connected_wide_requantization_expanded():
+    """A huge per-tensor bias takes te_dsp_rq_wide: the expanded input is not doubled."""
+    rng = np.random.default_rng(11)
+    bias = rng.integers(-3000, 3000, 18)
+    bias[2] = 2**30 + 5
+    cm = check(fc_model((1, 72), 72, 18, rng, per_channel=False, act="NONE", in_zp=-3,
+                        bias_values=bias, out_scale=2.0))
+    src = dsp_source(cm)
+    assert "te_dsp_rq_wide(" in src and "int32_t xx[" in src and "__sadd16(lo" not in src
 
 
 # -- DEPTHWISE_CONV_2D ------------------------------------------------------------------------------
@@ -224,7 +253,7 @@ CONV_CASES = {
     "pw_one_pixel": conv_spec(kh=1, kw=1, ic=40, oc=9, h=1, w=1),
     "pw_s2": conv_spec(kh=1, kw=1, ic=48, oc=17, sh=2, sw=2, h=7, w=7),
     "pw_ic512_far_offsets": conv_spec(kh=1, kw=1, ic=512, oc=4, h=2, w=2),   # C word steps
-    # at least conv.DSP_WIDE_MACS: 3-pixel tiles (400 pixels: the last tile overlaps)
+    # 400 pixels, 32 channels: the "e" form (3-pixel "w" tiles before it; see k3_ic3_3px_tiles_border)
     "pw_3px_tiles": conv_spec(kh=1, kw=1, ic=32, oc=32, h=20, w=20, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic3_3px_tiles_border": conv_spec(ic=3, oc=10, h=40, w=40),
     "pw_batch3": conv_spec(kh=1, kw=1, ic=16, oc=24, h=3, w=5, batch=3),
@@ -238,6 +267,8 @@ CONV_CASES = {
     # 3x3 and up
     "k3_ic16": conv_spec(ic=16, oc=16, h=8, w=8, xzp=-128, act="RELU"),
     "k3_ic16_s2_oc9": conv_spec(ic=16, oc=9, h=9, w=10, sh=2, sw=2),
+    # past DSP_WIDE_MACS, rows of 16: 2-pixel tiles (3 would recompute 2 of 16; _wide_pays)
+    "k3_ic16_rows16_2px_tiles": conv_spec(ic=16, oc=16, h=16, w=16, xzp=-128, act="RELU"),
     "k3_ic64_direct": conv_spec(ic=64, oc=64, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic64_direct_s2_oc5": conv_spec(ic=64, oc=5, h=7, w=9, sh=2, sw=2),
     "k5_valid_ic4": conv_spec(kh=5, kw=5, ic=4, oc=6, pad="VALID", h=9, w=9),
@@ -258,6 +289,17 @@ CONV_CASES = {
     "pw_p_ic36_step_remainder": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=5, xzp=127),
     "pw_p_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=3, w=3, ys=0.0004, xs=0.5, yzp=0),
     "pw_p3_ic256": conv_spec(kh=1, kw=1, ic=256, oc=64, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
+    # "e" form (conv_dsp._dsp_e_form): both sides expanded, 2 x 2 tiles in blocks of pixels
+    "pw_e_ic32_chunks_overlap": conv_spec(kh=1, kw=1, ic=32, oc=46, h=5, w=7, xzp=-128, yzp=-128,
+                                          act="RELU"),                   # chunks of 16: 0, 16, 30
+    "pw_e_ic24_two_pixels": conv_spec(kh=1, kw=1, ic=24, oc=5, h=1, w=2, xzp=100),
+    "pw_e_ic8_blocks_overlap": conv_spec(kh=1, kw=1, ic=8, oc=6, h=7, w=7, per_channel=False,
+                                         act="RELU6", ys=0.03, yzp=-100),   # 49 px, blocks of 32
+    "pw_e_ic28_dot_free_order": conv_spec(kh=1, kw=1, ic=28, oc=12, h=4, w=5, xzp=-128),
+    # strided pixels (ResNet's projections), each expanded from its own position; batches
+    "pw_e_s2_batch2": conv_spec(kh=1, kw=1, ic=16, oc=10, sh=2, sw=2, h=7, w=9, batch=2, xzp=-17),
+    "pw_e_s2_ic32_rows_x3": conv_spec(kh=1, kw=1, ic=32, oc=20, sh=2, sw=3, h=9, w=10,
+                                      xzp=-128, yzp=-128, act="RELU"),
 }
 
 # Markers of the DSP code shapes in the generated C: conv forms, border patches, the
@@ -265,11 +307,11 @@ CONV_CASES = {
 # activation clamps at the zero point), the C word step for offsets no instruction encodes, and
 # the ends of runs that are not whole words (a last byte; an overlapping word, filters or inputs
 # expanded).
-FORMS = {"w": "int32_t wx[", "x": "2 * s_] = ", "d": "int32_t bd[", "patch": "int8_t patch[",
+FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "d": "int32_t bd[", "patch": "int32_t patch_w[",
          "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
          "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
-         "p": "ldrd %[x0], %[x1]"}
+         "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = "}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -328,6 +370,16 @@ def test_huge_bias_per_tensor_takes_the_wide_requantization(act, yzp, fn):
     assert fn in dsp_source(cm)
 
 
+def test_huge_bias_pointwise_e_form_undoubled():
+    """The "e" form with the wide requantization: filters expanded as they are, not doubled."""
+    p = conv_spec(kh=1, kw=1, ic=16, oc=6, h=3, w=3, per_channel=False, xzp=-128, yzp=3)
+    bias = np.random.default_rng(3).integers(-3000, 3000, 6)
+    bias[4] = 2**30 + 999
+    cm = check(conv_model(p, bias_values=bias))
+    src = dsp_source(cm)
+    assert "te_dsp_rq_wide(" in src and "xk = xx + k" in src and "__sadd16(p, p)" not in src
+
+
 def test_left_shift_keeps_the_portable_requantization():
     cm = te.convert(conv_model(CONV_CASES["left_shift"]))
     src = dsp_source(cm)
@@ -358,7 +410,10 @@ def test_other_optimization_levels(opt, flags):
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
     for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
-                  dw_model(DW_CASES["k7_s1_c2"])):
+                  dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
+                  conv_model(CONV_CASES["pw_e_s2_batch2"]),
+                  fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
+                           act="RELU6", in_zp=127)):
         cm = te.convert(model)
         x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)

@@ -22,12 +22,16 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   channel, one filter word against P expanded pixels: 0.875-1.0 instructions per MAC in the
   loop (1.0 for "x"), one channel's multipliers serve P outputs, and P can divide the pixels. Chosen where its estimate
   beats the "x" or "w" form's (see _p_pixels).
+- "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
+  expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
+  2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop).
 
 The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
 loads of a C version and spill). A run whose length is not a multiple of 4 ends with a word that
 overlaps its predecessor; the expanded side holds zeros for the overlapped bytes, so no read
 leaves the run. A tile whose windows leave the input (padding) first copies them into a small
-zero-point-filled patch laid out like the input, then runs the same code.
+zero-point-filled patch laid out like the input, then runs the same code. Short kernel rows
+(the first layers' 1-3 input channels) are written out rather than looped over.
 """
 from __future__ import annotations
 
@@ -46,11 +50,13 @@ DSP_WIDE = 3          # pixels per "w"-form tile of a large layer (see _dsp_plan
 DSP_WIDE_MACS = 250_000
 DSP_FULL_UNROLL = 2   # word steps of a run written out without a loop up to this many
 DSP_UNROLL = 4        # word steps per loop iteration of runs of at least twice as many
+DSP_LONG_UNROLL = 6   # the same for runs of multiples of it from twice as many
+DSP_ROW_UNROLL = 10   # kernel rows of fully unrolled runs written out up to this many word steps
 
 
 @dataclass
 class _DspPlan:
-    form: str         # "w" or "x"
+    form: str         # "w", "x", "d", "p" or "e"
     R: int            # bytes per kernel-row run
     nw: int           # words per run (the last one overlapping when R % 4)
     ob: int           # output channels per tile
@@ -104,12 +110,17 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     pp = _p_pixels(L, nw, pixels, against_w=True)
     if pp:
         return _DspPlan("p", R, nw, 1, pp)
+    # Where the "w" form's per-call filter expansion pays, the "e" form's does too (the same
+    # expansion; the pixels' costs 1 per word and channel chunk).
+    co = _e_chunk(L, nw, pixels)
+    if co:
+        return _DspPlan("e", R, nw, 2, 2, co)
     if not w_ok:
         # Neither side fits expanded: read both in place (4 more instructions per 16 MACs).
         if L.dot and R % 4 == 0 and L.k < 4000 and 4 * L.oc + patch <= DSP_STACK:
             return _DspPlan("d", R, nw, ob, pb)
         return None
-    if pixels * L.oc * L.k >= DSP_WIDE_MACS:
+    if pixels * L.oc * L.k >= DSP_WIDE_MACS and _wide_pays(L, nw, run):
         pb = min(DSP_WIDE, run)
         patch = 0 if L.flat else L.kh * (L.kw + (pb - 1) * w.sw) * L.ic
     # Chunks of whole tiles that divide the channels (no chunk recomputes another's), else
@@ -124,6 +135,16 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
         chunks = -(-L.oc // most)
         co = min(L.oc, -(-(-(-L.oc // chunks)) // ob) * ob)
     return _DspPlan("w", R, nw, ob, pb, co)
+
+
+def _wide_pays(L: _Layer, nw: int, run: int) -> bool:
+    """Whether 3-pixel "w" tiles beat 2-pixel ones over rows of `run` outputs: 23 instructions
+    per word step against 16, and some 60 against 50 per tile for its outputs, but a row whose
+    length 3 does not divide recomputes the overlap (2 of ResNet's 16 outputs: 12%)."""
+    steps = L.kh * nw
+    def cost(p: int) -> int:
+        return -(-run // p) * (steps * (23 if p == 3 else 16) + (60 if p == 3 else 50))
+    return cost(min(DSP_WIDE, run)) <= cost(min(2, run))
 
 
 def _dsp_step(P: _DspPlan, d: str, d_off: int, d_stride: int, e: str, e_idx: int, e_stride: int,
@@ -215,18 +236,24 @@ def _dsp_e_type(P: _DspPlan) -> tuple[str, int]:
     return ("const int8_t", 4) if P.form == "d" else ("const int32_t", 2)
 
 
-def _dsp_run(P: _DspPlan, d: str, d_stride: int, e: str, e_stride: int) -> str:
-    """All word steps of one kernel row's run, d and e pointing at its start."""
+def _dsp_run(P: _DspPlan, d: str, d_stride: int, e: str, e_stride: int, e_base: int = 0) -> str:
+    """All word steps of one kernel row's run, d pointing at its start and e at e_base units
+    before it (e_base only where the run is fully unrolled)."""
     code = []
     main = P.main
     etype, u = _dsp_e_type(P)
     if main <= DSP_FULL_UNROLL:
-        code += [_dsp_step(P, d, 4 * s, d_stride, e, u * s, e_stride) for s in range(main)]
+        code += [_dsp_step(P, d, 4 * s, d_stride, e, e_base + u * s, e_stride) for s in range(main)]
     else:
         # DSP_UNROLL steps per iteration (two for short runs); the first one's loads advance both
         # pointers. The loop's compare and branch cost 2 instructions per iteration of 8 x 2 per
-        # step (the 2 x 2 tiles): 6% of the MACs' time at two steps, 3% at four.
-        n = DSP_UNROLL if main >= 2 * DSP_UNROLL else 2
+        # step (the 2 x 2 tiles): 6% of the MACs' time at two steps, 3% at four. With 3 x 2
+        # tiles gcc also reloads the loop's end from the stack (5 per iteration, measured):
+        # DSP_LONG_UNROLL steps where they divide the run (ResNet's 12, 24 and 48 words), 1.7%.
+        if main >= 2 * DSP_LONG_UNROLL and main % DSP_LONG_UNROLL == 0:
+            n = DSP_LONG_UNROLL
+        else:
+            n = DSP_UNROLL if main >= 2 * DSP_UNROLL else 2
         body = "\n              ".join(
             [_dsp_step(P, "ds", 0, d_stride, "es", 0, e_stride, post=(4 * n, n * u))]
             + [_dsp_step(P, "ds", -4 * k, d_stride, "es", -u * k, e_stride) for k in range(n - 1, 0, -1)])
@@ -238,9 +265,9 @@ def _dsp_run(P: _DspPlan, d: str, d_stride: int, e: str, e_stride: int) -> str:
             }} while (es != ee);""")
         code += [_dsp_step(P, "ds", 4 * k, d_stride, "es", u * k, e_stride) for k in range(main % n)]
     if P.nw > main and P.R % 4 == 1 and P.form != "d":
-        code.append(_dsp_tail_byte(P, d, d_stride, e, u * main, e_stride))
+        code.append(_dsp_tail_byte(P, d, d_stride, e, e_base + u * main, e_stride))
     elif P.nw > main:     # the overlapping last word
-        code.append(_dsp_step(P, d, P.R - 4, d_stride, e, u * main, e_stride))
+        code.append(_dsp_step(P, d, P.R - 4, d_stride, e, e_base + u * main, e_stride))
     return "\n            ".join(code)
 
 
@@ -277,6 +304,17 @@ def _dsp_macs(L: _Layer, P: _DspPlan, d: str, d_row, d_stride: int, e: str,
     2 * nw words."""
     run = _dsp_run(P, "dr", d_stride, "er", e_stride)
     etype, u = _dsp_e_type(P)
+    if 1 < L.kh and P.main <= DSP_FULL_UNROLL and L.kh * P.nw <= DSP_ROW_UNROLL:
+        # Short rows (the first layers' 1-3 input channels): the row loop's counter, compare
+        # and branch cost as much as a fifth of a row; written out, each row reads the expanded
+        # side at literal offsets and only d moves.
+        rows = "\n            du += {};\n            ".format(d_row).join(
+            _dsp_run(P, "du", d_stride, "er", e_stride, ky * u * P.nw) for ky in range(L.kh))
+        return f"""{{
+            const int8_t *du = {d};
+            {etype} *er = {e};
+            {rows}
+          }}"""
     if L.kh == 1:
         return f"""{{
             const int8_t *dr = {d};
@@ -365,7 +403,7 @@ def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
                     else f"te_dsp_fill({dst}, {L.zp}, {n});")
 
         def copy(dst: str, src: str, n: str) -> str:
-            return f"te_dsp_copy4({dst}, {src}, ({n}) / 4);" if four else f"te_dsp_copy({dst}, {src}, {n});"
+            return f"te_dsp_copy_words({dst}, {src}, ({n}) / 4);" if four else f"te_dsp_copy_run({dst}, {src}, {n});"
         # Per kernel row: the columns inside the input are one contiguous run; zp around it.
         source = f"""const int8_t *xp;
               int drow = {row};
@@ -434,7 +472,9 @@ def _dsp_drow(L: _Layer) -> str | int:
 def _dsp_patch(L: _Layer, P: _DspPlan) -> str:
     if _dsp_border(L) is None:
         return ""
-    return f"\n  int8_t patch[{L.kh * _dsp_patch_width(L, P)}];"
+    # Word storage: the patch's rows are copied by LDM/STM where they are aligned.
+    n = L.kh * _dsp_patch_width(L, P)
+    return f"\n  int32_t patch_w[{-(-n // 4)}];\n  int8_t *const patch = (int8_t *)patch_w;"
 
 
 def _dsp_accs(P: _DspPlan, bias) -> str:
@@ -447,7 +487,8 @@ def dsp_body(L) -> str | None:
     P = _dsp_plan(L)
     if P is None:
         return None
-    return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form}[P.form](L, P)
+    return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form,
+            "e": _dsp_e_form}[P.form](L, P)
 
 
 # -- "p" form: P pixels x 1 output channel ----------------------------------------------------
@@ -554,7 +595,6 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
       }}
     }}
     for (int o = 0; o < {L.oc}; ++o) {{
-      {setup}
       const int32_t bias = {bias};
       int32_t {', '.join(f'{a} = bias' for a in accs)};
       {{
@@ -565,7 +605,144 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
                 : {outs}
                 : [end] "r"({end}) : "cc", "memory");
       }}
+      /* The multipliers are read after the asm (its memory clobber keeps them there): held
+         across it, they would be spilled and reloaded. */
+      {setup}
       {stores}
+    }}
+  }}"""
+
+
+# -- "e" form: both operands expanded, 2 pixels x 2 channels ----------------------------------
+#
+# The pointwise layers with 8-32 input channels (MobileNet's first blocks, ResNet's strided
+# projections) have too short a dot product for the "p" form's per-tile setup, and the "w" form
+# spends 23 instructions per 24 MACs extending the input again for every channel pair. Here the filters are expanded once per call
+# (as the "w" form does) and a block of pixels once per chunk of channels, so a word step of a
+# 2 x 2 tile is 4 LDRD and 8 SMLAD: 0.75 instructions per MAC, in 12 registers (4 accumulators,
+# 2 pixels' and one channel's pairs, 2 pointers). Each channel pair's multipliers are loaded
+# once per block; the whole run is one asm statement (E_MAX_WORDS word steps at most: literal
+# offsets, no loop).
+
+E_MAX_WORDS = 8
+E_MIN_WORDS = 2       # 8 input channels and up
+E_BLOCK_BYTES = 512   # expanded pixels per block
+
+
+def _e_block(nw: int, pixels: int) -> int:
+    """Pixels per block (even; the last block overlaps its predecessor)."""
+    return max(2, min(E_BLOCK_BYTES // (8 * nw), pixels) // 2 * 2)
+
+
+def _e_chunk(L: _Layer, nw: int, pixels: int) -> int:
+    """Channels per "e"-form chunk (expanded filters on the stack beside a block of expanded
+    pixels), or 0 where the form does not apply: unpadded 1x1 layers over whole words, 4 *
+    E_MIN_WORDS to 4 * E_MAX_WORDS input channels (the "p" and "w" forms amortize their tiles
+    over longer runs)."""
+    if not (L.kh == L.kw == 1 and _dsp_border(L) is None and L.ic % 4 == 0
+            and E_MIN_WORDS <= nw <= E_MAX_WORDS and L.oc >= 2 and pixels >= 2 and L.rq.ok):
+        return 0
+    if not L.flat and nw % 2:                  # strided pixels expand two words a turn
+        return 0
+    per_channel = 8 * nw + 4                  # expanded filter and bias
+    most = (DSP_STACK - 8 * nw * _e_block(nw, pixels)) // per_channel // 2 * 2
+    if L.oc <= most:
+        return L.oc
+    # Chunks that divide the channels (none recomputed), else near-equal ones, the last
+    # overlapping its predecessor (tile_start).
+    fits = [c for c in range(2, most + 1, 2) if L.oc % c == 0]
+    if fits and 2 * max(fits) >= most:
+        return max(fits)
+    chunks = -(-L.oc // most)
+    return min(L.oc, -(-(-(-L.oc // chunks)) // 2) * 2)
+
+
+def _e_macs(nw: int) -> str:
+    """One asm statement: every word step of channels j, j + 1 (at w0, w0 + 2 nw words) against
+    pixels 0, 1 (at xk, xk + 2 nw words), into a<pixel><channel>."""
+    lines = []
+    for s in range(nw):
+        lines += [f"ldrd %[p0], %[p1], [%[x], #{8 * s}]",
+                  f"ldrd %[p2], %[p3], [%[x], #{8 * (s + nw)}]"]
+        for ch in range(2):
+            lines.append(f"ldrd %[f0], %[f1], [%[f], #{8 * (s + ch * nw)}]")
+            lines += [f"smlad %[a0{ch}], %[p0], %[f0], %[a0{ch}]",
+                      f"smlad %[a0{ch}], %[p1], %[f1], %[a0{ch}]",
+                      f"smlad %[a1{ch}], %[p2], %[f0], %[a1{ch}]",
+                      f"smlad %[a1{ch}], %[p3], %[f1], %[a1{ch}]"]
+    outs = ", ".join([f'[a{px}{ch}] "+r"(a{px}{ch})' for px in range(2) for ch in range(2)]
+                     + [f'[p{k}] "=&r"(t_p{k})' for k in range(4)]
+                     + [f'[f{k}] "=&r"(t_f{k})' for k in range(2)])
+    sep = "\\n\\t"
+    return (f"{{ int32_t t_p0, t_p1, t_p2, t_p3, t_f0, t_f1; "
+            f"__asm__(\"{sep.join(lines)}\" : {outs} : [x] \"r\"(xk), [f] \"r\"(w0) : \"memory\"); }}")
+
+
+def _e_expand(words: int, dst: str = "xx") -> str:
+    """words (even) input words contiguous at xp as int16 pairs at dst, two words a turn."""
+    return f"""{{
+        const int8_t *s = xp;
+        int32_t *d = {dst};
+        int32_t *const end = {dst} + {2 * words};
+        int32_t t0, t1, t2, t3;
+        __asm__ volatile("1:\\n\\tldrd %[t0], %[t1], [%[s]], #8\\n\\t"
+                         "sxtb16 %[t2], %[t0]\\n\\tsxtb16 %[t3], %[t0], ror #8\\n\\t"
+                         "strd %[t2], %[t3], [%[d]], #16\\n\\t"
+                         "sxtb16 %[t2], %[t1]\\n\\tsxtb16 %[t3], %[t1], ror #8\\n\\t"
+                         "strd %[t2], %[t3], [%[d], #-8]\\n\\t"
+                         "cmp %[d], %[end]\\n\\tbne 1b"
+                         : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1),
+                           [t2] "=&r"(t2), [t3] "=&r"(t3)
+                         : [end] "r"(end) : "cc", "memory");
+      }}"""
+
+
+def _e_block_expand(L: _Layer, P: _DspPlan, eb: int) -> str:
+    """The block's pixels p0.. expanded: one run of the input where the layer is flat, else
+    each pixel's ic bytes from its strided position."""
+    if L.flat:
+        return f"""const int8_t *xp = in0 + p0 * {L.ic};
+      {_e_expand(eb * P.nw)}"""
+    w = L.win
+    plane = w.oh * w.ow
+    return f"""for (int q = 0; q < {eb}; ++q) {{
+        const int pq = p0 + q, b = pq / {plane}, oy = pq % {plane} / {w.ow}, ox = pq % {w.ow};
+        const int8_t *xp = in0 + ((b * {L.ih} + oy * {w.sh}) * {L.iw} + ox * {w.sw}) * {L.ic};
+        {_e_expand(P.nw, f"xx + q * {2 * P.nw}")}
+      }}"""
+
+
+def _dsp_e_form(L: _Layer, P: _DspPlan) -> str:
+    pcw = 2 * P.nw                           # int32 words per expanded filter or pixel
+    total = L.n * L.win.oh * L.win.ow
+    eb = _e_block(P.nw, total)
+    nchunks = -(-L.oc // P.co)
+    npairs = -(-P.co // P.ob)
+    setup, stores = _dsp_outputs(L, P, L.oc)
+    return f"""
+  int32_t wx[{P.co * pcw}];
+  int32_t bx[{P.co}];
+  int32_t xx[{eb * pcw}];
+  for (int i_c = 0; i_c < {nchunks}; ++i_c) {{
+    {dsp.tile_start("c0", "i_c", L.oc, P.co)}
+    {_dsp_expand_filters(L, P)}
+    for (int i_b = 0; i_b < {-(-total // eb)}; ++i_b) {{
+      {dsp.tile_start("p0", "i_b", total, eb)}
+      {_e_block_expand(L, P, eb)}
+      for (int i_o = 0; i_o < {npairs}; ++i_o) {{
+        {dsp.tile_start("j", "i_o", P.co, P.ob)}
+        const int o = c0 + j;
+        const int32_t *w0 = wx + j * {pcw};
+        const int32_t bias0 = bx[j], bias1 = bx[j + 1];
+        {setup}
+        for (int k = 0; k < {eb // 2}; ++k) {{
+          const int32_t *xk = xx + k * {2 * pcw};
+          int8_t *yp = out0 + (p0 + 2 * k) * {L.oc} + o;
+          {_dsp_accs(P, lambda ch: f"bias{ch}")}
+          {_e_macs(P.nw)}
+          {stores}
+        }}
+      }}
     }}
   }}"""
 
@@ -578,13 +755,13 @@ def _weight_index(L: _Layer, o: str, ky: str, pos: str) -> str:
     return f"({ky} * {R} + {pos}) * {L.oc} + {o}"
 
 
-def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
-    w = L.win
-    pcw = 2 * L.kh * P.nw                    # int32 words per expanded filter
-    xq = L.ic if L.flat else w.sw * L.ic     # input offset of a tile's second pixel
-    # Expanded bias: bias - zp * sum(w), from the stored (dot: zp + 128 folded) bias.
+def _dsp_expand_filters(L: _Layer, P: _DspPlan) -> str:
+    """The loop that expands channels c0..c0+co-1 into wx (int16 pairs, 2 * kh * nw words each,
+    the bytes an overlapping last word repeats zeroed) and their biases into bx, both for the
+    sign-extended input: bias - zp * sum(w), from the stored (dot: zp + 128 folded) bias. A
+    doubled layer stores 2 w (int16 holds it), so its accumulators hold 2 * acc."""
+    pcw = 2 * L.kh * P.nw
     fold = 128 if L.dot else -L.zp
-    # A doubled layer stores 2 w (int16 holds it), so its accumulators hold 2 * acc.
     two = L.rq.doubled
     if L.dot and L.kw * L.ic % 4 == 0:
         pair = "(int32_t)__sadd16(p, p)" if two else "p"
@@ -599,16 +776,42 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
                 v[t] = base + t < 4 * s ? 0 : {'2 * ' if two else ''}(int32_t){L.W}[{_weight_index(L, "o", "ky", "base + t")}];
               d[0] = te_pack16(v[0], v[2]);
               d[1] = te_pack16(v[1], v[3]);"""
+    return f"""for (int j = 0; j < {P.co}; ++j) {{
+      const int o = c0 + j;
+      int32_t *d = wx + j * {pcw};
+      int32_t sum = 0;
+      for (int ky = 0; ky < {L.kh}; ++ky) {{
+        for (int s = 0; s < {P.nw}; ++s) {{
+          {{
+              {expand_word}
+              sum = __smlad(d[0], 0x00010001, sum);
+              sum = __smlad(d[1], 0x00010001, sum);
+          }}
+          d += 2;
+        }}
+      }}
+      bx[j] = (int32_t)(((uint32_t){L.B}[o]{' << 1' if two else ''}) + (uint32_t)({fold} * sum));
+    }}"""
+
+
+def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
+    w = L.win
+    pcw = 2 * L.kh * P.nw                    # int32 words per expanded filter
+    xq = L.ic if L.flat else w.sw * L.ic     # input offset of a tile's second pixel
     nchunks = -(-L.oc // P.co)
     npairs = -(-P.co // P.ob)
     setup, stores = _dsp_outputs(L, P, L.oc)
+    pixels_outer = _dsp_pixels_outer(L, P)
 
     def tile(yo: str) -> str:
         macs = _dsp_macs(L, P, "xp", _dsp_drow(L), xq, "w0", pcw)
+        # With the pixel tiles outermost each tile reads its pair's multipliers, after the
+        # asm (held across it, they would be spilled and reloaded).
         return f"""{{
             int8_t *yp = out0 + {yo} + o;
             {_dsp_accs(P, lambda ch: f"bias{ch}")}
             {macs}
+            {setup if pixels_outer else ""}
             {stores}
           }}"""
     biases = " ".join(f"const int32_t bias{ch} = bx[j + {ch}];" for ch in range(P.ob))
@@ -617,8 +820,8 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
       const int o = c0 + j;
       const int32_t *w0 = wx + j * {pcw};
       {biases}
-      {setup}"""
-    if not _dsp_pixels_outer(L, P):
+      {"" if pixels_outer else setup}"""
+    if not pixels_outer:
         # Channel pairs outermost: their multipliers stay in registers for every pixel.
         tiles = f"""{pairs}{_dsp_pixels(L, P, tile)}
     }}"""
@@ -634,22 +837,7 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
   int32_t bx[{P.co}];{_dsp_patch(L, P)}
   for (int i_c = 0; i_c < {nchunks}; ++i_c) {{
     {dsp.tile_start("c0", "i_c", L.oc, P.co)}
-    for (int j = 0; j < {P.co}; ++j) {{
-      const int o = c0 + j;
-      int32_t *d = wx + j * {pcw};
-      int32_t sum = 0;
-      for (int ky = 0; ky < {L.kh}; ++ky) {{
-        for (int s = 0; s < {P.nw}; ++s) {{
-          {{
-              {expand_word}
-              sum = __smlad(d[0], 0x00010001, sum);
-              sum = __smlad(d[1], 0x00010001, sum);
-          }}
-          d += 2;
-        }}
-      }}
-      bx[j] = (int32_t)(((uint32_t){L.B}[o]{' << 1' if two else ''}) + (uint32_t)({fold} * sum));
-    }}
+    {_dsp_expand_filters(L, P)}
     {tiles}
   }}"""
 
@@ -705,10 +893,10 @@ def _dsp_x_form(L: _Layer, P: _DspPlan) -> str:
             for (int i_o = 0; i_o < {npairs}; ++i_o) {{
               {dsp.tile_start("o", "i_o", L.oc, P.ob)}
               int8_t *yp = yq + o;
-              {setup}
               {_dsp_accs(P, (lambda ch: f"(int32_t)((uint32_t){L.B}[o + {ch}] << 1)") if two
                          else (lambda ch: f"{L.B}[o + {ch}]"))}
               {macs}
+              {setup}
               {stores}
             }}
           }}"""
@@ -731,9 +919,9 @@ def _dsp_d_form(L: _Layer, P: _DspPlan) -> str:
             for (int i_o = 0; i_o < {npairs}; ++i_o) {{
               {dsp.tile_start("o", "i_o", L.oc, P.ob)}
               int8_t *yp = yq + o;
-              {setup}
               {_dsp_accs(P, lambda ch: f"bd[o + {ch}]")}
               {macs}
+              {setup}
               {stores}
             }}
           }}"""

@@ -29,24 +29,29 @@ SRAM, FLASH = 320 * 1024, 1024 * 1024
 
 NOTES = [
     "- Depthwise (in place kept, one plane of scratch as before): each tile of up to 6 outputs "
-    "(1-4 output rows) is one asm statement; the tile shape is chosen per layer by instruction "
-    "count; plane words cover the taps in the fewest instructions (searched) and may reach 3 "
-    "bytes past a window inside the plane; weight registers are reloaded from a per-channel "
-    "stack array (LDRD) so the accumulators fit. Narrow planes are gathered by one asm loop over "
-    "rows. Stride-2 layers stay above 3 instructions per MAC: gathering a channel's plane costs "
-    "about 2.2 instructions per input byte, 4 input bytes per output.",
+    "(1-4 output rows) is one asm statement that also requantizes (the multiplier, rounding and "
+    "shift come from the tile's stack array, so gcc keeps its loop values in registers); the tile "
+    "shape is chosen per layer by an instruction count fitted to QEMU; plane words cover the taps "
+    "in the fewest instructions (searched, remembered per geometry) and may reach 3 bytes past a "
+    "window inside the plane; weight registers are reloaded from a per-channel stack array "
+    "(LDRD). Plane rows are gathered by asm loops (8- or 16-byte steps; rows up to 24 bytes "
+    "written out). Stride-2 layers stay above 3 instructions per MAC: gathering a channel's plane "
+    "costs about 2 instructions per input byte, 4 input bytes per output; small planes (6x6, 3x3) "
+    "pay about 110-120 instructions per channel in fixed costs.",
     "- Pointwise convolutions: the \"p\" form, tiles of 3-6 pixels x 1 channel (0.875-1.0 "
-    "instructions per MAC in the loop, 1.0 for 2x2 tiles; one channel's multipliers serve the tile), "
-    "where its estimate beats the 2x2 \"x\" or 3x2 \"w\" tiles; 4 word steps per loop "
-    "iteration in the other forms; 3-pixel \"w\" tiles from 250k MACs.",
-    "- Code: layers whose C is identical but for their arrays (MobileNet's 6x6x128 blocks, "
-    "DS-CNN's four blocks) share one function; the DSP forms of CONV_2D moved to "
-    "kernels/conv_dsp.py.",
-    "- Not reached: 1.1 instructions per MAC on VWW (1.31); depthwise at or below 2.0 per MAC "
-    "(stride 1: 2.1 on VWW's 48x48 to 12x12 layers, 2.4 on its 6x6 ones, 3.1 on 3x3, 2.3 on "
-    "KWS; stride 2: 3.3-4.0); code beyond weights at 10 kB (VWW 15.8 kB). The first convs (3 or "
-    "1 input channels: 1.7-2.2 per MAC) are unchanged; ResNet's 3x3 convs gain 1-3% and its code "
-    "grows 1.3 kB (4-step loops, 3-pixel tiles).",
+    "instructions per MAC in the loop), where its estimate beats the 2x2 \"x\" or 3x2 \"w\" "
+    "tiles; the \"e\" form for unpadded 1x1 convs of 8-32 input channels (strided too): filters "
+    "and a block of pixels both expanded to int16, 0.75 per MAC in the loop; 6 word steps per "
+    "iteration where 6 divides a long run (ResNet 3x3), 2-pixel tiles on 8- and 16-wide rows; "
+    "multipliers read after the asm (no spills); first convs' short kernel rows written out.",
+    "- FULLY_CONNECTED (from 16 output rows, K <= 1024): the input row expanded to int16 once, "
+    "tiles of 4 rows in one asm loop.",
+    "- Code: layers whose C is identical but for their arrays share one function; the softmax's "
+    "exp and reciprocal call one out-of-line fixed-point product (about 550 B less on the CNNs).",
+    "- Not reached: 1.1 instructions per MAC on VWW (1.25); depthwise at or below 2.0 per MAC "
+    "everywhere (stride 1: 1.99 on VWW's 48x48 and 24x24 layers, 2.04 at 12x12, 2.2 at 6x6, "
+    "2.9 at 3x3, 2.15 on KWS; stride 2: 3.1-3.9); code beyond weights at 10 kB (VWW 15.7 kB). "
+    "ResNet's code grows 1.4 kB (e form, 6-step loops).",
 ]
 
 

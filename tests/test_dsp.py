@@ -269,7 +269,16 @@ CONV_CASES = {
     "k3_ic16_s2_oc9": conv_spec(ic=16, oc=9, h=9, w=10, sh=2, sw=2),
     # past DSP_WIDE_MACS, rows of 16: 2-pixel tiles (3 would recompute 2 of 16; _wide_pays)
     "k3_ic16_rows16_2px_tiles": conv_spec(ic=16, oc=16, h=16, w=16, xzp=-128, act="RELU"),
-    "k3_ic64_direct": conv_spec(ic=64, oc=64, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
+    # windows of 1152 B (ResNet's 3x3 64-channel layer): the "x" form's two pixels interleaved
+    "k3_ic64_x_interleaved": conv_spec(ic=64, oc=64, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
+    "k3_ic62_x_interleaved_overlap": conv_spec(ic=62, oc=7, h=5, w=4, xzp=3),   # runs of 186 B
+    "k3_ic63_x_interleaved_tail_byte": conv_spec(ic=63, oc=9, h=4, w=5, per_channel=False),
+    # "r" form (conv_dsp._dsp_r_form): input rows and filters expanded (more in R_CASES)
+    "k3_ic8_r_dilated_rows_batch2": conv_spec(ic=8, oc=12, dh=2, h=10, w=11, batch=2,
+                                              per_channel=False, xzp=127),
+    "k3_ic24_r_explicit_pad": conv_spec(ic=24, oc=18, h=9, w=10, pad_extra=(2, 0, 1, 1), xzp=9),
+    # neither side fits expanded: the "d" form
+    "k3_ic128_direct": conv_spec(ic=128, oc=6, h=4, w=5, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic64_direct_s2_oc5": conv_spec(ic=64, oc=5, h=7, w=9, sh=2, sw=2),
     "k5_valid_ic4": conv_spec(kh=5, kw=5, ic=4, oc=6, pad="VALID", h=9, w=9),
     "k4x2_asym": conv_spec(kh=4, kw=2, h=10, w=7),
@@ -307,7 +316,7 @@ CONV_CASES = {
 # activation clamps at the zero point), the C word step for offsets no instruction encodes, and
 # the ends of runs that are not whole words (a last byte; an overlapping word, filters or inputs
 # expanded).
-FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "d": "int32_t bd[", "patch": "int32_t patch_w[",
+FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "r": "int32_t xr[", "d": "int32_t bd[", "patch": "int32_t patch_w[",
          "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
          "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
@@ -317,6 +326,26 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "d": "int32_t bd[", "patc
 @pytest.mark.parametrize("name", list(CONV_CASES))
 def test_conv(name):
     check(conv_model(CONV_CASES[name]))
+
+
+# Layers too small for the "r" form's estimate, run in it (R_MAX raised): blocks overlapping
+# (odd widths), chunks and channel pairs overlapping (odd channel counts), strides, VALID.
+R_CASES = {
+    "k3_ic16_s2_oc16_odd_width": conv_spec(ic=16, oc=16, h=17, w=18, sh=2, sw=2, xzp=-128,
+                                           yzp=-128, act="RELU"),
+    "k3_ic8_valid_oc7": conv_spec(ic=8, oc=7, pad="VALID", h=12, w=13, act="RELU6", ys=0.03,
+                                  yzp=-100),
+    "k3_ic16_oc13_w5": conv_spec(ic=16, oc=13, h=7, w=5, xzp=-60),
+    "k5_ic16_image_smaller": conv_spec(kh=5, kw=5, ic=16, oc=6, h=3, w=3, xzp=-60, per_channel=False),
+}
+
+
+@pytest.mark.parametrize("name", list(R_CASES))
+def test_conv_r_form(name, monkeypatch):
+    from tinyengine_tf.kernels import conv_dsp
+    monkeypatch.setattr(conv_dsp, "R_MAX", 100.0)
+    cm = check(conv_model(R_CASES[name]))
+    assert FORMS["r"] in dsp_source(cm)
 
 
 def test_conv_cases_reach_every_form():

@@ -45,7 +45,16 @@ if TYPE_CHECKING:                      # conv.py imports this module: annotation
     from tinyengine_tf.kernels.conv import _Layer
 
 
-DSP_STACK = 2048      # bytes of stack the expanded operands may take
+# Bytes of stack the expanded operands (and a border tile's patch) of one layer may take. Layers
+# run one at a time, so this is per layer: the firmware's 4 KiB stack (firmware.STACK_BYTES)
+# holds the deepest path, Reset_Handler -> main -> invoke -> a conv, at 3,232 B on ResNet
+# (gcc -fcallgraph-info=su at -O2: the 3x3 64-channel layer's frame is 3,168 B), 2,872 B on VWW.
+# 2048 B kept ResNet's 3x3 64-channel layer (two 1.1 KB windows and a 768 B patch) on the
+# "d" form, and chunked its 16- and 32-channel layers' filters 4 channels at a time.
+DSP_STACK = 3072
+# The first layers' 1-3 input channels (KWS, VWW and ResNet's first convs) keep the budget
+# their plans were tuned for.
+DSP_STACK_FEW = 2048
 DSP_WIDE = 3          # pixels per "w"-form tile of a large layer (see _dsp_plan)
 DSP_WIDE_MACS = 250_000
 DSP_FULL_UNROLL = 2   # word steps of a run written out without a loop up to this many
@@ -56,12 +65,13 @@ DSP_ROW_UNROLL = 10   # kernel rows of fully unrolled runs written out up to thi
 
 @dataclass
 class _DspPlan:
-    form: str         # "w", "x", "d", "p" or "e"
+    form: str         # "w", "x", "d", "p", "e" or "r"
     R: int            # bytes per kernel-row run
     nw: int           # words per run (the last one overlapping when R % 4)
     ob: int           # output channels per tile
-    pb: int           # pixels per tile
+    pb: int           # pixels per tile ("r" form: per block)
     co: int = 0       # "w" form: channels per expanded chunk
+    il: bool = False  # "x" form: the tile's expanded windows interleaved word step by word step
 
     @property
     def main(self) -> int:
@@ -84,12 +94,13 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     pixels = L.n * w.oh * w.ow
     run = pixels if L.flat else w.ow
     nw = -(-R // 4)
+    budget = DSP_STACK_FEW if L.ic <= 3 else DSP_STACK
     ob, pb = min(2, L.oc), min(2, run)
     per_channel = 8 * L.kh * nw + 4           # expanded filter and bias
     per_pixel = 8 * L.kh * nw
     patch = 0 if L.flat else L.kh * (L.kw + (pb - 1) * w.sw) * L.ic
-    x_ok = L.dot and pb * per_pixel + patch <= DSP_STACK
-    w_ok = ob * per_channel + patch <= DSP_STACK
+    x_ok = L.dot and pb * per_pixel + patch <= budget
+    w_ok = ob * per_channel + patch <= budget
     # Instructions per MAC each form spends outside its multiply-accumulates: "x" expands 2 pixel
     # windows (~1.5 per byte) for every oc channels and loads each tile's multipliers (~3 per
     # output); "w" expands every filter once per call (~2 per weight read a word at a time, ~8
@@ -104,7 +115,12 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
         pp = _p_pixels(L, nw, pixels)
         if pp:
             return _DspPlan("p", R, nw, 1, pp)
-        return _DspPlan("x", R, nw, ob, pb)
+        # Windows of more than ~1 KB (ResNet's 3x3 64-channel layers): the second pixel's words
+        # would lie beyond LDRD's reach of the first's, and the word steps fall back to C (which
+        # gcc schedules into reloads: 1.29 instructions per MAC there); interleaved, a step's
+        # pixels are 8 bytes apart.
+        il = 4 * 2 * L.kh * nw * (pb - 1) + 8 * DSP_LONG_UNROLL > 1020
+        return _DspPlan("x", R, nw, ob, pb, il=il)
     # Pointwise layers the "w" form would take: the "p" form where its estimate is lower (it
     # expands each tile's pixels once for every channel; "w" expands the filters once).
     pp = _p_pixels(L, nw, pixels, against_w=True)
@@ -115,9 +131,12 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     co = _e_chunk(L, nw, pixels)
     if co:
         return _DspPlan("e", R, nw, 2, 2, co)
+    r = _r_plan(L, nw, budget)
+    if r:
+        return _DspPlan("r", R, nw, 2, r[1], r[0])
     if not w_ok:
         # Neither side fits expanded: read both in place (4 more instructions per 16 MACs).
-        if L.dot and R % 4 == 0 and L.k < 4000 and 4 * L.oc + patch <= DSP_STACK:
+        if L.dot and R % 4 == 0 and L.k < 4000 and 4 * L.oc + patch <= budget:
             return _DspPlan("d", R, nw, ob, pb)
         return None
     if pixels * L.oc * L.k >= DSP_WIDE_MACS and _wide_pays(L, nw, run):
@@ -125,7 +144,7 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
         patch = 0 if L.flat else L.kh * (L.kw + (pb - 1) * w.sw) * L.ic
     # Chunks of whole tiles that divide the channels (no chunk recomputes another's), else
     # near-equal ones whose last overlaps the one before.
-    most = max(ob, (DSP_STACK - patch) // per_channel // ob * ob)
+    most = max(ob, (budget - patch) // per_channel // ob * ob)
     fits = [c for c in range(ob, min(most, L.oc) + 1, ob) if L.oc % c == 0]
     if L.oc <= most:
         co = L.oc
@@ -233,7 +252,9 @@ def _dsp_step_c(P: _DspPlan, d: str, d_off: int, d_stride: int, e: str, e_idx: i
 
 def _dsp_e_type(P: _DspPlan) -> tuple[str, int]:
     """(C type of the e side, e units per word step)."""
-    return ("const int8_t", 4) if P.form == "d" else ("const int32_t", 2)
+    if P.form == "d":
+        return "const int8_t", 4
+    return "const int32_t", 2 * P.pb if P.il else 2
 
 
 def _dsp_run(P: _DspPlan, d: str, d_stride: int, e: str, e_stride: int, e_base: int = 0) -> str:
@@ -488,7 +509,7 @@ def dsp_body(L) -> str | None:
     if P is None:
         return None
     return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form,
-            "e": _dsp_e_form}[P.form](L, P)
+            "e": _dsp_e_form, "r": _dsp_r_form}[P.form](L, P)
 
 
 # -- "p" form: P pixels x 1 output channel ----------------------------------------------------
@@ -657,15 +678,16 @@ def _e_chunk(L: _Layer, nw: int, pixels: int) -> int:
     return min(L.oc, -(-(-(-L.oc // chunks)) // 2) * 2)
 
 
-def _e_macs(nw: int) -> str:
-    """One asm statement: every word step of channels j, j + 1 (at w0, w0 + 2 nw words) against
-    pixels 0, 1 (at xk, xk + 2 nw words), into a<pixel><channel>."""
+def _e_macs(nw: int, dx: int = 0, df: int = 0, x: str = "xk", f: str = "w0") -> str:
+    """One asm statement: every word step of channels j, j + 1 (at f, f + df bytes) against
+    pixels 0, 1 (at x, x + dx bytes; both 8 nw by default), into a<pixel><channel>."""
+    dx, df = dx or 8 * nw, df or 8 * nw
     lines = []
     for s in range(nw):
         lines += [f"ldrd %[p0], %[p1], [%[x], #{8 * s}]",
-                  f"ldrd %[p2], %[p3], [%[x], #{8 * (s + nw)}]"]
+                  f"ldrd %[p2], %[p3], [%[x], #{8 * s + dx}]"]
         for ch in range(2):
-            lines.append(f"ldrd %[f0], %[f1], [%[f], #{8 * (s + ch * nw)}]")
+            lines.append(f"ldrd %[f0], %[f1], [%[f], #{8 * s + ch * df}]")
             lines += [f"smlad %[a0{ch}], %[p0], %[f0], %[a0{ch}]",
                       f"smlad %[a0{ch}], %[p1], %[f1], %[a0{ch}]",
                       f"smlad %[a1{ch}], %[p2], %[f0], %[a1{ch}]",
@@ -675,7 +697,7 @@ def _e_macs(nw: int) -> str:
                      + [f'[f{k}] "=&r"(t_f{k})' for k in range(2)])
     sep = "\\n\\t"
     return (f"{{ int32_t t_p0, t_p1, t_p2, t_p3, t_f0, t_f1; "
-            f"__asm__(\"{sep.join(lines)}\" : {outs} : [x] \"r\"(xk), [f] \"r\"(w0) : \"memory\"); }}")
+            f"__asm__(\"{sep.join(lines)}\" : {outs} : [x] \"r\"({x}), [f] \"r\"({f}) : \"memory\"); }}")
 
 
 def _e_expand(words: int, dst: str = "xx") -> str:
@@ -852,10 +874,11 @@ def _dsp_x_form(L: _Layer, P: _DspPlan) -> str:
     two = L.rq.doubled
     lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
         ("(int32_t)__uxtb16(v)", "te_ux13(v)")
+    _, u = _dsp_e_type(P)                    # int32 words per word step of the expanded side
     expand_row = f"""for (int s_ = 0; s_ < {P.main}; ++s_) {{
                   const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
-                  d[2 * s_] = {lo_};
-                  d[2 * s_ + 1] = {hi_};
+                  d[{u} * s_] = {lo_};
+                  d[{u} * s_ + 1] = {hi_};
                 }}"""
     if P.nw > P.main:        # the overlapping last word, its repeated bytes zeroed
         keep = P.keep_mask(P.main)
@@ -863,11 +886,11 @@ def _dsp_x_form(L: _Layer, P: _DspPlan) -> str:
         expand_row += f"""
                 {{
                   const uint32_t v = (te_ld32(s + {P.R - 4}) ^ 0x80808080u) & 0x{mask:08x}u;
-                  d[{2 * P.main}] = {lo_};
-                  d[{2 * P.main + 1}] = {hi_};
+                  d[{u * P.main}] = {lo_};
+                  d[{u * P.main + 1}] = {hi_};
                 }}"""
 
-    if L.flat and P.nw == P.main:
+    if L.flat and P.nw == P.main and not P.il:
         # The tile's pixels are contiguous in the input, and so are their expanded windows.
         expand = f"""for (int s_ = 0; s_ < {P.pb * P.main}; ++s_) {{
               const uint32_t v = te_ld32(xp + 4 * s_) ^ 0x80808080u;
@@ -877,16 +900,16 @@ def _dsp_x_form(L: _Layer, P: _DspPlan) -> str:
     else:
         expand = f"""for (int q = 0; q < {P.pb}; ++q) {{
               const int8_t *s = xp + q * {xq};
-              int32_t *d = xx + q * {pxw};
+              int32_t *d = xx + q * {2 if P.il else pxw};
               for (int ky = 0; ky < {L.kh}; ++ky) {{
                 {expand_row}
                 s += {_dsp_drow(L)};
-                d += {2 * P.nw};
+                d += {u * P.nw};
               }}
             }}"""
 
     def tile(yo: str) -> str:
-        macs = _dsp_macs(L, P, f"{L.W} + o * {L.k}", P.R, L.k, "xx", pxw)
+        macs = _dsp_macs(L, P, f"{L.W} + o * {L.k}", P.R, L.k, "xx", 2 if P.il else pxw)
         return f"""{{
             int8_t *yq = out0 + {yo};
             {expand}
@@ -937,3 +960,144 @@ def _dsp_d_form(L: _Layer, P: _DspPlan) -> str:
     }}
     bd[o] = (int32_t)((uint32_t){L.B}[o] + ((uint32_t)sum << 7));
   }}{_dsp_pixels(L, P, tile)}"""
+
+
+# -- "r" form: input rows and filters expanded, 2 pixels x 2 channels ------------------------------
+#
+# ResNet's 3x3 layers of 16 input channels spend 23 instructions per 24 MACs in the "w" form's
+# 3 x 2 tiles (the input extended again for every channel pair) and some 0.2 per MAC besides.
+# Here, as in the "e" form, the filters of a chunk are expanded once per call and the input
+# once per chunk: the kernel rows under a block of B outputs of one output row, (B - 1) sw + kw
+# pixels each, as int16 pairs with the zero point's pair outside the image (the biases are the
+# "w" form's, for the sign-extended input, so a padded tap adds zp * w as TFLM's skipped one
+# does not: bx already subtracts it). A window's run of kernel row ky then starts at a word
+# (ic % 8 == 0) of row ky's buffer, and a word step of a 2 x 2 tile is 4 LDRD and 8 SMLAD
+# (0.75 instructions per MAC), one asm statement per kernel row.
+
+R_BLOCKS = (2, 4, 6, 8, 10, 12, 16)   # outputs per block tried
+R_EXPAND = 5.0        # instructions per expanded input word (the asm loop, fills, row setup)
+R_TILE = 40           # per 2 x 2 tile outside its word steps: accumulators, rows, outputs
+R_PAIR = 20           # per channel pair and block: its biases and multipliers
+R_MAX = 1.05          # instructions per MAC the estimate must be under: it reads 0.06 low on
+                      # ResNet, where the "w" form's tiles take 1.15-1.2
+
+
+def _r_cols(L: _Layer, B: int) -> int:
+    return (B - 1) * L.win.sw + L.kw
+
+
+def _r_plan(L: _Layer, nw: int, budget: int) -> tuple[int, int] | None:
+    """(channels per chunk, outputs per block) of the "r" form, or None where it does not apply
+    or its estimate (per MAC: 0.75 in the word steps, the expansion of every chunk's blocks and
+    the tiles' and pairs' overheads) is over R_MAX."""
+    w = L.win
+    if (L.flat or L.ic % 8 or L.kh * L.kw == 1 or L.oc < 2 or w.ow < 2 or not L.rq.ok
+            or 8 * nw + 8 * L.kh * nw > 1020 - 8 or 2 * w.sw * L.ic + 8 * nw > 1020 - 8):
+        return None
+    per_channel = 8 * L.kh * nw + 4
+    best = None
+    for B in R_BLOCKS:
+        if B > w.ow:
+            break
+        words = L.kh * _r_cols(L, B) * L.ic // 4
+        most = (budget - 8 * words) // per_channel // 2 * 2
+        if most < 2:
+            break
+        fits = [c for c in range(2, min(most, L.oc) + 1, 2) if L.oc % c == 0]
+        for co in fits or [min(most, L.oc // 2 * 2)]:
+            chunks = -(-L.oc // co)
+            blocks = -(-w.ow // B)
+            macs = w.oh * blocks * B * chunks * co * L.k    # with the overlapped recomputation
+            cost = (0.75 * macs + w.oh * blocks * chunks * (R_EXPAND * words + co // 2 * R_PAIR)
+                    + macs // (4 * L.k) * R_TILE)
+            per = cost / (w.oh * w.ow * L.oc * L.k)
+            if best is None or per < best[0]:
+                best = (per, co, B)
+    if best is None or best[0] > R_MAX:
+        return None
+    return best[1], best[2]
+
+
+def _r_rows(L: _Layer, P: _DspPlan) -> str:
+    """The block's kernel rows expanded into xr, row ky at xr + ky * (2 cols ic / 4) words."""
+    w = L.win
+    cols = _r_cols(L, P.pb)
+    rw = 2 * cols * L.ic // 4               # int32 words per expanded row
+    zp = L.zp
+    zpp = ((zp & 0xFFFF) | ((zp & 0xFFFF) << 16))
+    cw = L.ic // 4                            # input words per pixel
+    return f"""for (int ky = 0; ky < {L.kh}; ++ky) {{
+          int32_t *d = xr + ky * {rw};
+          const int iy = iy0 + ky * {w.dh};
+          int lo = 0, hi = 0;
+          if (iy >= 0 && iy < {L.ih}) {{
+            lo = ix0 < 0 ? -ix0 : 0;
+            hi = {L.iw} - ix0 < {cols} ? {L.iw} - ix0 : {cols};
+            if (hi < lo) hi = lo;
+          }}
+          for (int t = 0; t < 2 * {cw} * lo; ++t) d[t] = (int32_t)0x{zpp:08x}u;
+          for (int t = 2 * {cw} * hi; t < {rw}; ++t) d[t] = (int32_t)0x{zpp:08x}u;
+          if (hi > lo) {{
+            const int8_t *s = in0 + ((b * {L.ih} + iy) * {L.iw} + ix0 + lo) * {L.ic};
+            int32_t *e = d + 2 * {cw} * lo;
+            int32_t *const end = d + 2 * {cw} * hi;
+            int32_t t0, t1, t2, t3;
+            /* Two input words a turn ({cw} per pixel: an even count). */
+            __asm__ volatile("1:\\n\\tldrd %[t0], %[t1], [%[s]], #8\\n\\t"
+                             "sxtb16 %[t2], %[t0]\\n\\tsxtb16 %[t3], %[t0], ror #8\\n\\t"
+                             "strd %[t2], %[t3], [%[e]], #16\\n\\t"
+                             "sxtb16 %[t2], %[t1]\\n\\tsxtb16 %[t3], %[t1], ror #8\\n\\t"
+                             "strd %[t2], %[t3], [%[e], #-8]\\n\\t"
+                             "cmp %[e], %[end]\\n\\tbne 1b"
+                             : [s] "+r"(s), [e] "+r"(e), [t0] "=&r"(t0), [t1] "=&r"(t1),
+                               [t2] "=&r"(t2), [t3] "=&r"(t3)
+                             : [end] "r"(end) : "cc", "memory");
+          }}
+        }}"""
+
+
+def _dsp_r_form(L: _Layer, P: _DspPlan) -> str:
+    w = L.win
+    B = P.pb
+    pcw = 2 * L.kh * P.nw                     # int32 words per expanded filter
+    rw = 2 * _r_cols(L, B) * L.ic // 4
+    nchunks = -(-L.oc // P.co)
+    npairs = -(-P.co // P.ob)
+    P2 = _DspPlan("r", P.R, P.nw, 2, 2, P.co)   # the 2 x 2 tile's accumulators and stores
+    setup, stores = _dsp_outputs(L, P2, L.oc)
+    macs = _e_macs(P.nw, 2 * w.sw * L.ic, 4 * pcw, "xk", "fk")
+    return f"""
+  int32_t wx[{P.co * pcw}];
+  int32_t bx[{P.co}];
+  int32_t xr[{L.kh * rw}];
+  for (int i_c = 0; i_c < {nchunks}; ++i_c) {{
+    {dsp.tile_start("c0", "i_c", L.oc, P.co)}
+    {_dsp_expand_filters(L, P)}
+    for (int b = 0; b < {L.n}; ++b) {{
+      for (int oy = 0; oy < {w.oh}; ++oy) {{
+        const int iy0 = oy * {w.sh} - {w.pt};
+        for (int i_b = 0; i_b < {-(-w.ow // B)}; ++i_b) {{
+          {dsp.tile_start("ox0", "i_b", w.ow, B)}
+          const int ix0 = ox0 * {w.sw} - {w.pl};
+          {_r_rows(L, P)}
+          for (int i_o = 0; i_o < {npairs}; ++i_o) {{
+            {dsp.tile_start("j", "i_o", P.co, P.ob)}
+            const int o = c0 + j;
+            const int32_t *w0 = wx + j * {pcw};
+            const int32_t bias0 = bx[j], bias1 = bx[j + 1];
+            {setup}
+            for (int q = 0; q < {B}; q += 2) {{
+              int8_t *yp = out0 + ((b * {w.oh} + oy) * {w.ow} + ox0 + q) * {L.oc} + o;
+              {_dsp_accs(P2, lambda ch: f"bias{ch}")}
+              for (int ky = 0; ky < {L.kh}; ++ky) {{
+                const int32_t *xk = xr + ky * {rw} + q * {2 * w.sw * L.ic // 4};
+                const int32_t *fk = w0 + ky * {2 * P.nw};
+                {macs}
+              }}
+              {stores}
+            }}
+          }}
+        }}
+      }}
+    }}
+  }}"""

@@ -237,6 +237,21 @@ def test_depthwise_cases_reach_every_wide_gather():
     assert seen >= {"wordbytes", "word", "bytes", "add", "8-byte steps", "16-byte steps"}, seen
 
 
+# -- ADD / SUB --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,act,qo", [("ADD", "NONE", (0.08, -128)), ("SUB", "NONE", (0.05, 3)),
+                                         ("ADD", "RELU", (0.06, -20))])
+def test_add_sub_saturation(kind, act, qo):
+    """The [-128, 127] clamp as one SSAT (te_sat8) on the M4, and te_clamp where an activation
+    narrows it; the second operand constant (check feeds one input)."""
+    from test_kernels_elementwise import binary_model
+    model, _ = binary_model(kind, (1, 6, 7, 16), (1, 6, 7, 16), (0.05, -3), (0.03, 10), qo,
+                            act=act, const=1, seed=3)
+    src = check(model).sources
+    text = "".join(v for k, v in src.items() if k.endswith(".c"))
+    assert ("te_sat8(" in text) == (act == "NONE")
+
+
 # -- CONV_2D ----------------------------------------------------------------------------------------
 
 CONV_CASES = {

@@ -243,7 +243,10 @@ def add_sub_recipe(op: Op, ctx: EmitContext, x1, x2, y, act: str, sub: bool = Fa
         return lambda e: f"te_mbqm_1r(({_plus(f'(int32_t){e}', -zp)}) * {unit}, {q}, {r})"
 
     def combine(ea, eb):
-        return f"te_clamp({_plus(f'te_mbqm_1r({ea} {sign} {eb}, {qo}, {ro})', y.zp)}, {lo}, {hi})"
+        v = _plus(f'te_mbqm_1r({ea} {sign} {eb}, {qo}, {ro})', y.zp)
+        if (lo, hi) == (-128, 127):
+            return f"te_sat8({v})"
+        return f"te_clamp({v}, {lo}, {hi})"
 
     return scale(q1, r1, x1.zp), scale(q2, r2, x2.zp), combine
 

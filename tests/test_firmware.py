@@ -175,3 +175,53 @@ def test_hard_float_builds_match_tflm_like_soft_float(shared_models):
     assert np.array_equal(kws.run(x, target="cortex-m4", float_abi="hard"), tflm_run(data, x))
     with pytest.raises(te.TinyEngineError, match="float ABI"):
         kws.build_firmware("cortex-m4", float_abi="softfp")
+
+
+def _worst_stack(cm, opt: str, dsp: bool) -> tuple:
+    """(bytes, path) of the deepest call path from Reset_Handler in the M4 firmware built with
+    `opt`, from gcc's per-function frames and call graph (-fcallgraph-info=su)."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+    from tinyengine_tf import firmware as F, toolchain
+    t = F.target("cortex-m4")
+    sources = {**cm.sources, "te_main.c": F.harness(cm), **F.firmware_sources()}
+    flags = [*toolchain.WARNINGS, opt, *F.cpu_flags(t, "soft"), "-ffunction-sections",
+             "-fdata-sections", "-fno-strict-aliasing"] + ([] if dsp else ["-DTE_NO_DSP"])
+    frames, calls = {}, {}
+    with tempfile.TemporaryDirectory(prefix="te_stack_") as tmp:
+        for name, text in sources.items():
+            Path(tmp, name).write_text(text)
+        for c in sorted(Path(tmp).glob("*.c")):
+            subprocess.run([F._tool("arm-none-eabi-gcc"), *flags, "-I", tmp, "-c", str(c), "-o",
+                            str(c.with_suffix(".o")), "-fcallgraph-info=su"], check=True, cwd=tmp)
+        for ci in Path(tmp).glob("*.ci"):
+            text = ci.read_text()
+            for title, label in re.findall(r'node: \{ title: "([^"]+)" label: "([^"]*)"', text):
+                su = re.search(r"(\d+) bytes \((\w+)\)", label)
+                if su:
+                    assert su.group(2) == "static", (title, label)
+                    frames[title] = int(su.group(1))
+            for src, dst in re.findall(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"', text):
+                calls.setdefault(src, set()).add(dst)
+
+    def deepest(fn, seen=()):
+        assert fn not in seen, f"recursion through {fn}"
+        below = [deepest(g, seen + (fn,)) for g in calls.get(fn, ())]
+        best = max(below, default=(0, []))
+        return frames.get(fn, 0) + best[0], [fn] + best[1]
+    return deepest("Reset_Handler")
+
+
+@pytest.mark.parametrize("opt", ["-O2", "-O0"])
+@pytest.mark.parametrize("name", SHARED_MODEL_NAMES)
+def test_firmware_stack_holds_the_deepest_layer(shared_models, name, opt):
+    """The conv forms' expanded operands live on the stack (conv_dsp.DSP_STACK per layer): the
+    deepest path, with an exception frame's 32 B, fits the firmware's stack (ResNet at -O2:
+    3,232 B of 4,096)."""
+    from tinyengine_tf.firmware import STACK_BYTES
+    cm, _ = compiled_shared_model(shared_models, name)
+    for dsp in (True, False):
+        worst, path = _worst_stack(cm, opt, dsp)
+        assert worst + 32 <= STACK_BYTES, (worst, path)

@@ -16,6 +16,7 @@ from reference import check_footprints, int8_inputs, sample_shape, tflm_run
 from test_kernels_conv import conv_model, spec as conv_spec
 from test_kernels_depthwise import BAND_CASES, compile_with_band, dw_model, spec as dw_spec
 from test_kernels_fully_connected import fc_model
+from test_kernels_pooling import pool_model, spec as pool_spec
 from tflite_builder import ModelBuilder, bias_scale
 from tinyengine_tf.compiled import _NP, _sample_shape
 
@@ -412,6 +413,7 @@ def test_other_optimization_levels(opt, flags):
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
                   conv_model(CONV_CASES["pw_e_s2_batch2"]),
+                  pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
                            act="RELU6", in_zp=127)):
         cm = te.convert(model)
@@ -419,6 +421,55 @@ def test_other_optimization_levels(opt, flags):
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
         want = tflm_run(model, x)
         assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)
+
+
+# -- AVERAGE_POOL_2D ------------------------------------------------------------------------------
+
+POOL_CASES = {
+    # KWS's global pool: four whole groups of 16 channels, the taps in one loop
+    "global_25x5_c64": pool_spec(h=25, w=5, c=64, fh=25, fw=5, sh=1, sw=1, zp=-128),
+    # 256 taps: the halfword lanes at their limit (all -128 sums to -32768); a partial group of
+    # one word, then a tail of one channel
+    "global_16x16_c5_lane_limit": pool_spec(h=16, w=16, c=5, fh=16, fw=16, sh=1, sw=1),
+    # 257 taps: past the lanes, the int32 loops on the DSP path too
+    "global_257_taps_wide": pool_spec(h=1, w=257, c=4, fh=1, fw=257, sh=1, sw=1),
+    # windows narrower than the input (rows loop), SAME borders, groups + partial group + tail
+    "3x3_s2_same_c67_relu": pool_spec(h=9, w=8, c=67, fh=3, fw=3, sh=2, sw=2, pad="SAME",
+                                      act="RELU", zp=7),
+    "4x4_s1_c6_batch2": pool_spec(h=6, w=7, c=6, fh=4, fw=4, sh=1, sw=1, batch=2, act="RELU6"),
+    # fewer than four channels: the portable loops
+    "2x2_s2_c3_portable": pool_spec(h=6, w=6, c=3, zp=100),
+    "1x8_rows_of_one_c20": pool_spec(h=3, w=9, c=20, fh=1, fw=8, sh=1, sw=1),
+    # one tap: nothing to divide
+    "1x1_s2_c8": pool_spec(h=5, w=5, c=8, fh=1, fw=1, sh=2, sw=2, zp=-50),
+}
+# Besides the loop shapes: the division for odd and even tap counts (the even one corrects
+# negative sums), none for one tap, and the clamp as SSAT or as bounds of an activation.
+POOL_FORMS = {"group": "c0 += 16) {", "partial": "const int c0 = ", "tail": "acc += r[0];",
+              "one_loop": "for (int t = 0; t <", "rows_loop": "for (int kx = 0; kx <",
+              "even": " >> 31))", "ssat": "__ssat(", "clamp": "te_clamp((int32_t)(((uint64_t)",
+              "one_tap": "te_clamp(v, "}
+
+
+@pytest.mark.parametrize("name", list(POOL_CASES))
+def test_average_pool(name):
+    check(pool_model("AVERAGE_POOL_2D", POOL_CASES[name]))
+
+
+def test_average_pool_cases_reach_every_form():
+    seen = set()
+    for name, p in POOL_CASES.items():
+        src = dsp_source(te.convert(pool_model("AVERAGE_POOL_2D", p)))
+        portable = name in ("global_257_taps_wide", "2x2_s2_c3_portable")
+        assert ("__sxtab16(" in src) != portable, name
+        seen |= {form for form, marker in POOL_FORMS.items() if marker in src}
+    assert seen == set(POOL_FORMS)
+
+
+def test_average_pool_dsp_runs_fewer_instructions():
+    cm = te.convert(pool_model("AVERAGE_POOL_2D", POOL_CASES["global_25x5_c64"]))
+    fast, slow = (cm.profile(TARGET, dsp=dsp).layers[0].instructions for dsp in (True, False))
+    assert fast < slow / 3, (fast, slow)
 
 
 # -- layers sharing one function (codegen._shared_layers) ----------------------------------------

@@ -265,6 +265,18 @@ CONV_CASES = {
     "k3_ic2_overlapping_word": conv_spec(ic=2, oc=4, h=6, w=6, xzp=-128),    # runs of 6 bytes
     "k10x4_s2_kws": conv_spec(kh=10, kw=4, sh=2, sw=2, h=49, w=10, ic=1, oc=16, act="RELU",
                               xzp=83, yzp=-128),
+    # "r" form (conv_dsp._dsp_r_form): one input channel at stride 2 across, the padded image
+    # expanded once; an odd kw (zero weight padding the last pair), overlapping tiles of 5
+    "r_k3_s2_odd_kw_ow7": conv_spec(kh=3, kw=3, sh=2, sw=2, h=12, w=14, ic=1, oc=5, xzp=-128),
+    # three tap pairs (4-pixel tiles), stride 1 down, per-tensor, batches, unread rows and columns
+    "r_k5_s1x2_valid_batch2": conv_spec(kh=5, kw=5, sh=1, sw=2, h=7, w=12, ic=1, oc=3, batch=2,
+                                        pad="VALID", per_channel=False, act="RELU6", ys=0.03,
+                                        yzp=-100),
+    # one tap pair, an odd count of input words per row
+    "r_k2x2_s3x2": conv_spec(kh=2, kw=2, sh=3, sw=2, h=8, w=5, ic=1, oc=4, xzp=127),
+    "r_left_shift": conv_spec(kh=3, kw=4, sh=2, sw=2, h=9, w=10, ic=1, oc=4, ys=0.0004, xs=0.5,
+                              yzp=0),                                 # portable requantization
+    "r_image_too_big": conv_spec(kh=3, kw=3, sh=2, sw=2, h=40, w=40, ic=1, oc=4),   # portable
     # 3x3 and up
     "k3_ic16": conv_spec(ic=16, oc=16, h=8, w=8, xzp=-128, act="RELU"),
     "k3_ic16_s2_oc9": conv_spec(ic=16, oc=9, h=9, w=10, sh=2, sw=2),
@@ -312,7 +324,9 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "d": "int32_t bd[", "patc
          "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
          "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
-         "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = "}
+         "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = ",
+         "r": "int16_t *const xh", "r_odd_kw": "2 * t + 1 < ", "r_single_x": "ldr %[x0], [%[d]",
+         "r_single_w": "ldr %[w"}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -412,7 +426,8 @@ def test_other_optimization_levels(opt, flags):
     for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
-                  conv_model(CONV_CASES["pw_e_s2_batch2"]),
+                  conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
+                  conv_model(CONV_CASES["r_k5_s1x2_valid_batch2"]),
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
                            act="RELU6", in_zp=127)):

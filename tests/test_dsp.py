@@ -261,6 +261,12 @@ CONV_CASES = {
     # first layers: 3 input channels, borders on the right and bottom (or all around)
     "k3_ic3_s2_vww": conv_spec(ic=3, oc=8, h=17, w=17, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic3_s1_same": conv_spec(ic=3, oc=5, h=9, w=8),
+    # rows of 3-pixel tiles ended by 2-pixel ones (conv_dsp._narrow_plan): one narrow tile at
+    # stride 2 (MobileNetV1's first layer has two), two without borders (channel pairs outside)
+    "k3_ic3_s2_mixed_one_narrow": conv_spec(ic=3, oc=10, h=64, w=64, sh=2, sw=2, xzp=-128,
+                                            yzp=-128, act="RELU"),
+    "k3_ic3_valid_mixed_two_narrow": conv_spec(ic=3, oc=8, h=42, w=42, pad="VALID", xzp=-128,
+                                               act="RELU6", ys=0.03, yzp=-100),
     "k3_ic5_overlapping_word": conv_spec(ic=5, oc=6, h=7, w=7),              # runs of 15 bytes
     "k3_ic2_overlapping_word": conv_spec(ic=2, oc=4, h=6, w=6, xzp=-128),    # runs of 6 bytes
     "k10x4_s2_kws": conv_spec(kh=10, kw=4, sh=2, sw=2, h=49, w=10, ic=1, oc=16, act="RELU",
@@ -326,7 +332,7 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "d": "int32_t bd[", "patc
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
          "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = ",
          "r": "int16_t *const xh", "r_odd_kw": "2 * t + 1 < ", "r_single_x": "ldr %[x0], [%[d]",
-         "r_single_w": "ldr %[w"}
+         "r_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;"}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -341,6 +347,18 @@ def test_conv_cases_reach_every_form():
         src = dsp_source(te.convert(conv_model(p)))
         seen |= {form for form, marker in FORMS.items() if marker in src}
     assert seen == set(FORMS)
+
+
+def test_mixed_rows_reach_both_loop_orders():
+    """The 2-pixel tiles that end rows, with the pixel tiles outside the channel pairs (border
+    patches) and inside them."""
+    outer = set()
+    for name in ("k3_ic3_3px_tiles_border", "k3_ic3_s2_mixed_one_narrow",
+                 "k3_ic3_valid_mixed_two_narrow"):
+        src = dsp_source(te.convert(conv_model(CONV_CASES[name])))
+        assert " + i_p * 2;" in src, name
+        outer.add(src.count("for (int i_o = 0;") > 1)
+    assert outer == {True, False}
 
 
 # -- requantization corner cases ------------------------------------------------------------------
@@ -428,6 +446,7 @@ def test_other_optimization_levels(opt, flags):
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
                   conv_model(CONV_CASES["r_k5_s1x2_valid_batch2"]),
+                  conv_model(CONV_CASES["k3_ic3_3px_tiles_border"]),
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
                            act="RELU6", in_zp=127)):

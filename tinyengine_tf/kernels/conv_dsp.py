@@ -365,13 +365,16 @@ def _dsp_patch_width(L: _Layer, P: _DspPlan) -> int:
     return (L.kw + (P.pb - 1) * L.win.sw) * L.ic
 
 
-def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
+def _dsp_pixels(L: _Layer, P: _DspPlan, inner, narrow=None) -> str:
     """Loops over every pixel tile; inner(yo) is the code of one tile whose first output is
     out0[yo] and whose windows start at xp, kernel rows drow bytes apart.
 
     A tile whose windows leave the input (padding) copies them into `patch` first, rows of both
     windows laid out as in the input with the zero point outside, so the same code serves every
-    tile; TFLM's skipped taps are exactly taps reading the zero point."""
+    tile; TFLM's skipped taps are exactly taps reading the zero point.
+
+    narrow: (plan, inner) of 2-pixel tiles that end each row after whole 3-pixel ones (see
+    _mixed_rows), instead of a last 3-pixel tile recomputing outputs."""
     w = L.win
     if L.flat:
         total = L.n * w.oh * w.ow
@@ -381,6 +384,48 @@ def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
           const int8_t *xp = in0 + p * {L.ic};
           {inner(f"p * {L.oc}")}
         }}"""
+
+    def tiles(P: _DspPlan, inner, count: int, start: str) -> str:
+        return f"""
+            for (int i_p = 0; i_p < {count}; ++i_p) {{
+              {start}
+              const int ix0 = ox * {w.sw} - {w.pl};
+              {_dsp_source(L, P)}
+              {inner(f"((b * {w.oh} + oy) * {w.ow} + ox) * {L.oc}")}
+            }}"""
+    if narrow is None:
+        loops = tiles(P, inner, -(-w.ow // P.pb), dsp.tile_start("ox", "i_p", w.ow, P.pb))
+    else:
+        wide, few = _mixed_rows(w.ow)
+        loops = (tiles(P, inner, wide, f"const int ox = i_p * {P.pb};") +
+                 tiles(narrow[0], narrow[1], few, f"const int ox = {wide * P.pb} + i_p * 2;"))
+    return f"""
+        for (int b = 0; b < {L.n}; ++b) {{
+          for (int oy = 0; oy < {w.oh}; ++oy) {{
+            const int iy0 = oy * {w.sh} - {w.pt};{loops}
+          }}
+        }}"""
+
+
+def _narrow_plan(L: _Layer, P: _DspPlan) -> _DspPlan | None:
+    """2-pixel "w" tiles to end rows that 3-pixel tiles do not divide, for the first layers
+    (1-3 input channels, where _wide_pays chose 3-pixel tiles): MobileNetV1's 64 outputs per row
+    in 22 tiles of 3 recompute 2; 20 of 3 and 2 of 2 cost 2% less for the layer."""
+    w = L.win
+    if P.form != "w" or P.pb != 3 or L.ic > 3 or L.flat or w.ow % 3 == 0 or w.ow < 5:
+        return None
+    return _DspPlan(P.form, P.R, P.nw, P.ob, 2, P.co)
+
+
+def _mixed_rows(ow: int) -> tuple[int, int]:
+    """(3-pixel tiles, 2-pixel tiles) covering a row of ow outputs exactly."""
+    few = (3 - ow % 3) % 3
+    return (ow - 2 * few) // 3, few
+
+
+def _dsp_source(L: _Layer, P: _DspPlan) -> str:
+    """A tile's window start xp (and drow), through the patch where the tile leaves the input."""
+    w = L.win
     row = w.dh * L.iw * L.ic
     xo = f"((b * {L.ih} + iy0) * {L.iw} + ix0) * {L.ic}"
     border = _dsp_border(L)
@@ -429,18 +474,7 @@ def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
               }} else {{
                 xp = in0 + {xo};
               }}"""
-    return f"""
-        for (int b = 0; b < {L.n}; ++b) {{
-          for (int oy = 0; oy < {w.oh}; ++oy) {{
-            const int iy0 = oy * {w.sh} - {w.pt};
-            for (int i_p = 0; i_p < {-(-w.ow // P.pb)}; ++i_p) {{
-              {dsp.tile_start("ox", "i_p", w.ow, P.pb)}
-              const int ix0 = ox * {w.sw} - {w.pl};
-              {source}
-              {inner(f"((b * {w.oh} + oy) * {w.ow} + ox) * {L.oc}")}
-            }}
-          }}
-        }}"""
+    return source
 
 
 def _dsp_pixels_outer(L: _Layer, P: _DspPlan) -> bool:
@@ -803,20 +837,26 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
     xq = L.ic if L.flat else w.sw * L.ic     # input offset of a tile's second pixel
     nchunks = -(-L.oc // P.co)
     npairs = -(-P.co // P.ob)
-    setup, stores = _dsp_outputs(L, P, L.oc)
+    setup, _ = _dsp_outputs(L, P, L.oc)
     pixels_outer = _dsp_pixels_outer(L, P)
 
-    def tile(yo: str) -> str:
-        macs = _dsp_macs(L, P, "xp", _dsp_drow(L), xq, "w0", pcw)
-        # With the pixel tiles outermost each tile reads its pair's multipliers, after the
-        # asm (held across it, they would be spilled and reloaded).
-        return f"""{{
+    def tile_of(Q: _DspPlan):
+        stores = _dsp_outputs(L, Q, L.oc)[1]
+
+        def tile(yo: str) -> str:
+            macs = _dsp_macs(L, Q, "xp", _dsp_drow(L), xq, "w0", pcw)
+            # With the pixel tiles outermost each tile reads its pair's multipliers, after the
+            # asm (held across it, they would be spilled and reloaded).
+            return f"""{{
             int8_t *yp = out0 + {yo} + o;
-            {_dsp_accs(P, lambda ch: f"bias{ch}")}
+            {_dsp_accs(Q, lambda ch: f"bias{ch}")}
             {macs}
             {setup if pixels_outer else ""}
             {stores}
           }}"""
+        return tile
+    tile = tile_of(P)
+    Q = _narrow_plan(L, P)
     biases = " ".join(f"const int32_t bias{ch} = bx[j + {ch}];" for ch in range(P.ob))
     pairs = f"""for (int i_o = 0; i_o < {npairs}; ++i_o) {{
       {dsp.tile_start("j", "i_o", P.co, P.ob)}
@@ -826,15 +866,19 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
       {"" if pixels_outer else setup}"""
     if not pixels_outer:
         # Channel pairs outermost: their multipliers stay in registers for every pixel.
-        tiles = f"""{pairs}{_dsp_pixels(L, P, tile)}
+        narrow = None if Q is None else (Q, tile_of(Q))
+        tiles = f"""{pairs}{_dsp_pixels(L, P, tile, narrow)}
     }}"""
     else:
         # Pixel tiles outermost: a border tile's patch serves every channel pair of the chunk.
-        tiles = _dsp_pixels(L, P, lambda yo: f"""{{
+        def outer(tile):
+            return lambda yo: f"""{{
             {pairs}
             {tile(yo)}
             }}
-          }}""")
+          }}"""
+        narrow = None if Q is None else (Q, outer(tile_of(Q)))
+        tiles = _dsp_pixels(L, P, outer(tile), narrow)
     return f"""
   int32_t wx[{P.co * pcw}];
   int32_t bx[{P.co}];{_dsp_patch(L, P)}

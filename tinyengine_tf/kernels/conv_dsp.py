@@ -25,6 +25,9 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
 - "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
   expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
   2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop).
+- "r" form (one input channel, stride 2 across: KWS's first layer): the padded image expanded
+  once per call into int16 x - zp, tiles of up to 5 pixels x 1 channel sharing each kernel
+  row's input words (see _dsp_r_form).
 
 The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
 loads of a C version and spill). A run whose length is not a multiple of 4 ends with a word that

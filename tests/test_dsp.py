@@ -16,6 +16,7 @@ from reference import check_footprints, int8_inputs, sample_shape, tflm_run
 from test_kernels_conv import conv_model, spec as conv_spec
 from test_kernels_depthwise import BAND_CASES, compile_with_band, dw_model, spec as dw_spec
 from test_kernels_fully_connected import fc_model
+from test_kernels_pooling import pool_model, spec as pool_spec
 from tflite_builder import ModelBuilder, bias_scale
 from tinyengine_tf.compiled import _NP, _sample_shape
 
@@ -275,10 +276,28 @@ CONV_CASES = {
     # first layers: 3 input channels, borders on the right and bottom (or all around)
     "k3_ic3_s2_vww": conv_spec(ic=3, oc=8, h=17, w=17, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic3_s1_same": conv_spec(ic=3, oc=5, h=9, w=8),
+    # rows of 3-pixel tiles ended by 2-pixel ones (conv_dsp._narrow_plan): one narrow tile at
+    # stride 2 (MobileNetV1's first layer has two), two without borders (channel pairs outside)
+    "k3_ic3_s2_mixed_one_narrow": conv_spec(ic=3, oc=10, h=64, w=64, sh=2, sw=2, xzp=-128,
+                                            yzp=-128, act="RELU"),
+    "k3_ic3_valid_mixed_two_narrow": conv_spec(ic=3, oc=8, h=42, w=42, pad="VALID", xzp=-128,
+                                               act="RELU6", ys=0.03, yzp=-100),
     "k3_ic5_overlapping_word": conv_spec(ic=5, oc=6, h=7, w=7),              # runs of 15 bytes
     "k3_ic2_overlapping_word": conv_spec(ic=2, oc=4, h=6, w=6, xzp=-128),    # runs of 6 bytes
     "k10x4_s2_kws": conv_spec(kh=10, kw=4, sh=2, sw=2, h=49, w=10, ic=1, oc=16, act="RELU",
                               xzp=83, yzp=-128),
+    # "o" form (conv_dsp._dsp_o_form): one input channel at stride 2 across, the padded image
+    # expanded once; an odd kw (zero weight padding the last pair), overlapping tiles of 5
+    "o_k3_s2_odd_kw_ow7": conv_spec(kh=3, kw=3, sh=2, sw=2, h=12, w=14, ic=1, oc=5, xzp=-128),
+    # three tap pairs (4-pixel tiles), stride 1 down, per-tensor, batches, unread rows and columns
+    "o_k5_s1x2_valid_batch2": conv_spec(kh=5, kw=5, sh=1, sw=2, h=7, w=12, ic=1, oc=3, batch=2,
+                                        pad="VALID", per_channel=False, act="RELU6", ys=0.03,
+                                        yzp=-100),
+    # one tap pair, an odd count of input words per row
+    "o_k2x2_s3x2": conv_spec(kh=2, kw=2, sh=3, sw=2, h=8, w=5, ic=1, oc=4, xzp=127),
+    "o_left_shift": conv_spec(kh=3, kw=4, sh=2, sw=2, h=9, w=10, ic=1, oc=4, ys=0.0004, xs=0.5,
+                              yzp=0),                                 # portable requantization
+    "o_image_too_big": conv_spec(kh=3, kw=3, sh=2, sw=2, h=40, w=40, ic=1, oc=4),   # portable
     # 3x3 and up
     "k3_ic16": conv_spec(ic=16, oc=16, h=8, w=8, xzp=-128, act="RELU"),
     "k3_ic16_s2_oc9": conv_spec(ic=16, oc=9, h=9, w=10, sh=2, sw=2),
@@ -335,7 +354,9 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "rq": "te_dsp_rq(", "rq_pos": "te_dsp_rq_pos(", "rq2": "te_dsp_rq2(",
          "rq2_pos": "te_dsp_rq2_pos(", "c_step": "vl = te_sx02(v);", "3px": "a20 = ",
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
-         "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = "}
+         "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = ",
+         "o": "int16_t *const xh", "o_odd_kw": "2 * t + 1 < ", "o_single_x": "ldr %[x0], [%[d]",
+         "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;"}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -370,6 +391,18 @@ def test_conv_cases_reach_every_form():
         src = dsp_source(te.convert(conv_model(p)))
         seen |= {form for form, marker in FORMS.items() if marker in src}
     assert seen == set(FORMS)
+
+
+def test_mixed_rows_reach_both_loop_orders():
+    """The 2-pixel tiles that end rows, with the pixel tiles outside the channel pairs (border
+    patches) and inside them."""
+    outer = set()
+    for name in ("k3_ic3_3px_tiles_border", "k3_ic3_s2_mixed_one_narrow",
+                 "k3_ic3_valid_mixed_two_narrow"):
+        src = dsp_source(te.convert(conv_model(CONV_CASES[name])))
+        assert " + i_p * 2;" in src, name
+        outer.add(src.count("for (int i_o = 0;") > 1)
+    assert outer == {True, False}
 
 
 # -- requantization corner cases ------------------------------------------------------------------
@@ -455,7 +488,10 @@ def test_other_optimization_levels(opt, flags):
     for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
-                  conv_model(CONV_CASES["pw_e_s2_batch2"]),
+                  conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
+                  conv_model(CONV_CASES["o_k5_s1x2_valid_batch2"]),
+                  conv_model(CONV_CASES["k3_ic3_3px_tiles_border"]),
+                  pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
                            act="RELU6", in_zp=127)):
         cm = te.convert(model)
@@ -463,6 +499,55 @@ def test_other_optimization_levels(opt, flags):
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
         want = tflm_run(model, x)
         assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)
+
+
+# -- AVERAGE_POOL_2D ------------------------------------------------------------------------------
+
+POOL_CASES = {
+    # KWS's global pool: four whole groups of 16 channels, the taps in one loop
+    "global_25x5_c64": pool_spec(h=25, w=5, c=64, fh=25, fw=5, sh=1, sw=1, zp=-128),
+    # 256 taps: the halfword lanes at their limit (all -128 sums to -32768); a partial group of
+    # one word, then a tail of one channel
+    "global_16x16_c5_lane_limit": pool_spec(h=16, w=16, c=5, fh=16, fw=16, sh=1, sw=1),
+    # 257 taps: past the lanes, the int32 loops on the DSP path too
+    "global_257_taps_wide": pool_spec(h=1, w=257, c=4, fh=1, fw=257, sh=1, sw=1),
+    # windows narrower than the input (rows loop), SAME borders, groups + partial group + tail
+    "3x3_s2_same_c67_relu": pool_spec(h=9, w=8, c=67, fh=3, fw=3, sh=2, sw=2, pad="SAME",
+                                      act="RELU", zp=7),
+    "4x4_s1_c6_batch2": pool_spec(h=6, w=7, c=6, fh=4, fw=4, sh=1, sw=1, batch=2, act="RELU6"),
+    # fewer than four channels: the portable loops
+    "2x2_s2_c3_portable": pool_spec(h=6, w=6, c=3, zp=100),
+    "1x8_rows_of_one_c20": pool_spec(h=3, w=9, c=20, fh=1, fw=8, sh=1, sw=1),
+    # one tap: nothing to divide
+    "1x1_s2_c8": pool_spec(h=5, w=5, c=8, fh=1, fw=1, sh=2, sw=2, zp=-50),
+}
+# Besides the loop shapes: the division for odd and even tap counts (the even one corrects
+# negative sums), none for one tap, and the clamp as SSAT or as bounds of an activation.
+POOL_FORMS = {"group": "c0 += 16) {", "partial": "const int c0 = ", "tail": "acc += r[0];",
+              "one_loop": "for (int t = 0; t <", "rows_loop": "for (int kx = 0; kx <",
+              "even": " >> 31))", "ssat": "__ssat(", "clamp": "te_clamp((int32_t)(((uint64_t)",
+              "one_tap": "te_clamp(v, "}
+
+
+@pytest.mark.parametrize("name", list(POOL_CASES))
+def test_average_pool(name):
+    check(pool_model("AVERAGE_POOL_2D", POOL_CASES[name]))
+
+
+def test_average_pool_cases_reach_every_form():
+    seen = set()
+    for name, p in POOL_CASES.items():
+        src = dsp_source(te.convert(pool_model("AVERAGE_POOL_2D", p)))
+        portable = name in ("global_257_taps_wide", "2x2_s2_c3_portable")
+        assert ("__sxtab16(" in src) != portable, name
+        seen |= {form for form, marker in POOL_FORMS.items() if marker in src}
+    assert seen == set(POOL_FORMS)
+
+
+def test_average_pool_dsp_runs_fewer_instructions():
+    cm = te.convert(pool_model("AVERAGE_POOL_2D", POOL_CASES["global_25x5_c64"]))
+    fast, slow = (cm.profile(TARGET, dsp=dsp).layers[0].instructions for dsp in (True, False))
+    assert fast < slow / 3, (fast, slow)
 
 
 # -- layers sharing one function (codegen._shared_layers) ----------------------------------------

@@ -97,6 +97,20 @@ TE_INLINE int32_t te_ux13(uint32_t w) {
     return r;
 }
 
+/* acc + bytes 1 and 3 of w, each sign-extended and added to its own halfword of acc. */
+TE_INLINE int32_t te_sxa13(int32_t acc, uint32_t w) {
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(acc), "r"(w));
+    return r;
+}
+
+/* The high halfwords of lo and hi packed into one word (PKHTB; gcc builds it from three). */
+TE_INLINE uint32_t te_pack_hi16(int32_t lo, int32_t hi) {
+    uint32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(hi), "r"(lo));
+    return r;
+}
+
 /* Two halfwords (bits 0-15 of lo, bits 0-15 of hi) packed into one word. */
 TE_INLINE int32_t te_pack16(int32_t lo, int32_t hi) {
     return (int32_t)(((uint32_t)lo & 0xffffu) | ((uint32_t)hi << 16));

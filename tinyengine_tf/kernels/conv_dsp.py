@@ -30,6 +30,9 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   but what is expanded per chunk of channels is the kernel rows under a block of outputs of
   one output row (zero point outside the image), which every window of the block reads at a
   word offset (ResNet's 3x3 16-channel layers: 0.97-1.05 instructions per MAC against 1.15-1.2).
+- "o" form (one input channel, stride 2 across: KWS's first layer): the padded image expanded
+  once per call into int16 x - zp, tiles of up to 5 pixels x 1 channel sharing each kernel
+  row's input words (see _dsp_o_form).
 
 The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
 loads of a C version and spill). A run whose length is not a multiple of 4 ends with a word that
@@ -391,13 +394,16 @@ def _dsp_patch_width(L: _Layer, P: _DspPlan) -> int:
     return (L.kw + (P.pb - 1) * L.win.sw) * L.ic
 
 
-def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
+def _dsp_pixels(L: _Layer, P: _DspPlan, inner, narrow=None) -> str:
     """Loops over every pixel tile; inner(yo) is the code of one tile whose first output is
     out0[yo] and whose windows start at xp, kernel rows drow bytes apart.
 
     A tile whose windows leave the input (padding) copies them into `patch` first, rows of both
     windows laid out as in the input with the zero point outside, so the same code serves every
-    tile; TFLM's skipped taps are exactly taps reading the zero point."""
+    tile; TFLM's skipped taps are exactly taps reading the zero point.
+
+    narrow: (plan, inner) of 2-pixel tiles that end each row after whole 3-pixel ones (see
+    _mixed_rows), instead of a last 3-pixel tile recomputing outputs."""
     w = L.win
     if L.flat:
         total = L.n * w.oh * w.ow
@@ -407,6 +413,48 @@ def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
           const int8_t *xp = in0 + p * {L.ic};
           {inner(f"p * {L.oc}")}
         }}"""
+
+    def tiles(P: _DspPlan, inner, count: int, start: str) -> str:
+        return f"""
+            for (int i_p = 0; i_p < {count}; ++i_p) {{
+              {start}
+              const int ix0 = ox * {w.sw} - {w.pl};
+              {_dsp_source(L, P)}
+              {inner(f"((b * {w.oh} + oy) * {w.ow} + ox) * {L.oc}")}
+            }}"""
+    if narrow is None:
+        loops = tiles(P, inner, -(-w.ow // P.pb), dsp.tile_start("ox", "i_p", w.ow, P.pb))
+    else:
+        wide, few = _mixed_rows(w.ow)
+        loops = (tiles(P, inner, wide, f"const int ox = i_p * {P.pb};") +
+                 tiles(narrow[0], narrow[1], few, f"const int ox = {wide * P.pb} + i_p * 2;"))
+    return f"""
+        for (int b = 0; b < {L.n}; ++b) {{
+          for (int oy = 0; oy < {w.oh}; ++oy) {{
+            const int iy0 = oy * {w.sh} - {w.pt};{loops}
+          }}
+        }}"""
+
+
+def _narrow_plan(L: _Layer, P: _DspPlan) -> _DspPlan | None:
+    """2-pixel "w" tiles to end rows that 3-pixel tiles do not divide, for the first layers
+    (1-3 input channels, where _wide_pays chose 3-pixel tiles): MobileNetV1's 64 outputs per row
+    in 22 tiles of 3 recompute 2; 20 of 3 and 2 of 2 cost 2% less for the layer."""
+    w = L.win
+    if P.form != "w" or P.pb != 3 or L.ic > 3 or L.flat or w.ow % 3 == 0 or w.ow < 5:
+        return None
+    return _DspPlan(P.form, P.R, P.nw, P.ob, 2, P.co)
+
+
+def _mixed_rows(ow: int) -> tuple[int, int]:
+    """(3-pixel tiles, 2-pixel tiles) covering a row of ow outputs exactly."""
+    few = (3 - ow % 3) % 3
+    return (ow - 2 * few) // 3, few
+
+
+def _dsp_source(L: _Layer, P: _DspPlan) -> str:
+    """A tile's window start xp (and drow), through the patch where the tile leaves the input."""
+    w = L.win
     row = w.dh * L.iw * L.ic
     xo = f"((b * {L.ih} + iy0) * {L.iw} + ix0) * {L.ic}"
     border = _dsp_border(L)
@@ -455,18 +503,7 @@ def _dsp_pixels(L: _Layer, P: _DspPlan, inner) -> str:
               }} else {{
                 xp = in0 + {xo};
               }}"""
-    return f"""
-        for (int b = 0; b < {L.n}; ++b) {{
-          for (int oy = 0; oy < {w.oh}; ++oy) {{
-            const int iy0 = oy * {w.sh} - {w.pt};
-            for (int i_p = 0; i_p < {-(-w.ow // P.pb)}; ++i_p) {{
-              {dsp.tile_start("ox", "i_p", w.ow, P.pb)}
-              const int ix0 = ox * {w.sw} - {w.pl};
-              {source}
-              {inner(f"((b * {w.oh} + oy) * {w.ow} + ox) * {L.oc}")}
-            }}
-          }}
-        }}"""
+    return source
 
 
 def _dsp_pixels_outer(L: _Layer, P: _DspPlan) -> bool:
@@ -510,6 +547,9 @@ def _dsp_accs(P: _DspPlan, bias) -> str:
 
 def dsp_body(L) -> str | None:
     """The layer body under #if TE_DSP, or None where no DSP form applies (portable loops)."""
+    O = _o_plan(L)
+    if O is not None:
+        return _dsp_o_form(L, O)
     P = _dsp_plan(L)
     if P is None:
         return None
@@ -827,20 +867,26 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
     xq = L.ic if L.flat else w.sw * L.ic     # input offset of a tile's second pixel
     nchunks = -(-L.oc // P.co)
     npairs = -(-P.co // P.ob)
-    setup, stores = _dsp_outputs(L, P, L.oc)
+    setup, _ = _dsp_outputs(L, P, L.oc)
     pixels_outer = _dsp_pixels_outer(L, P)
 
-    def tile(yo: str) -> str:
-        macs = _dsp_macs(L, P, "xp", _dsp_drow(L), xq, "w0", pcw)
-        # With the pixel tiles outermost each tile reads its pair's multipliers, after the
-        # asm (held across it, they would be spilled and reloaded).
-        return f"""{{
+    def tile_of(Q: _DspPlan):
+        stores = _dsp_outputs(L, Q, L.oc)[1]
+
+        def tile(yo: str) -> str:
+            macs = _dsp_macs(L, Q, "xp", _dsp_drow(L), xq, "w0", pcw)
+            # With the pixel tiles outermost each tile reads its pair's multipliers, after the
+            # asm (held across it, they would be spilled and reloaded).
+            return f"""{{
             int8_t *yp = out0 + {yo} + o;
-            {_dsp_accs(P, lambda ch: f"bias{ch}")}
+            {_dsp_accs(Q, lambda ch: f"bias{ch}")}
             {macs}
             {setup if pixels_outer else ""}
             {stores}
           }}"""
+        return tile
+    tile = tile_of(P)
+    Q = _narrow_plan(L, P)
     biases = " ".join(f"const int32_t bias{ch} = bx[j + {ch}];" for ch in range(P.ob))
     pairs = f"""for (int i_o = 0; i_o < {npairs}; ++i_o) {{
       {dsp.tile_start("j", "i_o", P.co, P.ob)}
@@ -850,15 +896,19 @@ def _dsp_w_form(L: _Layer, P: _DspPlan) -> str:
       {"" if pixels_outer else setup}"""
     if not pixels_outer:
         # Channel pairs outermost: their multipliers stay in registers for every pixel.
-        tiles = f"""{pairs}{_dsp_pixels(L, P, tile)}
+        narrow = None if Q is None else (Q, tile_of(Q))
+        tiles = f"""{pairs}{_dsp_pixels(L, P, tile, narrow)}
     }}"""
     else:
         # Pixel tiles outermost: a border tile's patch serves every channel pair of the chunk.
-        tiles = _dsp_pixels(L, P, lambda yo: f"""{{
+        def outer(tile):
+            return lambda yo: f"""{{
             {pairs}
             {tile(yo)}
             }}
-          }}""")
+          }}"""
+        narrow = None if Q is None else (Q, outer(tile_of(Q)))
+        tiles = _dsp_pixels(L, P, outer(tile), narrow)
     return f"""
   int32_t wx[{P.co * pcw}];
   int32_t bx[{P.co}];{_dsp_patch(L, P)}
@@ -1102,6 +1152,129 @@ def _dsp_r_form(L: _Layer, P: _DspPlan) -> str:
               {stores}
             }}
           }}
+        }}
+      }}
+    }}
+  }}"""
+
+
+# -- "o" form: one input channel, stride 2 across (KWS's first layer) ---------------------------
+#
+# With one input channel a kernel row is kw bytes, and the other forms sign-extend each input
+# word once per tile (a third of the loop) and patch every border tile (rows of 5 outputs all
+# touch a border). Here the image is expanded once per call into int16 x - zp, zero-padded, on
+# the stack; at stride 2 pixel p's row of taps starts at word p of that row, so P neighbouring
+# pixels share P + m - 1 words (m = ceil(kw / 2) tap pairs, an odd kw's last pair padded with a
+# zero weight). One channel's expanded filter row (m words) then serves the whole tile:
+# (m + P + m - 1) / 2 LDRD and P * m SMLAD per row, 14 instructions for KWS's 20 MACs, with no
+# extends and no patches; the accumulators start from the plain bias (x - zp needs no folding).
+
+O_MAX_REGS = 7        # P accumulators + m filter words (+ 2 input words and 2 pointers)
+O_MAX_PIXELS = 5
+
+
+@dataclass
+class _OPlan:
+    m: int            # tap pairs per kernel row
+    P: int            # pixels per tile
+    PH: int           # rows of the padded image
+    PW: int           # int16 columns of the padded image (even: rows are whole words)
+
+
+def _o_plan(L: _Layer) -> _OPlan | None:
+    w = L.win
+    # (A one-channel layer's kernel rows are far shorter than the dot form's runs: the stored
+    # bias is never folded here.)
+    if L.ic != 1 or L.groups != 1 or w.sw != 2 or w.dw != 1 or w.dh != 1 or L.dot:
+        return None
+    m = -(-L.kw // 2)
+    P = min(w.ow, O_MAX_PIXELS, O_MAX_REGS - m)
+    if P < 2:
+        return None
+    PH = (w.oh - 1) * w.sh + L.kh
+    PW = 2 * (w.ow - 1) + 2 * m
+    last = ((L.kh - 1) * PW // 2 + P + m - 2) * 4      # LDRD reaches 1020 bytes
+    if 2 * PH * PW + 4 * L.kh * m > DSP_STACK_FEW or last > 1020 or 4 * L.kh * m > 1020:
+        return None
+    return _OPlan(m, P, PH, PW)
+
+
+def _o_row(R: _OPlan, ky: int, row_words: int) -> str:
+    """One kernel row of a tile: the filter's m words, then the input words two at a time, each
+    multiplied into every accumulator of a pixel that reads it."""
+    m, P = R.m, R.P
+    ins = []
+    for t in range(0, m, 2):
+        off = 4 * (ky * m + t)
+        ins.append(f"ldrd %[w{t}], %[w{t + 1}], [%[e], #{off}]" if t + 1 < m
+                   else f"ldr %[w{t}], [%[e], #{off}]")
+    words = P + m - 1
+    for j in range(0, words, 2):
+        off = 4 * (ky * row_words + j)
+        pair = j + 1 < words
+        ins.append(f"ldrd %[x0], %[x1], [%[d], #{off}]" if pair else f"ldr %[x0], [%[d], #{off}]")
+        for jj, reg in ((j, "x0"), (j + 1, "x1")) if pair else ((j, "x0"),):
+            for px in range(P):
+                if 0 <= jj - px < m:
+                    ins.append(f"smlad %[a{px}], %[{reg}], %[w{jj - px}], %[a{px}]")
+    outs = ", ".join([f'[a{px}] "+r"(a{px})' for px in range(P)] +
+                     [f'[w{t}] "=&r"(r_w{t})' for t in range(m)] +
+                     ['[x0] "=&r"(r_x0)', '[x1] "=&r"(r_x1)'])
+    decl = ", ".join([f"r_w{t}" for t in range(m)] + ["r_x0", "r_x1"])
+    return (f'{{ int32_t {decl}; __asm__("' + "\\n\\t".join(ins) + f'" : {outs} : '
+            f'[d] "r"(xr), [e] "r"(fx) : "memory"); (void)r_x1; }}')
+
+
+def _dsp_o_form(L: _Layer, R: _OPlan) -> str:
+    w = L.win
+    rq = L.rq
+    two = rq.doubled
+    per_channel = L.tables[0] is not None
+    row_words = R.PW // 2
+    rows = min(L.ih, R.PH - w.pt)                  # input rows and columns the windows reach
+    cols = min(L.iw, R.PW - w.pl)
+    r0, c0 = max(0, -w.pt), max(0, -w.pl)          # negative padding: rows and columns unread
+    dbl = "2 * " if two else ""
+    second = (f"2 * t + 1 < {L.kw} ? {dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t + 1')}] : 0"
+              if L.kw % 2 else f"{dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t + 1')}]")
+    accs = "int32_t " + ", ".join(f"a{px} = bias" for px in range(R.P)) + ";"
+    macs = "\n            ".join(_o_row(R, ky, row_words) for ky in range(L.kh))
+    setup = rq.setup("0", "o", *L.tables) if rq.ok else ""
+    stores = []
+    for px in range(R.P):
+        val = (f"(int8_t){rq.expr(f'a{px}', '0', per_channel, two)}" if rq.ok
+               else L.epi(f"a{px}", "o"))
+        stores.append(f"yp[{px * L.oc}] = {val};")
+    stores = "\n          ".join(stores)
+    return f"""
+  int32_t xw[{R.PH * R.PW // 2}];
+  int16_t *const xh = (int16_t *)xw;
+  int32_t fx[{L.kh * R.m}];
+  te_dsp_fill4((int8_t *)xw, 0, {R.PH * R.PW // 2});
+  for (int b = 0; b < {L.n}; ++b) {{
+    for (int r = {r0}; r < {rows}; ++r) {{
+      const int8_t *src = in0 + (b * {L.ih} + r) * {L.iw};
+      int16_t *dst = xh + (r + {w.pt}) * {R.PW} + {w.pl};
+      for (int c = {c0}; c < {cols}; ++c) dst[c] = (int16_t)(src[c] - {L.zp});
+    }}
+    for (int o = 0; o < {L.oc}; ++o) {{
+      for (int ky = 0; ky < {L.kh}; ++ky) {{
+        for (int t = 0; t < {R.m}; ++t) {{
+          const int32_t v0 = {dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t')}];
+          const int32_t v1 = {second};
+          fx[ky * {R.m} + t] = te_pack16(v0, v1);
+        }}
+      }}
+      const int32_t bias = (int32_t)((uint32_t){L.B}[o]{' << 1' if two else ''});
+      {setup}
+      for (int oy = 0; oy < {w.oh}; ++oy) {{
+        for (int i_p = 0; i_p < {-(-w.ow // R.P)}; ++i_p) {{
+          {dsp.tile_start("ox", "i_p", w.ow, R.P)}
+          const int32_t *xr = xw + oy * {w.sh * row_words} + ox;
+          {accs}
+          {macs}
+          int8_t *yp = out0 + ((b * {w.oh} + oy) * {w.ow} + ox) * {L.oc} + o;
+          {stores}
         }}
       }}
     }}

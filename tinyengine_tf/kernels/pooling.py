@@ -9,6 +9,9 @@ the fused activation's range (computed from the output's scale and zero point).
 Interior pixels (whole window in bounds) run with the tap count and offsets as literals and the
 channel loop innermost and contiguous; border pixels clip the window and divide by the count of
 taps that remain. No constant arrays and no scratch: the footprint is (0, 0).
+
+On Cortex-M cores with the DSP extension an int8 average's interior pixels of up to 256 taps take
+an ``#if TE_DSP`` branch (_dsp_average): about one instruction per input byte instead of six.
 """
 from __future__ import annotations
 
@@ -133,6 +136,100 @@ def _finish(kind: str, acc: str, count: str, lo: int, hi: int, dst: str, ct: str
     return f"{dst} = ({ct})te_clamp({acc}, {lo}, {hi});"
 
 
+# On the DSP path an int8 average sums four channels a word at a time in 16-bit lanes (two
+# SXTAB16 per word: channels 0 and 2 in one register, 1 and 3 in another). The lanes hold any sum
+# of up to 256 int8 taps ([-32768, 32512]); larger windows keep the int32 loops.
+DSP_LANE_TAPS = 256
+# Words (four channels each) summed per pass over the window: 2 accumulators per word, and
+# 4 words leave the compiler registers for the pointer, the counter and the loaded words.
+DSP_GROUP_WORDS = 4
+
+
+def _dsp_taps(win: Window, c: int, body: str) -> str:
+    """Loops r over the window's taps (r starts at the group's first channel); one loop where
+    the window's rows are whole input rows, which makes the taps evenly spaced."""
+    if win.kw == win.iw or win.kh == 1:
+        return f"""
+          for (int t = 0; t < {win.kh * win.kw}; ++t, r += {c}) {{{body}
+          }}"""
+    return f"""
+          for (int ky = 0; ky < {win.kh}; ++ky, r += {(win.iw - win.kw) * c}) {{
+            for (int kx = 0; kx < {win.kw}; ++kx, r += {c}) {{{body}
+            }}
+          }}"""
+
+
+def _dsp_finish(v: str, n: int, lo: int, hi: int, dst: str) -> str:
+    """_finish's rounded division for a sum v of n <= DSP_LANE_TAPS int8 taps, without the
+    sign branch or a division: rounding half away from zero is floor((v + n/2) / n) for odd n,
+    and floor((v + n/2 - [v < 0]) / n) for even n. Shifted by K * n to be non-negative (v is at
+    least -32768), the floor is the high word of x * ceil(2^32 / n), exact while x * (the
+    rounding error of that multiplier, below n) stays under 2^32: x < 2^17, n <= 256."""
+    if n == 1:
+        return f"{dst} = (int8_t)te_clamp({v}, {lo}, {hi});"   # no rounding to do
+    k = -(-32768 // n) + 1
+    m = -(-(1 << 32) // n)
+    sign = "" if n % 2 else f" + ({v} >> 31)"
+    x = f"(uint32_t)({v} + {n // 2 + k * n}{sign})"
+    q = f"(int32_t)(((uint64_t){x} * {m}u) >> 32) - {k}"
+    if (lo, hi) == (-128, 127):     # one SSAT; gcc does not see te_clamp's bounds as one
+        return f"{dst} = (int8_t)__ssat({q}, 8);"
+    return f"{dst} = (int8_t)te_clamp({q}, {lo}, {hi});"
+
+
+def _dsp_average(win: Window, c: int, lo: int, hi: int) -> str:
+    """Interior pixel of an int8 average, at most DSP_LANE_TAPS taps: channel groups of up to
+    DSP_GROUP_WORDS words summed in halfword lanes, then the channels left of a last partial
+    word one at a time."""
+    n = win.kh * win.kw
+    words = c // 4
+    out = []
+
+    def group(nw: int) -> str:
+        accs = ", ".join(f"a{j} = 0" for j in range(2 * nw))
+        loads = "".join(f"\n            const uint32_t w{k} = te_ld32(r + {4 * k});"
+                        f"\n            a{2 * k} = __sxtab16(a{2 * k}, w{k}); "
+                        f"a{2 * k + 1} = te_sxa13(a{2 * k + 1}, w{k});" for k in range(nw))
+        # a{2k} holds channels 4k and 4k + 2, a{2k+1} channels 4k + 1 and 4k + 3: two packs put
+        # them back in channel order, so that one rolled loop divides them (unrolled, the
+        # divisions by the literal count cost several hundred bytes of code per group).
+        packs = "".join(
+            f"\n          s[{2 * k}] = (uint32_t)te_pack16(a{2 * k}, a{2 * k + 1}); "
+            f"s[{2 * k + 1}] = te_pack_hi16(a{2 * k}, a{2 * k + 1});"
+            for k in range(nw))
+        return f"""
+          int32_t {accs};
+          const int8_t *r = xp + c0;{_dsp_taps(win, c, loads)}
+          uint32_t s[{2 * nw}];{packs}
+          for (int j = 0; j < {4 * nw}; ++j) {{
+            int16_t h;
+            memcpy(&h, (const uint8_t *)s + 2 * j, 2);
+            const int32_t v = h;
+            {_dsp_finish("v", n, lo, hi, "o[c0 + j]")}
+          }}"""
+
+    full = words // DSP_GROUP_WORDS
+    if full:
+        step = 4 * DSP_GROUP_WORDS
+        out.append(f"""
+        for (int c0 = 0; c0 < {full * step}; c0 += {step}) {{{group(DSP_GROUP_WORDS)}
+        }}""")
+    if words % DSP_GROUP_WORDS:
+        out.append(f"""
+        {{
+          const int c0 = {full * 4 * DSP_GROUP_WORDS};{group(words % DSP_GROUP_WORDS)}
+        }}""")
+    if c % 4:
+        body = "\n            acc += r[0];"
+        out.append(f"""
+        for (int c0 = {4 * words}; c0 < {c}; ++c0) {{
+          int32_t acc = 0;
+          const int8_t *r = xp + c0;{_dsp_taps(win, c, body)}
+          {_dsp_finish("acc", n, lo, hi, "o[c0]")}
+        }}""")
+    return "".join(out)
+
+
 @kernel("AVERAGE_POOL_2D", "MAX_POOL_2D", footprint=footprint)
 def pool_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     n, c, win, lo, hi = _window(op, ctx)
@@ -142,6 +239,14 @@ def pool_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
         reduce = _unrolled(kind, win, c, lo, hi, ct)
     else:
         reduce = _chunked(kind, win, c, lo, hi, str(win.kh), str(win.kw), str(win.kh * win.kw), ct)
+    # Fewer than four channels have no word to sum: the portable loops are as good.
+    dsp = (kind == "AVERAGE_POOL_2D" and ct == "int8_t" and c >= 4
+           and win.kh * win.kw <= DSP_LANE_TAPS)
+    if dsp:
+        reduce = f"""
+#if TE_DSP{_dsp_average(win, c, lo, hi)}
+#else{reduce}
+#endif"""
     interior = f"""
         const {ct} *restrict xp = in0 + ((b * {win.ih} + iy0) * {win.iw} + ix0) * {c};
         {ct} *restrict o = out0 + ((b * {win.oh} + oy) * {win.ow} + ox) * {c};{reduce}"""
@@ -162,4 +267,4 @@ def pool_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     }}""" for y0, y1, x0, x1, inner in output_regions(win))
     return LayerCode(body=f"""
   for (int b = 0; b < {n}; ++b) {{{nests}
-  }}""")
+  }}""", headers=("te_dsp.h",) if dsp else ())

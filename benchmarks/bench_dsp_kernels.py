@@ -43,15 +43,24 @@ NOTES = [
     "tiles; the \"e\" form for unpadded 1x1 convs of 8-32 input channels (strided too): filters "
     "and a block of pixels both expanded to int16, 0.75 per MAC in the loop; 6 word steps per "
     "iteration where 6 divides a long run (ResNet 3x3), 2-pixel tiles on 8- and 16-wide rows; "
-    "multipliers read after the asm (no spills); first convs' short kernel rows written out.",
+    "multipliers read after the asm (no spills); first convs' short kernel rows written out, "
+    "their rows ended by 2-pixel tiles where 3 would recompute. The \"r\" form for 3x3 convs "
+    "of 8-16 input channels (the kernel rows under a block of outputs expanded once per chunk of "
+    "channels: ResNet 0.97-1.05 per MAC); windows past 1 KB interleaved for LDRD's reach "
+    "(ResNet's 64-channel layer 1.34 -> 1.10); the expanded operands may take 3 KiB of stack "
+    "(2 KiB for 1-3 input channels; tests/test_firmware.py checks the deepest call path fits the "
+    "4 KiB stack). The \"o\" form for one input channel at stride 2 (KWS's first conv, 1.91 -> "
+    "0.92): the padded image expanded once to int16 x - zp, tiles of 5 pixels sharing words.",
+    "- AVERAGE_POOL_2D: four channels per word summed in 16-bit lanes (SXTAB16, up to 256 taps), "
+    "TFLM's rounded division as a multiply-high (KWS's pool 50,273 -> 8,153). ADD/SUB: the "
+    "rounding offset without a sign branch and SSAT for the int8 clamp (ResNet's ADDs -24%).",
     "- FULLY_CONNECTED (from 16 output rows, K <= 1024): the input row expanded to int16 once, "
     "tiles of 4 rows in one asm loop.",
     "- Code: layers whose C is identical but for their arrays share one function; the softmax's "
     "exp and reciprocal call one out-of-line fixed-point product (about 550 B less on the CNNs).",
-    "- Not reached: 1.1 instructions per MAC on VWW (1.25); depthwise at or below 2.0 per MAC "
+    "- Not reached: 1.1 instructions per MAC on VWW (1.24); depthwise at or below 2.0 per MAC "
     "everywhere (stride 1: 1.99 on VWW's 48x48 and 24x24 layers, 2.04 at 12x12, 2.2 at 6x6, "
-    "2.9 at 3x3, 2.15 on KWS; stride 2: 3.1-3.9); code beyond weights at 10 kB (VWW 15.7 kB). "
-    "ResNet's code grows 1.4 kB (e form, 6-step loops).",
+    "2.9 at 3x3, 2.15 on KWS; stride 2: 3.1-3.9); code beyond weights at 10 kB (VWW 16.0 kB).",
 ]
 
 

@@ -745,22 +745,28 @@ def _e_macs(nw: int, dx: int = 0, df: int = 0, x: str = "xk", f: str = "w0") -> 
             f"__asm__(\"{sep.join(lines)}\" : {outs} : [x] \"r\"({x}), [f] \"r\"({f}) : \"memory\"); }}")
 
 
-def _e_expand(words: int, dst: str = "xx") -> str:
-    """words (even) input words contiguous at xp as int16 pairs at dst, two words a turn."""
-    return f"""{{
-        const int8_t *s = xp;
-        int32_t *d = {dst};
-        int32_t *const end = {dst} + {2 * words};
-        int32_t t0, t1, t2, t3;
+def _expand_pairs_asm(s: str, d: str, end: str) -> str:
+    """The asm loop that sign-extends the int8 bytes at s into int16 pairs at d (two input
+    words a turn, d advancing to end: an even number of words)."""
+    return f"""int32_t t0, t1, t2, t3;
         __asm__ volatile("1:\\n\\tldrd %[t0], %[t1], [%[s]], #8\\n\\t"
                          "sxtb16 %[t2], %[t0]\\n\\tsxtb16 %[t3], %[t0], ror #8\\n\\t"
                          "strd %[t2], %[t3], [%[d]], #16\\n\\t"
                          "sxtb16 %[t2], %[t1]\\n\\tsxtb16 %[t3], %[t1], ror #8\\n\\t"
                          "strd %[t2], %[t3], [%[d], #-8]\\n\\t"
                          "cmp %[d], %[end]\\n\\tbne 1b"
-                         : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1),
+                         : [s] "+r"({s}), [d] "+r"({d}), [t0] "=&r"(t0), [t1] "=&r"(t1),
                            [t2] "=&r"(t2), [t3] "=&r"(t3)
-                         : [end] "r"(end) : "cc", "memory");
+                         : [end] "r"({end}) : "cc", "memory");"""
+
+
+def _e_expand(words: int, dst: str = "xx") -> str:
+    """words (even) input words contiguous at xp as int16 pairs at dst, two words a turn."""
+    return f"""{{
+        const int8_t *s = xp;
+        int32_t *d = {dst};
+        int32_t *const end = {dst} + {2 * words};
+        {_expand_pairs_asm("s", "d", "end")}
       }}"""
 
 
@@ -1096,17 +1102,8 @@ def _r_rows(L: _Layer, P: _DspPlan) -> str:
             const int8_t *s = in0 + ((b * {L.ih} + iy) * {L.iw} + ix0 + lo) * {L.ic};
             int32_t *e = d + 2 * {cw} * lo;
             int32_t *const end = d + 2 * {cw} * hi;
-            int32_t t0, t1, t2, t3;
-            /* Two input words a turn ({cw} per pixel: an even count). */
-            __asm__ volatile("1:\\n\\tldrd %[t0], %[t1], [%[s]], #8\\n\\t"
-                             "sxtb16 %[t2], %[t0]\\n\\tsxtb16 %[t3], %[t0], ror #8\\n\\t"
-                             "strd %[t2], %[t3], [%[e]], #16\\n\\t"
-                             "sxtb16 %[t2], %[t1]\\n\\tsxtb16 %[t3], %[t1], ror #8\\n\\t"
-                             "strd %[t2], %[t3], [%[e], #-8]\\n\\t"
-                             "cmp %[e], %[end]\\n\\tbne 1b"
-                             : [s] "+r"(s), [e] "+r"(e), [t0] "=&r"(t0), [t1] "=&r"(t1),
-                               [t2] "=&r"(t2), [t3] "=&r"(t3)
-                             : [end] "r"(end) : "cc", "memory");
+            /* {cw} input words per pixel: an even count. */
+            {_expand_pairs_asm("s", "e", "end")}
           }}
         }}"""
 

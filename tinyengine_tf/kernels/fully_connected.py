@@ -165,6 +165,23 @@ DSP_UNROLL = 4
 DSP_EXPAND_MIN_N = 16
 
 
+def _unit_outputs(units, rq, mult, shift_sym, per_channel: bool, epilogue: str,
+                  two: bool = False) -> str:
+    """The stores of output units u + j from accumulators a<j>: the DSP requantization where
+    it applies (two: accumulators of doubled products), else the layer's portable epilogue."""
+    if rq.ok:
+        return "".join(f"""
+      {{
+        {rq.setup(str(j), f"u + {j}", mult, shift_sym)}
+        o[u + {j}] = (int8_t){rq.expr(f"a{j}", str(j), per_channel, two)};
+      }}""" for j in units)
+    return "".join(f"""
+      {{
+        const int32_t acc = a{j};
+        o[u + {j}] = (int8_t){epilogue.replace("[u]", f"[u + {j}]")};
+      }}""" for j in units)
+
+
 def _dsp_expanded_ok(k: int, n: int) -> bool:
     """Whether the expanded-input body applies: enough units, the row fits on the stack and
     every filter word of a tile is in reach of one LDR offset from the first row's."""
@@ -218,18 +235,7 @@ def _dsp_body(rows, k, n, W, BF, rq, mult, shift_sym, epilogue) -> str:
         const int32_t xt = xp[{t}];{''.join(f' a{j} = __smlabb(xt, w[{j * k + t}], a{j});' for j in units)}
       }}""" for t in range(k % 4))
     per_channel = mult is not None
-    if rq.ok:
-        outs = "".join(f"""
-      {{
-        {rq.setup(str(j), f"u + {j}", mult, shift_sym)}
-        o[u + {j}] = (int8_t){rq.expr(f"a{j}", str(j), per_channel)};
-      }}""" for j in units)
-    else:
-        outs = "".join(f"""
-      {{
-        const int32_t acc = a{j};
-        o[u + {j}] = (int8_t){epilogue.replace("[u]", f"[u + {j}]")};
-      }}""" for j in units)
+    outs = _unit_outputs(units, rq, mult, shift_sym, per_channel, epilogue)
     loop = f"""
       for (int j = 0; j < {k // 4}; ++j) {{
         const uint32_t xv = te_ld32(xp);
@@ -271,18 +277,7 @@ def _dsp_expanded_body(rows, k, n, W, BF, rq, mult, shift_sym, epilogue) -> str:
       {{
         const int32_t xt = {'2 * ' if two else ''}x[{4 * words + t}];{''.join(f' a{j} = __smlabb(xt, w[{j * k + 4 * words + t}], a{j});' for j in units)}
       }}""" for t in range(k % 4))
-    if rq.ok:
-        outs = "".join(f"""
-      {{
-        {rq.setup(str(j), f"u + {j}", mult, shift_sym)}
-        o[u + {j}] = (int8_t){rq.expr(f"a{j}", str(j), per_channel, two)};
-      }}""" for j in units)
-    else:
-        outs = "".join(f"""
-      {{
-        const int32_t acc = a{j};
-        o[u + {j}] = (int8_t){epilogue.replace("[u]", f"[u + {j}]")};
-      }}""" for j in units)
+    outs = _unit_outputs(units, rq, mult, shift_sym, per_channel, epilogue, two)
     sep = "\\n\\t"
     lines = _dsp_word_steps(ub, k, words)
     outs_asm = ", ".join([f'[a{j}] "+r"(a{j})' for j in units]

@@ -590,7 +590,7 @@ def _cover_min(pairs, singles, lo: int, hi: int):
     return list(words), {id(todo[i]): w for i, w in where.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=4096)   # bounded like _ASM_SHAPES: NAS sweeps run for hours
 def _cover_min_of(pair_offs: tuple, single_offs: tuple, lo: int, hi: int):
     """_cover_min on the taps' plane offsets alone (all it depends on): (words, {tap index:
     where}). Memoized, since the tile search asks for the same rows again and again, and a NAS

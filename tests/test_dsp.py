@@ -493,7 +493,10 @@ def test_other_optimization_levels(opt, flags):
                   conv_model(CONV_CASES["k3_ic3_3px_tiles_border"]),
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
-                           act="RELU6", in_zp=127)):
+                           act="RELU6", in_zp=127),
+                  # functions layers of different sizes share (their sizes in registers)
+                  _pointwise_chain(*SHARED_CHAINS["p6"][0]),
+                  _pointwise_chain(*SHARED_CHAINS["e_overlaps"][0])):
         cm = te.convert(model)
         x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)

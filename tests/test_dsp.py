@@ -663,9 +663,9 @@ def test_layers_of_other_sizes_share_a_form(name):
 
 
 def test_vww_pointwise_layers_share_functions(shared_models):
-    """VWW's 13 pointwise layers run four DSP functions (of six conv functions with MAC loops,
-    the first layer's and two "e" layers of their own widths besides): the code the sharing
-    saves cannot come back unnoticed."""
+    """VWW's 13 pointwise layers run three shared DSP functions and two of their own (the "e"
+    layers of 8 and 16 input channels): with the first layer's, six conv functions hold MAC
+    loops, so the code the sharing saves cannot come back unnoticed."""
     cm = te.convert((shared_models / "vww_96_int8.tflite").read_bytes(), name="m")
     assert cm._gen.shareable == {"m_S6_conv_2d": [6, 8], "m_S10_conv_2d": [10, 12, 14, 16, 18, 20, 22],
                                  "m_S24_conv_2d": [24, 26]}

@@ -16,6 +16,9 @@ LayerCode whose ``body`` is the C statements of one layer function. Inside the b
 
 Shapes, strides, zero points and multipliers are known at generation time: bake them into the
 code as literals or ``const`` arrays (``ctx.const``) so the C compiler specializes every loop.
+Where one code shape serves layers of many sizes (a DSP form whose asm depends only on its tile),
+a kernel may also return that block as a ``Shareable`` (its sizes read from named parameters):
+codegen then has every layer with an equal block call one function for it.
 
 Which constant arrays a kernel emits, and their sizes, must depend only on shapes, options and
 quantization granularity (per-tensor vs per-channel), never on the values: the NAS cost model

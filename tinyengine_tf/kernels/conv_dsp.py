@@ -34,6 +34,13 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   once per call into int16 x - zp, tiles of up to 5 pixels x 1 channel sharing each kernel
   row's input words (see _dsp_o_form).
 
+The "p" form and the flat "e" form read their pixel and channel counts (and chunk and block
+sizes) as parameters, their asm depending only on the tile and the words per filter run: they
+are Shareable blocks (kernels/base.py), so layers of one tile (and, for "e", one input width)
+call one function for them (codegen._shareable_groups: VWW's 13 pointwise layers run three
+shared functions and two of their own). A layer alone in its form keeps its block inline, the
+sizes constants.
+
 The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
 loads of a C version and spill). A run whose length is not a multiple of 4 ends with a word that
 overlaps its predecessor; the expanded side holds zeros for the overlapped bytes, so no read

@@ -493,7 +493,10 @@ def test_other_optimization_levels(opt, flags):
                   conv_model(CONV_CASES["k3_ic3_3px_tiles_border"]),
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
-                           act="RELU6", in_zp=127)):
+                           act="RELU6", in_zp=127),
+                  # functions layers of different sizes share (their sizes in registers)
+                  _pointwise_chain(*SHARED_CHAINS["p6"][0]),
+                  _pointwise_chain(*SHARED_CHAINS["e_overlaps"][0])):
         cm = te.convert(model)
         x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
@@ -595,3 +598,79 @@ def test_repeated_layers_share_one_function():
     layers = cm.profile(TARGET).layers
     assert layers[0].instructions == layers[2].instructions > 0
     assert layers[1].instructions == layers[3].instructions > 0
+
+
+# -- layers of different sizes sharing one function (codegen._shareable_groups) -----------------
+
+def _pointwise_chain(h: int, ic: int, layers, seed: int = 5) -> bytes:
+    """1x1 convolutions one after another, (output channels, stride) each: the flat ones of
+    one DSP form take one function whatever their pixel and channel counts."""
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder()
+    x = b.tensor((1, h, h, ic), scale=0.05, zp=-128)
+    cur, c = x, ic
+    for oc, s in layers:
+        fs = rng.uniform(0.002, 0.02, oc)
+        w = b.tensor((oc, 1, 1, c), scale=fs, zp=[0] * oc,
+                     data=rng.integers(-127, 128, (oc, 1, 1, c)), qdim=0)
+        bias = b.tensor((oc,), dtype="int32", scale=bias_scale(0.05, fs), zp=[0] * oc,
+                        data=rng.integers(-3000, 3000, oc))
+        h = -(-h // s)
+        y = b.tensor((1, h, h, oc), scale=0.05, zp=-128)
+        b.op("CONV_2D", [cur, w, bias], [y], "Conv2DOptions", padding="SAME", strideH=s,
+             strideW=s, fusedActivationFunction="RELU")
+        cur, c = y, oc
+    return b.build([x], [cur])
+
+
+SHARED_CHAINS = {
+    # "p" form, 6-pixel tiles: 144 and 36 pixels, 64 or 128 input channels (whole loop turns);
+    # 40 and 56 (two word steps past them): two functions
+    "p6": ((12, 64, [(64, 1), (128, 2), (128, 1), (40, 1), (64, 1), (56, 1), (64, 1), (40, 1),
+                     (96, 1)]),
+           {"model_S0_conv_2d": [0, 2, 3, 5, 7], "model_S4_conv_2d": [4, 6, 8]}),
+    # 5-pixel tiles over 25 pixels and over 9 (the last tile overlapping)
+    "p5_overlap": ((10, 64, [(64, 1), (128, 2), (128, 1), (40, 1), (64, 1), (56, 1), (64, 1),
+                             (40, 1), (96, 1), (64, 2), (64, 1), (128, 1)]),
+                   {"model_S2_conv_2d": [2, 3, 5, 7, 10, 11], "model_S4_conv_2d": [4, 6, 8]}),
+    # "e" form, 32 input channels: 144 pixels in whole blocks, 36 with the last block
+    # overlapping; 32, 48 and 46 channels (chunks of 24 at 0 and 22)
+    "e_overlaps": ((12, 32, [(32, 1), (48, 1), (46, 2), (32, 1), (46, 1)]),
+                   {"model_S0_conv_2d": [0, 1, 4]}),
+}
+
+
+@pytest.mark.parametrize("name", list(SHARED_CHAINS))
+def test_layers_of_other_sizes_share_a_form(name):
+    """Layers of different pixel and channel counts run one DSP function, equal to TFLM on the
+    DSP and portable firmware and the host; the profile charges each call to its own layer
+    (their instructions differ as their sizes do) and none of it to library calls."""
+    args, groups = SHARED_CHAINS[name]
+    cm = check(_pointwise_chain(*args))
+    assert cm._gen.shareable == groups
+    src = cm.sources["model.c"]
+    for fname, members in groups.items():
+        assert src.count(f"{fname}(") == 1 + len(members)           # def + one call per layer
+    prof = cm.profile(TARGET)
+    assert prof.invoke_instructions == sum(l.instructions for l in prof.layers) + prof.glue
+    for members in groups.values():
+        layers = [prof.layers[p] for p in members]
+        assert all(l.library == 0 and l.instructions > 0 for l in layers)
+        by_macs = {}
+        for l in layers:
+            by_macs.setdefault(l.macs, set()).add(l.instructions)
+        assert len({min(v) for v in by_macs.values()}) == len(by_macs) > 1
+
+
+def test_vww_pointwise_layers_share_functions(shared_models):
+    """VWW's 13 pointwise layers run three shared DSP functions and two of their own (the "e"
+    layers of 8 and 16 input channels): with the first layer's, six conv functions hold MAC
+    loops, so the code the sharing saves cannot come back unnoticed."""
+    cm = te.convert((shared_models / "vww_96_int8.tflite").read_bytes(), name="m")
+    assert cm._gen.shareable == {"m_S6_conv_2d": [6, 8], "m_S10_conv_2d": [10, 12, 14, 16, 18, 20, 22],
+                                 "m_S24_conv_2d": [24, 26]}
+    src = cm.sources["m.c"]
+    bodies = re.split(r"\n(?=(?:#if TE_DSP\n)?static TE_LAYER )", src)
+    macs = [b for b in bodies if re.match(r"(#if TE_DSP\n)?static TE_LAYER \w+ m_[LS]\d+_conv_2d\(", b)
+            and "smlad" in b.split("#else")[0]]
+    assert len(macs) == 6, [b.split("(")[0] for b in macs]

@@ -1,7 +1,9 @@
 """Graph + memory plan -> C sources: one specialized function per layer, one static arena.
 
 Layers whose C is the same but for the names of their constant arrays (stacks of identical
-blocks) share one function that takes the arrays as pointers (_shared_layers).
+blocks) share one function that takes the arrays as pointers (_shared_layers). Layers of
+different sizes whose kernels give an equal Shareable block (kernels/base.py: the sizes read
+from parameters) call one function for it from their own (_shareable_groups).
 
 The generated C is C99 with no heap, no recursion and no mutable state but the arena. It compiles
 cleanly with -Wall -Wextra -Werror on gcc, clang and arm-none-eabi-gcc.
@@ -9,7 +11,7 @@ cleanly with -Wall -Wextra -Werror on gcc, clang and arm-none-eabi-gcc.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import numpy as np
@@ -37,6 +39,9 @@ class Generated:
     state: StateLayout = None  # persistent state buffer (kernels/state.py); empty if stateless
     shared: dict = None    # shared function name -> positions of the layers that call it
     layer_fn: dict = None  # pos -> (function, constant arrays passed after its buffers)
+    # function name -> positions of the layers whose functions call it (_shareable_groups):
+    # each call is charged to its caller's layer
+    shareable: dict = None
 
 
 def c_identifier(name: str) -> str:
@@ -128,7 +133,9 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True,
     layers = _reemit_banded(graph, ctx, layers, bands)
 
     functions, calls = [], []
-    shared = _shared_layers(graph, layers, prefix, ctx)
+    layers, common = _shareable_groups(layers, prefix)
+    functions.extend(text for text, _ in common.values())
+    shared = _shared_layers(graph, layers, prefix, ctx, taken=set(common))
     emitted = set()
     for pos, (op, code) in enumerate(layers):
         if code is None:
@@ -186,10 +193,42 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True,
     members = {fname: ps for fname, _, _, ps in shared.values()}
     layer_fn = {pos: shared[pos][::2] if pos in shared else (f"{prefix}_L{pos}_{op.kind.lower()}", [])
                 for pos, (op, code) in enumerate(layers) if code is not None}
-    return Generated(sources, plan, flash, layers, prefix, state, members, layer_fn)
+    return Generated(sources, plan, flash, layers, prefix, state, members, layer_fn,
+                     {f: ps for f, (_, ps) in common.items()})
 
 
-def _shared_layers(graph: Graph, layers: list, prefix: str, ctx: EmitContext) -> dict:
+def _shareable_groups(layers: list, prefix: str) -> tuple[list, dict]:
+    """(layers, {function name: (its C, member positions)}): layers whose Shareable blocks are
+    equal (kernels/base.py) call one function for it, in place of the inline block, wherever
+    they differ in some value (layers equal in every value share their whole function
+    instead, _shared_layers). The function takes each array the largest bound of its layers
+    asks for."""
+    groups: dict = {}
+    for pos, (op, code) in enumerate(layers):
+        sh = code.shareable if code is not None else None
+        if sh is not None:
+            groups.setdefault((op.kind, sh.key()), []).append(pos)
+    out, common = list(layers), {}
+    for (kind, _), members in groups.items():
+        shs = [layers[p][1].shareable for p in members]
+        values = {(tuple(v for c, _, v in sh.params if not c.endswith("*")), sh.bounds) for sh in shs}
+        if len(values) < 2:
+            continue
+        fname = f"{prefix}_S{members[0]}_{kind.lower()}"
+        bounds = [(n, max(dict(sh.bounds)[n] for sh in shs)) for n, _ in shs[0].bounds]
+        common[fname] = (shs[0].function(fname, bounds), members)
+        for pos, sh in zip(members, shs):
+            op, code = layers[pos]
+            inline = sh.inline()
+            if code.body.count(inline) != 1:
+                raise RuntimeError(f"layer {pos}: its shareable block is not once in its body")
+            out[pos] = (op, replace(code, body=code.body.replace(inline, sh.call(fname)),
+                                    shareable=None))
+    return out, common
+
+
+def _shared_layers(graph: Graph, layers: list, prefix: str, ctx: EmitContext,
+                   taken: set = frozenset()) -> dict:
     """pos -> (function name, body, constant symbols, member positions) for layers whose C is
     the same but for the names of their constant arrays (a stack of identical blocks, as in
     MobileNet's 6x6x128 stage): one function serves them all, the arrays passed as pointers.
@@ -218,6 +257,8 @@ def _shared_layers(graph: Graph, layers: list, prefix: str, ctx: EmitContext) ->
             continue
         positions = [p for p, _ in members]
         fname = f"{prefix}_S{positions[0]}_{kind.lower()}"
+        if fname in taken:     # the first also names a _shareable_groups function
+            fname = f"{prefix}_S{positions[-1]}_{kind.lower()}"
         for pos, syms in members:
             out[pos] = (fname, body, syms, positions)
     return out

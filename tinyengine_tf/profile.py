@@ -106,7 +106,10 @@ def profile_from_trace(cm, trace, target: str = "cortex-m4", dsp: bool = True) -
     """Charge every instruction of one traced inference to the layer that caused it: the
     layer's own function and every function it called (memset, memcpy, __aeabi_* helpers).
     Layers that share one function (codegen._shared_layers) split its count evenly: the DSP
-    loops have no data-dependent branches, so every call runs the same instructions."""
+    loops have no data-dependent branches, and those layers are equal in every size, so every
+    call runs the same instructions. A function layers of different sizes share
+    (codegen._shareable_groups) is called from each layer's own function, so each call is
+    charged to its layer as it runs."""
     from tinyengine_tf.firmware import attribute
     own = layer_functions(cm)
     owners = dict(own)
@@ -120,17 +123,22 @@ def profile_from_trace(cm, trace, target: str = "cortex-m4", dsp: bool = True) -
             owners[f] = int(step)
     invoke = f"{cm.prefix}_invoke"
     charged = attribute(trace.blocks, owners, invoke)
+    # Functions that layers of different sizes call from their own (codegen._shareable_groups)
+    # are their code too, not library calls: charged, like those, to the calling layer.
+    common = set(getattr(cm._gen, "shareable", None) or ())
+    in_common = attribute([(f, n if f in common else 0) for f, n in trace.blocks], owners, invoke)
     share, share_own = {}, {}
     for fname, members in shared.items():
         for total, out in ((charged.get(("shared", fname), 0), share),
-                           (trace.get(fname, 0), share_own)):
+                           (trace.get(fname, 0) + in_common.get(("shared", fname), 0), share_own)):
             base, rem = divmod(total, len(members))
             for i, pos in enumerate(members):
                 out[pos] = base + (i < rem)
     layers = []
     for pos, op in enumerate(cm.graph.ops):
         instr = charged.get(pos, 0) + share.get(pos, 0)
-        in_own = sum(v for f, v in trace.items() if owners.get(f) == pos) + share_own.get(pos, 0)
+        in_own = (sum(v for f, v in trace.items() if owners.get(f) == pos) + share_own.get(pos, 0)
+                  + in_common.get(pos, 0))
         layers.append(LayerProfile(pos, op.kind, op.index, instr, op_macs(op, cm.graph), instr - in_own))
     glue = charged.get(invoke, 0)
     return Profile(target, dsp, layers, sum(l.instructions for l in layers) + glue,

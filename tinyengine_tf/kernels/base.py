@@ -16,6 +16,9 @@ LayerCode whose ``body`` is the C statements of one layer function. Inside the b
 
 Shapes, strides, zero points and multipliers are known at generation time: bake them into the
 code as literals or ``const`` arrays (``ctx.const``) so the C compiler specializes every loop.
+Where one code shape serves layers of many sizes (a DSP form whose asm depends only on its tile),
+a kernel may also return that block as a ``Shareable`` (its sizes read from named parameters):
+codegen then has every layer with an equal block call one function for it.
 
 Which constant arrays a kernel emits, and their sizes, must depend only on shapes, options and
 quantization granularity (per-tensor vs per-channel), never on the values: the NAS cost model
@@ -54,6 +57,55 @@ class LayerCode:
     # the layer function returns int and <name>_invoke stops there with the layer's number + 1,
     # as TFLM's Invoke stops with an error. Never inside a patch (only pointwise ops fail).
     fails: bool = False
+    # A block of the body (its text appears in it once, from Shareable.inline()) that layers
+    # of other sizes can share: codegen calls one function for every layer with an equal one.
+    shareable: "Shareable | None" = None
+
+
+@dataclass(frozen=True)
+class Shareable:
+    """Statements that read what differs between layers (sizes, counts, constant arrays) from
+    named values rather than literals, so that layers of different geometry whose blocks are
+    equal can call one function (codegen._shareable_groups).
+
+    params: ((C type, name, value), ...): each a parameter of the shared function, given its
+    value (a C expression of the layer: a literal, an array, in0) per call. bounds: ((name,
+    size), ...): integer constants the block sizes its arrays with; a shared function takes
+    the largest of its layers'. guard: a preprocessor condition around the shared function
+    (the block's branch of the layer body, e.g. "TE_DSP"). A layer whose block no other shares
+    keeps it inline: `alone` where the kernel gives it (its specialized form, which gcc may
+    allocate registers for better than for the general one), else the block with its values
+    as constants."""
+    form: str
+    body: str
+    params: tuple
+    bounds: tuple = ()
+    guard: str = ""
+    alone: str = ""
+
+    def key(self) -> tuple:
+        return (self.form, self.body, tuple(c for c, _, _ in self.params),
+                tuple(n for n, _ in self.bounds), self.guard)
+
+    def _enums(self, bounds) -> str:
+        return "".join(f"\n  enum {{ {n} = {int(v)} }};" for n, v in bounds)
+
+    def inline(self) -> str:
+        if self.alone:
+            return self.alone
+        consts = "".join(f"\n  {c} const {n} = {v};" if c.endswith("*") else f"\n  const {c} {n} = {v};"
+                         for c, n, v in self.params if n != v)
+        unused = "".join(f"\n  (void){n};" for _, n, v in self.params if n != v)
+        return f"\n  {{{self._enums(self.bounds)}{consts}{unused}{self.body}\n  }}"
+
+    def function(self, fname: str, bounds) -> str:
+        params = ", ".join(f"{c}{'' if c.endswith('*') else ' '}{n}" for c, n, _ in self.params)
+        unused = "".join(f"\n  (void){n};" for _, n, _ in self.params)
+        text = f"static TE_LAYER void {fname}({params}) {{{self._enums(bounds)}{unused}{self.body}\n}}\n"
+        return f"#if {self.guard}\n{text}#endif\n" if self.guard else text
+
+    def call(self, fname: str) -> str:
+        return f"\n  {fname}({', '.join(v for _, _, v in self.params)});"
 
 
 def kernel(*kinds: str, footprint: Callable | None = None):

@@ -78,9 +78,11 @@ def conv_2d(op: Op, g, ctx: EmitContext) -> LayerCode:
     L = _layer(op, ctx)
     body = _body(L)
     fast = dsp_body(L)
+    shareable = None
     if fast is not None:
+        fast, shareable = fast
         body = f"\n#if TE_DSP{fast}\n#else{body}\n#endif"
-    return LayerCode(body=body, headers=("te_conv.h", "te_dsp.h"))
+    return LayerCode(body=body, headers=("te_conv.h", "te_dsp.h"), shareable=shareable)
 
 
 @dataclass

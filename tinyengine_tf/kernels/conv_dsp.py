@@ -34,6 +34,13 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   once per call into int16 x - zp, tiles of up to 5 pixels x 1 channel sharing each kernel
   row's input words (see _dsp_o_form).
 
+The "p" form and the flat "e" form read their pixel and channel counts (and chunk and block
+sizes) as parameters, their asm depending only on the tile and the words per filter run: they
+are Shareable blocks (kernels/base.py), so layers of one tile (and, for "e", one input width)
+call one function for them (codegen._shareable_groups: VWW's 13 pointwise layers run three
+shared functions and two of their own). A layer alone in its form keeps its block inline, the
+sizes constants.
+
 The multiply-accumulates of one word step are asm statements (gcc's scheduler would hoist all
 loads of a C version and spill). A run whose length is not a multiple of 4 ends with a word that
 overlaps its predecessor; the expanded side holds zeros for the overlapped bytes, so no read
@@ -48,6 +55,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinyengine_tf.kernels import dsp
+from tinyengine_tf.kernels.base import Shareable
 
 if TYPE_CHECKING:                      # conv.py imports this module: annotations only
     from tinyengine_tf.kernels.conv import _Layer
@@ -68,7 +76,10 @@ DSP_WIDE_MACS = 250_000
 DSP_FULL_UNROLL = 2   # word steps of a run written out without a loop up to this many
 DSP_UNROLL = 4        # word steps per loop iteration of runs of at least twice as many
 DSP_LONG_UNROLL = 6   # the same for runs of multiples of it from twice as many
-DSP_ROW_UNROLL = 10   # kernel rows of fully unrolled runs written out up to this many word steps
+# Kernel rows of fully unrolled runs written out up to this many word steps. The 3x3 first
+# layers over 3 channels (9 steps) loop over their rows: 436 B less code on VWW (724 B on
+# ResNet) for 54k more instructions (48k), 0.6% (0.3%) of the inference.
+DSP_ROW_UNROLL = 6
 
 
 @dataclass
@@ -361,20 +372,24 @@ def _dsp_macs(L: _Layer, P: _DspPlan, d: str, d_row, d_stride: int, e: str,
           }}"""
 
 
-def _dsp_outputs(L: _Layer, P: _DspPlan, yq: int) -> tuple[str, str]:
-    """(requantization setup of channels o..o+ob-1, stores of the tile's accumulators)."""
+def _dsp_outputs(L: _Layer, P: _DspPlan, yq, tables=None) -> tuple[str, str]:
+    """(requantization setup of channels o..o+ob-1, stores of the tile's accumulators); yq:
+    the outputs' pixel stride (a literal, or a C name), tables: the multiplier and shift
+    arrays' C names (the layer's by default)."""
     rq = L.rq
     two = rq.doubled and P.form != "d"
-    per_channel = L.tables[0] is not None
+    tables = L.tables if tables is None else tables
+    per_channel = tables[0] is not None
     setup, stores = [], []
     for ch in range(P.ob):
         if rq.ok:
-            setup.append(rq.setup(str(ch), f"o + {ch}", *L.tables))
+            setup.append(rq.setup(str(ch), f"o + {ch}", *tables))
         for px in range(P.pb):
             acc = f"a{px}{ch}"
             val = (f"(int8_t){rq.expr(acc, str(ch), per_channel, two)}" if rq.ok
                    else L.epi(acc, f"o + {ch}"))
-            stores.append(f"yp[{px * yq + ch}] = {val};")
+            at = px * yq + ch if isinstance(yq, int) else (f"{px} * {yq} + {ch}" if px else ch)
+            stores.append(f"yp[{at}] = {val};")
     return " ".join(s for s in setup if s), "\n            ".join(stores)
 
 
@@ -545,16 +560,20 @@ def _dsp_accs(P: _DspPlan, bias) -> str:
                                   for ch in range(P.ob)) + ";"
 
 
-def dsp_body(L) -> str | None:
-    """The layer body under #if TE_DSP, or None where no DSP form applies (portable loops)."""
+def dsp_body(L) -> tuple[str, Shareable | None] | None:
+    """(the layer body under #if TE_DSP, the Shareable block it is where the form reads its
+    sizes at run time), or None where no DSP form applies (portable loops)."""
     O = _o_plan(L)
     if O is not None:
-        return _dsp_o_form(L, O)
+        return _dsp_o_form(L, O), None
     P = _dsp_plan(L)
     if P is None:
         return None
-    return {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form,
+    code = {"w": _dsp_w_form, "x": _dsp_x_form, "d": _dsp_d_form, "p": _dsp_p_form,
             "e": _dsp_e_form, "r": _dsp_r_form}[P.form](L, P)
+    if isinstance(code, Shareable):
+        return code.inline(), code
+    return code, None
 
 
 # -- "p" form: P pixels x 1 output channel ----------------------------------------------------
@@ -623,53 +642,76 @@ def _p_loop(P: int, nw: int) -> list:
     return lines
 
 
-def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
+def _rq_params(L: _Layer) -> list:
+    """A per-channel layer's multiplier and shift tables as Shareable parameters (none where
+    the portable requantization, which names the layer's arrays itself, is used)."""
+    if L.tables[0] is None or not L.rq.ok:
+        return []
+    return [("const int32_t *", "mult", L.tables[0]), ("const int8_t *", "shift", L.tables[1])]
+
+
+def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
+    """Only the tile's pixels and the steps past whole loop turns are literals: the layers of
+    one P share the function whatever their pixel and channel counts."""
     pb, nw = P.pb, P.nw
-    total = L.n * L.win.oh * L.win.ow
     two = L.rq.doubled
     lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
         ("(int32_t)__uxtb16(v)", "te_ux13(v)")
     per_channel = L.tables[0] is not None
     if L.rq.ok:
-        setup = L.rq.setup("", "o", *L.tables)
-        stores = "\n            ".join(
-            f"yq[{j * L.oc} + o] = (int8_t){L.rq.expr(f'a{j}', '', per_channel, two)};" for j in range(pb))
+        setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
+        vals = [f"(int8_t){L.rq.expr(f'a{j}', '', per_channel, two)}" for j in range(pb)]
     else:
         setup = ""
-        stores = "\n            ".join(f"yq[{j * L.oc} + o] = {L.epi(f'a{j}', 'o')};" for j in range(pb))
-    bias = f"(int32_t)((uint32_t){L.B}[o] << 1)" if two else f"{L.B}[o]"
+        vals = [L.epi(f"a{j}", "o") for j in range(pb)]
+    # Two stores per pointer step (the second at + n_oc, a register offset). The empty asm
+    # keeps gcc from deriving one pointer per pixel from o, which it holds on the stack.
+    stores = ["int8_t *y = yo;"]
+    for j in range(0, pb, 2):
+        stores.append(f"y[0] = {vals[j]};")
+        if j + 1 < pb:
+            stores.append(f"y[n_oc] = {vals[j + 1]};")
+        if j + 2 < pb:
+            stores.append("y += 2 * n_oc;")
+    stores = "\n      ".join(stores)
+    bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
     sep = "\\n\\t"
     lines = _p_loop(pb, nw)
     accs = [f"a{j}" for j in range(pb)]
     outs = ", ".join([f'[{a}] "+r"({a})' for a in accs] + ['[t] "=&r"(x_t)', '[u] "=&r"(x_u)',
                       '[x0] "=&r"(x_0)', '[x1] "=&r"(x_1)', '[d] "+r"(ds)', '[e] "+r"(es)'])
-    end = f"xx + {2 * pb * P_UNROLL * (nw // P_UNROLL)}"
-    return f"""
-  int32_t xx[{2 * pb * nw}];
-  for (int i_p = 0; i_p < {-(-total // pb)}; ++i_p) {{
-    {dsp.tile_start("p", "i_p", total, pb)}
-    const int8_t *xp = in0 + p * {L.ic};
-    int8_t *yq = out0 + p * {L.oc};
+    # The whole loop turns' end (P_UNROLL word steps each); the steps past them are literals.
+    end = f"xx + {2 * pb * P_UNROLL} * (n_ic / {4 * P_UNROLL})"
+    tail = f"\n        ds += {4 * (nw % P_UNROLL)};" if nw % P_UNROLL else ""
+    body = f"""
+  int32_t xx[XX_WORDS];
+  const int n_tiles = (n_px + {pb - 1}) / {pb};
+  for (int i_p = 0; i_p < n_tiles; ++i_p) {{
+    const int p = i_p * {pb} < n_px - {pb} ? i_p * {pb} : n_px - {pb};
+    const int8_t *xp = in0 + p * n_ic;
+    int8_t *yq = out0 + p * n_oc;
     for (int q = 0; q < {pb}; ++q) {{
-      const int8_t *s = xp + q * {L.ic};
+      const int8_t *s = xp + q * n_ic;
       int32_t *dx = xx + 2 * q;
-      for (int s_ = 0; s_ < {nw}; ++s_) {{
+      for (int s_ = 0; s_ < n_ic / 4; ++s_) {{
         const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
         dx[0] = {lo_};
         dx[1] = {hi_};
         dx += {2 * pb};
       }}
     }}
-    for (int o = 0; o < {L.oc}; ++o) {{
+    /* The filters are read in order: the asm leaves ds at the next one. */
+    const int8_t *ds = wt;
+    int8_t *yo = yq;
+    for (int o = 0; o < n_oc; ++o, ++yo) {{
       const int32_t bias = {bias};
       int32_t {', '.join(f'{a} = bias' for a in accs)};
       {{
-        const int8_t *ds = {L.W} + o * {L.k};
         const int32_t *es = xx;
         int32_t x_t, x_u, x_0, x_1;
         __asm__("{sep.join(lines)}"
                 : {outs}
-                : [end] "r"({end}) : "cc", "memory");
+                : [end] "r"({end}) : "cc", "memory");{tail}
       }}
       /* The multipliers are read after the asm (its memory clobber keeps them there): held
          across it, they would be spilled and reloaded. */
@@ -677,6 +719,11 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> str:
       {stores}
     }}
   }}"""
+    params = [("const int8_t *", "in0", "in0"), ("int8_t *", "out0", "out0"),
+              ("const int8_t *", "wt", L.W), ("const int32_t *", "bs", L.B), *_rq_params(L),
+              ("int", "n_px", str(L.n * L.win.oh * L.win.ow)), ("int", "n_ic", str(L.k)),
+              ("int", "n_oc", str(L.oc))]
+    return Shareable(f"p{pb}", body, tuple(params), (("XX_WORDS", 2 * pb * nw),), "TE_DSP")
 
 
 # -- "e" form: both operands expanded, 2 pixels x 2 channels ----------------------------------
@@ -711,7 +758,9 @@ def _e_chunk(L: _Layer, nw: int, pixels: int) -> int:
     if not L.flat and nw % 2:                  # strided pixels expand two words a turn
         return 0
     per_channel = 8 * nw + 4                  # expanded filter and bias
-    most = (DSP_STACK - 8 * nw * _e_block(nw, pixels)) // per_channel // 2 * 2
+    # Beside the largest block of any pixel count: a function layers of this width share sizes
+    # its arrays for the largest chunk and block among them (codegen._shareable_groups).
+    most = (DSP_STACK - 8 * nw * _e_block(nw, 1 << 30)) // per_channel // 2 * 2
     if L.oc <= most:
         return L.oc
     # Chunks that divide the channels (none recomputed), else near-equal ones, the last
@@ -785,7 +834,69 @@ def _e_block_expand(L: _Layer, P: _DspPlan, eb: int) -> str:
       }}"""
 
 
-def _dsp_e_form(L: _Layer, P: _DspPlan) -> str:
+def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
+    """Layers over contiguous pixels (flat) read their pixel and channel counts, chunk and
+    block sizes at run time: the layers of one input width share the function."""
+    if not L.flat:
+        return _dsp_e_strided(L, P)
+    pcw = 2 * P.nw                           # int32 words per expanded filter or pixel
+    total = L.n * L.win.oh * L.win.ow
+    eb = _e_block(P.nw, total)
+    tables = ("mult", "shift") if L.tables[0] is not None else (None, None)
+    setup, stores = _dsp_outputs(L, P, "n_oc", tables)
+    body = f"""
+  int32_t wx[WX_WORDS];
+  int32_t bx[BX_WORDS];
+  int32_t xx[XX_WORDS];
+  for (int i_c = 0; i_c < (n_oc + n_co - 1) / n_co; ++i_c) {{
+    {_tile_start_n("c0", "i_c", "n_oc", "n_co")}
+    {_dsp_expand_filters(L, P, "wt", "bs", "n_oc", "n_co")}
+    for (int i_b = 0; i_b < (n_px + n_eb - 1) / n_eb; ++i_b) {{
+      {_tile_start_n("p0", "i_b", "n_px", "n_eb")}
+      const int8_t *xp = in0 + p0 * {L.ic};
+      {_e_expand_n(f"n_eb * {P.nw}")}
+      for (int i_o = 0; i_o < n_co / 2; ++i_o) {{
+        const int j = 2 * i_o;
+        const int o = c0 + j;
+        const int32_t *w0 = wx + j * {pcw};
+        const int32_t bias0 = bx[j], bias1 = bx[j + 1];
+        {setup}
+        for (int k = 0; k < n_eb / 2; ++k) {{
+          const int32_t *xk = xx + k * {2 * pcw};
+          int8_t *yp = out0 + (p0 + 2 * k) * n_oc + o;
+          {_dsp_accs(P, lambda ch: f"bias{ch}")}
+          {_e_macs(P.nw)}
+          {stores}
+        }}
+      }}
+    }}
+  }}"""
+    params = [("const int8_t *", "in0", "in0"), ("int8_t *", "out0", "out0"),
+              ("const int8_t *", "wt", L.W), ("const int32_t *", "bs", L.B), *_rq_params(L),
+              ("int", "n_px", str(total)), ("int", "n_oc", str(L.oc)), ("int", "n_co", str(P.co)),
+              ("int", "n_eb", str(eb))]
+    bounds = (("WX_WORDS", P.co * pcw), ("BX_WORDS", P.co), ("XX_WORDS", eb * pcw))
+    return Shareable(f"e{P.nw}", body, tuple(params), bounds, "TE_DSP", _dsp_e_strided(L, P))
+
+
+def _tile_start_n(var: str, i: str, n: str, t: str) -> str:
+    """dsp.tile_start of C names: inline, where n and t are constants, gcc folds the test."""
+    return (f"const int {var} = {n} % {t} == 0 || {i} * {t} < {n} - {t} ? {i} * {t} : {n} - {t};")
+
+
+def _e_expand_n(words: str) -> str:
+    """words (a C expression, even) input words contiguous at xp as int16 pairs at xx."""
+    return f"""{{
+        const int8_t *s = xp;
+        int32_t *d = xx;
+        int32_t *const end = xx + 2 * ({words});
+        {_expand_pairs_asm("s", "d", "end")}
+      }}"""
+
+
+def _dsp_e_strided(L: _Layer, P: _DspPlan) -> str:
+    """The "e" form with every size a literal (strided layers, and flat ones alone in their
+    model)."""
     pcw = 2 * P.nw                           # int32 words per expanded filter or pixel
     total = L.n * L.win.oh * L.win.ow
     eb = _e_block(P.nw, total)
@@ -820,25 +931,28 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str:
   }}"""
 
 
-def _weight_index(L: _Layer, o: str, ky: str, pos: str) -> str:
-    """Index in L.W of filter o's byte pos of kernel row ky, in either stored order."""
+def _weight_index(L: _Layer, o: str, ky: str, pos: str, oc=None) -> str:
+    """Index in L.W of filter o's byte pos of kernel row ky, in either stored order (oc: the
+    channel count as a C name, where it is read at run time)."""
     R = L.kw * L.ic
     if L.dot:
         return f"{o} * {L.k} + {ky} * {R} + {pos}"
-    return f"({ky} * {R} + {pos}) * {L.oc} + {o}"
+    return f"({ky} * {R} + {pos}) * {L.oc if oc is None else oc} + {o}"
 
 
-def _dsp_expand_filters(L: _Layer, P: _DspPlan) -> str:
+def _dsp_expand_filters(L: _Layer, P: _DspPlan, W=None, B=None, oc=None, co=None) -> str:
     """The loop that expands channels c0..c0+co-1 into wx (int16 pairs, 2 * kh * nw words each,
     the bytes an overlapping last word repeats zeroed) and their biases into bx, both for the
     sign-extended input: bias - zp * sum(w), from the stored (dot: zp + 128 folded) bias. A
-    doubled layer stores 2 w (int16 holds it), so its accumulators hold 2 * acc."""
+    doubled layer stores 2 w (int16 holds it), so its accumulators hold 2 * acc. W, B, oc, co:
+    C names of the weights, biases, channel count and chunk where they are parameters."""
+    W, B, co = W or L.W, B or L.B, co or P.co
     pcw = 2 * L.kh * P.nw
     fold = 128 if L.dot else -L.zp
     two = L.rq.doubled
     if L.dot and L.kw * L.ic % 4 == 0:
         pair = "(int32_t)__sadd16(p, p)" if two else "p"
-        expand_word = f"""const uint32_t v = te_ld32({L.W} + {_weight_index(L, "o", "ky", "4 * s")});
+        expand_word = f"""const uint32_t v = te_ld32({W} + {_weight_index(L, "o", "ky", "4 * s", oc)});
               {{ const int32_t p = te_sx02(v); d[0] = {pair}; }}
               {{ const int32_t p = te_sx13(v); d[1] = {pair}; }}"""
     else:
@@ -846,10 +960,10 @@ def _dsp_expand_filters(L: _Layer, P: _DspPlan) -> str:
         expand_word = f"""const int base = {base};
               int32_t v[4];
               for (int t = 0; t < 4; ++t)
-                v[t] = base + t < 4 * s ? 0 : {'2 * ' if two else ''}(int32_t){L.W}[{_weight_index(L, "o", "ky", "base + t")}];
+                v[t] = base + t < 4 * s ? 0 : {'2 * ' if two else ''}(int32_t){W}[{_weight_index(L, "o", "ky", "base + t", oc)}];
               d[0] = te_pack16(v[0], v[2]);
               d[1] = te_pack16(v[1], v[3]);"""
-    return f"""for (int j = 0; j < {P.co}; ++j) {{
+    return f"""for (int j = 0; j < {co}; ++j) {{
       const int o = c0 + j;
       int32_t *d = wx + j * {pcw};
       int32_t sum = 0;
@@ -863,7 +977,7 @@ def _dsp_expand_filters(L: _Layer, P: _DspPlan) -> str:
           d += 2;
         }}
       }}
-      bx[j] = (int32_t)(((uint32_t){L.B}[o]{' << 1' if two else ''}) + (uint32_t)({fold} * sum));
+      bx[j] = (int32_t)(((uint32_t){B}[o]{' << 1' if two else ''}) + (uint32_t)({fold} * sum));
     }}"""
 
 

@@ -76,10 +76,10 @@ DSP_WIDE_MACS = 250_000
 DSP_FULL_UNROLL = 2   # word steps of a run written out without a loop up to this many
 DSP_UNROLL = 4        # word steps per loop iteration of runs of at least twice as many
 DSP_LONG_UNROLL = 6   # the same for runs of multiples of it from twice as many
-# Kernel rows of fully unrolled runs written out up to this many word steps. The 3x3 first
-# layers over 3 channels (9 steps) loop over their rows: 436 B less code on VWW (724 B on
-# ResNet) for 54k more instructions (48k), 0.6% (0.3%) of the inference.
-DSP_ROW_UNROLL = 6
+# Kernel rows of fully unrolled runs written out up to this many word steps. Looping over the
+# rows of the 3x3 first layers over 3 channels (9 steps; a limit of 6) saves 436 B on VWW and
+# 724 B on ResNet for 54k and 48k more instructions: the default mode keeps the speed.
+DSP_ROW_UNROLL = 10
 
 
 @dataclass

@@ -79,6 +79,23 @@ FC_CASES = {
 }
 
 
+# What each FULLY_CONNECTED form leaves in the DSP branch (kernels/fc_tiled.py and the two
+# bodies of kernels/fully_connected.py).
+FC_FORMS = {"pair": "uxtb16 r4, r4", "w16": "_w16;", "expanded": "ldrd %[xl], %[xh]",
+            "direct": "const int8_t *xp = x;"}
+# Each case's form: the pair form from 8 units where the row fits on the stack, else the two
+# sign-extending bodies (the expanded one where the pair form's |SA| limit fails).
+FC_CASE_FORM = {"k300_n40_relu6": "pair", "k300_n40_per_tensor": "pair", "k17_rows4_tail": "direct",
+                "k1_n1": "direct", "k64_n1_rows2": "direct", "k10_n7_overlap": "direct",
+                "k3_n40": "pair", "k640_n20_rows2_loop_only": "pair",
+                "k17_n16_one_iteration_tail": "pair", "k10_n18_no_loop_overlap": "pair",
+                "k1400_n16_direct": "direct"}
+
+
+def fc_form(src: str) -> set:
+    return {f for f, marker in FC_FORMS.items() if marker in src}
+
+
 @pytest.mark.parametrize("name", list(FC_CASES))
 def test_fully_connected(name):
     shape, k, n, per_channel, act, zp = FC_CASES[name]
@@ -86,12 +103,60 @@ def test_fully_connected(name):
     cm = check(fc_model(shape, k, n, rng, per_channel=per_channel, act=act, in_zp=zp))
     src = dsp_source(cm)
     assert "smlad" in src or k < 4
-    # Expanded where the row fits and its filter rows are in reach of one offset.
-    assert ("int32_t xx[" in src) == (4 <= k and n >= 16 and 3 * k + 16 <= 4095)
+    assert fc_form(src) == {FC_CASE_FORM[name]}, name
+
+
+# The widened form (convert(flash=...) with room): whole loop iterations and the rest, K % 4
+# tails, n % 4 tiles that overlap, rows, the doubled and the plain accumulators.
+W16_CASES = {
+    "k300_n40_relu6": ((1, 300), 300, 40, True, "RELU6", 127),
+    "k17_rows4_n5_overlap": ((4, 17), 17, 5, True, "NONE", 5),
+    "k3_n4": ((3, 3), 3, 4, False, "NONE", 100),
+    "k640_n20_rows2": ((2, 640), 640, 20, False, "RELU", -128),
+    "k30_n7": ((1, 30), 30, 7, True, "NONE", -7),
+}
+
+
+@pytest.mark.parametrize("name", list(W16_CASES))
+def test_fully_connected_widened(name):
+    shape, k, n, per_channel, act, zp = W16_CASES[name]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    model = fc_model(shape, k, n, rng, per_channel=per_channel, act=act, in_zp=zp,
+                     w_range=(-128, 127))
+    cm = check(model, cm=te.convert(model, flash=1 << 26))
+    src = dsp_source(cm)
+    assert fc_form(src) == {"w16"} and "[u + 0] << 1)" in src, name   # doubled accumulators
+
+
+def test_fully_connected_widened_undoubled():
+    """The wide requantization and the portable one after the int16 loop: plain accumulators."""
+    rng = np.random.default_rng(11)
+    bias = rng.integers(-3000, 3000, 18)
+    bias[2] = 2**30 + 5
+    for model, fn in ((fc_model((1, 72), 72, 18, rng, per_channel=False, act="NONE", in_zp=-3,
+                                bias_values=bias, out_scale=2.0), "te_dsp_rq_wide("),
+                      (fc_model((1, 64), 64, 20, rng, per_channel=False, act="NONE", in_zp=-128,
+                                w_scale=0.01, out_scale=0.0001, out_zp=3), "te_mbqm(")):
+        cm = check(model, cm=te.convert(model, flash=1 << 26))
+        src = dsp_source(cm)
+        assert fc_form(src) == {"w16"} and fn in src and "[u + 0] << 1)" not in src
+
+
+def test_fully_connected_expanded_where_pairs_overflow():
+    """Filters too heavy for the pair form's 256 SA keep the sign-extending expanded body."""
+    rng = np.random.default_rng(5)
+    weights = rng.choice([-127, 127], (16, 600))
+    cm = check(fc_model((1, 600), 600, 16, rng, per_channel=True, act="RELU", in_zp=-128,
+                        weights=weights, out_scale=50.0))
+    assert fc_form(dsp_source(cm)) == {"expanded"}
+
+
+def test_fully_connected_cases_reach_every_form():
+    assert set(FC_CASE_FORM.values()) | {"w16", "expanded"} == set(FC_FORMS)
 
 
 def test_fully_connected_left_shift_expanded():
-    """A multiplier above 1 keeps the portable requantization after the expanded-input loop."""
+    """A multiplier above 1 keeps the portable requantization after the pair form's loop."""
     rng = np.random.default_rng(12)
     cm = check(fc_model((1, 64), 64, 20, rng, per_channel=False, act="NONE", in_zp=-128,
                         w_scale=0.01, out_scale=0.0001, out_zp=3))
@@ -100,7 +165,7 @@ def test_fully_connected_left_shift_expanded():
 
 
 def test_fully_connected_wide_requantization_expanded():
-    """A huge per-tensor bias takes te_dsp_rq_wide: the expanded input is not doubled."""
+    """A huge per-tensor bias takes te_dsp_rq_wide after the pair form's loop."""
     rng = np.random.default_rng(11)
     bias = rng.integers(-3000, 3000, 18)
     bias[2] = 2**30 + 5
@@ -485,6 +550,7 @@ def test_dsp_path_runs_fewer_instructions():
 def test_other_optimization_levels(opt, flags):
     """The asm statements leave the compiler enough registers where r7 is the frame pointer
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
+    widened = fc_model((2, 130), 130, 12, np.random.default_rng(6), per_channel=False)
     for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
@@ -493,8 +559,12 @@ def test_other_optimization_levels(opt, flags):
                   conv_model(CONV_CASES["k3_ic3_3px_tiles_border"]),
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
-                           act="RELU6", in_zp=127)):
-        cm = te.convert(model)
+                           act="RELU6", in_zp=127),
+                  fc_model((1, 600), 600, 16, np.random.default_rng(5), per_channel=True,
+                           weights=np.random.default_rng(5).choice([-127, 127], (16, 600))),
+                  widened):
+        # every FULLY_CONNECTED asm form: pair, expanded, and the int16 filters given the Flash
+        cm = te.convert(model, flash=1 << 26 if model is widened else None)
         x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
         want = tflm_run(model, x)

@@ -51,7 +51,9 @@ def form(op, weights: np.ndarray) -> str | None:
         return None
     if op.options.get(WIDE):
         return "w16"
-    if n < PAIR_MIN_N:
+    # The default form keeps the filter's byte count (optimize="size" stores the same arrays):
+    # no padded inputs, no tile that repeats units.
+    if n < PAIR_MIN_N or n % UNITS or k % 4:
         return None
     sums = np.abs(weights.astype(np.int64)).sum(axis=1)
     a_units = {u + j for u in tile_starts(n) for j in (0, 2)}
@@ -59,7 +61,8 @@ def form(op, weights: np.ndarray) -> str | None:
 
 
 def flash_bytes(shape_form: str, n: int, k: int) -> int:
-    """Bytes of the packed filter (tiles overlap where n % 4 != 0: their units repeat)."""
+    """Bytes of the packed filter (w16: K padded to whole steps, and where n % 4 != 0 the last
+    tile overlaps the one before, its units repeated; the pair form has neither)."""
     per_weight = 2 if shape_form == "w16" else 1
     return len(tile_starts(n)) * UNITS * padded(k) * per_weight
 
@@ -168,7 +171,7 @@ def _asm(shape_form: str, k: int) -> tuple[str, str]:
 
 def _expand(shape_form: str, k: int, two: bool) -> str:
     """The input row as int16 pairs (doubled where the w16 requantization takes 2 * acc); the
-    pair form also sums it (its B accumulators carry 128 Sx)."""
+    pair form (whole words only) also sums it (its B accumulators carry 128 Sx)."""
     words = k // 4
     pair = shape_form == "pair"
     lo_, hi_ = ("(int32_t)__sadd16(lo, lo)", "(int32_t)__sadd16(hi, hi)") if two else ("lo", "hi")
@@ -193,8 +196,6 @@ def _expand(shape_form: str, k: int, two: bool) -> str:
         text += f"""
     xx[{2 * words}] = {half_pair(b, b + 2)};
     xx[{2 * words + 1}] = {half_pair(b + 1, b + 3)};"""
-        if pair:
-            text += "\n    sx += " + " + ".join(f"(int32_t)x[{e}]" for e in range(b, k)) + ";"
     return text
 
 

@@ -267,8 +267,8 @@ def _two_fc_model(rng) -> bytes:
 
 def test_flash_budget_widens_most_saved_per_byte_first():
     """The four-row layer saves four times the instructions per extra byte: it is widened first,
-    the other only when the budget holds both; cm.flash counts the widened bytes; flash=None
-    widens nothing."""
+    the other only when the budget holds both; cm.flash and the memory report count the widened
+    bytes; flash=None widens nothing."""
     model = _two_fc_model(np.random.default_rng(7))
     base = te.convert(model)
     assert "_w16[" not in base.sources["model.c"]
@@ -282,6 +282,9 @@ def test_flash_budget_widens_most_saved_per_byte_first():
         src = cm.sources["model.c"]
         assert {s for s in extra if f"model_{s}_w16[" in src} == wide, budget
         assert cm.flash == base.flash + sum(extra[s] for s in wide) <= budget
+        report = cm.memory_report(measure_tflm=False)
+        assert report.tinyengine.widened_bytes == sum(extra[s] for s in wide)
+        assert ("int16-widened" in report.to_markdown()) == bool(wide)
         assert_matches_tflm(cm, model, x)
     small = te.convert(model, flash=BIG_FLASH, optimize="size")
     assert "_w16[" not in small.sources["model.c"]

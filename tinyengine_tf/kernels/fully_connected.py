@@ -345,3 +345,11 @@ def widening(op: Op, g) -> tuple[int, int] | None:
     extra = fc_tiled.flash_bytes("w16", n, k) - (fc_tiled.flash_bytes(now, n, k) if now else n * k)
     steps = len(fc_tiled.tile_starts(n)) * fc_tiled.padded(k) // 4
     return extra, rows * steps * (_STEP_COST[now] - _STEP_COST["w16"])
+
+
+def widened_bytes(op: Op, g) -> int:
+    """The Flash this layer's int16 filter takes beyond its int8 one (0 where not widened)."""
+    if op.kind != "FULLY_CONNECTED" or not op.options.get(fc_tiled.WIDE):
+        return 0
+    _, k, n = _dims(op, g)
+    return fc_tiled.flash_bytes("w16", n, k) - n * k

@@ -1,7 +1,9 @@
 """FULLY_CONNECTED int8: bit-exact with TFLite Micro over shapes (K 1..300, N 1..40, rows 1..4,
 input ranks 2..4), per-tensor and per-channel filters, activations, keep_num_dims, zero points
 and bias; the float32 scale product of the per-tensor multiplier; unsupported configurations;
-the shape-only footprint; a sanitized build."""
+the shape-only footprint; a sanitized build; the repacked forms of kernels/fc_tiled.py (the pair
+form at its accumulator limit, the int16 filters a Flash budget buys and the order the planner
+widens layers in)."""
 from __future__ import annotations
 
 import numpy as np
@@ -201,11 +203,14 @@ def test_footprint_equals_emitted(in_shape, k, n, per_channel, bias):
     assert FOOTPRINTS["FULLY_CONNECTED"](op, g) == (gen.flash_bytes, code.scratch_bytes)
 
 
-@pytest.mark.parametrize("per_channel,in_zp,k", [(True, -128, 300), (False, 127, 33)])
-def test_sanitized_build_matches_tflm(per_channel, in_zp, k):
+@pytest.mark.parametrize("per_channel,in_zp,k,n", [(True, -128, 300, 9), (False, 127, 33, 9),
+                                                   (True, 5, 300, 12)])   # the last: pair form
+def test_sanitized_build_matches_tflm(per_channel, in_zp, k, n):
     rng = np.random.default_rng(11)
-    model = fc_model((3, k), k, 9, rng, per_channel=per_channel, in_zp=in_zp, act="RELU")
-    assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs((3, k), 20, seed=2))
+    model = fc_model((3, k), k, n, rng, per_channel=per_channel, in_zp=in_zp, act="RELU")
+    cm = te.convert(model)
+    assert ("uxtb16 r4, r4" in cm.sources["model.c"]) == (n == 12)
+    assert_sanitized_matches_tflm(cm, model, int8_inputs((3, k), 20, seed=2))
 
 
 @pytest.mark.parametrize("act", ["TANH", "SIGN_BIT"])

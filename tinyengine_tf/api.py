@@ -174,6 +174,9 @@ def convert(model, representative_dataset=None, *, name: str = "model", sram: in
     input_in_arena: True counts the input tensor in the arena (the caller's data is copied in);
     False reads it where the caller keeps it (a camera frame buffer, external RAM, Flash): the
     arena holds no input and the model never writes to the caller's buffer.
+    flash: a budget for the constants (cm.flash); with optimize="speed", the room it leaves
+    stores FULLY_CONNECTED filters widened to int16 (kernels/fc_tiled.py: fewer instructions for
+    twice their bytes), most instructions saved per byte first. None widens nothing.
     optimize: "speed" (default) specializes every layer's code for its shape; "size" has the
     model's convolutions and in-place depthwise convolutions call one shared kernel per family
     with a small table of each layer's parameters (kernels/compact.py): less code beyond the

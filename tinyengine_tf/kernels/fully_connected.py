@@ -11,7 +11,10 @@ arithmetic, which gives TFLM's int32 accumulator bit for bit even when that one 
 On Cortex-M cores with the DSP extension an ``#if TE_DSP`` branch takes four units at a time,
 each input word sign-extended once into two halfword pairs for two SMLADs per unit: the input
 row is expanded once into int16 pairs on the stack (where it fits) and every tile reads it
-back with one LDRD per word.
+back with one LDRD per word. Layers of whole tiles of units and words of inputs store their
+filter repacked for kernels/fc_tiled.py's "pair" form instead (3 instructions per 4 MACs, the
+same bytes), and layers the Flash planner (api._widen_in_flash) picks store it as int16 for the
+"w16" form.
 """
 from __future__ import annotations
 

@@ -76,7 +76,27 @@ FC_CASES = {
     "k17_n16_one_iteration_tail": ((1, 17), 17, 16, False, "RELU6", -128),
     "k10_n18_no_loop_overlap": ((3, 10), 10, 18, True, "NONE", 9),
     "k1400_n16_direct": ((1, 1400), 1400, 16, True, "NONE", 3),
+    # the pair form without a loop (two steps), and over rows of the shared-filter kind
+    "k8_n8_pair_no_loop": ((3, 8), 8, 8, True, "NONE", -5),
 }
+
+
+# What each FULLY_CONNECTED form leaves in the DSP branch (kernels/fc_tiled.py and the two
+# bodies of kernels/fully_connected.py).
+FC_FORMS = {"pair": "uxtb16 r4, r4", "w16": "_w16;", "expanded": "ldrd %[xl], %[xh]",
+            "direct": "const int8_t *xp = x;"}
+# Each case's form: the pair form for whole tiles of units and whole words of inputs from 8
+# units where the row fits on the stack, else the two sign-extending bodies (the expanded one
+# from 16 units, or where the pair form's |SA| limit fails).
+FC_CASE_FORM = {"k300_n40_relu6": "pair", "k300_n40_per_tensor": "pair", "k17_rows4_tail": "direct",
+                "k1_n1": "direct", "k64_n1_rows2": "direct", "k10_n7_overlap": "direct",
+                "k3_n40": "direct", "k640_n20_rows2_loop_only": "pair",
+                "k17_n16_one_iteration_tail": "expanded", "k10_n18_no_loop_overlap": "expanded",
+                "k1400_n16_direct": "direct", "k8_n8_pair_no_loop": "pair"}
+
+
+def fc_form(src: str) -> set:
+    return {f for f, marker in FC_FORMS.items() if marker in src}
 
 
 @pytest.mark.parametrize("name", list(FC_CASES))
@@ -86,12 +106,60 @@ def test_fully_connected(name):
     cm = check(fc_model(shape, k, n, rng, per_channel=per_channel, act=act, in_zp=zp))
     src = dsp_source(cm)
     assert "smlad" in src or k < 4
-    # Expanded where the row fits and its filter rows are in reach of one offset.
-    assert ("int32_t xx[" in src) == (4 <= k and n >= 16 and 3 * k + 16 <= 4095)
+    assert fc_form(src) == {FC_CASE_FORM[name]}, name
+
+
+# The widened form (convert(flash=...) with room): whole loop iterations and the rest, K % 4
+# tails, n % 4 tiles that overlap, rows, the doubled and the plain accumulators.
+W16_CASES = {
+    "k300_n40_relu6": ((1, 300), 300, 40, True, "RELU6", 127),
+    "k17_rows4_n5_overlap": ((4, 17), 17, 5, True, "NONE", 5),
+    "k3_n4": ((3, 3), 3, 4, False, "NONE", 100),
+    "k640_n20_rows2": ((2, 640), 640, 20, False, "RELU", -128),
+    "k30_n7": ((1, 30), 30, 7, True, "NONE", -7),
+}
+
+
+@pytest.mark.parametrize("name", list(W16_CASES))
+def test_fully_connected_widened(name):
+    shape, k, n, per_channel, act, zp = W16_CASES[name]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    model = fc_model(shape, k, n, rng, per_channel=per_channel, act=act, in_zp=zp,
+                     w_range=(-128, 127))
+    cm = check(model, cm=te.convert(model, flash=1 << 26))
+    src = dsp_source(cm)
+    assert fc_form(src) == {"w16"} and "[u + 0] << 1)" in src, name   # doubled accumulators
+
+
+def test_fully_connected_widened_undoubled():
+    """The wide requantization and the portable one after the int16 loop: plain accumulators."""
+    rng = np.random.default_rng(11)
+    bias = rng.integers(-3000, 3000, 18)
+    bias[2] = 2**30 + 5
+    for model, fn in ((fc_model((1, 72), 72, 18, rng, per_channel=False, act="NONE", in_zp=-3,
+                                bias_values=bias, out_scale=2.0), "te_dsp_rq_wide("),
+                      (fc_model((1, 64), 64, 20, rng, per_channel=False, act="NONE", in_zp=-128,
+                                w_scale=0.01, out_scale=0.0001, out_zp=3), "te_mbqm(")):
+        cm = check(model, cm=te.convert(model, flash=1 << 26))
+        src = dsp_source(cm)
+        assert fc_form(src) == {"w16"} and fn in src and "[u + 0] << 1)" not in src
+
+
+def test_fully_connected_expanded_where_pairs_overflow():
+    """Filters too heavy for the pair form's 256 SA keep the sign-extending expanded body."""
+    rng = np.random.default_rng(5)
+    weights = rng.choice([-127, 127], (16, 600))
+    cm = check(fc_model((1, 600), 600, 16, rng, per_channel=True, act="RELU", in_zp=-128,
+                        weights=weights, out_scale=50.0))
+    assert fc_form(dsp_source(cm)) == {"expanded"}
+
+
+def test_fully_connected_cases_reach_every_form():
+    assert set(FC_CASE_FORM.values()) | {"w16", "expanded"} == set(FC_FORMS)
 
 
 def test_fully_connected_left_shift_expanded():
-    """A multiplier above 1 keeps the portable requantization after the expanded-input loop."""
+    """A multiplier above 1 keeps the portable requantization after the pair form's loop."""
     rng = np.random.default_rng(12)
     cm = check(fc_model((1, 64), 64, 20, rng, per_channel=False, act="NONE", in_zp=-128,
                         w_scale=0.01, out_scale=0.0001, out_zp=3))
@@ -100,7 +168,7 @@ def test_fully_connected_left_shift_expanded():
 
 
 def test_fully_connected_wide_requantization_expanded():
-    """A huge per-tensor bias takes te_dsp_rq_wide: the expanded input is not doubled."""
+    """A huge per-tensor bias takes te_dsp_rq_wide after the pair form's loop."""
     rng = np.random.default_rng(11)
     bias = rng.integers(-3000, 3000, 18)
     bias[2] = 2**30 + 5
@@ -251,6 +319,86 @@ def test_add_sub_saturation(kind, act, qo):
     src = check(model).sources
     text = "".join(v for k, v in src.items() if k.endswith(".c"))
     assert ("te_sat8(" in text) == (act == "NONE")
+
+
+# The ADD/SUB table form (elementwise._dsp_tables): per input code its rescaled value, looked
+# up per element (four a loop turn where they divide the run), then one SMMLAR for the output.
+# Cases: (kind, shape 1, shape 2, q1, q2, qo, activation, const operand, markers of the form).
+ADD_CASES = {
+    # ResNet's: RELU at the output zero point -128, no sign term
+    "relu_at_zp": ("ADD", (1, 8, 8, 16), (1, 8, 8, 16), (0.04, -128), (0.1, 4), (0.05, -128),
+                   "RELU", None, ("te_dsp_rq2_pos(", "t1[pa[i + 3]]")),
+    "none_signed": ("ADD", (1, 8, 8, 16), (1, 8, 8, 16), (0.045, -17), (0.11, 4), (0.053, 3),
+                    "NONE", None, ("te_dsp_rq2(",)),
+    # 630 elements: one at a time
+    "sub_relu6_clamp": ("SUB", (1, 6, 7, 15), (1, 6, 7, 15), (0.05, -3), (0.03, 10), (0.02, -20),
+                        "RELU6", None, ("te_clamp(", "t1[pa[i]] - t2[pb[i]]")),
+    # broadcasts: a per-channel vector, one value per pixel (hoisted out of the inner loop),
+    # and a constant operand
+    "broadcast_vector": ("ADD", (1, 6, 7, 16), (16,), (0.5, 5), (0.005, -7), (0.02, -100),
+                         "NONE", None, ("t2[pb[i + 3]]",)),
+    "broadcast_pixel": ("ADD", (1, 6, 7, 16), (1, 6, 7, 1), (0.5, 5), (0.005, -7), (0.02, -100),
+                        "RELU", None, ("const int32_t vb = t2[",)),
+    "const_operand": ("SUB", (1, 6, 7, 16), (1, 6, 7, 16), (0.0371, 127), (0.0042, -128),
+                      (0.0009, 13), "NONE", 1, ("te_dsp_rq2(",)),
+    # an output multiplier so small that the zero point is added after the shift
+    "zp_after_shift": ("ADD", (1, 600), (1, 600), (0.001, 3), (0.002, -5), (5.8, 100),
+                       "NONE", None, (") + 100), 8)",)),
+}
+
+
+def _add_model(case):
+    from test_kernels_elementwise import binary_model
+    kind, s1, s2, q1, q2, qo, act, const, _ = case
+    return binary_model(kind, s1, s2, q1, q2, qo, act=act, const=const, seed=5)[0]
+
+
+def check_binary(model: bytes):
+    """check() for models with one or two inputs: DSP, portable and host builds equal TFLM."""
+    cm = te.convert(model)
+    xs = [int8_inputs(sample_shape(cm.graph.t(t).shape), N_SAMPLES, seed=k)
+          for k, t in enumerate(cm.graph.inputs)]
+    want = tflm_run(model, xs)
+    for label, got in (("DSP", run_m4(cm, xs, True)), ("portable", run_m4(cm, xs, False)),
+                       ("host", cm.run(xs))):
+        assert np.array_equal(np.asarray(got).reshape(want.shape), want), label
+    return cm
+
+
+@pytest.mark.parametrize("name", list(ADD_CASES))
+def test_add_sub_tables(name):
+    cm = check_binary(_add_model(ADD_CASES[name]))
+    src = dsp_source(cm)
+    assert "int32_t tab[512];" in src and all(m in src for m in ADD_CASES[name][-1]), name
+
+
+def test_add_sub_small_layers_keep_the_portable_loop():
+    from test_kernels_elementwise import binary_model
+    model, _ = binary_model("ADD", (1, 5, 6, 8), (1, 5, 6, 8), (0.05, -3), (0.03, 10),
+                            (0.06, -20), seed=3)
+    cm = check_binary(model)
+    assert "#if TE_DSP" not in cm.sources["model.c"]
+
+
+@pytest.mark.parametrize("kind,seed", [("ADD", 0), ("ADD", 1), ("SUB", 2), ("ADD", 3)])
+def test_add_sub_tables_all_input_pairs(kind, seed):
+    """Every (x1, x2) int8 pair through the tables on the M4, random scales up to 3000x apart."""
+    from test_kernels_elementwise import binary_model, random_quant
+    rng = np.random.default_rng(200 + seed)
+    q1, q2, qo = random_quant(rng), random_quant(rng), random_quant(rng, -3.0, 1.0)
+    if 2 * max(q1[0], q2[0]) >= (1 << 20) * qo[0]:
+        qo = (q1[0], qo[1])
+    model, _ = binary_model(kind, (1, 65536), (1, 65536), q1, q2, qo,
+                            act=["NONE", "RELU", "RELU6", "NONE"][seed])
+    pairs = np.arange(65536)
+    x1 = np.concatenate([((pairs >> 8) - 128).astype(np.int8)[None], int8_inputs((65536,), 3, seed)])
+    x2 = np.concatenate([((pairs & 255) - 128).astype(np.int8)[None],
+                         int8_inputs((65536,), 3, seed + 1)])
+    cm = te.convert(model)
+    assert "int32_t tab[512];" in dsp_source(cm)
+    want = tflm_run(model, [x1, x2])
+    got = run_m4(cm, [x1, x2], True)
+    assert np.array_equal(np.asarray(got).reshape(want.shape), want)
 
 
 # -- CONV_2D ----------------------------------------------------------------------------------------
@@ -485,6 +633,7 @@ def test_dsp_path_runs_fewer_instructions():
 def test_other_optimization_levels(opt, flags):
     """The asm statements leave the compiler enough registers where r7 is the frame pointer
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
+    widened = fc_model((2, 130), 130, 12, np.random.default_rng(6), per_channel=False)
     for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
@@ -494,10 +643,14 @@ def test_other_optimization_levels(opt, flags):
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
                            act="RELU6", in_zp=127),
+                  fc_model((1, 600), 600, 16, np.random.default_rng(5), per_channel=True,
+                           weights=np.random.default_rng(5).choice([-127, 127], (16, 600))),
+                  widened,
                   # functions layers of different sizes share (their sizes in registers)
                   _pointwise_chain(*SHARED_CHAINS["p6"][0]),
                   _pointwise_chain(*SHARED_CHAINS["e_overlaps"][0])):
-        cm = te.convert(model)
+        # every FULLY_CONNECTED asm form: pair, expanded, and the int16 filters given the Flash
+        cm = te.convert(model, flash=1 << 26 if model is widened else None)
         x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
         got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
         want = tflm_run(model, x)

@@ -1,7 +1,9 @@
 """FULLY_CONNECTED int8: bit-exact with TFLite Micro over shapes (K 1..300, N 1..40, rows 1..4,
 input ranks 2..4), per-tensor and per-channel filters, activations, keep_num_dims, zero points
 and bias; the float32 scale product of the per-tensor multiplier; unsupported configurations;
-the shape-only footprint; a sanitized build."""
+the shape-only footprint; a sanitized build; the repacked forms of kernels/fc_tiled.py (the pair
+form at its accumulator limit, the int16 filters a Flash budget buys and the order the planner
+widens layers in)."""
 from __future__ import annotations
 
 import numpy as np
@@ -201,11 +203,14 @@ def test_footprint_equals_emitted(in_shape, k, n, per_channel, bias):
     assert FOOTPRINTS["FULLY_CONNECTED"](op, g) == (gen.flash_bytes, code.scratch_bytes)
 
 
-@pytest.mark.parametrize("per_channel,in_zp,k", [(True, -128, 300), (False, 127, 33)])
-def test_sanitized_build_matches_tflm(per_channel, in_zp, k):
+@pytest.mark.parametrize("per_channel,in_zp,k,n", [(True, -128, 300, 9), (False, 127, 33, 9),
+                                                   (True, 5, 300, 12)])   # the last: pair form
+def test_sanitized_build_matches_tflm(per_channel, in_zp, k, n):
     rng = np.random.default_rng(11)
-    model = fc_model((3, k), k, 9, rng, per_channel=per_channel, in_zp=in_zp, act="RELU")
-    assert_sanitized_matches_tflm(te.convert(model), model, int8_inputs((3, k), 20, seed=2))
+    model = fc_model((3, k), k, n, rng, per_channel=per_channel, in_zp=in_zp, act="RELU")
+    cm = te.convert(model)
+    assert ("uxtb16 r4, r4" in cm.sources["model.c"]) == (n == 12)
+    assert_sanitized_matches_tflm(cm, model, int8_inputs((3, k), 20, seed=2))
 
 
 @pytest.mark.parametrize("act", ["TANH", "SIGN_BIT"])
@@ -213,3 +218,93 @@ def test_fused_tanh_and_sign_bit_do_not_clamp_as_in_tflm(act):
     """TFLM's quantized FC clamps only for the RELU family; TANH/SIGN_BIT run as NONE."""
     from reference import compile_and_check
     compile_and_check(fc_model((2, 24), 24, 7, np.random.default_rng(5), act=act, out_scale=0.05))
+
+
+# -- the tiled forms (kernels/fc_tiled.py) and the Flash planner (api._widen_in_flash) ----------
+
+BIG_FLASH = 1 << 26     # room to widen every FULLY_CONNECTED filter
+
+
+@pytest.mark.parametrize("seed,in_shape,k,n,per_channel,act,keep,in_zp,bias",
+                         [(i, *c) for i, c in enumerate(_configs()) if i % 3 == 0])
+def test_widened_matches_tflm(seed, in_shape, k, n, per_channel, act, keep, in_zp, bias):
+    """Given the Flash, the int16 filters of the "w16" form (n >= 4) give TFLM's outputs too."""
+    rng = np.random.default_rng(seed)
+    model = fc_model(in_shape, k, n, rng, per_channel=per_channel, act=act, keep_num_dims=keep,
+                     in_scale=float(rng.uniform(0.005, 0.2)), in_zp=in_zp,
+                     out_zp=int(rng.integers(-20, 21)), bias=bias,
+                     w_range=(-128, 127) if seed % 2 else (-127, 127))
+    cm = te.convert(model, flash=BIG_FLASH)
+    assert ("_w16[" in cm.sources["model.c"]) == (n >= 4)
+    assert_matches_tflm(cm, model, int8_inputs(sample_shape(in_shape), 24, seed=seed))
+
+
+@pytest.mark.parametrize("k,limit_ok", [(516, True), (520, False)])
+def test_pair_form_at_its_accumulator_limit(k, limit_ok):
+    """Filters of +-127 throughout: sum |A| = 127 k, and 128 times that is the largest |SA| the
+    pair form's 256 SA must hold in int32 (k = 516 just fits, 520 falls back)."""
+    rng = np.random.default_rng(k)
+    weights = rng.choice([-127, 127], (8, k))
+    model = fc_model((1, k), k, 8, rng, per_channel=True, weights=weights, in_zp=0,
+                     out_scale=50.0)
+    cm = te.convert(model)
+    assert ("uxtb16 r4, r4" in cm.sources["model.c"]) == limit_ok
+    x = int8_inputs((k,), 24, seed=1)
+    x[4] = np.where(weights[0] > 0, 127, -128)      # SA at its extremes for unit 0
+    x[5] = np.where(weights[0] > 0, -128, 127)
+    assert_matches_tflm(cm, model, x)
+
+
+def _two_fc_model(rng) -> bytes:
+    """FC 64 -> 64 on one row, then FC 16 -> 16 on its output read as four rows."""
+    b = ModelBuilder()
+    x = b.tensor((1, 64), scale=0.05, zp=-3)
+    h = b.tensor((1, 64), scale=0.3, zp=2)
+    y = b.tensor((4, 16), scale=0.4, zp=-1)
+    for src, dst, k, n in ((x, h, 64, 64), (h, y, 16, 16)):
+        w = b.tensor((n, k), scale=[0.01], zp=[0], data=rng.integers(-127, 128, (n, k)))
+        bias = b.tensor((n,), dtype="int32", scale=bias_scale(0.05 if src == x else 0.3, [0.01] * n),
+                        zp=[0] * n, data=rng.integers(-3000, 3000, n))
+        b.op("FULLY_CONNECTED", [src, w, bias], [dst], "FullyConnectedOptions",
+             fusedActivationFunction="NONE")
+    return b.build([x], [y])
+
+
+def test_flash_budget_widens_most_saved_per_byte_first():
+    """The four-row layer saves four times the instructions per extra byte: it is widened first,
+    the other only when the budget holds both; cm.flash and the memory report count the widened
+    bytes; flash=None widens nothing."""
+    model = _two_fc_model(np.random.default_rng(7))
+    base = te.convert(model)
+    assert "_w16[" not in base.sources["model.c"]
+    extra = {"L0": 16 * 4 * 64, "L1": 4 * 4 * 16}       # int16 minus int8 filter bytes
+    x = int8_inputs((64,), 24, seed=4)
+    for budget, wide in ((base.flash + extra["L1"] - 1, set()),
+                         (base.flash + extra["L1"], {"L1"}),
+                         (base.flash + extra["L0"] + extra["L1"] - 1, {"L1"}),
+                         (base.flash + extra["L0"] + extra["L1"], {"L0", "L1"})):
+        cm = te.convert(model, flash=budget)
+        src = cm.sources["model.c"]
+        assert {s for s in extra if f"model_{s}_w16[" in src} == wide, budget
+        assert cm.flash == base.flash + sum(extra[s] for s in wide) <= budget
+        report = cm.memory_report(measure_tflm=False)
+        assert report.tinyengine.widened_bytes == sum(extra[s] for s in wide)
+        assert ("int16-widened" in report.to_markdown()) == bool(wide)
+        assert_matches_tflm(cm, model, x)
+    small = te.convert(model, flash=BIG_FLASH, optimize="size")
+    assert "_w16[" not in small.sources["model.c"]
+
+
+def test_widened_footprint_equals_emitted():
+    model = fc_model((2, 30), 30, 10, np.random.default_rng(0), per_channel=True)
+    cm = te.convert(model, flash=BIG_FLASH)
+    (op, code), = cm._gen.layers
+    assert "_w16[" in cm.sources["model.c"]
+    assert FOOTPRINTS["FULLY_CONNECTED"](op, cm.graph) == (cm.flash, code.scratch_bytes)
+
+
+def test_widened_sanitized_build_matches_tflm():
+    rng = np.random.default_rng(12)
+    model = fc_model((3, 33), 33, 9, rng, per_channel=False, in_zp=127, act="RELU")
+    cm = te.convert(model, flash=BIG_FLASH)
+    assert_sanitized_matches_tflm(cm, model, int8_inputs((3, 33), 20, seed=2))

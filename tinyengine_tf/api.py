@@ -51,13 +51,44 @@ def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
     choice = None
     if patches is not None:
         graph, choice = _apply_patches(graph, patches, max_mac_overhead, input_in_arena)
-    cm = CompiledModel(graph, generate(graph, name, input_in_arena, optimize), data, source)
+    gen = generate(graph, name, input_in_arena, optimize)
+    if flash is not None and optimize == "speed":
+        graph, gen = _widen_in_flash(graph, gen, flash, name, input_in_arena)
+    cm = CompiledModel(graph, gen, data, source)
     cm.patch_choice = choice
     cm.unpatched_graph = plain
     cm.input_in_arena = input_in_arena
     cm.optimize = optimize
     _check_budget(cm, sram, flash, plain, max_mac_overhead, input_in_arena, patches)
     return cm
+
+
+def _widen_in_flash(graph, gen, flash: int, name: str, input_in_arena: bool):
+    """(graph, generated) with the FULLY_CONNECTED filters that the Flash budget has room for
+    widened to int16 (kernels/fc_tiled.py's "w16" form, fewer instructions for twice the filter
+    bytes), most instructions saved per extra byte first, while the constants (cm.flash, what
+    the budget is checked against) stay within it. Unchanged where nothing fits."""
+    import dataclasses
+
+    from tinyengine_tf.codegen import generate
+    from tinyengine_tf.kernels import fc_tiled
+    from tinyengine_tf.kernels.fully_connected import widening
+
+    room = flash - gen.flash_bytes
+    gains = [(pos, g) for pos, op in enumerate(graph.ops) if (g := widening(op, graph))]
+    gains.sort(key=lambda pg: (-pg[1][1] / max(pg[1][0], 1), pg[0]))
+    chosen = set()
+    for pos, (extra, saved) in gains:
+        if saved > 0 and extra <= room:
+            chosen.add(pos)
+            room -= extra
+    if not chosen:
+        return graph, gen
+    ops = [dataclasses.replace(op, options={**op.options, fc_tiled.WIDE: True}) if pos in chosen
+           else op for pos, op in enumerate(graph.ops)]
+    wide = dataclasses.replace(graph, ops=ops)
+    wide_gen = generate(wide, name, input_in_arena, "speed")
+    return (wide, wide_gen) if wide_gen.flash_bytes <= flash else (graph, gen)
 
 
 def check_optimize(optimize):
@@ -143,6 +174,9 @@ def convert(model, representative_dataset=None, *, name: str = "model", sram: in
     input_in_arena: True counts the input tensor in the arena (the caller's data is copied in);
     False reads it where the caller keeps it (a camera frame buffer, external RAM, Flash): the
     arena holds no input and the model never writes to the caller's buffer.
+    flash: a budget for the constants (cm.flash); with optimize="speed", the room it leaves
+    stores FULLY_CONNECTED filters widened to int16 (kernels/fc_tiled.py: fewer instructions for
+    twice their bytes), most instructions saved per byte first. None widens nothing.
     optimize: "speed" (default) specializes every layer's code for its shape; "size" has the
     model's convolutions and in-place depthwise convolutions call one shared kernel per family
     with a small table of each layer's parameters (kernels/compact.py): less code beyond the

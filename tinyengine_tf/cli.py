@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sram", type=parse_size, metavar="BYTES",
                    help=f"fail unless the arena fits this SRAM budget; {_SIZE_HELP}")
     p.add_argument("--flash", type=parse_size, metavar="BYTES",
-                   help=f"fail unless the constants fit this Flash budget; {_SIZE_HELP}")
+                   help=f"fail unless the constants fit this Flash budget (room left under it "
+                        f"stores FULLY_CONNECTED filters as int16, for speed); {_SIZE_HELP}")
     p.add_argument("--patches", type=parse_patches, default=None, metavar="auto|none|S,R,C",
                    help="run the first ops patch by patch: auto (least peak SRAM within "
                         "--max-mac-overhead), none (default), or split op index, rows, cols")

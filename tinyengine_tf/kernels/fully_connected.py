@@ -11,7 +11,10 @@ arithmetic, which gives TFLM's int32 accumulator bit for bit even when that one 
 On Cortex-M cores with the DSP extension an ``#if TE_DSP`` branch takes four units at a time,
 each input word sign-extended once into two halfword pairs for two SMLADs per unit: the input
 row is expanded once into int16 pairs on the stack (where it fits) and every tile reads it
-back with one LDRD per word.
+back with one LDRD per word. Layers of whole tiles of units and words of inputs store their
+filter repacked for kernels/fc_tiled.py's "pair" form instead (3 instructions per 4 MACs, the
+same bytes), and layers the Flash planner (api._widen_in_flash) picks store it as int16 for the
+"w16" form.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
-from tinyengine_tf.kernels import dsp, int16x8
+from tinyengine_tf.kernels import dsp, fc_tiled, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import requant
@@ -44,7 +47,9 @@ def footprint(op: Op, g) -> tuple[int, int]:
     if int16x8.handles(op, g):
         return int16x8.footprint(op, g)
     _, k, n = _dims(op, g)
-    flash = n * k + 4 * n
+    w = g.t(op.inputs[1])
+    shape_form = fc_tiled.form(op, w.data.reshape(n, k)) if w.is_const else None
+    flash = (fc_tiled.flash_bytes(shape_form, n, k) if shape_form else n * k) + 4 * n
     if g.t(op.inputs[1]).per_channel:
         flash += 5 * n
     return flash, 0
@@ -130,11 +135,21 @@ def fully_connected(op: Op, g, ctx: EmitContext) -> LayerCode:
     # TFLM adds bias after sum(w * (x - zp)); modulo 2^32 that is sum(w * x) + folded.
     folded = [quant.wrap32(int(v)) for v in bias - x.zp * weights.sum(axis=1)]
     rq = dsp.Requant(q, shift, y.zp, lo, hi, dsp.acc_bounds(bias, abs_sums, x.zp))
-    W = ctx.const("w", w.data.ravel(), "int8_t")
+    shape_form = fc_tiled.form(op, weights)
+    if shape_form:
+        W = ctx.const("w16" if shape_form == "w16" else "w", fc_tiled.pack(shape_form, weights),
+                      "int32_t")
+    else:
+        W = ctx.const("w", w.data.ravel(), "int8_t")
     BF = ctx.const("bias_folded", folded, "int32_t")
     first = len(ctx.constants)
     epilogue = requant(ctx, "acc", "u", q, rq.shift, w.per_channel, y.zp, lo, hi)
     mult, shift_sym = dsp.table_symbols(ctx, first)
+    if shape_form:
+        def outputs(units, names, two):
+            return _unit_outputs(units, rq, mult, shift_sym, mult is not None, epilogue, two, names)
+        body = fc_tiled.body(shape_form, rows, k, n, W, BF, rq, mult, shift_sym, epilogue, outputs)
+        return LayerCode(body=body, headers=("te_dsp.h",))
     body = f"""
 #if TE_DSP{_dsp_body(rows, k, n, W, BF, rq, mult, shift_sym, epilogue)}
 #else
@@ -166,18 +181,18 @@ DSP_EXPAND_MIN_N = 16
 
 
 def _unit_outputs(units, rq, mult, shift_sym, per_channel: bool, epilogue: str,
-                  two: bool = False) -> str:
-    """The stores of output units u + j from accumulators a<j>: the DSP requantization where
+                  two: bool = False, acc: str = "a") -> str:
+    """The stores of output units u + j from accumulators <acc><j>: the DSP requantization where
     it applies (two: accumulators of doubled products), else the layer's portable epilogue."""
     if rq.ok:
         return "".join(f"""
       {{
         {rq.setup(str(j), f"u + {j}", mult, shift_sym)}
-        o[u + {j}] = (int8_t){rq.expr(f"a{j}", str(j), per_channel, two)};
+        o[u + {j}] = (int8_t){rq.expr(f"{acc}{j}", str(j), per_channel, two)};
       }}""" for j in units)
     return "".join(f"""
       {{
-        const int32_t acc = a{j};
+        const int32_t acc = {acc}{j};
         o[u + {j}] = (int8_t){epilogue.replace("[u]", f"[u + {j}]")};
       }}""" for j in units)
 
@@ -309,3 +324,35 @@ def _dsp_expanded_body(rows, k, n, W, BF, rq, mult, shift_sym, epilogue) -> str:
       }}{tail}{outs}
     }}
   }}"""
+
+
+# Asm instructions per step (four inputs against four units) of each form, for the Flash
+# planner's estimate: the int8 filter's two extends per word against none.
+_STEP_COST = {"w16": 11, "pair": 14, None: 21}
+
+
+def widening(op: Op, g) -> tuple[int, int] | None:
+    """(extra Flash bytes, instructions saved per inference, estimated) of widening this layer's
+    filter to int16 (fc_tiled's "w16" form), or None where that form does not apply."""
+    if op.kind != "FULLY_CONNECTED" or int16x8.handles(op, g):
+        return None
+    w, x = g.t(op.inputs[1]), g.t(op.inputs[0])
+    if not w.is_const or len(w.shape) != 2 or w.dtype != "int8" or x.dtype != "int8":
+        return None
+    rows, k, n = _dims(op, g)
+    weights = w.data.reshape(n, k)
+    wide_op = Op(op.index, op.kind, op.inputs, op.outputs, {**op.options, fc_tiled.WIDE: True})
+    if fc_tiled.form(wide_op, weights) != "w16":
+        return None
+    now = fc_tiled.form(op, weights)
+    extra = fc_tiled.flash_bytes("w16", n, k) - (fc_tiled.flash_bytes(now, n, k) if now else n * k)
+    steps = len(fc_tiled.tile_starts(n)) * fc_tiled.padded(k) // 4
+    return extra, rows * steps * (_STEP_COST[now] - _STEP_COST["w16"])
+
+
+def widened_bytes(op: Op, g) -> int:
+    """The Flash this layer's int16 filter takes beyond its int8 one (0 where not widened)."""
+    if op.kind != "FULLY_CONNECTED" or not op.options.get(fc_tiled.WIDE):
+        return 0
+    _, k, n = _dims(op, g)
+    return fc_tiled.flash_bytes("w16", n, k) - n * k

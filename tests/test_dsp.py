@@ -147,6 +147,8 @@ DW_CASES = {
     "row_offsets_past_4095": dw_spec(c=1, h=3, w=2100),            # C tiles (_dsp_pair_code)
     "two_rows_width1": dw_spec(c=3, h=2, w=1),                     # 2x1 tiles
     "four_rows_width3": dw_spec(c=2, h=4, w=3, xzp=-128, yzp=-128, act="RELU"),   # 4x1 tiles
+    # KWS's plane: 25 rows of 5 outputs, one row tile each (7-byte plane rows from two words)
+    "kws_rows_of_5": dw_spec(c=4, h=25, w=5, xzp=-128, yzp=-128, act="RELU"),
     # rows up to GATHER_ROW_UNROLL bytes written out (_dsp_gather_rows), 17-24 bytes
     "rows_20_written_out": dw_spec(c=2, h=4, w=20, xzp=-128, yzp=-128, act="RELU"),
     "rows_23_written_out_k7_s2": dw_spec(c=2, kh=7, kw=7, sh=2, sw=2, h=9, w=23),
@@ -220,6 +222,32 @@ def test_depthwise_cases_reach_every_asm_requantization():
             seen.add("bias in a register")
     assert seen == {"sign", "pos", "per-tensor", "C", "bias from the stack array",
                     "bias in a register"}, seen
+
+
+def test_depthwise_cases_reach_every_row_tile():
+    """The cases above run the tiles that are whole output rows (depthwise._row_tile_code) with
+    the output pointer post-incremented and, past 255 channels, stepped by offsets and an add;
+    with and without the sign term, per channel and per tensor."""
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        for asm in re.findall(r'asm tile 1x\d rq, row \*/\s*\{[^;]*;\s*__asm__ volatile\("(.*?)"', src, re.S):
+            assert re.search(r"\[%\[p\]\], #\d+", asm), asm    # the plane pointer's step
+            seen.add("post-incremented" if "[%[y]], #" in asm else "offsets")
+            seen.add("sign" if "asr #31" in asm else "pos")
+            seen.add("per-tensor" if re.search(r"wv\[\d+\] = \{[^}]*\(int32_t\)-?\d+, "
+                                               r"\(int32_t\)-?\d+, \(int32_t\)\d+\}", src)
+                     else "per-channel")
+    assert seen == {"post-incremented", "offsets", "sign", "pos", "per-tensor", "per-channel"}, seen
+
+
+def test_depthwise_cover_splits_a_pair_over_chosen_words():
+    """Five outputs of a 3-wide kernel read plane bytes 0-6: words at 0 and 3 serve every tap,
+    the pair [x2, x4] as two single taps (one MAC more), cheaper than a third word and its
+    extends (KWS's 25 x 5 planes)."""
+    from tinyengine_tf.kernels.depthwise import _cover_min_of
+    words, where = _cover_min_of((0, 1, 2, 3, 4), (1, 2, 3, 4, 5), 0, 4)
+    assert len(words) == 2 and 2 not in where and len(where) == 9, (words, where)
 
 
 def test_depthwise_cases_reach_every_wide_gather():

@@ -250,6 +250,24 @@ def test_depthwise_cover_splits_a_pair_over_chosen_words():
     assert len(words) == 2 and 2 not in where and len(where) == 9, (words, where)
 
 
+def test_depthwise_cases_reach_every_written_out_gather():
+    """The cases above gather written-out rows (_dsp_gather_rows) one row a step, several rows a
+    step, and all of them without a loop, post-incrementing and (past 255 channels) by offsets:
+    counted by the rows' steps to the next plane row (a store's post-increment other than 1 or
+    4, or an add)."""
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        for asm in re.findall(r'"1:\\n\\tldrb %\[t0\].*?"|"ldrb %\[t0\].*?"', src):
+            steps = [m for m in re.findall(r"\[%\[d\]\], #(\d+)", asm) if m not in ("1", "4")]
+            rows = len(steps) + asm.count("add %[d]")
+            if not rows:
+                continue                       # no ring: _dsp_gather
+            seen.add("no loop" if not asm.startswith('"1:') else "one row" if rows == 1 else "rows")
+            seen.add("offsets" if "add %[s]" in asm else "post-incremented")
+    assert seen == {"no loop", "one row", "rows", "offsets", "post-incremented"}, seen
+
+
 def test_depthwise_cases_reach_every_wide_gather():
     """The cases above gather wide rows in steps of 8 and 16 bytes, ending in a word and bytes,
     a word, bytes alone, and none (the plane-row step then added after the steps)."""

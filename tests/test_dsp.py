@@ -184,7 +184,7 @@ def test_depthwise_band(name):
 
 def test_depthwise_whole_plane_forced():
     """The whole plane, which single-layer models leave for a band, stays covered."""
-    for name in ["k3_s1_vww", "k5_s2_odd_c3", "k7_s1_c2"]:
+    for name in ["k3_s1_vww", "k5_s2_odd_c3", "k7_s1_c2", "kws_rows_of_5"]:
         m = dw_model(DW_CASES[name])
         check(m, cm=compile_with_band(m, 0))
 
@@ -225,20 +225,28 @@ def test_depthwise_cases_reach_every_asm_requantization():
 
 
 def test_depthwise_cases_reach_every_row_tile():
-    """The cases above run the tiles that are whole output rows (depthwise._row_tile_code) with
-    the output pointer post-incremented and, past 255 channels, stepped by offsets and an add;
-    with and without the sign term, per channel and per tensor."""
+    """The cases above run the tiles that store their own outputs and step their pointers
+    (depthwise._row_tile_code): one tile a row, several tiles a row, tiles of several output rows
+    (the others' outputs at offsets, yo stepped after the row); the output pointer
+    post-incremented and, past 255 channels, by offsets and an add; with and without the sign
+    term, per channel and per tensor."""
     seen = set()
     for p in DW_CASES.values():
         src = dsp_source(te.convert(dw_model(p)))
-        for asm in re.findall(r'asm tile 1x\d rq, row \*/\s*\{[^;]*;\s*__asm__ volatile\("(.*?)"', src, re.S):
+        for ny, nx, form, asm in re.findall(r'asm tile (\d)x(\d) rq, (row|steps) \*/\s*\{[^;]*;'
+                                            r'\s*__asm__ volatile\("(.*?)"', src, re.S):
             assert re.search(r"\[%\[p\]\], #\d+", asm), asm    # the plane pointer's step
+            seen.add("one tile a row" if form == "row" else
+                     "rows a tile" if ny != "1" else "tiles a row")
             seen.add("post-incremented" if "[%[y]], #" in asm else "offsets")
             seen.add("sign" if "asr #31" in asm else "pos")
             seen.add("per-tensor" if re.search(r"wv\[\d+\] = \{[^}]*\(int32_t\)-?\d+, "
                                                r"\(int32_t\)-?\d+, \(int32_t\)\d+\}", src)
                      else "per-channel")
-    assert seen == {"post-incremented", "offsets", "sign", "pos", "per-tensor", "per-channel"}, seen
+            if ny != "1":
+                assert re.search(r"pp \+= \d+;\s*yo \+= \d+;", src), src
+    assert seen == {"one tile a row", "tiles a row", "rows a tile", "post-incremented",
+                    "offsets", "sign", "pos", "per-tensor", "per-channel"}, seen
 
 
 def test_depthwise_cover_splits_a_pair_over_chosen_words():
@@ -531,7 +539,8 @@ def test_dsp_path_runs_fewer_instructions():
 def test_other_optimization_levels(opt, flags):
     """The asm statements leave the compiler enough registers where r7 is the frame pointer
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
-    for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
+    whole_plane = dw_model(DW_CASES["kws_rows_of_5"])
+    for model in (whole_plane, conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
@@ -540,11 +549,15 @@ def test_other_optimization_levels(opt, flags):
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,
                            act="RELU6", in_zp=127)):
-        cm = te.convert(model)
-        x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
-        got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
-        want = tflm_run(model, x)
-        assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)
+        cms = [te.convert(model)]
+        if model == whole_plane:
+            # KWS's whole-plane row tile takes 13 registers (the output pointer among them).
+            cms.append(compile_with_band(model, 0))
+        for cm in cms:
+            x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
+            got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
+            want = tflm_run(model, x)
+            assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)
 
 
 # -- AVERAGE_POOL_2D ------------------------------------------------------------------------------

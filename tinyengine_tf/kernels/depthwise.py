@@ -953,14 +953,15 @@ def _asm_statement(lines, nout: int, row: bool) -> str:
             f"                : {ins} : \"memory\"); }}")
 
 
-def _row_tile_code(tile: _AsmTile, nout: int, step: int, stride: int) -> str | None:
-    """A tile that is a whole output row, as an asm that also clamps and stores its outputs
-    (post-incrementing the output pointer by the channel stride) and steps the plane pointer
-    to the next row on a post-indexed load at offset 0 (the first window's first tap): the C
-    loop around it keeps only its counter (2 instructions a row less: gcc stepped both pointers
-    and compared one). None where an immediate would not fit or the extra pointer would take a
-    register too many."""
-    if tile.regs + 1 > ASM_REGS or not 0 < step <= 255 or nout * stride > 4095:
+def _row_tile_code(tile: _AsmTile, ny: int, nx: int, ow: int, step: int, stride: int) -> str | None:
+    """A tile as an asm that also clamps and stores its outputs (the output pointer
+    post-incremented by the channel stride along the tile's first row) and steps the plane
+    pointer on a post-indexed load at offset 0 (the first window's first tap): by `step`, the
+    next tile's start. The C loops around it keep only their counters and a step per row of
+    tiles (2 instructions a tile less: gcc stepped both pointers and compared one). None where
+    an immediate would not fit or the output pointer would take a register too many."""
+    if (tile.regs + 1 > ASM_REGS or not 0 < step <= 255
+            or ((ny - 1) * ow + nx) * stride > 4095):
         return None
     lines, stepped = [], False
     for ln in tile.lines:
@@ -975,14 +976,18 @@ def _row_tile_code(tile: _AsmTile, nout: int, step: int, stride: int) -> str | N
         lines.append(ln)
     if not stepped:       # the first window's first tap is at offset 0: not seen
         return None
-    for j in range(nout):
-        lines.append(f"ssat %[a{j}], #8, %[a{j}]")
+    outs = [(r, j) for r in range(1, ny) for j in range(nx)] + [(0, j) for j in range(nx)]
+    for r, j in outs:
+        a = f"%[a{r * nx + j}]"
+        lines.append(f"ssat {a}, #8, {a}")
         # Post-incremented by at most 255; beyond (VWW's 256 channels), offsets and one add.
-        lines.append(f"strb %[a{j}], [%[y]], #{stride}" if stride <= 255
-                     else f"strb %[a{j}], [%[y], #{j * stride}]")
+        if r or stride > 255:
+            lines.append(f"strb {a}, [%[y], #{(r * ow + j) * stride}]")
+        else:
+            lines.append(f"strb {a}, [%[y]], #{stride}")
     if stride > 255:
-        lines.append(f"add %[y], %[y], #{nout * stride}")
-    return _asm_statement(lines, nout, True)
+        lines.append(f"add %[y], %[y], #{nx * stride}")
+    return _asm_statement(lines, ny * nx, True)
 
 
 def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
@@ -1064,15 +1069,31 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
     nrows = -(-win.oh // ny)
     row_tile = None
     best = _asm_shape(lay, _weight_plan(lay), ("pos" if rq.positive else "sign") if two else None)
-    if (best is not None and best[2].tail and (ny, nx) == (1, win.ow)
+    if (best is not None and best[2].tail and win.ow % nx == 0 and win.oh % ny == 0
             and rq.finish("v") == "__ssat(v, 8)"):
-        row_tile = _row_tile_code(best[2], nx, win.sh * pw, c_n)
-    if row_tile is not None:
+        # A row of one tile steps the plane pointer to the next row; of several, to the next
+        # tile, the rest of the row's step added after the row.
+        one = npairs == 1 and ny == 1
+        row_tile = _row_tile_code(best[2], ny, nx, win.ow, win.sh * pw if one else nx * win.sw,
+                                  c_n)
+    if row_tile is not None and npairs == 1 and ny == 1:
         tiles = f"""const int8_t *pp = scratch;
         int8_t *yo = yb + c;
         for (int i_y = 0; i_y < {nrows}; ++i_y) {{
           /* asm tile 1x{nx} rq, row */
           {row_tile}
+        }}"""
+    elif row_tile is not None:
+        # The asm steps yo along the tiles' first output row; the others follow it.
+        yo_step = f"\n          yo += {(ny - 1) * win.ow * c_n};" if ny > 1 else ""
+        tiles = f"""const int8_t *pp = scratch;
+        int8_t *yo = yb + c;
+        for (int i_y = 0; i_y < {nrows}; ++i_y) {{
+          for (int i = 0; i < {npairs}; ++i) {{
+            /* asm tile {ny}x{nx} rq, steps */
+            {row_tile}
+          }}
+          pp += {ny * win.sh * pw - win.ow * win.sw};{yo_step}
         }}"""
     else:
         tiles = f"""for (int i_y = 0; i_y < {nrows}; ++i_y) {{

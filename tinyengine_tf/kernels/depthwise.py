@@ -30,7 +30,9 @@ weight pairs) and single taps (SMLAxy); the words of a tile are chosen to cover 
 fewest instructions (_cover_min) and output rows of a tile share the plane rows their windows
 overlap on. The channel's weight registers are reloaded from a small stack array as the tile
 needs them (LDRD, two at a time), so up to 6 accumulators fit with the pointers. Results are stored
-straight to the output, so the plane's zero-point ring is filled once per call. Each channel's
+straight to the output, so the plane's zero-point ring is filled once per call. Where the tiles
+cover the output exactly, each tile's asm also clamps and stores its outputs and steps the plane
+and output pointers (_row_tile_code), which leaves the C loops only their counters. Each channel's
 taps are stored in the order that lets that branch load them as words (_weight_plan); the
 portable loops read them through the same permutation. The out-of-place shape keeps its
 portable loops everywhere.

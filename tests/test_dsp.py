@@ -215,6 +215,8 @@ DW_CASES = {
     "row_offsets_past_4095": dw_spec(c=1, h=3, w=2100),            # C tiles (_dsp_pair_code)
     "two_rows_width1": dw_spec(c=3, h=2, w=1),                     # 2x1 tiles
     "four_rows_width3": dw_spec(c=2, h=4, w=3, xzp=-128, yzp=-128, act="RELU"),   # 4x1 tiles
+    # KWS's plane: 25 rows of 5 outputs, one row tile each (7-byte plane rows from two words)
+    "kws_rows_of_5": dw_spec(c=4, h=25, w=5, xzp=-128, yzp=-128, act="RELU"),
     # rows up to GATHER_ROW_UNROLL bytes written out (_dsp_gather_rows), 17-24 bytes
     "rows_20_written_out": dw_spec(c=2, h=4, w=20, xzp=-128, yzp=-128, act="RELU"),
     "rows_23_written_out_k7_s2": dw_spec(c=2, kh=7, kw=7, sh=2, sw=2, h=9, w=23),
@@ -250,7 +252,7 @@ def test_depthwise_band(name):
 
 def test_depthwise_whole_plane_forced():
     """The whole plane, which single-layer models leave for a band, stays covered."""
-    for name in ["k3_s1_vww", "k5_s2_odd_c3", "k7_s1_c2"]:
+    for name in ["k3_s1_vww", "k5_s2_odd_c3", "k7_s1_c2", "kws_rows_of_5"]:
         m = dw_model(DW_CASES[name])
         check(m, cm=compile_with_band(m, 0))
 
@@ -288,6 +290,58 @@ def test_depthwise_cases_reach_every_asm_requantization():
             seen.add("bias in a register")
     assert seen == {"sign", "pos", "per-tensor", "C", "bias from the stack array",
                     "bias in a register"}, seen
+
+
+def test_depthwise_cases_reach_every_row_tile():
+    """The cases above run the tiles that store their own outputs and step their pointers
+    (depthwise._row_tile_code): one tile a row, several tiles a row, tiles of several output rows
+    (the others' outputs at offsets, yo stepped after the row); the output pointer
+    post-incremented and, past 255 channels, by offsets and an add; with and without the sign
+    term, per channel and per tensor."""
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        for ny, nx, form, asm in re.findall(r'asm tile (\d)x(\d) rq, (row|steps) \*/\s*\{[^;]*;'
+                                            r'\s*__asm__ volatile\("(.*?)"', src, re.S):
+            assert re.search(r"\[%\[p\]\], #\d+", asm), asm    # the plane pointer's step
+            seen.add("one tile a row" if form == "row" else
+                     "rows a tile" if ny != "1" else "tiles a row")
+            seen.add("post-incremented" if "[%[y]], #" in asm else "offsets")
+            seen.add("sign" if "asr #31" in asm else "pos")
+            seen.add("per-tensor" if re.search(r"wv\[\d+\] = \{[^}]*\(int32_t\)-?\d+, "
+                                               r"\(int32_t\)-?\d+, \(int32_t\)\d+\}", src)
+                     else "per-channel")
+            if ny != "1":
+                assert re.search(r"pp \+= \d+;\s*yo \+= \d+;", src), src
+    assert seen == {"one tile a row", "tiles a row", "rows a tile", "post-incremented",
+                    "offsets", "sign", "pos", "per-tensor", "per-channel"}, seen
+
+
+def test_depthwise_cover_splits_a_pair_over_chosen_words():
+    """Five outputs of a 3-wide kernel read plane bytes 0-6: words at 0 and 3 serve every tap,
+    the pair [x2, x4] as two single taps (one MAC more), cheaper than a third word and its
+    extends (KWS's 25 x 5 planes)."""
+    from tinyengine_tf.kernels.depthwise import _cover_min_of
+    words, where = _cover_min_of((0, 1, 2, 3, 4), (1, 2, 3, 4, 5), 0, 4)
+    assert len(words) == 2 and 2 not in where and len(where) == 9, (words, where)
+
+
+def test_depthwise_cases_reach_every_written_out_gather():
+    """The cases above gather written-out rows (_dsp_gather_rows) one row a step, several rows a
+    step, and all of them without a loop, post-incrementing and (past 255 channels) by offsets:
+    counted by the rows' steps to the next plane row (a store's post-increment other than 1 or
+    4, or an add)."""
+    seen = set()
+    for p in DW_CASES.values():
+        src = dsp_source(te.convert(dw_model(p)))
+        for asm in re.findall(r'"1:\\n\\tldrb %\[t0\].*?"|"ldrb %\[t0\].*?"', src):
+            steps = [m for m in re.findall(r"\[%\[d\]\], #(\d+)", asm) if m not in ("1", "4")]
+            rows = len(steps) + asm.count("add %[d]")
+            if not rows:
+                continue                       # no ring: _dsp_gather
+            seen.add("no loop" if not asm.startswith('"1:') else "one row" if rows == 1 else "rows")
+            seen.add("offsets" if "add %[s]" in asm else "post-incremented")
+    assert seen == {"no loop", "one row", "rows", "offsets", "post-incremented"}, seen
 
 
 def test_depthwise_cases_reach_every_wide_gather():
@@ -634,7 +688,8 @@ def test_other_optimization_levels(opt, flags):
     """The asm statements leave the compiler enough registers where r7 is the frame pointer
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
     widened = fc_model((2, 130), 130, 12, np.random.default_rng(6), per_channel=False)
-    for model in (conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
+    whole_plane = dw_model(DW_CASES["kws_rows_of_5"])
+    for model in (whole_plane, conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
@@ -650,11 +705,15 @@ def test_other_optimization_levels(opt, flags):
                   _pointwise_chain(*SHARED_CHAINS["p6"][0]),
                   _pointwise_chain(*SHARED_CHAINS["e_overlaps"][0])):
         # every FULLY_CONNECTED asm form: pair, expanded, and the int16 filters given the Flash
-        cm = te.convert(model, flash=1 << 26 if model is widened else None)
-        x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
-        got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
-        want = tflm_run(model, x)
-        assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)
+        cms = [te.convert(model, flash=1 << 26 if model is widened else None)]
+        if model is whole_plane:
+            # KWS's whole-plane row tile takes 13 registers (the output pointer among them).
+            cms.append(compile_with_band(model, 0))
+        for cm in cms:
+            x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
+            got = run_m4(cm, x, True, opt=opt, extra_flags=flags)
+            want = tflm_run(model, x)
+            assert np.array_equal(np.asarray(got).reshape(want.shape), want), (opt, flags)
 
 
 # -- AVERAGE_POOL_2D ------------------------------------------------------------------------------

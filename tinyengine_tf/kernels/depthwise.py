@@ -30,7 +30,9 @@ weight pairs) and single taps (SMLAxy); the words of a tile are chosen to cover 
 fewest instructions (_cover_min) and output rows of a tile share the plane rows their windows
 overlap on. The channel's weight registers are reloaded from a small stack array as the tile
 needs them (LDRD, two at a time), so up to 6 accumulators fit with the pointers. Results are stored
-straight to the output, so the plane's zero-point ring is filled once per call. Each channel's
+straight to the output, so the plane's zero-point ring is filled once per call. Where the tiles
+cover the output exactly, each tile's asm also clamps and stores its outputs and steps the plane
+and output pointers (_row_tile_code), which leaves the C loops only their counters. Each channel's
 taps are stored in the order that lets that branch load them as words (_weight_plan); the
 portable loops read them through the same permutation. The out-of-place shape keeps its
 portable loops everywhere.
@@ -41,6 +43,7 @@ TANH is silently dropped); this kernel refuses them instead of reproducing that.
 from __future__ import annotations
 
 import functools
+import re
 import textwrap
 from dataclasses import dataclass
 
@@ -633,6 +636,17 @@ def _cover_min_of(pair_offs: tuple, single_offs: tuple, lo: int, hi: int):
             for i in order:
                 pair = todo[i][1]
                 mine = [o for o in opts[i] if o[0] in chosen]
+                if not mine and pair:
+                    # Both taps as single taps from halves of the chosen words: one MAC more
+                    # (KWS's 7-byte rows: two words instead of three).
+                    sub = [[o for o in options(todo[i][0] + d, False) if o[0] in chosen]
+                           for d in (0, 2)]
+                    if all(sub):
+                        for os_ in sub:
+                            o = next((o for o in os_ if (o[0], o[1]) in halves), os_[0])
+                            halves.add((o[0], o[1]))
+                        cost += 1
+                        continue
                 if not mine:
                     cost += 3 if pair else 1          # two byte loads and a MAC more / a byte load
                     continue
@@ -754,6 +768,7 @@ class _AsmTile:
                               # q, h, r read from wv[len(loads)] on
     regs: int = 0      # registers its operands take
     bf_mem: bool = False      # bf read from wv[len(loads) + 3] (after q, h, r)
+    lines: tuple = ()         # the asm's instructions, for _row_tile_code's variant
 
 
 def _dsp_asm_tile(lay: Layout, ny: int, nx: int, plan: _WeightPlan,
@@ -911,20 +926,70 @@ def _tile_asm(groups: list, nout: int, slots: int, tail: str | None, bf_mem: boo
                 lines += [f"smmlar %[w1], %[a{j}], %[t], %[u]",
                           f"add %[a{j}], %[w1], %[a{j}], asr #31"]
             lines.append(f"asr %[a{j}], %[a{j}], %[w0]")
-    used_slots = sorted({s for s in range(slots) if any(f"%[w{s}]" in ln for ln in lines)})
+    used_slots = [s for s in range(slots) if any(f"%[w{s}]" in ln for ln in lines)]
+    uses_u = any("%[u]" in ln for ln in lines)
+    return _AsmTile(loads, _asm_statement(lines, nout, False), len(lines), tail,
+                    nout + 1 + uses_u + len(used_slots) + (3 if seed == "%[bf]" else 2),
+                    seed != "%[bf]", tuple(lines))
+
+
+def _asm_statement(lines, nout: int, row: bool) -> str:
+    """The C of a tile's asm: accumulators a0 .. a<nout-1> declared for the stores after it, or
+    (row: _row_tile_code's form, which stores them itself) scratch like the other temporaries,
+    with the plane and output pointers stepped by the asm."""
+    used_slots = sorted({int(m) for ln in lines for m in re.findall(r"%\[w(\d+)\]", ln)})
     uses_u = any("%[u]" in ln for ln in lines)
     outs = ([f'[a{j}] "=&r"(a{j})' for j in range(nout)] + ['[t] "=&r"(x_t)']
             + (['[u] "=&r"(x_u)'] if uses_u else []) + [f'[w{s}] "=&r"(x_w{s})' for s in used_slots])
     temps = ["x_t"] + (["x_u"] if uses_u else []) + [f"x_w{s}" for s in used_slots]
-    ins = '[p] "r"(pp), [k] "r"(wv)' + (', [bf] "r"(bf)' if seed == "%[bf]" else "")
+    accs = [f"a{j}" for j in range(nout)]
+    ins = '[k] "r"(wv)' if row else '[p] "r"(pp), [k] "r"(wv)'
+    if any("%[bf]" in ln for ln in lines):
+        ins += ', [bf] "r"(bf)'
+    if row:
+        outs += ['[p] "+r"(pp)', '[y] "+r"(yo)']
     sep = "\\n\\t"
-    code = (f"int32_t {', '.join(f'a{j}' for j in range(nout))};\n            "
-            f"{{ int32_t {', '.join(temps)};\n              "
-            f"__asm__(\"{sep.join(lines)}\"\n                : {', '.join(outs)}\n"
+    head = "" if row else f"int32_t {', '.join(accs)};\n            "
+    return (f"{head}{{ int32_t {', '.join((accs if row else []) + temps)};\n              "
+            f"__asm__{' volatile' if row else ''}(\"{sep.join(lines)}\"\n                : {', '.join(outs)}\n"
             f"                : {ins} : \"memory\"); }}")
-    return _AsmTile(loads, code, len(lines), tail,
-                    nout + 1 + uses_u + len(used_slots) + (3 if seed == "%[bf]" else 2),
-                    seed != "%[bf]")
+
+
+def _row_tile_code(tile: _AsmTile, ny: int, nx: int, ow: int, step: int, stride: int) -> str | None:
+    """A tile as an asm that also clamps and stores its outputs (the output pointer
+    post-incremented by the channel stride along the tile's first row) and steps the plane
+    pointer on a post-indexed load at offset 0 (the first window's first tap): by `step`, the
+    next tile's start. The C loops around it keep only their counters and a step per row of
+    tiles (2 instructions a tile less: gcc stepped both pointers and compared one). None where
+    an immediate would not fit or the output pointer would take a register too many."""
+    if (tile.regs + 1 > ASM_REGS or not 0 < step <= 255
+            or ((ny - 1) * ow + nx) * stride > 4095):
+        return None
+    lines, stepped = [], False
+    for ln in tile.lines:
+        m = re.fullmatch(r"(ldr|ldrsb) (%\[\w+\]), \[%\[p\], #(-?\d+)\]", ln)
+        if m and stepped:
+            off = int(m[3]) - step
+            if off < -255:
+                return None
+            ln = f"{m[1]} {m[2]}, [%[p], #{off}]"
+        elif m and int(m[3]) == 0:
+            ln, stepped = f"{m[1]} {m[2]}, [%[p]], #{step}", True
+        lines.append(ln)
+    if not stepped:       # the first window's first tap is at offset 0: not seen
+        return None
+    outs = [(r, j) for r in range(1, ny) for j in range(nx)] + [(0, j) for j in range(nx)]
+    for r, j in outs:
+        a = f"%[a{r * nx + j}]"
+        lines.append(f"ssat {a}, #8, {a}")
+        # Post-incremented by at most 255; beyond (VWW's 256 channels), offsets and one add.
+        if r or stride > 255:
+            lines.append(f"strb {a}, [%[y], #{(r * ow + j) * stride}]")
+        else:
+            lines.append(f"strb {a}, [%[y]], #{stride}")
+    if stride > 255:
+        lines.append(f"add %[y], %[y], #{nx * stride}")
+    return _asm_statement(lines, ny * nx, True)
 
 
 def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
@@ -1004,6 +1069,46 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
       }}"""
     npairs = -(-win.ow // nx)
     nrows = -(-win.oh // ny)
+    row_tile = None
+    best = _asm_shape(lay, _weight_plan(lay), ("pos" if rq.positive else "sign") if two else None)
+    if (best is not None and best[2].tail and win.ow % nx == 0 and win.oh % ny == 0
+            and rq.finish("v") == "__ssat(v, 8)"):
+        # A row of one tile steps the plane pointer to the next row; of several, to the next
+        # tile, the rest of the row's step added after the row.
+        one = npairs == 1 and ny == 1
+        row_tile = _row_tile_code(best[2], ny, nx, win.ow, win.sh * pw if one else nx * win.sw,
+                                  c_n)
+    if row_tile is not None and npairs == 1 and ny == 1:
+        tiles = f"""const int8_t *pp = scratch;
+        int8_t *yo = yb + c;
+        for (int i_y = 0; i_y < {nrows}; ++i_y) {{
+          /* asm tile 1x{nx} rq, row */
+          {row_tile}
+        }}"""
+    elif row_tile is not None:
+        # The asm steps yo along the tiles' first output row; the others follow it.
+        yo_step = f"\n          yo += {(ny - 1) * win.ow * c_n};" if ny > 1 else ""
+        tiles = f"""const int8_t *pp = scratch;
+        int8_t *yo = yb + c;
+        for (int i_y = 0; i_y < {nrows}; ++i_y) {{
+          for (int i = 0; i < {npairs}; ++i) {{
+            /* asm tile {ny}x{nx} rq, steps */
+            {row_tile}
+          }}
+          pp += {ny * win.sh * pw - win.ow * win.sw};{yo_step}
+        }}"""
+    else:
+        tiles = f"""for (int i_y = 0; i_y < {nrows}; ++i_y) {{
+          {dsp.tile_start("oy", "i_y", win.oh, ny)}
+          const int8_t *pr = scratch + oy * {win.sh * pw};
+          int8_t *yo = yb + oy * {win.ow * c_n} + c;
+          for (int i = 0; i < {npairs}; ++i) {{
+            {dsp.tile_start("ox", "i", win.ow, nx)}
+            const int8_t *pp = pr + ox * {win.sw};
+            {macs}
+            {store}
+          }}
+        }}"""
     return f"""{fill}
   for (int b = 0; b < {lay.n}; ++b) {{
     const int8_t *xb = in0 + b * {lay.ih * lay.iw * c_n};
@@ -1015,23 +1120,15 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
         const int32_t bf = {"(int32_t)((uint32_t)" + syms['bias_folded'] + "[c] << 1)" if two else syms['bias_folded'] + "[c]"};
         {setup}
         {rsetup}
-        for (int i_y = 0; i_y < {nrows}; ++i_y) {{
-          {dsp.tile_start("oy", "i_y", win.oh, ny)}
-          const int8_t *pr = scratch + oy * {win.sh * pw};
-          int8_t *yo = yb + oy * {win.ow * c_n} + c;
-          for (int i = 0; i < {npairs}; ++i) {{
-            {dsp.tile_start("ox", "i", win.ow, nx)}
-            const int8_t *pp = pr + ox * {win.sw};
-            {macs}
-            {store}
-          }}
-        }}
+        {tiles}
       }}
     }}
   }}"""
 
 
 GATHER_ROW_UNROLL = 24  # input rows up to this wide are written out in one asm loop over rows
+GATHER_SHORT_ROW = 8    # rows up to this wide are written out several a step of that loop,
+GATHER_STEP_ROWS = 5    # at most this many
 
 
 def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
@@ -1060,14 +1157,29 @@ def _dsp_gather_rows(ih: int, iw: int, stride: int, dst: str, pw: int) -> str:
             body[last] = f"{body[last].rsplit('#', 1)[0]}#{step}"
         else:
             body.append(f"add %[d], %[d], #{pw - iw}")
-    body += ["subs %[n], %[n], #1", "bne 1b"]
+    # Short rows (the loop's 2 instructions a sixth of the row or more) several a step: KWS's
+    # 25 rows of 5 bytes 5 a step, VWW's 6 rows of 6 bytes 3, its 3 rows of 3 without a loop
+    # (about 100 bytes of code for each of these functions).
+    unroll = 1
+    if iw <= GATHER_SHORT_ROW:
+        unroll = max(k for k in range(1, min(ih, GATHER_STEP_ROWS) + 1) if ih % k == 0)
+    body = body * unroll
     sep = "\\n\\t"
     temps = ["t0"] + ([f"t{j}" for j in (1, 2, 3)] if iw >= 4 else [])
     outs = ", ".join(f'[{t}] "=&r"({t})' for t in temps)
+    if unroll == ih:
+        return f"""{{
+        int8_t *d = {dst};
+        const int8_t *s = xb + c;
+        uint32_t {', '.join(temps)};
+        __asm__ volatile("{sep.join(body)}"
+                : [s] "+r"(s), [d] "+r"(d), {outs} : : "memory");
+      }}"""
+    body += ["subs %[n], %[n], #1", "bne 1b"]
     return f"""{{
         int8_t *d = {dst};
         const int8_t *s = xb + c;
-        int n = {ih};
+        int n = {ih // unroll};
         uint32_t {', '.join(temps)};
         __asm__ volatile("1:{sep}{sep.join(body)}"
                 : [s] "+r"(s), [d] "+r"(d), [n] "+r"(n), {outs} : : "cc", "memory");

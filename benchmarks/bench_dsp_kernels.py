@@ -33,11 +33,13 @@ NOTES = [
     "shift come from the tile's stack array, so gcc keeps its loop values in registers); the tile "
     "shape is chosen per layer by an instruction count fitted to QEMU; plane words cover the taps "
     "in the fewest instructions (searched, remembered per geometry) and may reach 3 bytes past a "
-    "window inside the plane; weight registers are reloaded from a per-channel stack array "
-    "(LDRD). Plane rows are gathered by asm loops (8- or 16-byte steps; rows up to 24 bytes "
-    "written out). Stride-2 layers stay above 3 instructions per MAC: gathering a channel's plane "
-    "costs about 2 instructions per input byte, 4 input bytes per output; small planes (6x6, 3x3) "
-    "pay about 110-120 instructions per channel in fixed costs.",
+    "window inside the plane (a tap pair no chosen word holds is charged what it costs: one "
+    "more multiply-accumulate from halves of loaded words); weight registers are reloaded from a "
+    "per-channel stack array (LDRD); tiles that cover the output exactly also saturate, store "
+    "and step their pointers in the asm. Plane rows are gathered by asm loops (8- or 16-byte "
+    "steps; rows up to 24 bytes written out, up to 8 bytes several rows a step). Stride-2 layers stay above 3 instructions per MAC: gathering a channel's plane "
+    "costs about 2 instructions per input byte, 4 input bytes per output; small planes (6x6, 3x3, "
+    "KWS's 25x5) pay about 46 instructions per channel in setup (weights, rounding constants).",
     "- Pointwise convolutions: the \"p\" form, tiles of 3-6 pixels x 1 channel (0.875-1.0 "
     "instructions per MAC in the loop), where its estimate beats the 2x2 \"x\" or 3x2 \"w\" "
     "tiles; the \"e\" form for unpadded 1x1 convs of 8-32 input channels (strided too): filters "
@@ -52,15 +54,21 @@ NOTES = [
     "4 KiB stack). The \"o\" form for one input channel at stride 2 (KWS's first conv, 1.91 -> "
     "0.92): the padded image expanded once to int16 x - zp, tiles of 5 pixels sharing words.",
     "- AVERAGE_POOL_2D: four channels per word summed in 16-bit lanes (SXTAB16, up to 256 taps), "
-    "TFLM's rounded division as a multiply-high (KWS's pool 50,273 -> 8,153). ADD/SUB: the "
-    "rounding offset without a sign branch and SSAT for the int8 clamp (ResNet's ADDs -24%).",
-    "- FULLY_CONNECTED (from 16 output rows, K <= 1024): the input row expanded to int16 once, "
-    "tiles of 4 rows in one asm loop.",
-    "- Code: layers whose C is identical but for their arrays share one function; the softmax's "
-    "exp and reciprocal call one out-of-line fixed-point product (about 550 B less on the CNNs).",
+    "TFLM's rounded division as a multiply-high (KWS's pool 50,273 -> 8,153). ADD/SUB of 512 "
+    "elements or more: two 256-entry tables of the rescaled inputs built on the stack with "
+    "TFLM's arithmetic, one SMMLAR per element for the output, four elements a loop turn "
+    "(ResNet's ADDs 425,993 / 237,575 / 126,982 -> 149,778 / 77,330 / 40,466).",
+    "- FULLY_CONNECTED: the \"pair\" form (kernels/fc_tiled.py: two rows share each halfword of "
+    "a repacked int8 filter word, one SMLAD + UXTB16 + SMLAD per 4 MACs, LDM loads; AD01 1.41 -> "
+    "0.99 per MAC); where convert(flash=...) leaves room, int16 filters (\"w16\", AD01 0.78 for "
+    "twice its filter bytes); otherwise the input row expanded to int16 once, tiles of 4 rows.",
+    "- Code: layers whose C is identical but for their arrays share one function; layers of other "
+    "sizes whose \"p\" or flat \"e\" form asm is the same call one shared function with their "
+    "sizes as arguments (VWW: CONV_2D functions 7,640 -> 5,510 B); the softmax's exp and "
+    "reciprocal call one out-of-line fixed-point product (about 550 B less on the CNNs).",
     "- Not reached: 1.1 instructions per MAC on VWW (1.24); depthwise at or below 2.0 per MAC "
-    "everywhere (stride 1: 1.99 on VWW's 48x48 and 24x24 layers, 2.04 at 12x12, 2.2 at 6x6, "
-    "2.9 at 3x3, 2.15 on KWS; stride 2: 3.1-3.9); code beyond weights at 10 kB (VWW 16.0 kB).",
+    "everywhere (stride 1: 1.93 on VWW's 48x48 and 24x24 layers, 1.98 at 12x12, 2.085 at 6x6, "
+    "2.77 at 3x3, 2.008 on KWS; stride 2: 3.06-3.65); code beyond weights at 10 kB (VWW 13.9 kB).",
 ]
 
 

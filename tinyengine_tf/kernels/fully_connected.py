@@ -47,9 +47,9 @@ def footprint(op: Op, g) -> tuple[int, int]:
     if int16x8.handles(op, g):
         return int16x8.footprint(op, g)
     _, k, n = _dims(op, g)
-    w = g.t(op.inputs[1])
-    shape_form = fc_tiled.form(op, w.data.reshape(n, k)) if w.is_const else None
-    flash = (fc_tiled.flash_bytes(shape_form, n, k) if shape_form else n * k) + 4 * n
+    # The pair form keeps the int8 filter's bytes: only widening (an op option) changes them,
+    # so the footprint stays a function of shapes and options, never of the weights' values.
+    flash = n * k + widened_bytes(op, g) + 4 * n
     if g.t(op.inputs[1]).per_channel:
         flash += 5 * n
     return flash, 0

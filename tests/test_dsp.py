@@ -534,6 +534,8 @@ CONV_CASES = {
     "pw_p_ic36_step_remainder": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=5, xzp=127),
     "pw_p_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=3, w=3, ys=0.0004, xs=0.5, yzp=0),
     "pw_p3_ic256": conv_spec(kh=1, kw=1, ic=256, oc=64, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
+    # 10 words a run: pixels expanded by the asm loop, word steps 4 a turn and 2 past them
+    "pw_p_ic40_unroll4": conv_spec(kh=1, kw=1, ic=40, oc=48, h=3, w=4, xzp=5, yzp=-7),
     # "e" form (conv_dsp._dsp_e_form): both sides expanded, 2 x 2 tiles in blocks of pixels
     "pw_e_ic32_chunks_overlap": conv_spec(kh=1, kw=1, ic=32, oc=46, h=5, w=7, xzp=-128, yzp=-128,
                                           act="RELU"),                   # chunks of 16: 0, 16, 30
@@ -558,7 +560,9 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
          "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = ",
          "o": "int16_t *const xh", "o_odd_kw": "2 * t + 1 < ", "o_single_x": "ldr %[x0], [%[d]",
-         "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;"}
+         "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;",
+         "p_expand2": "%[t0], lsl #1", "p_expand1": "and %[t2], %[m], %[t0]\\n",
+         "p_expand_c": "dx += ", "p_unroll8": "ldr %[t], [%[d]], #32"}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -657,6 +661,16 @@ def test_huge_bias_pointwise_e_form_undoubled():
     cm = check(conv_model(p, bias_values=bias))
     src = dsp_source(cm)
     assert "te_dsp_rq_wide(" in src and "xk = xx + k" in src and "__sadd16(p, p)" not in src
+
+
+def test_huge_bias_pointwise_p_form_undoubled():
+    """The "p" form with the wide requantization: pixels expanded by the asm loop undoubled."""
+    p = conv_spec(kh=1, kw=1, ic=64, oc=64, h=6, w=6, per_channel=False, xzp=-128, yzp=3)
+    bias = np.random.default_rng(4).integers(-3000, 3000, 64)
+    bias[7] = -(2**30 + 4321)
+    cm = check(conv_model(p, bias_values=bias))
+    src = dsp_source(cm)
+    assert "te_dsp_rq_wide(" in src and FORMS["p"] in src and FORMS["p_expand1"] in src
 
 
 def test_left_shift_keeps_the_portable_requantization():

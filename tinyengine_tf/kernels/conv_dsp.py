@@ -590,6 +590,14 @@ def dsp_body(L) -> tuple[str, Shareable | None] | None:
 
 P_MAX = 6
 P_UNROLL = 4          # word steps per loop iteration
+# Runs of multiples of P_LONG_UNROLL words (32 input channels and up) take that many a turn:
+# the loop's compare and branch cost 4 instructions per tile and channel less on KWS's
+# 64-channel layers (8 on VWW's 128) for 4 more steps of code (~300 B).
+P_LONG_UNROLL = 8
+
+
+def _p_unroll(nw: int) -> int:
+    return P_LONG_UNROLL if nw % P_LONG_UNROLL == 0 else P_UNROLL
 
 
 def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
@@ -618,28 +626,62 @@ def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
 def _p_loop(P: int, nw: int) -> list:
     """The asm of every word step of one channel against the tile's P expanded pixels: d walks
     the filter (4 bytes a step), e the interleaved pixels (8 P bytes a step)."""
+    U = _p_unroll(nw)
     def step(u: int, base_d: int, base_e: int, post: bool) -> list:
-        out = [f"ldr %[t], [%[d]], #{4 * P_UNROLL}" if post else f"ldr %[t], [%[d], #{4 * u - base_d}]",
+        out = [f"ldr %[t], [%[d]], #{4 * U}" if post else f"ldr %[t], [%[d], #{4 * u - base_d}]",
                "sxtb16 %[u], %[t]", "sxtb16 %[t], %[t], ror #8"]
         for j in range(P):
             # The first load of a post-incrementing step has moved e on: the others reach back.
-            off = (u * P + j) * 8 - (8 * P * P_UNROLL if post else base_e)
+            off = (u * P + j) * 8 - (8 * P * U if post else base_e)
             if post and j == 0:
-                out.append(f"ldrd %[x0], %[x1], [%[e]], #{8 * P * P_UNROLL}")
+                out.append(f"ldrd %[x0], %[x1], [%[e]], #{8 * P * U}")
             else:
                 out.append(f"ldrd %[x0], %[x1], [%[e], #{off}]")
             out += [f"smlad %[a{j}], %[u], %[x0], %[a{j}]", f"smlad %[a{j}], %[t], %[x1], %[a{j}]"]
         return out
     lines = []
-    loops = nw // P_UNROLL
+    loops = nw // U
     if loops:
         body = step(0, 0, 0, True)
-        for u in range(1, P_UNROLL):
-            body += step(u, 4 * P_UNROLL, 8 * P * P_UNROLL, False)
+        for u in range(1, U):
+            body += step(u, 4 * U, 8 * P * U, False)
         lines += ["1:"] + body + ["cmp %[e], %[end]", "bne 1b"]
-    for u in range(nw % P_UNROLL):
+    for u in range(nw % U):
         lines += step(u, 0, 0, False)
     return lines
+
+
+def _p_expand(pb: int, nw: int, two: bool, lo_: str, hi_: str) -> str:
+    """Pixel q's n_ic bytes at xp + q * n_ic as (x + 128) pairs (doubled where two) at word
+    step s of the interleaved xx. Runs of whole word pairs take an asm loop of 10 instructions
+    per 2 words (gcc's loop takes 11 per word): with the byte mask in a register, one AND with
+    a shifted operand both moves a word's bytes 0/2 (or 1/3) into halves and doubles them."""
+    if nw % 2:
+        return f"""const int8_t *s = xp + q * n_ic;
+      int32_t *dx = xx + 2 * q;
+      for (int s_ = 0; s_ < n_ic / 4; ++s_) {{
+        const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
+        dx[0] = {lo_};
+        dx[1] = {hi_};
+        dx += {2 * pb};
+      }}"""
+    lo, hi = (", lsl #1", ", lsr #7") if two else ("", ", lsr #8")
+    mask = "0x01FE01FEu" if two else "0x00FF00FFu"
+    sep = "\\n\\t"
+    lines = ["1:", "ldrd %[t0], %[t1], [%[s]], #8",
+             "eor %[t0], %[t0], #0x80808080", "eor %[t1], %[t1], #0x80808080",
+             f"and %[t2], %[m], %[t0]{lo}", f"and %[t0], %[m], %[t0]{hi}",
+             f"strd %[t2], %[t0], [%[d]], #{16 * pb}",
+             f"and %[t2], %[m], %[t1]{lo}", f"and %[t1], %[m], %[t1]{hi}",
+             f"strd %[t2], %[t1], [%[d], #-{8 * pb}]",
+             "cmp %[s], %[se]", "bne 1b"]
+    return f"""const int8_t *s = xp + q * n_ic;
+      int32_t *d = xx + 2 * q;
+      const int8_t *const se = s + n_ic;
+      uint32_t t0, t1, t2;
+      __asm__ volatile("{sep.join(lines)}"
+                       : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2)
+                       : [se] "r"(se), [m] "r"({mask}) : "cc", "memory");"""
 
 
 def _rq_params(L: _Layer) -> list:
@@ -680,9 +722,10 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
     accs = [f"a{j}" for j in range(pb)]
     outs = ", ".join([f'[{a}] "+r"({a})' for a in accs] + ['[t] "=&r"(x_t)', '[u] "=&r"(x_u)',
                       '[x0] "=&r"(x_0)', '[x1] "=&r"(x_1)', '[d] "+r"(ds)', '[e] "+r"(es)'])
-    # The whole loop turns' end (P_UNROLL word steps each); the steps past them are literals.
-    end = f"xx + {2 * pb * P_UNROLL} * (n_ic / {4 * P_UNROLL})"
-    tail = f"\n        ds += {4 * (nw % P_UNROLL)};" if nw % P_UNROLL else ""
+    # The whole loop turns' end (U word steps each); the steps past them are literals.
+    U = _p_unroll(nw)
+    end = f"xx + {2 * pb * U} * (n_ic / {4 * U})"
+    tail = f"\n        ds += {4 * (nw % U)};" if nw % U else ""
     body = f"""
   int32_t xx[XX_WORDS];
   const int n_tiles = (n_px + {pb - 1}) / {pb};
@@ -691,14 +734,7 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
     const int8_t *xp = in0 + p * n_ic;
     int8_t *yq = out0 + p * n_oc;
     for (int q = 0; q < {pb}; ++q) {{
-      const int8_t *s = xp + q * n_ic;
-      int32_t *dx = xx + 2 * q;
-      for (int s_ = 0; s_ < n_ic / 4; ++s_) {{
-        const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
-        dx[0] = {lo_};
-        dx[1] = {hi_};
-        dx += {2 * pb};
-      }}
+      {_p_expand(pb, nw, two, lo_, hi_)}
     }}
     /* The filters are read in order: the asm leaves ds at the next one. */
     const int8_t *ds = wt;

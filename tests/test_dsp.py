@@ -562,7 +562,8 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "o": "int16_t *const xh", "o_odd_kw": "2 * t + 1 < ", "o_single_x": "ldr %[x0], [%[d]",
          "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;",
          "p_expand2": "%[t0], lsl #1", "p_expand1": "and %[t2], %[m], %[t0]\\n",
-         "p_expand_c": "dx += ", "p_unroll8": "ldr %[t], [%[d]], #32"}
+         "p_expand_c": "dx += ", "p_unroll8": "ldr %[t], [%[d]], #32",
+         "e_rq": "const int32_t *rq = rx + 3 * j;"}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))

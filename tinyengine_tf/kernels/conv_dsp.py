@@ -793,7 +793,8 @@ def _e_chunk(L: _Layer, nw: int, pixels: int) -> int:
         return 0
     if not L.flat and nw % 2:                  # strided pixels expand two words a turn
         return 0
-    per_channel = 8 * nw + 4                  # expanded filter and bias
+    # Expanded filter and bias, and a per-channel layer's requantization (_e_rq).
+    per_channel = 8 * nw + 4 + (4 * E_RQ_WORDS if L.tables[0] is not None else 0)
     # Beside the largest block of any pixel count: a function layers of this width share sizes
     # its arrays for the largest chunk and block among them (codegen._shareable_groups).
     most = (DSP_STACK - 8 * nw * _e_block(nw, 1 << 30)) // per_channel // 2 * 2
@@ -870,6 +871,27 @@ def _e_block_expand(L: _Layer, P: _DspPlan, eb: int) -> str:
       }}"""
 
 
+E_RQ_WORDS = 3        # per channel: q, h and r of the requantization, once per chunk
+
+
+def _e_rq(L: _Layer, co, tables) -> tuple[str, str, str]:
+    """(the declaration of rx and the loop that fills it once per chunk, the declarations of a
+    pair's q, h and r read back from it, its size in words) for a per-channel layer; empty
+    where the multipliers are literals. Read per pair and block, they cost some 26
+    instructions a pair (loads, the rounding constants) and are spilled across the asm; read
+    after each tile's asm (its memory clobber keeps the loads there) they cost three LDRD."""
+    if tables[0] is None:
+        return "", "", ""
+    fill = L.rq.setup("", "c0 + j", *tables)
+    build = f"""for (int j = 0; j < {co}; ++j) {{
+      {fill}
+      rx[{E_RQ_WORDS} * j] = q; rx[{E_RQ_WORDS} * j + 1] = h; rx[{E_RQ_WORDS} * j + 2] = r;
+    }}"""
+    read = ("const int32_t *rq = rx + 3 * j; const int32_t q0 = rq[0], h0 = rq[1], q1 = rq[3], "
+            "h1 = rq[4]; const int r0 = rq[2], r1 = rq[5];")
+    return build, read, f"{E_RQ_WORDS} * {co}"
+
+
 def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
     """Layers over contiguous pixels (flat) read their pixel and channel counts, chunk and
     block sizes at run time: the layers of one input width share the function."""
@@ -880,13 +902,18 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
     eb = _e_block(P.nw, total)
     tables = ("mult", "shift") if L.tables[0] is not None else (None, None)
     setup, stores = _dsp_outputs(L, P, "n_oc", tables)
+    build, read, rx_words = _e_rq(L, "n_co", tables)
+    rx_decl = "\n  int32_t rx[RX_WORDS];" if build else ""
+    if build:
+        setup = ""
     body = f"""
   int32_t wx[WX_WORDS];
   int32_t bx[BX_WORDS];
-  int32_t xx[XX_WORDS];
+  int32_t xx[XX_WORDS];{rx_decl}
   for (int i_c = 0; i_c < (n_oc + n_co - 1) / n_co; ++i_c) {{
     {_tile_start_n("c0", "i_c", "n_oc", "n_co")}
     {_dsp_expand_filters(L, P, "wt", "bs", "n_oc", "n_co")}
+    {build}
     for (int i_b = 0; i_b < (n_px + n_eb - 1) / n_eb; ++i_b) {{
       {_tile_start_n("p0", "i_b", "n_px", "n_eb")}
       const int8_t *xp = in0 + p0 * {L.ic};
@@ -902,6 +929,7 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
           int8_t *yp = out0 + (p0 + 2 * k) * n_oc + o;
           {_dsp_accs(P, lambda ch: f"bias{ch}")}
           {_e_macs(P.nw)}
+          {read}
           {stores}
         }}
       }}
@@ -912,6 +940,8 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
               ("int", "n_px", str(total)), ("int", "n_oc", str(L.oc)), ("int", "n_co", str(P.co)),
               ("int", "n_eb", str(eb))]
     bounds = (("WX_WORDS", P.co * pcw), ("BX_WORDS", P.co), ("XX_WORDS", eb * pcw))
+    if build:
+        bounds += (("RX_WORDS", E_RQ_WORDS * P.co),)
     return Shareable(f"e{P.nw}", body, tuple(params), bounds, "TE_DSP", _dsp_e_strided(L, P))
 
 
@@ -939,13 +969,18 @@ def _dsp_e_strided(L: _Layer, P: _DspPlan) -> str:
     nchunks = -(-L.oc // P.co)
     npairs = -(-P.co // P.ob)
     setup, stores = _dsp_outputs(L, P, L.oc)
+    build, read, rx_words = _e_rq(L, P.co, L.tables)
+    rx_decl = f"\n  int32_t rx[{rx_words}];" if build else ""
+    if build:
+        setup = ""
     return f"""
   int32_t wx[{P.co * pcw}];
   int32_t bx[{P.co}];
-  int32_t xx[{eb * pcw}];
+  int32_t xx[{eb * pcw}];{rx_decl}
   for (int i_c = 0; i_c < {nchunks}; ++i_c) {{
     {dsp.tile_start("c0", "i_c", L.oc, P.co)}
     {_dsp_expand_filters(L, P)}
+    {build}
     for (int i_b = 0; i_b < {-(-total // eb)}; ++i_b) {{
       {dsp.tile_start("p0", "i_b", total, eb)}
       {_e_block_expand(L, P, eb)}
@@ -960,6 +995,7 @@ def _dsp_e_strided(L: _Layer, P: _DspPlan) -> str:
           int8_t *yp = out0 + (p0 + 2 * k) * {L.oc} + o;
           {_dsp_accs(P, lambda ch: f"bias{ch}")}
           {_e_macs(P.nw)}
+          {read}
           {stores}
         }}
       }}

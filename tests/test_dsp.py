@@ -536,6 +536,9 @@ CONV_CASES = {
     "pw_p3_ic256": conv_spec(kh=1, kw=1, ic=256, oc=64, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
     # 10 words a run: pixels expanded by the asm loop, word steps 4 a turn and 2 past them
     "pw_p_ic40_unroll4": conv_spec(kh=1, kw=1, ic=40, oc=48, h=3, w=4, xzp=5, yzp=-7),
+    # 256 channels' requantization records would not fit beside the pixels: the tables read
+    "pw_p_oc256_tables": conv_spec(kh=1, kw=1, ic=128, oc=256, h=3, w=3, xzp=-128, yzp=-128,
+                                   act="RELU"),
     # "e" form (conv_dsp._dsp_e_form): both sides expanded, 2 x 2 tiles in blocks of pixels
     "pw_e_ic32_chunks_overlap": conv_spec(kh=1, kw=1, ic=32, oc=46, h=5, w=7, xzp=-128, yzp=-128,
                                           act="RELU"),                   # chunks of 16: 0, 16, 30
@@ -563,7 +566,8 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;",
          "p_expand2": "%[t0], lsl #1", "p_expand1": "and %[t2], %[m], %[t0]\\n",
          "p_expand_c": "dx += ", "p_unroll8": "ldr %[t], [%[d]], #32",
-         "e_rq": "const int32_t *rq = rx + 3 * j;"}
+         "e_rq": "const int32_t *rq = rx + 3 * j;", "p_rq": "const int32_t *rq = rx + 3 * o;",
+         "p_tables": "reloaded. */\n      const int32_t q = mult[o];"}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))

@@ -589,6 +589,7 @@ def dsp_body(L) -> tuple[str, Shareable | None] | None:
 # "x" form would be used.
 
 P_MAX = 6
+E_RQ_WORDS = 3        # per channel: q, h and r of the requantization ("p" and "e" forms)
 P_UNROLL = 4          # word steps per loop iteration
 # Runs of multiples of P_LONG_UNROLL words (32 input channels and up) take that many a turn:
 # the loop's compare and branch cost 4 instructions per tile and channel less on KWS's
@@ -621,6 +622,12 @@ def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
         if cost < best_cost:
             best, best_cost = P, cost
     return best
+
+
+def _p_records(L: _Layer, pb: int, nw: int) -> bool:
+    """Whether every channel's requantization record fits on the stack beside the expanded
+    pixels (VWW's 256-channel layers keep reading the tables)."""
+    return 4 * E_RQ_WORDS * L.oc + 8 * pb * nw <= DSP_STACK
 
 
 def _p_loop(P: int, nw: int) -> list:
@@ -700,9 +707,21 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
     lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
         ("(int32_t)__uxtb16(v)", "te_ux13(v)")
     per_channel = L.tables[0] is not None
+    build = rx_decl = ""
     if L.rq.ok:
         setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
         vals = [f"(int8_t){L.rq.expr(f'a{j}', '', per_channel, two)}" for j in range(pb)]
+        if per_channel and _p_records(L, pb, nw):
+            # Every channel's q, h, r once per call (the tiles' channels read them back):
+            # per tile and channel, the two tables' pointers (spilled across the asm) and the
+            # rounding constant cost some 10 instructions, the record 5.
+            build = f"""for (int o = 0; o < n_oc; ++o) {{
+    {setup}
+    rx[{E_RQ_WORDS} * o] = q; rx[{E_RQ_WORDS} * o + 1] = h; rx[{E_RQ_WORDS} * o + 2] = r;
+  }}"""
+            rx_decl = "\n  int32_t rx[RX_WORDS];"
+            setup = (f"const int32_t *rq = rx + {E_RQ_WORDS} * o; const int32_t q = rq[0], "
+                     "h = rq[1]; const int r = rq[2];")
     else:
         setup = ""
         vals = [L.epi(f"a{j}", "o") for j in range(pb)]
@@ -727,7 +746,8 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
     end = f"xx + {2 * pb * U} * (n_ic / {4 * U})"
     tail = f"\n        ds += {4 * (nw % U)};" if nw % U else ""
     body = f"""
-  int32_t xx[XX_WORDS];
+  int32_t xx[XX_WORDS];{rx_decl}
+  {build}
   const int n_tiles = (n_px + {pb - 1}) / {pb};
   for (int i_p = 0; i_p < n_tiles; ++i_p) {{
     const int p = i_p * {pb} < n_px - {pb} ? i_p * {pb} : n_px - {pb};
@@ -759,7 +779,10 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
               ("const int8_t *", "wt", L.W), ("const int32_t *", "bs", L.B), *_rq_params(L),
               ("int", "n_px", str(L.n * L.win.oh * L.win.ow)), ("int", "n_ic", str(L.k)),
               ("int", "n_oc", str(L.oc))]
-    return Shareable(f"p{pb}", body, tuple(params), (("XX_WORDS", 2 * pb * nw),), "TE_DSP")
+    bounds = (("XX_WORDS", 2 * pb * nw),)
+    if build:
+        bounds += (("RX_WORDS", E_RQ_WORDS * L.oc),)
+    return Shareable(f"p{pb}", body, tuple(params), bounds, "TE_DSP")
 
 
 # -- "e" form: both operands expanded, 2 pixels x 2 channels ----------------------------------
@@ -869,9 +892,6 @@ def _e_block_expand(L: _Layer, P: _DspPlan, eb: int) -> str:
         const int8_t *xp = in0 + ((b * {L.ih} + oy * {w.sh}) * {L.iw} + ox * {w.sw}) * {L.ic};
         {_e_expand(P.nw, f"xx + q * {2 * P.nw}")}
       }}"""
-
-
-E_RQ_WORDS = 3        # per channel: q, h and r of the requantization, once per chunk
 
 
 def _e_rq(L: _Layer, co, tables) -> tuple[str, str, str]:

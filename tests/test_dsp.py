@@ -536,7 +536,8 @@ CONV_CASES = {
     "pw_p3_ic256": conv_spec(kh=1, kw=1, ic=256, oc=64, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
     # 10 words a run: pixels expanded by the asm loop, word steps 4 a turn and 2 past them
     "pw_p_ic40_unroll4": conv_spec(kh=1, kw=1, ic=40, oc=48, h=3, w=4, xzp=5, yzp=-7),
-    # 256 channels' requantization records would not fit beside the pixels: the tables read
+    # 256 channels' requantization records would not fit beside the pixels: the tables read;
+    # 9 pixels: a tile of 5, then one of 4 (conv_dsp._p_tail)
     "pw_p_oc256_tables": conv_spec(kh=1, kw=1, ic=128, oc=256, h=3, w=3, xzp=-128, yzp=-128,
                                    act="RELU"),
     # "e" form (conv_dsp._dsp_e_form): both sides expanded, 2 x 2 tiles in blocks of pixels
@@ -567,7 +568,8 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "p_expand2": "%[t0], lsl #1", "p_expand1": "and %[t2], %[m], %[t0]\\n",
          "p_expand_c": "dx += ", "p_unroll8": "ldr %[t], [%[d]], #32",
          "e_rq": "const int32_t *rq = rx + 3 * j;", "p_rq": "const int32_t *rq = rx + 3 * o;",
-         "p_tables": "reloaded. */\n      const int32_t q = mult[o];"}
+         "p_tables": "reloaded. */\n      const int32_t q = mult[o];",
+         "p_tail": "const int p = n_tiles * "}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -593,6 +595,28 @@ def test_conv_r_form(name, monkeypatch):
     monkeypatch.setattr(conv_dsp, "R_MAX", 100.0)
     cm = check(conv_model(R_CASES[name]))
     assert FORMS["r"] in dsp_source(cm)
+
+
+# "p"-form layers too small for a tile of their last pixels to pay (P_TAIL_PER_BYTE lowered):
+# tails of 4 and 5 pixels, the requantization from records, per tensor and portable.
+P_TAIL_CASES = {
+    "ic128_9px_records": conv_spec(kh=1, kw=1, ic=128, oc=128, h=3, w=3, xzp=9, yzp=4),
+    "ic40_11px_per_tensor": conv_spec(kh=1, kw=1, ic=40, oc=48, h=1, w=11, per_channel=False,
+                                      act="RELU6", ys=0.03, yzp=-100),
+    "ic64_11px_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=1, w=11, ys=0.0004, xs=0.5,
+                                      yzp=0),
+    "ic36_odd_words_11px": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=11, xzp=-128, yzp=-128,
+                                     act="RELU"),
+}
+
+
+@pytest.mark.parametrize("name", list(P_TAIL_CASES))
+def test_conv_p_tail(name, monkeypatch):
+    from tinyengine_tf.kernels import conv_dsp
+    monkeypatch.setattr(conv_dsp, "P_TAIL_PER_BYTE", 0)
+    cm = check(conv_model(P_TAIL_CASES[name]))
+    src = dsp_source(cm)
+    assert FORMS["p"] in src and FORMS["p_tail"] in src
 
 
 def test_conv_cases_reach_every_form():

@@ -699,43 +699,35 @@ def _rq_params(L: _Layer) -> list:
     return [("const int32_t *", "mult", L.tables[0]), ("const int8_t *", "shift", L.tables[1])]
 
 
-def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
-    """Only the tile's pixels and the steps past whole loop turns are literals: the layers of
-    one P share the function whatever their pixel and channel counts."""
-    pb, nw = P.pb, P.nw
-    two = L.rq.doubled
-    lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
-        ("(int32_t)__uxtb16(v)", "te_ux13(v)")
-    per_channel = L.tables[0] is not None
-    build = rx_decl = ""
-    if L.rq.ok:
-        setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
-        vals = [f"(int8_t){L.rq.expr(f'a{j}', '', per_channel, two)}" for j in range(pb)]
-        if per_channel and _p_records(L, pb, nw):
-            # Every channel's q, h, r once per call (the tiles' channels read them back):
-            # per tile and channel, the two tables' pointers (spilled across the asm) and the
-            # rounding constant cost some 10 instructions, the record 5.
-            build = f"""for (int o = 0; o < n_oc; ++o) {{
-    {setup}
-    rx[{E_RQ_WORDS} * o] = q; rx[{E_RQ_WORDS} * o + 1] = h; rx[{E_RQ_WORDS} * o + 2] = r;
-  }}"""
-            rx_decl = "\n  int32_t rx[RX_WORDS];"
-            setup = (f"const int32_t *rq = rx + {E_RQ_WORDS} * o; const int32_t q = rq[0], "
-                     "h = rq[1]; const int r = rq[2];")
-    else:
-        setup = ""
-        vals = [L.epi(f"a{j}", "o") for j in range(pb)]
+# A layer whose pixels P does not divide recomputes P - r of them in its last, overlapping
+# tile; a tile of the r pixels left is its own asm (some 4 (U (3 + 3 r) + 40) bytes): kept where
+# it saves at least P_TAIL_PER_BYTE instructions a byte (VWW's 3x3-pixel layers at P = 5: one
+# pixel in ten; KWS's 125 pixels at P = 6 would save 5 a byte).
+P_TAIL_PER_BYTE = 30
+
+
+def _p_tail(L: _Layer, pb: int, nw: int, pixels: int) -> int:
+    """Pixels of the last tile where it is a tile of its own, else 0."""
+    r = pixels % pb
+    if not r or pixels < pb:
+        return 0
+    saved = L.oc * (pb - r) * (3 * nw + 6)
+    return r if saved >= P_TAIL_PER_BYTE * 4 * (_p_unroll(nw) * (3 + 3 * r) + 40) else 0
+
+
+def _p_tile(pb: int, nw: int, two: bool, vals, setup: str, bias: str, lo_: str, hi_: str) -> str:
+    """One tile: pixels p..p+pb-1 expanded, then every channel against them. vals(j, pb): the
+    C value of accumulator a<j>."""
     # Two stores per pointer step (the second at + n_oc, a register offset). The empty asm
     # keeps gcc from deriving one pointer per pixel from o, which it holds on the stack.
     stores = ["int8_t *y = yo;"]
     for j in range(0, pb, 2):
-        stores.append(f"y[0] = {vals[j]};")
+        stores.append(f"y[0] = {vals(j)};")
         if j + 1 < pb:
-            stores.append(f"y[n_oc] = {vals[j + 1]};")
+            stores.append(f"y[n_oc] = {vals(j + 1)};")
         if j + 2 < pb:
             stores.append("y += 2 * n_oc;")
     stores = "\n      ".join(stores)
-    bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
     sep = "\\n\\t"
     lines = _p_loop(pb, nw)
     accs = [f"a{j}" for j in range(pb)]
@@ -745,13 +737,7 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
     U = _p_unroll(nw)
     end = f"xx + {2 * pb * U} * (n_ic / {4 * U})"
     tail = f"\n        ds += {4 * (nw % U)};" if nw % U else ""
-    body = f"""
-  int32_t xx[XX_WORDS];{rx_decl}
-  {build}
-  const int n_tiles = (n_px + {pb - 1}) / {pb};
-  for (int i_p = 0; i_p < n_tiles; ++i_p) {{
-    const int p = i_p * {pb} < n_px - {pb} ? i_p * {pb} : n_px - {pb};
-    const int8_t *xp = in0 + p * n_ic;
+    return f"""const int8_t *xp = in0 + p * n_ic;
     int8_t *yq = out0 + p * n_oc;
     for (int q = 0; q < {pb}; ++q) {{
       {_p_expand(pb, nw, two, lo_, hi_)}
@@ -773,8 +759,62 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
          across it, they would be spilled and reloaded. */
       {setup}
       {stores}
-    }}
+    }}"""
+
+
+def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
+    """Only the tile's pixels and the steps past whole loop turns are literals: the layers of
+    one P share the function whatever their pixel and channel counts."""
+    pb, nw = P.pb, P.nw
+    two = L.rq.doubled
+    lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
+        ("(int32_t)__uxtb16(v)", "te_ux13(v)")
+    per_channel = L.tables[0] is not None
+    build = rx_decl = ""
+    if L.rq.ok:
+        setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
+        def vals(j):
+            return f"(int8_t){L.rq.expr(f'a{j}', '', per_channel, two)}"
+        if per_channel and _p_records(L, pb, nw):
+            # Every channel's q, h, r once per call (the tiles' channels read them back):
+            # per tile and channel, the two tables' pointers (spilled across the asm) and the
+            # rounding constant cost some 10 instructions, the record 5.
+            build = f"""for (int o = 0; o < n_oc; ++o) {{
+    {setup}
+    rx[{E_RQ_WORDS} * o] = q; rx[{E_RQ_WORDS} * o + 1] = h; rx[{E_RQ_WORDS} * o + 2] = r;
   }}"""
+            rx_decl = "\n  int32_t rx[RX_WORDS];"
+            setup = (f"const int32_t *rq = rx + {E_RQ_WORDS} * o; const int32_t q = rq[0], "
+                     "h = rq[1]; const int r = rq[2];")
+    else:
+        setup = ""
+        def vals(j):
+            return L.epi(f"a{j}", "o")
+    bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
+    pixels = L.n * L.win.oh * L.win.ow
+    r = _p_tail(L, pb, nw, pixels)
+    tile = _p_tile(pb, nw, two, vals, setup, bias, lo_, hi_)
+    if r:
+        # Whole tiles, then the last pixels as a tile of their own (its own asm).
+        tiles = f"""const int n_tiles = n_px / {pb};
+  for (int i_p = 0; i_p < n_tiles; ++i_p) {{
+    const int p = i_p * {pb};
+    {tile}
+  }}
+  {{
+    const int p = n_tiles * {pb};
+    {_p_tile(r, nw, two, vals, setup, bias, lo_, hi_)}
+  }}"""
+    else:
+        tiles = f"""const int n_tiles = (n_px + {pb - 1}) / {pb};
+  for (int i_p = 0; i_p < n_tiles; ++i_p) {{
+    const int p = i_p * {pb} < n_px - {pb} ? i_p * {pb} : n_px - {pb};
+    {tile}
+  }}"""
+    body = f"""
+  int32_t xx[XX_WORDS];{rx_decl}
+  {build}
+  {tiles}"""
     params = [("const int8_t *", "in0", "in0"), ("int8_t *", "out0", "out0"),
               ("const int8_t *", "wt", L.W), ("const int32_t *", "bs", L.B), *_rq_params(L),
               ("int", "n_px", str(L.n * L.win.oh * L.win.ow)), ("int", "n_ic", str(L.k)),

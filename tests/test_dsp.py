@@ -929,3 +929,25 @@ def test_vww_pointwise_layers_share_functions(shared_models):
     macs = [b for b in bodies if re.match(r"(#if TE_DSP\n)?static TE_LAYER \w+ m_[LS]\d+_conv_2d\(", b)
             and "smlad" in b.split("#else")[0]]
     assert len(macs) == 6, [b.split("(")[0] for b in macs]
+
+
+# -- CONV_2D with a fused residual ADD (kernels/conv_residual.py) -----------------------------
+
+RESIDUAL_CASES = {
+    "default": dict(),                                              # the conv's output larger
+    "skip_first_relu_portable_conv": dict(c=6, e=20, order=1, add_act="RELU", seed=1),
+    "per_tensor_odd_channels": dict(c=5, e=16, per_channel=False, seed=2),
+    "relu6_sum_is_the_output": dict(c=8, e=32, h=7, w=7, proj_act="RELU6", add_act="RELU6",
+                                    order=1, seed=3, tail=False),
+}
+
+
+@pytest.mark.parametrize("name", list(RESIDUAL_CASES))
+def test_fused_residual_add(name):
+    """The folded ADD's requantizations as SMMLARs (the larger input's multiplier 1/2 as a
+    product), equal to TFLM on the DSP, portable and host builds."""
+    from test_kernels_conv_residual import block
+    cm = check(block(**RESIDUAL_CASES[name]))
+    src = dsp_source(cm)
+    assert "residual" in str([op.options for op in cm.graph.ops])
+    assert "te_dsp_rq(" in src and " * 524288)" in src and "te_mbqm_1r(" not in src

@@ -733,7 +733,8 @@ def test_other_optimization_levels(opt, flags):
     widened = fc_model((2, 130), 130, 12, np.random.default_rng(6), per_channel=False)
     whole_plane = dw_model(DW_CASES["kws_rows_of_5"])
     for model in (whole_plane, conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
-                  conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
+                  conv_model(CONV_CASES["pw_p6_ic128"]), conv_model(CONV_CASES["pw_p_oc256_tables"]),
+                  dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
                   conv_model(CONV_CASES["o_k5_s1x2_valid_batch2"]),

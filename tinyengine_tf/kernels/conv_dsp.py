@@ -22,10 +22,14 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
 - "p" form (1x1 stride-1 layers over whole words): like "x", but tiles of P = 3-6 pixels x 1
   channel, one filter word against P expanded pixels: 0.875-1.0 instructions per MAC in the
   loop (1.0 for "x"), one channel's multipliers serve P outputs, and P can divide the pixels. Chosen where its estimate
-  beats the "x" or "w" form's (see _p_pixels).
+  beats the "x" or "w" form's (see _p_pixels). Each tile's pixels are expanded by an asm loop
+  (5 instructions a word), every channel's q, h, r once per call where they fit on the stack,
+  and pixels P does not divide end in a tile of their own where that pays for its code
+  (_p_tail).
 - "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
   expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
-  2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop).
+  2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop); a
+  per-channel layer's q, h, r are computed once per chunk of channels (_e_rq).
 - "r" form (kernels wider than 1x1 over 8k input channels, where "w" would be used): as "e",
   but what is expanded per chunk of channels is the kernel rows under a block of outputs of
   one output row (zero point outside the image), which every window of the block reads at a

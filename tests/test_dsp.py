@@ -534,6 +534,12 @@ CONV_CASES = {
     "pw_p_ic36_step_remainder": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=5, xzp=127),
     "pw_p_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=3, w=3, ys=0.0004, xs=0.5, yzp=0),
     "pw_p3_ic256": conv_spec(kh=1, kw=1, ic=256, oc=64, h=3, w=3, xzp=-128, yzp=-128, act="RELU"),
+    # 10 words a run: pixels expanded by the asm loop, word steps 4 a turn and 2 past them
+    "pw_p_ic40_unroll4": conv_spec(kh=1, kw=1, ic=40, oc=48, h=3, w=4, xzp=5, yzp=-7),
+    # 256 channels' requantization records would not fit beside the pixels: the tables read;
+    # 9 pixels: a tile of 5, then one of 4 (conv_dsp._p_tail)
+    "pw_p_oc256_tables": conv_spec(kh=1, kw=1, ic=128, oc=256, h=3, w=3, xzp=-128, yzp=-128,
+                                   act="RELU"),
     # "e" form (conv_dsp._dsp_e_form): both sides expanded, 2 x 2 tiles in blocks of pixels
     "pw_e_ic32_chunks_overlap": conv_spec(kh=1, kw=1, ic=32, oc=46, h=5, w=7, xzp=-128, yzp=-128,
                                           act="RELU"),                   # chunks of 16: 0, 16, 30
@@ -558,7 +564,12 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
          "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = ",
          "o": "int16_t *const xh", "o_odd_kw": "2 * t + 1 < ", "o_single_x": "ldr %[x0], [%[d]",
-         "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;"}
+         "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;",
+         "p_expand2": "%[t0], lsl #1", "p_expand1": "and %[t2], %[m], %[t0]\\n",
+         "p_expand_c": "dx += ", "p_unroll8": "ldr %[t], [%[d]], #32",
+         "e_rq": "const int32_t *rq = rx + 3 * j;", "p_rq": "const int32_t *rq = rx + 3 * o;",
+         "p_tables": "reloaded. */\n      const int32_t q = mult[o];",
+         "p_tail": "const int p = n_tiles * "}
 
 
 @pytest.mark.parametrize("name", list(CONV_CASES))
@@ -584,6 +595,28 @@ def test_conv_r_form(name, monkeypatch):
     monkeypatch.setattr(conv_dsp, "R_MAX", 100.0)
     cm = check(conv_model(R_CASES[name]))
     assert FORMS["r"] in dsp_source(cm)
+
+
+# "p"-form layers too small for a tile of their last pixels to pay (P_TAIL_PER_BYTE lowered):
+# tails of 4 and 5 pixels, the requantization from records, per tensor and portable.
+P_TAIL_CASES = {
+    "ic128_9px_records": conv_spec(kh=1, kw=1, ic=128, oc=128, h=3, w=3, xzp=9, yzp=4),
+    "ic40_11px_per_tensor": conv_spec(kh=1, kw=1, ic=40, oc=48, h=1, w=11, per_channel=False,
+                                      act="RELU6", ys=0.03, yzp=-100),
+    "ic64_11px_left_shift": conv_spec(kh=1, kw=1, ic=64, oc=64, h=1, w=11, ys=0.0004, xs=0.5,
+                                      yzp=0),
+    "ic36_odd_words_11px": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=11, xzp=-128, yzp=-128,
+                                     act="RELU"),
+}
+
+
+@pytest.mark.parametrize("name", list(P_TAIL_CASES))
+def test_conv_p_tail(name, monkeypatch):
+    from tinyengine_tf.kernels import conv_dsp
+    monkeypatch.setattr(conv_dsp, "P_TAIL_PER_BYTE", 0)
+    cm = check(conv_model(P_TAIL_CASES[name]))
+    src = dsp_source(cm)
+    assert FORMS["p"] in src and FORMS["p_tail"] in src
 
 
 def test_conv_cases_reach_every_form():
@@ -659,6 +692,16 @@ def test_huge_bias_pointwise_e_form_undoubled():
     assert "te_dsp_rq_wide(" in src and "xk = xx + k" in src and "__sadd16(p, p)" not in src
 
 
+def test_huge_bias_pointwise_p_form_undoubled():
+    """The "p" form with the wide requantization: pixels expanded by the asm loop undoubled."""
+    p = conv_spec(kh=1, kw=1, ic=64, oc=64, h=6, w=6, per_channel=False, xzp=-128, yzp=3)
+    bias = np.random.default_rng(4).integers(-3000, 3000, 64)
+    bias[7] = -(2**30 + 4321)
+    cm = check(conv_model(p, bias_values=bias))
+    src = dsp_source(cm)
+    assert "te_dsp_rq_wide(" in src and FORMS["p"] in src and FORMS["p_expand1"] in src
+
+
 def test_left_shift_keeps_the_portable_requantization():
     cm = te.convert(conv_model(CONV_CASES["left_shift"]))
     src = dsp_source(cm)
@@ -690,7 +733,8 @@ def test_other_optimization_levels(opt, flags):
     widened = fc_model((2, 130), 130, 12, np.random.default_rng(6), per_channel=False)
     whole_plane = dw_model(DW_CASES["kws_rows_of_5"])
     for model in (whole_plane, conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
-                  conv_model(CONV_CASES["pw_p6_ic128"]), dw_model(DW_CASES["k3_s2_same"]),
+                  conv_model(CONV_CASES["pw_p6_ic128"]), conv_model(CONV_CASES["pw_p_oc256_tables"]),
+                  dw_model(DW_CASES["k3_s2_same"]),
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
                   conv_model(CONV_CASES["o_k5_s1x2_valid_batch2"]),
@@ -886,3 +930,25 @@ def test_vww_pointwise_layers_share_functions(shared_models):
     macs = [b for b in bodies if re.match(r"(#if TE_DSP\n)?static TE_LAYER \w+ m_[LS]\d+_conv_2d\(", b)
             and "smlad" in b.split("#else")[0]]
     assert len(macs) == 6, [b.split("(")[0] for b in macs]
+
+
+# -- CONV_2D with a fused residual ADD (kernels/conv_residual.py) -----------------------------
+
+RESIDUAL_CASES = {
+    "default": dict(),                                              # the conv's output larger
+    "skip_first_relu_portable_conv": dict(c=6, e=20, order=1, add_act="RELU", seed=1),
+    "per_tensor_odd_channels": dict(c=5, e=16, per_channel=False, seed=2),
+    "relu6_sum_is_the_output": dict(c=8, e=32, h=7, w=7, proj_act="RELU6", add_act="RELU6",
+                                    order=1, seed=3, tail=False),
+}
+
+
+@pytest.mark.parametrize("name", list(RESIDUAL_CASES))
+def test_fused_residual_add(name):
+    """The folded ADD's requantizations as SMMLARs (the larger input's multiplier 1/2 as a
+    product), equal to TFLM on the DSP, portable and host builds."""
+    from test_kernels_conv_residual import block
+    cm = check(block(**RESIDUAL_CASES[name]))
+    src = dsp_source(cm)
+    assert "residual" in str([op.options for op in cm.graph.ops])
+    assert "te_dsp_rq(" in src and " * 524288)" in src and "te_mbqm_1r(" not in src

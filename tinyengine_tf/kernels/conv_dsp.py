@@ -22,10 +22,14 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
 - "p" form (1x1 stride-1 layers over whole words): like "x", but tiles of P = 3-6 pixels x 1
   channel, one filter word against P expanded pixels: 0.875-1.0 instructions per MAC in the
   loop (1.0 for "x"), one channel's multipliers serve P outputs, and P can divide the pixels. Chosen where its estimate
-  beats the "x" or "w" form's (see _p_pixels).
+  beats the "x" or "w" form's (see _p_pixels). Each tile's pixels are expanded by an asm loop
+  (5 instructions a word), every channel's q, h, r once per call where they fit on the stack,
+  and pixels P does not divide end in a tile of their own where that pays for its code
+  (_p_tail).
 - "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
   expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
-  2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop).
+  2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop); a
+  per-channel layer's q, h, r are computed once per chunk of channels (_e_rq).
 - "r" form (kernels wider than 1x1 over 8k input channels, where "w" would be used): as "e",
   but what is expanded per chunk of channels is the kernel rows under a block of outputs of
   one output row (zero point outside the image), which every window of the block reads at a
@@ -589,7 +593,16 @@ def dsp_body(L) -> tuple[str, Shareable | None] | None:
 # "x" form would be used.
 
 P_MAX = 6
+E_RQ_WORDS = 3        # per channel: q, h and r of the requantization ("p" and "e" forms)
 P_UNROLL = 4          # word steps per loop iteration
+# Runs of multiples of P_LONG_UNROLL words (32 input channels and up) take that many a turn:
+# the loop's compare and branch cost 4 instructions per tile and channel less on KWS's
+# 64-channel layers (8 on VWW's 128) for 4 more steps of code (~300 B).
+P_LONG_UNROLL = 8
+
+
+def _p_unroll(nw: int) -> int:
+    return P_LONG_UNROLL if nw % P_LONG_UNROLL == 0 else P_UNROLL
 
 
 def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
@@ -615,31 +628,71 @@ def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
     return best
 
 
+def _p_records(L: _Layer, pb: int, nw: int) -> bool:
+    """Whether every channel's requantization record fits on the stack beside the expanded
+    pixels (VWW's 256-channel layers keep reading the tables)."""
+    return 4 * E_RQ_WORDS * L.oc + 8 * pb * nw <= DSP_STACK
+
+
 def _p_loop(P: int, nw: int) -> list:
     """The asm of every word step of one channel against the tile's P expanded pixels: d walks
     the filter (4 bytes a step), e the interleaved pixels (8 P bytes a step)."""
+    U = _p_unroll(nw)
     def step(u: int, base_d: int, base_e: int, post: bool) -> list:
-        out = [f"ldr %[t], [%[d]], #{4 * P_UNROLL}" if post else f"ldr %[t], [%[d], #{4 * u - base_d}]",
+        out = [f"ldr %[t], [%[d]], #{4 * U}" if post else f"ldr %[t], [%[d], #{4 * u - base_d}]",
                "sxtb16 %[u], %[t]", "sxtb16 %[t], %[t], ror #8"]
         for j in range(P):
             # The first load of a post-incrementing step has moved e on: the others reach back.
-            off = (u * P + j) * 8 - (8 * P * P_UNROLL if post else base_e)
+            off = (u * P + j) * 8 - (8 * P * U if post else base_e)
             if post and j == 0:
-                out.append(f"ldrd %[x0], %[x1], [%[e]], #{8 * P * P_UNROLL}")
+                out.append(f"ldrd %[x0], %[x1], [%[e]], #{8 * P * U}")
             else:
                 out.append(f"ldrd %[x0], %[x1], [%[e], #{off}]")
             out += [f"smlad %[a{j}], %[u], %[x0], %[a{j}]", f"smlad %[a{j}], %[t], %[x1], %[a{j}]"]
         return out
     lines = []
-    loops = nw // P_UNROLL
+    loops = nw // U
     if loops:
         body = step(0, 0, 0, True)
-        for u in range(1, P_UNROLL):
-            body += step(u, 4 * P_UNROLL, 8 * P * P_UNROLL, False)
+        for u in range(1, U):
+            body += step(u, 4 * U, 8 * P * U, False)
         lines += ["1:"] + body + ["cmp %[e], %[end]", "bne 1b"]
-    for u in range(nw % P_UNROLL):
+    for u in range(nw % U):
         lines += step(u, 0, 0, False)
     return lines
+
+
+def _p_expand(pb: int, nw: int, two: bool, lo_: str, hi_: str) -> str:
+    """Pixel q's n_ic bytes at xp + q * n_ic as (x + 128) pairs (doubled where two) at word
+    step s of the interleaved xx. Runs of whole word pairs take an asm loop of 10 instructions
+    per 2 words (gcc's loop takes 11 per word): with the byte mask in a register, one AND with
+    a shifted operand both moves a word's bytes 0/2 (or 1/3) into halves and doubles them."""
+    if nw % 2:
+        return f"""const int8_t *s = xp + q * n_ic;
+      int32_t *dx = xx + 2 * q;
+      for (int s_ = 0; s_ < n_ic / 4; ++s_) {{
+        const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
+        dx[0] = {lo_};
+        dx[1] = {hi_};
+        dx += {2 * pb};
+      }}"""
+    lo, hi = (", lsl #1", ", lsr #7") if two else ("", ", lsr #8")
+    mask = "0x01FE01FEu" if two else "0x00FF00FFu"
+    sep = "\\n\\t"
+    lines = ["1:", "ldrd %[t0], %[t1], [%[s]], #8",
+             "eor %[t0], %[t0], #0x80808080", "eor %[t1], %[t1], #0x80808080",
+             f"and %[t2], %[m], %[t0]{lo}", f"and %[t0], %[m], %[t0]{hi}",
+             f"strd %[t2], %[t0], [%[d]], #{16 * pb}",
+             f"and %[t2], %[m], %[t1]{lo}", f"and %[t1], %[m], %[t1]{hi}",
+             f"strd %[t2], %[t1], [%[d], #-{8 * pb}]",
+             "cmp %[s], %[se]", "bne 1b"]
+    return f"""const int8_t *s = xp + q * n_ic;
+      int32_t *d = xx + 2 * q;
+      const int8_t *const se = s + n_ic;
+      uint32_t t0, t1, t2;
+      __asm__ volatile("{sep.join(lines)}"
+                       : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2)
+                       : [se] "r"(se), [m] "r"({mask}) : "cc", "memory");"""
 
 
 def _rq_params(L: _Layer) -> list:
@@ -650,55 +703,48 @@ def _rq_params(L: _Layer) -> list:
     return [("const int32_t *", "mult", L.tables[0]), ("const int8_t *", "shift", L.tables[1])]
 
 
-def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
-    """Only the tile's pixels and the steps past whole loop turns are literals: the layers of
-    one P share the function whatever their pixel and channel counts."""
-    pb, nw = P.pb, P.nw
-    two = L.rq.doubled
-    lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
-        ("(int32_t)__uxtb16(v)", "te_ux13(v)")
-    per_channel = L.tables[0] is not None
-    if L.rq.ok:
-        setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
-        vals = [f"(int8_t){L.rq.expr(f'a{j}', '', per_channel, two)}" for j in range(pb)]
-    else:
-        setup = ""
-        vals = [L.epi(f"a{j}", "o") for j in range(pb)]
+# A layer whose pixels P does not divide recomputes P - r of them in its last, overlapping
+# tile; a tile of the r pixels left is its own asm (some 4 (U (3 + 3 r) + 40) bytes): kept where
+# it saves at least P_TAIL_PER_BYTE instructions a byte (VWW's 3x3-pixel layers at P = 5: one
+# pixel in ten; KWS's 125 pixels at P = 6 would save 5 a byte).
+P_TAIL_PER_BYTE = 30
+
+
+def _p_tail(L: _Layer, pb: int, nw: int, pixels: int) -> int:
+    """Pixels of the last tile where it is a tile of its own, else 0."""
+    r = pixels % pb
+    if not r or pixels < pb:
+        return 0
+    saved = L.oc * (pb - r) * (3 * nw + 6)
+    return r if saved >= P_TAIL_PER_BYTE * 4 * (_p_unroll(nw) * (3 + 3 * r) + 40) else 0
+
+
+def _p_tile(pb: int, nw: int, two: bool, vals, setup: str, bias: str, lo_: str, hi_: str) -> str:
+    """One tile: pixels p..p+pb-1 expanded, then every channel against them. vals(j, pb): the
+    C value of accumulator a<j>."""
     # Two stores per pointer step (the second at + n_oc, a register offset). The empty asm
     # keeps gcc from deriving one pointer per pixel from o, which it holds on the stack.
     stores = ["int8_t *y = yo;"]
     for j in range(0, pb, 2):
-        stores.append(f"y[0] = {vals[j]};")
+        stores.append(f"y[0] = {vals(j)};")
         if j + 1 < pb:
-            stores.append(f"y[n_oc] = {vals[j + 1]};")
+            stores.append(f"y[n_oc] = {vals(j + 1)};")
         if j + 2 < pb:
             stores.append("y += 2 * n_oc;")
     stores = "\n      ".join(stores)
-    bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
     sep = "\\n\\t"
     lines = _p_loop(pb, nw)
     accs = [f"a{j}" for j in range(pb)]
     outs = ", ".join([f'[{a}] "+r"({a})' for a in accs] + ['[t] "=&r"(x_t)', '[u] "=&r"(x_u)',
                       '[x0] "=&r"(x_0)', '[x1] "=&r"(x_1)', '[d] "+r"(ds)', '[e] "+r"(es)'])
-    # The whole loop turns' end (P_UNROLL word steps each); the steps past them are literals.
-    end = f"xx + {2 * pb * P_UNROLL} * (n_ic / {4 * P_UNROLL})"
-    tail = f"\n        ds += {4 * (nw % P_UNROLL)};" if nw % P_UNROLL else ""
-    body = f"""
-  int32_t xx[XX_WORDS];
-  const int n_tiles = (n_px + {pb - 1}) / {pb};
-  for (int i_p = 0; i_p < n_tiles; ++i_p) {{
-    const int p = i_p * {pb} < n_px - {pb} ? i_p * {pb} : n_px - {pb};
-    const int8_t *xp = in0 + p * n_ic;
+    # The whole loop turns' end (U word steps each); the steps past them are literals.
+    U = _p_unroll(nw)
+    end = f"xx + {2 * pb * U} * (n_ic / {4 * U})"
+    tail = f"\n        ds += {4 * (nw % U)};" if nw % U else ""
+    return f"""const int8_t *xp = in0 + p * n_ic;
     int8_t *yq = out0 + p * n_oc;
     for (int q = 0; q < {pb}; ++q) {{
-      const int8_t *s = xp + q * n_ic;
-      int32_t *dx = xx + 2 * q;
-      for (int s_ = 0; s_ < n_ic / 4; ++s_) {{
-        const uint32_t v = te_ld32(s + 4 * s_) ^ 0x80808080u;
-        dx[0] = {lo_};
-        dx[1] = {hi_};
-        dx += {2 * pb};
-      }}
+      {_p_expand(pb, nw, two, lo_, hi_)}
     }}
     /* The filters are read in order: the asm leaves ds at the next one. */
     const int8_t *ds = wt;
@@ -717,13 +763,70 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
          across it, they would be spilled and reloaded. */
       {setup}
       {stores}
-    }}
+    }}"""
+
+
+def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
+    """Only the tile's pixels and the steps past whole loop turns are literals: the layers of
+    one P share the function whatever their pixel and channel counts."""
+    pb, nw = P.pb, P.nw
+    two = L.rq.doubled
+    lo_, hi_ = ("(int32_t)(__uxtb16(v) << 1)", "(int32_t)((uint32_t)te_ux13(v) << 1)") if two else \
+        ("(int32_t)__uxtb16(v)", "te_ux13(v)")
+    per_channel = L.tables[0] is not None
+    build = rx_decl = ""
+    if L.rq.ok:
+        setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
+        def vals(j):
+            return f"(int8_t){L.rq.expr(f'a{j}', '', per_channel, two)}"
+        if per_channel and _p_records(L, pb, nw):
+            # Every channel's q, h, r once per call (the tiles' channels read them back):
+            # per tile and channel, the two tables' pointers (spilled across the asm) and the
+            # rounding constant cost some 10 instructions, the record 5.
+            build = f"""for (int o = 0; o < n_oc; ++o) {{
+    {setup}
+    rx[{E_RQ_WORDS} * o] = q; rx[{E_RQ_WORDS} * o + 1] = h; rx[{E_RQ_WORDS} * o + 2] = r;
   }}"""
+            rx_decl = "\n  int32_t rx[RX_WORDS];"
+            setup = (f"const int32_t *rq = rx + {E_RQ_WORDS} * o; const int32_t q = rq[0], "
+                     "h = rq[1]; const int r = rq[2];")
+    else:
+        setup = ""
+        def vals(j):
+            return L.epi(f"a{j}", "o")
+    bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
+    pixels = L.n * L.win.oh * L.win.ow
+    r = _p_tail(L, pb, nw, pixels)
+    tile = _p_tile(pb, nw, two, vals, setup, bias, lo_, hi_)
+    if r:
+        # Whole tiles, then the last pixels as a tile of their own (its own asm).
+        tiles = f"""const int n_tiles = n_px / {pb};
+  for (int i_p = 0; i_p < n_tiles; ++i_p) {{
+    const int p = i_p * {pb};
+    {tile}
+  }}
+  {{
+    const int p = n_tiles * {pb};
+    {_p_tile(r, nw, two, vals, setup, bias, lo_, hi_)}
+  }}"""
+    else:
+        tiles = f"""const int n_tiles = (n_px + {pb - 1}) / {pb};
+  for (int i_p = 0; i_p < n_tiles; ++i_p) {{
+    const int p = i_p * {pb} < n_px - {pb} ? i_p * {pb} : n_px - {pb};
+    {tile}
+  }}"""
+    body = f"""
+  int32_t xx[XX_WORDS];{rx_decl}
+  {build}
+  {tiles}"""
     params = [("const int8_t *", "in0", "in0"), ("int8_t *", "out0", "out0"),
               ("const int8_t *", "wt", L.W), ("const int32_t *", "bs", L.B), *_rq_params(L),
               ("int", "n_px", str(L.n * L.win.oh * L.win.ow)), ("int", "n_ic", str(L.k)),
               ("int", "n_oc", str(L.oc))]
-    return Shareable(f"p{pb}", body, tuple(params), (("XX_WORDS", 2 * pb * nw),), "TE_DSP")
+    bounds = (("XX_WORDS", 2 * pb * nw),)
+    if build:
+        bounds += (("RX_WORDS", E_RQ_WORDS * L.oc),)
+    return Shareable(f"p{pb}", body, tuple(params), bounds, "TE_DSP")
 
 
 # -- "e" form: both operands expanded, 2 pixels x 2 channels ----------------------------------
@@ -757,7 +860,8 @@ def _e_chunk(L: _Layer, nw: int, pixels: int) -> int:
         return 0
     if not L.flat and nw % 2:                  # strided pixels expand two words a turn
         return 0
-    per_channel = 8 * nw + 4                  # expanded filter and bias
+    # Expanded filter and bias, and a per-channel layer's requantization (_e_rq).
+    per_channel = 8 * nw + 4 + (4 * E_RQ_WORDS if L.tables[0] is not None else 0)
     # Beside the largest block of any pixel count: a function layers of this width share sizes
     # its arrays for the largest chunk and block among them (codegen._shareable_groups).
     most = (DSP_STACK - 8 * nw * _e_block(nw, 1 << 30)) // per_channel // 2 * 2
@@ -834,6 +938,24 @@ def _e_block_expand(L: _Layer, P: _DspPlan, eb: int) -> str:
       }}"""
 
 
+def _e_rq(L: _Layer, co, tables) -> tuple[str, str, str]:
+    """(the declaration of rx and the loop that fills it once per chunk, the declarations of a
+    pair's q, h and r read back from it, its size in words) for a per-channel layer; empty
+    where the multipliers are literals. Read per pair and block, they cost some 26
+    instructions a pair (loads, the rounding constants) and are spilled across the asm; read
+    after each tile's asm (its memory clobber keeps the loads there) they cost three LDRD."""
+    if tables[0] is None:
+        return "", "", ""
+    fill = L.rq.setup("", "c0 + j", *tables)
+    build = f"""for (int j = 0; j < {co}; ++j) {{
+      {fill}
+      rx[{E_RQ_WORDS} * j] = q; rx[{E_RQ_WORDS} * j + 1] = h; rx[{E_RQ_WORDS} * j + 2] = r;
+    }}"""
+    read = ("const int32_t *rq = rx + 3 * j; const int32_t q0 = rq[0], h0 = rq[1], q1 = rq[3], "
+            "h1 = rq[4]; const int r0 = rq[2], r1 = rq[5];")
+    return build, read, f"{E_RQ_WORDS} * {co}"
+
+
 def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
     """Layers over contiguous pixels (flat) read their pixel and channel counts, chunk and
     block sizes at run time: the layers of one input width share the function."""
@@ -844,13 +966,18 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
     eb = _e_block(P.nw, total)
     tables = ("mult", "shift") if L.tables[0] is not None else (None, None)
     setup, stores = _dsp_outputs(L, P, "n_oc", tables)
+    build, read, rx_words = _e_rq(L, "n_co", tables)
+    rx_decl = "\n  int32_t rx[RX_WORDS];" if build else ""
+    if build:
+        setup = ""
     body = f"""
   int32_t wx[WX_WORDS];
   int32_t bx[BX_WORDS];
-  int32_t xx[XX_WORDS];
+  int32_t xx[XX_WORDS];{rx_decl}
   for (int i_c = 0; i_c < (n_oc + n_co - 1) / n_co; ++i_c) {{
     {_tile_start_n("c0", "i_c", "n_oc", "n_co")}
     {_dsp_expand_filters(L, P, "wt", "bs", "n_oc", "n_co")}
+    {build}
     for (int i_b = 0; i_b < (n_px + n_eb - 1) / n_eb; ++i_b) {{
       {_tile_start_n("p0", "i_b", "n_px", "n_eb")}
       const int8_t *xp = in0 + p0 * {L.ic};
@@ -866,6 +993,7 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
           int8_t *yp = out0 + (p0 + 2 * k) * n_oc + o;
           {_dsp_accs(P, lambda ch: f"bias{ch}")}
           {_e_macs(P.nw)}
+          {read}
           {stores}
         }}
       }}
@@ -876,6 +1004,8 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
               ("int", "n_px", str(total)), ("int", "n_oc", str(L.oc)), ("int", "n_co", str(P.co)),
               ("int", "n_eb", str(eb))]
     bounds = (("WX_WORDS", P.co * pcw), ("BX_WORDS", P.co), ("XX_WORDS", eb * pcw))
+    if build:
+        bounds += (("RX_WORDS", E_RQ_WORDS * P.co),)
     return Shareable(f"e{P.nw}", body, tuple(params), bounds, "TE_DSP", _dsp_e_strided(L, P))
 
 
@@ -903,13 +1033,18 @@ def _dsp_e_strided(L: _Layer, P: _DspPlan) -> str:
     nchunks = -(-L.oc // P.co)
     npairs = -(-P.co // P.ob)
     setup, stores = _dsp_outputs(L, P, L.oc)
+    build, read, rx_words = _e_rq(L, P.co, L.tables)
+    rx_decl = f"\n  int32_t rx[{rx_words}];" if build else ""
+    if build:
+        setup = ""
     return f"""
   int32_t wx[{P.co * pcw}];
   int32_t bx[{P.co}];
-  int32_t xx[{eb * pcw}];
+  int32_t xx[{eb * pcw}];{rx_decl}
   for (int i_c = 0; i_c < {nchunks}; ++i_c) {{
     {dsp.tile_start("c0", "i_c", L.oc, P.co)}
     {_dsp_expand_filters(L, P)}
+    {build}
     for (int i_b = 0; i_b < {-(-total // eb)}; ++i_b) {{
       {dsp.tile_start("p0", "i_b", total, eb)}
       {_e_block_expand(L, P, eb)}
@@ -924,6 +1059,7 @@ def _dsp_e_strided(L: _Layer, P: _DspPlan) -> str:
           int8_t *yp = out0 + (p0 + 2 * k) * {L.oc} + o;
           {_dsp_accs(P, lambda ch: f"bias{ch}")}
           {_e_macs(P.nw)}
+          {read}
           {stores}
         }}
       }}

@@ -23,7 +23,7 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   channel, one filter word against P expanded pixels: 0.875-1.0 instructions per MAC in the
   loop (1.0 for "x"), one channel's multipliers serve P outputs, and P can divide the pixels. Chosen where its estimate
   beats the "x" or "w" form's (see _p_pixels). Each tile's pixels are expanded by an asm loop
-  (5 instructions a word), every channel's q, h, r once per call where they fit on the stack,
+  (11 instructions per 2 words), every channel's q, h, r once per call where they fit on the stack,
   and pixels P does not divide end in a tile of their own where that pays for its code
   (_p_tail).
 - "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
@@ -664,7 +664,7 @@ def _p_loop(P: int, nw: int) -> list:
 
 def _p_expand(pb: int, nw: int, two: bool, lo_: str, hi_: str) -> str:
     """Pixel q's n_ic bytes at xp + q * n_ic as (x + 128) pairs (doubled where two) at word
-    step s of the interleaved xx. Runs of whole word pairs take an asm loop of 10 instructions
+    step s of the interleaved xx. Runs of whole word pairs take an asm loop of 11 instructions
     per 2 words (gcc's loop takes 11 per word): with the byte mask in a register, one AND with
     a shifted operand both moves a word's bytes 0/2 (or 1/3) into halves and doubles them."""
     if nw % 2:

@@ -619,6 +619,57 @@ def test_conv_p_tail(name, monkeypatch):
     assert FORMS["p"] in src and FORMS["p_tail"] in src
 
 
+# The widened "p" form (convert(flash=...) with room: int16 filters, 3-pixel tiles, LDM steps
+# of 8 channels): no loop (64 channels), whole loop turns (128), turns and steps past them (72,
+# 136), the last tile overlapping (pixels % 3), exactly one tile, batches; per tensor, the
+# portable and the wide requantization, the records and the tables (256 channels), the input's
+# extreme zero points.
+PW_CASES = {
+    "ic64_no_loop_36px": conv_spec(kh=1, kw=1, ic=64, oc=24, h=6, w=6, xzp=-128, yzp=-128,
+                                   act="RELU"),
+    "ic128_two_turns_overlap": conv_spec(kh=1, kw=1, ic=128, oc=40, h=2, w=5, xzp=127),
+    "ic72_turn_and_step": conv_spec(kh=1, kw=1, ic=72, oc=17, h=1, w=7, per_channel=False,
+                                    act="RELU6", ys=0.03, yzp=-100),
+    "ic136_three_px": conv_spec(kh=1, kw=1, ic=136, oc=9, h=1, w=3, xzp=-5),
+    "ic64_left_shift_batch2": conv_spec(kh=1, kw=1, ic=64, oc=16, h=2, w=4, batch=2, ys=0.0004,
+                                        xs=0.5, yzp=0),
+    "ic128_oc256_tables": conv_spec(kh=1, kw=1, ic=128, oc=256, h=3, w=3, xzp=-128, yzp=-128,
+                                    act="RELU"),
+    "ic256_tiny_multiplier": conv_spec(kh=1, kw=1, ic=256, oc=24, h=3, w=4, ys=30.0, yzp=127),
+}
+PW_MARKS = ("ldm %[d]!, {r8, r9, r10, r11}", "const int16_t *ds = wt;")
+
+
+@pytest.mark.parametrize("name", list(PW_CASES))
+def test_conv_widened_pointwise(name):
+    """With Flash to spare the pointwise filters are stored as int16 and read by the widened
+    "p" form; DSP, portable and host builds all equal TFLM on the type's extremes."""
+    model = conv_model(PW_CASES[name])
+    cm = check(model, cm=te.convert(model, flash=1 << 26))
+    src = dsp_source(cm)
+    assert all(m in src for m in PW_MARKS), name
+    assert "model_L0_w16[" in cm.sources["model.c"]
+    assert te.convert(model).flash + PW_CASES[name]["ic"] * PW_CASES[name]["oc"] == cm.flash
+
+
+def test_conv_widened_runs_fewer_instructions():
+    """The widened form's point: fewer instructions per MAC than the int8 filter's "p" form on a
+    128-channel layer (VWW's: 0.96 and 0.78)."""
+    model = conv_model(conv_spec(kh=1, kw=1, ic=128, oc=64, h=6, w=6, xzp=-128, yzp=-128,
+                                 act="RELU"))
+    narrow, wide = (te.convert(model, flash=f).profile(TARGET).layers[0] for f in (None, 1 << 26))
+    assert wide.per_mac < 0.85 * narrow.per_mac, (wide.per_mac, narrow.per_mac)
+
+
+def test_conv_widening_skips_what_gains_nothing():
+    """Layers of fewer than 64 input channels ("e" form), strided or padded ones keep int8."""
+    for p in (conv_spec(kh=1, kw=1, ic=32, oc=16, h=4, w=4),
+              conv_spec(kh=1, kw=1, ic=64, oc=16, h=6, w=6, sh=2, sw=2),
+              conv_spec(kh=3, kw=3, ic=64, oc=16, h=4, w=4)):
+        model = conv_model(p)
+        assert te.convert(model, flash=1 << 26).flash == te.convert(model).flash
+
+
 def test_conv_cases_reach_every_form():
     """Each DSP conv form, the border patches and each requantization are exercised above."""
     seen = set()
@@ -731,6 +782,7 @@ def test_other_optimization_levels(opt, flags):
     """The asm statements leave the compiler enough registers where r7 is the frame pointer
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
     widened = fc_model((2, 130), 130, 12, np.random.default_rng(6), per_channel=False)
+    wide_convs = [conv_model(PW_CASES[n]) for n in ("ic72_turn_and_step", "ic128_oc256_tables")]
     whole_plane = dw_model(DW_CASES["kws_rows_of_5"])
     for model in (whole_plane, conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), conv_model(CONV_CASES["pw_p_oc256_tables"]),
@@ -744,12 +796,13 @@ def test_other_optimization_levels(opt, flags):
                            act="RELU6", in_zp=127),
                   fc_model((1, 600), 600, 16, np.random.default_rng(5), per_channel=True,
                            weights=np.random.default_rng(5).choice([-127, 127], (16, 600))),
-                  widened,
+                  widened, *wide_convs,
                   # functions layers of different sizes share (their sizes in registers)
                   _pointwise_chain(*SHARED_CHAINS["p6"][0]),
                   _pointwise_chain(*SHARED_CHAINS["e_overlaps"][0])):
         # every FULLY_CONNECTED asm form: pair, expanded, and the int16 filters given the Flash
-        cms = [te.convert(model, flash=1 << 26 if model is widened else None)]
+        # the widened pointwise form, in its loop and past it
+        cms = [te.convert(model, flash=1 << 26 if model is widened or model in wide_convs else None)]
         if model is whole_plane:
             # KWS's whole-plane row tile takes 13 registers (the output pointer among them).
             cms.append(compile_with_band(model, 0))

@@ -63,26 +63,28 @@ def compile_tflite(data: bytes, name: str = "model", sram: int | None = None,
     return cm
 
 
-# Flash left to the code when FULLY_CONNECTED filters are widened: more than the largest code
+# Flash left to the code when filters are widened: more than the largest code
 # beyond weights measured on the benchmark models (MobileNetV2-0.35: 33 kB on the M4).
 WIDEN_CODE_ROOM = 48 * 1024
 
 
 def _widen_in_flash(graph, gen, flash: int, name: str, input_in_arena: bool):
-    """(graph, generated) with the FULLY_CONNECTED filters that the Flash budget has room for
-    widened to int16 (kernels/fc_tiled.py's "w16" form, fewer instructions for twice the filter
-    bytes), most instructions saved per extra byte first, while the constants (cm.flash, what
+    """(graph, generated) with the FULLY_CONNECTED and pointwise CONV_2D filters that the Flash
+    budget has room for widened to int16 (kernels/fc_tiled.py's "w16" form, conv_dsp.py's widened
+    "p" form: fewer instructions for twice the filter bytes), most instructions saved per extra byte first, while the constants (cm.flash, what
     the budget is checked against) stay within it less WIDEN_CODE_ROOM: the budget counts
     constants only, and widening must not eat the room the code will need at link time.
     Unchanged where nothing fits."""
     import dataclasses
 
     from tinyengine_tf.codegen import generate
-    from tinyengine_tf.kernels import fc_tiled
-    from tinyengine_tf.kernels.fully_connected import widening
+    from tinyengine_tf.kernels import conv, fully_connected
+    from tinyengine_tf.kernels.base import WIDE_WEIGHTS
 
     room = flash - gen.flash_bytes - WIDEN_CODE_ROOM
-    gains = [(pos, g) for pos, op in enumerate(graph.ops) if (g := widening(op, graph))]
+    widening = {"FULLY_CONNECTED": fully_connected.widening, "CONV_2D": conv.widening}
+    gains = [(pos, g) for pos, op in enumerate(graph.ops)
+             if op.kind in widening and (g := widening[op.kind](op, graph))]
     gains.sort(key=lambda pg: (-pg[1][1] / max(pg[1][0], 1), pg[0]))
     chosen = set()
     for pos, (extra, saved) in gains:
@@ -91,7 +93,7 @@ def _widen_in_flash(graph, gen, flash: int, name: str, input_in_arena: bool):
             room -= extra
     if not chosen:
         return graph, gen
-    ops = [dataclasses.replace(op, options={**op.options, fc_tiled.WIDE: True}) if pos in chosen
+    ops = [dataclasses.replace(op, options={**op.options, WIDE_WEIGHTS: True}) if pos in chosen
            else op for pos, op in enumerate(graph.ops)]
     wide = dataclasses.replace(graph, ops=ops)
     wide_gen = generate(wide, name, input_in_arena, "speed")
@@ -182,8 +184,8 @@ def convert(model, representative_dataset=None, *, name: str = "model", sram: in
     False reads it where the caller keeps it (a camera frame buffer, external RAM, Flash): the
     arena holds no input and the model never writes to the caller's buffer.
     flash: a budget for the constants (cm.flash); with optimize="speed", the room it leaves
-    stores FULLY_CONNECTED filters widened to int16 (kernels/fc_tiled.py: fewer instructions for
-    twice their bytes), most instructions saved per byte first, leaving WIDEN_CODE_ROOM (48 KiB)
+    stores FULLY_CONNECTED and pointwise CONV_2D filters widened to int16 (kernels/fc_tiled.py,
+    kernels/conv_dsp.py: fewer instructions for twice their bytes), most instructions saved per byte first, leaving WIDEN_CODE_ROOM (48 KiB)
     of it to the code. None widens nothing.
     optimize: "speed" (default) specializes every layer's code for its shape; "size" has the
     model's convolutions and in-place depthwise convolutions call one shared kernel per family

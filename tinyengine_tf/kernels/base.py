@@ -40,6 +40,9 @@ KERNELS: dict[str, Callable] = {}
 FOOTPRINTS: dict[str, Callable] = {}
 # Ops that only reinterpret the shape of a row-major buffer: the output aliases the input.
 VIEW_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+# The op option the Flash planner (api._widen_in_flash) sets on the FULLY_CONNECTED and CONV_2D
+# layers whose filters it stores as int16 (fewer instructions for twice their bytes).
+WIDE_WEIGHTS = "te_wide_weights"
 ALIGN = 16
 
 

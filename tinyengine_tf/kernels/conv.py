@@ -38,8 +38,9 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels import conv_residual, dsp, int16x8
-from tinyengine_tf.kernels.conv_dsp import dsp_body
+from tinyengine_tf.kernels.conv_dsp import dsp_body, wide_saving, wide_fits
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import WIDE_WEIGHTS as WIDE
 from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import Window
 
@@ -64,6 +65,7 @@ def conv_footprint(op: Op, g) -> tuple[int, int]:
     w = g.t(op.inputs[1])
     oc = int(w.shape[0])
     flash = int(np.prod(w.shape)) + 4 * oc          # weights (either order) + int32 bias
+    flash += widened_bytes(op, g)
     if w.per_channel:
         flash += 4 * oc + oc                        # int32 multiplier + int8 shift per channel
     return flash, scratch
@@ -105,6 +107,7 @@ class _Layer:
     epi: object = None  # (acc expression, channel expression) -> int8 C expression
     rq: object = None   # dsp.Requant of the layer
     tables: tuple = (None, None)  # (multiplier, shift) arrays of a per-channel layer
+    wide: bool = False  # the dot-order filter stored as int16 (the Flash planner's choice)
 
     @property
     def ocpg(self) -> int:
@@ -186,17 +189,60 @@ def _layer(op: Op, ctx: EmitContext) -> _Layer:
     abs_sums = np.abs(w.data.astype(np.int64)).reshape(oc, -1).sum(axis=1)
     bias, q, shift = dsp.constant_channels(bias, abs_sums, q, shift, y.zp, lo, hi,
                                             w.per_channel)
+    L.wide = bool(op.options.get(WIDE)) and widens(L)
     if L.dot:
-        weights = w.data
+        weights = w.data.astype(np.int16) if L.wide else w.data
         folded = bias - (x.zp + 128) * w.data.astype(np.int64).reshape(oc, -1).sum(axis=1)
     else:
         weights = w.data.reshape(groups, ocpg, kh, kw, icf).transpose(0, 2, 3, 4, 1)
         folded = bias
-    L.W = ctx.const("w", np.ascontiguousarray(weights).ravel(), "int8_t")
+    L.W = (ctx.const("w16", np.ascontiguousarray(weights).ravel(), "int16_t") if L.wide else
+           ctx.const("w", np.ascontiguousarray(weights).ravel(), "int8_t"))
     L.B = ctx.const("bias", folded, "int32_t")
     bounds = dsp.acc_bounds(bias, abs_sums, x.zp)
     L.epi, L.rq, L.tables = _epilogue(ctx, op, w, y, q, shift, lo, hi, bounds)
     return L
+
+
+def widens(L: _Layer) -> bool:
+    """Whether the layer's filter can be stored as int16 (conv_dsp's widened "p" form reads it)."""
+    return L.dot and wide_fits(L)
+
+
+def _shape_layer(op: Op, g) -> _Layer | None:
+    """The _Layer fields shapes decide (no arrays), for the Flash planner; None where the
+    layer is not a plain int8 convolution this module emits."""
+    if op.kind != "CONV_2D" or conv_residual.handles(op) or int16x8.handles(op, g):
+        return None
+    x, w, y = g.t(op.inputs[0]), g.t(op.inputs[1]), g.t(op.outputs[0])
+    if (not w.is_const or x.dtype != "int8" or w.dtype != "int8" or y.dtype != "int8"
+            or len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4):
+        return None
+    n, ih, iw, ic = x.shape
+    oc, kh, kw, icf = w.shape
+    if icf != ic:
+        return None
+    win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
+    L = _Layer(n, ih, iw, ic, oc, kh, kw, icf, 1, win, x.zp, dot=False)
+    L.dot = L.run >= DOT_MIN_RUN
+    return L
+
+
+def widening(op: Op, g) -> tuple[int, int] | None:
+    """(extra Flash bytes, instructions saved per inference, estimated) of storing this layer's
+    filter as int16, or None where no form reads it so."""
+    L = _shape_layer(op, g)
+    if L is None or not widens(L):
+        return None
+    return L.oc * L.k, wide_saving(L)
+
+
+def widened_bytes(op: Op, g) -> int:
+    """The Flash this layer's int16 filter takes beyond its int8 one (0 where not widened)."""
+    if not op.options.get(WIDE):
+        return 0
+    L = _shape_layer(op, g)
+    return L.oc * L.k if L is not None and widens(L) else 0
 
 
 def _epilogue(ctx, op, w, y, q, shift, lo, hi, bounds):
@@ -413,7 +459,7 @@ def _dot_block(L: _Layer, pb: int, ob: int, xq: int, check: str) -> str:
             }}"""
     return f"""{_acc_init(L, pb, ob, ch)}
           for (int ky = {ky_lo}; ky < {ky_hi}; ++ky) {{
-            const int8_t *wr = {L.W} + ({ch}) * {K} + ky * {kw * icf};
+            const {"int16_t" if L.wide else "int8_t"} *wr = {L.W} + ({ch}) * {K} + ky * {kw * icf};
             const int xr = xo + ky * {w.dh * L.iw * ic}{gx};{taps}
           }}{_dot_missing(L, pb, ob, ch, check)}{_store(L, pb, ob, ch)}"""
 

@@ -118,6 +118,8 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     run = pixels if L.flat else w.ow
     nw = -(-R // 4)
     budget = DSP_STACK_FEW if L.ic <= 3 else DSP_STACK
+    if L.wide:
+        return _DspPlan("p", R, nw, 1, PW_PIXELS)
     ob, pb = min(2, L.oc), min(2, run)
     per_channel = 8 * L.kh * nw + 4           # expanded filter and bias
     per_pixel = 8 * L.kh * nw
@@ -622,10 +624,14 @@ def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
     for P in range(3, min(P_MAX, pixels) + 1):
         if P * 8 * nw > DSP_STACK:
             break
-        cost = -(-pixels // P) * (L.oc * ((3 + 3 * P) * steps + 6 * P + 35) + 7 * P * steps)
+        cost = _p_cost(L, nw, pixels, P)
         if cost < best_cost:
             best, best_cost = P, cost
     return best
+
+
+def _p_cost(L: _Layer, nw: int, pixels: int, P: int) -> int:
+    return -(-pixels // P) * (L.oc * ((3 + 3 * P) * nw + 6 * P + 35) + 7 * P * nw)
 
 
 def _p_records(L: _Layer, pb: int, nw: int) -> bool:
@@ -719,6 +725,142 @@ def _p_tail(L: _Layer, pb: int, nw: int, pixels: int) -> int:
     return r if saved >= P_TAIL_PER_BYTE * 4 * (_p_unroll(nw) * (3 + 3 * r) + 40) else 0
 
 
+# -- the widened "p" form: int16 filters (where the Flash planner gives them room) -------------
+#
+# With the filter stored as int16 pairs, a channel's 8 inputs are 4 words read by one LDM, and a
+# pixel's expanded 8 by another: per 8 input channels and PW_PIXELS = 3 pixels, 4 LDM and 12
+# SMLAD for 24 MACs (0.67 per MAC in the loop, against 0.875 for the int8 filter at P = 6). The
+# LDM blocks are named registers (LDM loads ascending ones; r7 is the frame pointer at -O0),
+# which leaves the 3 accumulators and 2 pointers 5 of the other 6 (and the loop over turns of
+# PW_UNROLL steps the sixth, at -O2). Pixels are expanded as pairs of
+# neighbouring channels (x0, x1), (x2, x3), ... to match the filter's natural order, the 8
+# channels of step t of pixel q at xx[(t * 3 + q) * 4]: one pointer walks a tile's steps.
+
+PW_PIXELS = 3
+# 8-channel steps per loop turn: the loop's 2-3 instructions a turn are 2% of 8 steps (VWW's
+# 128-channel layers: 2 turns; 64 channels: no loop), 4% of 4, for 4 steps more of code (~240 B).
+PW_UNROLL = 8
+PW_MIN_IC = 64        # below, the "e" form (8-32 channels) already does as well
+PW_X = ("r0", "r1", "r2", "r3")
+PW_W = ("r8", "r9", "r10", "r11")
+
+
+def wide_fits(L: _Layer) -> bool:
+    """Whether the widened "p" form applies (the Flash planner widens nothing else)."""
+    pixels = L.n * L.win.oh * L.win.ow
+    return (L.flat and L.groups == 1 and L.ic % 8 == 0 and L.ic >= PW_MIN_IC
+            and pixels >= PW_PIXELS and 2 * PW_PIXELS * L.ic <= DSP_STACK)
+
+
+def _pw_cost(L: _Layer, pixels: int) -> int:
+    pairs = L.ic // 8
+    loops, _ = _pw_steps(L.ic // 4)
+    return -(-pixels // PW_PIXELS) * (L.oc * (16 * pairs + 3 * loops + 35)
+                                      + PW_PIXELS * 15 * pairs)
+
+
+def wide_saving(L: _Layer) -> int:
+    """Instructions per inference the widened form saves, estimated against the int8 filter's
+    "p" form (or the "x" form's 2 x 2 tiles where "p" would not be taken)."""
+    nw = L.ic // 4
+    pixels = L.n * L.win.oh * L.win.ow
+    now = -(-pixels // 2) * -(-L.oc // 2) * (16 * nw + 40)
+    for P in range(3, min(P_MAX, pixels) + 1):
+        if P * 8 * nw <= DSP_STACK:
+            now = min(now, _p_cost(L, nw, pixels, P))
+    return now - _pw_cost(L, pixels)
+
+
+def _pw_steps(nw: int) -> tuple[int, int]:
+    """(loop turns of PW_UNROLL steps, steps written out past them) of a run of nw words."""
+    pairs = nw // 2
+    loops = pairs // PW_UNROLL if pairs > PW_UNROLL else 0
+    return loops, pairs - loops * PW_UNROLL
+
+
+def _pw_step() -> list:
+    """The asm of one 8-channel step of one channel against the tile's 3 expanded pixels."""
+    step = [f"ldm %[d]!, {{{', '.join(PW_W)}}}"]
+    for j in range(PW_PIXELS):
+        step.append(f"ldm %[e]!, {{{', '.join(PW_X)}}}")
+        step += [f"smlad %[a{j}], {w}, {x}, %[a{j}]" for w, x in zip(PW_W, PW_X)]
+    return step
+
+
+def _pw_expand(two: bool) -> str:
+    """Pixel q's n_ic bytes at xp + q * n_ic as (x + 128) pairs of neighbouring channels
+    (doubled where two), 8 a step: the byte mask splits a word into channels 0/2 and 1/3 (and
+    doubles them, by its shifts), PKHBT and PKHTB pair them up 0/1 and 2/3."""
+    lo, hi = (", lsl #1", ", lsr #7") if two else ("", ", lsr #8")
+    mask = "0x01FE01FEu" if two else "0x00FF00FFu"
+    sep = "\\n\\t"
+    lines = ["1:", "ldrd %[t0], %[t1], [%[s]], #8",
+             "eor %[t0], %[t0], #0x80808080", "eor %[t1], %[t1], #0x80808080",
+             f"and %[t2], %[m], %[t0]{lo}", f"and %[t0], %[m], %[t0]{hi}",
+             "pkhbt %[t3], %[t2], %[t0], lsl #16", "pkhtb %[t0], %[t0], %[t2], asr #16",
+             f"and %[t2], %[m], %[t1]{lo}", f"and %[t1], %[m], %[t1]{hi}",
+             "pkhbt %[t4], %[t2], %[t1], lsl #16", "pkhtb %[t1], %[t1], %[t2], asr #16",
+             "strd %[t4], %[t1], [%[d], #8]", f"strd %[t3], %[t0], [%[d]], #{16 * PW_PIXELS}",
+             "cmp %[s], %[se]", "bne 1b"]
+    return f"""const int8_t *s = xp + q * n_ic;
+      int32_t *d = xx + 4 * q;
+      const int8_t *const se = s + n_ic;
+      uint32_t t0, t1, t2, t3, t4;
+      __asm__ volatile("{sep.join(lines)}"
+                       : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2),
+                         [t3] "=&r"(t3), [t4] "=&r"(t4)
+                       : [se] "r"(se), [m] "r"({mask}) : "cc", "memory");"""
+
+
+def _pw_tile(nw: int, two: bool, vals, setup: str, bias: str) -> str:
+    """One tile of the widened form: pixels p..p+2 expanded, then every channel against them."""
+    pb = PW_PIXELS
+    stores = ["int8_t *y = yo;"]
+    for j in range(0, pb, 2):
+        stores.append(f"y[0] = {vals(j)};")
+        if j + 1 < pb:
+            stores.append(f"y[n_oc] = {vals(j + 1)};")
+        if j + 2 < pb:
+            stores.append("y += 2 * n_oc;")
+    stores = "\n      ".join(stores)
+    sep = "\\n\\t"
+    accs = [f"a{j}" for j in range(pb)]
+    outs = ", ".join([f'[{a}] "+r"({a})' for a in accs] + ['[d] "+r"(ds)', '[e] "+r"(es)'])
+    clobbers = ", ".join(f'"{r}"' for r in PW_X + PW_W)
+
+    def asm(steps: int) -> str:
+        return f"""__asm__("{sep.join(_pw_step() * steps)}"
+                : {outs} : : {clobbers}, "cc", "memory");"""
+    # The loop over turns is C: its counter takes the one register the asm leaves (an asm
+    # loop would need a sixth for its end; read from the stack, it cannot be at -O0).
+    loops, rest = _pw_steps(nw)
+    macs = ""
+    if loops:
+        macs += f"""
+        for (int t = n_ic / {8 * PW_UNROLL}; t > 0; --t)
+          {asm(PW_UNROLL)}"""
+    if rest:
+        macs += f"""
+        {asm(rest)}"""
+    return f"""const int8_t *xp = in0 + p * n_ic;
+    int8_t *yq = out0 + p * n_oc;
+    for (int q = 0; q < {pb}; ++q) {{
+      {_pw_expand(two)}
+    }}
+    /* The filters are read in order: the asm leaves ds at the next one. */
+    const int16_t *ds = wt;
+    int8_t *yo = yq;
+    for (int o = 0; o < n_oc; ++o, ++yo) {{
+      const int32_t bias = {bias};
+      int32_t {', '.join(f'{a} = bias' for a in accs)};
+      {{
+        const int32_t *es = xx;{macs}
+      }}
+      {setup}
+      {stores}
+    }}"""
+
+
 def _p_tile(pb: int, nw: int, two: bool, vals, setup: str, bias: str, lo_: str, hi_: str) -> str:
     """One tile: pixels p..p+pb-1 expanded, then every channel against them. vals(j, pb): the
     C value of accumulator a<j>."""
@@ -796,8 +938,11 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
             return L.epi(f"a{j}", "o")
     bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
     pixels = L.n * L.win.oh * L.win.ow
-    r = _p_tail(L, pb, nw, pixels)
-    tile = _p_tile(pb, nw, two, vals, setup, bias, lo_, hi_)
+    r = 0 if L.wide else _p_tail(L, pb, nw, pixels)
+    if L.wide:
+        tile = _pw_tile(nw, two, vals, setup, bias)
+    else:
+        tile = _p_tile(pb, nw, two, vals, setup, bias, lo_, hi_)
     if r:
         # Whole tiles, then the last pixels as a tile of their own (its own asm).
         tiles = f"""const int n_tiles = n_px / {pb};
@@ -820,13 +965,14 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
   {build}
   {tiles}"""
     params = [("const int8_t *", "in0", "in0"), ("int8_t *", "out0", "out0"),
-              ("const int8_t *", "wt", L.W), ("const int32_t *", "bs", L.B), *_rq_params(L),
+              ("const int16_t *" if L.wide else "const int8_t *", "wt", L.W),
+              ("const int32_t *", "bs", L.B), *_rq_params(L),
               ("int", "n_px", str(L.n * L.win.oh * L.win.ow)), ("int", "n_ic", str(L.k)),
               ("int", "n_oc", str(L.oc))]
     bounds = (("XX_WORDS", 2 * pb * nw),)
-    if build:
+    if rx_decl:
         bounds += (("RX_WORDS", E_RQ_WORDS * L.oc),)
-    return Shareable(f"p{pb}", body, tuple(params), bounds, "TE_DSP")
+    return Shareable(f"p{pb}{'w' if L.wide else ''}", body, tuple(params), bounds, "TE_DSP")
 
 
 # -- "e" form: both operands expanded, 2 pixels x 2 channels ----------------------------------
@@ -1000,7 +1146,8 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
     }}
   }}"""
     params = [("const int8_t *", "in0", "in0"), ("int8_t *", "out0", "out0"),
-              ("const int8_t *", "wt", L.W), ("const int32_t *", "bs", L.B), *_rq_params(L),
+              ("const int16_t *" if L.wide else "const int8_t *", "wt", L.W),
+              ("const int32_t *", "bs", L.B), *_rq_params(L),
               ("int", "n_px", str(total)), ("int", "n_oc", str(L.oc)), ("int", "n_co", str(P.co)),
               ("int", "n_eb", str(eb))]
     bounds = (("WX_WORDS", P.co * pcw), ("BX_WORDS", P.co), ("XX_WORDS", eb * pcw))

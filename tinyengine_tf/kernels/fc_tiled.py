@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinyengine_tf.kernels import dsp
+from tinyengine_tf.kernels.base import WIDE_WEIGHTS
 
 UNITS = 4               # units per tile: two pairs, or four int16 rows
 UNROLL = 4              # steps (4 inputs each) per asm loop iteration
@@ -31,8 +32,7 @@ PAIR_A_LIMIT = 1 << 16  # sum |A| * 128 < 2^23 keeps 256 SA inside int32
 # r7 is the frame pointer at -O0), as te_dsp_copy_words does.
 BLOCK = ("r4", "r5", "r6", "r8")
 
-# The op option the Flash planner (api.py) sets on layers whose weights it widens.
-WIDE = "te_wide_weights"
+WIDE = WIDE_WEIGHTS
 
 
 def padded(k: int) -> int:

@@ -6,7 +6,8 @@ layer, instructions per MAC, code beyond the weights, arena + scratch.
         [--cache /tmp/tinyengine_cmsis_models]
 
 For every model: ours is cm.build_firmware("cortex-m4") of te.convert(..., flash=1 MiB), the
-Flash it links into (FULLY_CONNECTED filters widened to int16 where it leaves room); the CMSIS-NN
+Flash it links into (FULLY_CONNECTED and convolution filters widened to int16 where it leaves
+room); the CMSIS-NN
 side is the same source model called layer by layer through the CMSIS-NN functions TFLite Micro's
 cmsis_nn kernels call, with the parameters TFLM's Prepare computes (tinyengine_tf/cmsis_nn.py),
 CMSIS-NN built from the given checkout. Both: arm-none-eabi-gcc -O2 -mcpu=cortex-m4 -mthumb -mfloat-abi=soft, DSP on,
@@ -47,7 +48,7 @@ TARGET = "cortex-m4"
 CHECK_SAMPLES = 6
 # The Flash both firmware images link into (cm.build_firmware's and cmsis_nn.build_firmware's
 # default): ours is converted with it as its budget, so the Flash it leaves may widen
-# FULLY_CONNECTED filters to int16 (api._widen_in_flash).
+# FULLY_CONNECTED and convolution filters to int16 (api._widen_in_flash).
 FLASH = 1024 * 1024
 
 
@@ -203,8 +204,10 @@ def main(argv=None):
     text = ["# Side by side with CMSIS-NN on a Cortex-M4 (QEMU)", "",
             "Ours: the firmware `cm.build_firmware(\"cortex-m4\")` links, the model converted "
             "with `flash=1 MiB`, the Flash that firmware links into (and CMSIS-NN's): where it "
-            "leaves room, FULLY_CONNECTED filters are stored widened to int16 (fewer "
-            "instructions for twice their bytes, in ours' Flash column; AD01's ten layers). "
+            "leaves room, FULLY_CONNECTED filters and the pointwise and windowed convolutions' "
+            "filters are stored widened to int16 (fewer instructions for twice their bytes, in "
+            "ours' Flash column; AD01's ten layers, the CNNs' 64-channel-and-up 1x1 layers and "
+            "ResNet's 3x3 ones: `api._widen_in_flash`). "
             "CMSIS-NN: the same source "
             "model called layer by layer, no interpreter, through the CMSIS-NN functions TFLite "
             "Micro's `kernels/cmsis_nn` call (`arm_convolve_wrapper_s8`, "

@@ -631,11 +631,21 @@ PW_CASES = {
     "ic72_turn_and_step": conv_spec(kh=1, kw=1, ic=72, oc=17, h=1, w=7, per_channel=False,
                                     act="RELU6", ys=0.03, yzp=-100),
     "ic136_three_px": conv_spec(kh=1, kw=1, ic=136, oc=9, h=1, w=3, xzp=-5),
-    "ic64_left_shift_batch2": conv_spec(kh=1, kw=1, ic=64, oc=16, h=2, w=4, batch=2, ys=0.0004,
+    "ic64_left_shift_batch2": conv_spec(kh=1, kw=1, ic=64, oc=32, h=3, w=5, batch=2, ys=0.0004,
                                         xs=0.5, yzp=0),
     "ic128_oc256_tables": conv_spec(kh=1, kw=1, ic=128, oc=256, h=3, w=3, xzp=-128, yzp=-128,
                                     act="RELU"),
     "ic256_tiny_multiplier": conv_spec(kh=1, kw=1, ic=256, oc=24, h=3, w=4, ys=30.0, yzp=127),
+    # windows (3x3 and the like): rows and columns outside the image as the zero point's pairs
+    # (-128: the fill is 0; 7 and 127: it is not), strides, VALID, batches, 2-pixel tiles where
+    # 3 windows would not fit the stack (576 inputs: ResNet's 64-channel layer)
+    "k3_ic16_same_relu": conv_spec(ic=16, oc=16, h=8, w=8, xzp=-128, act="RELU"),
+    "k3_ic32_s2_zp7": conv_spec(ic=32, oc=20, h=9, w=10, sh=2, sw=2, xzp=7),
+    "k3_ic32_valid_batch2": conv_spec(ic=32, oc=8, h=5, w=6, pad="VALID", batch=2,
+                                      per_channel=False),
+    "k3_ic64_2px_zp127": conv_spec(ic=64, oc=24, h=6, w=5, xzp=127, yzp=-128, act="RELU6",
+                                   ys=0.03),
+    "k5x3_ic24_s1x2": conv_spec(kh=5, kw=3, ic=24, oc=10, h=7, w=9, sw=2, xzp=-60),
 }
 PW_MARKS = ("ldm %[d]!, {r8, r9, r10, r11}", "const int16_t *ds = wt;")
 
@@ -649,7 +659,11 @@ def test_conv_widened_pointwise(name):
     src = dsp_source(cm)
     assert all(m in src for m in PW_MARKS), name
     assert "model_L0_w16[" in cm.sources["model.c"]
-    assert te.convert(model).flash + PW_CASES[name]["ic"] * PW_CASES[name]["oc"] == cm.flash
+    p = PW_CASES[name]
+    assert te.convert(model).flash + p["kh"] * p["kw"] * p["ic"] * p["oc"] == cm.flash
+    pixels = "ldm %[e]!, {r0, r1, r2, r3}"
+    per_step = dsp_source(cm).split("ldm %[d]!")[1].count(pixels)
+    assert per_step == (2 if 6 * p["kh"] * p["kw"] * p["ic"] > 3072 else 3), name
 
 
 def test_conv_widened_runs_fewer_instructions():
@@ -661,11 +675,31 @@ def test_conv_widened_runs_fewer_instructions():
     assert wide.per_mac < 0.85 * narrow.per_mac, (wide.per_mac, narrow.per_mac)
 
 
+def test_flash_budget_widens_conv_filters_with_room_only():
+    """The conv filter is widened when the budget holds its extra bytes beside the room left to
+    the code, not one byte less; cm.flash and the memory report count them."""
+    from tinyengine_tf.api import WIDEN_CODE_ROOM
+    p = PW_CASES["k3_ic16_same_relu"]
+    model = conv_model(p)
+    base = te.convert(model)
+    extra = p["kh"] * p["kw"] * p["ic"] * p["oc"]
+    for budget, wide in ((base.flash + WIDEN_CODE_ROOM + extra - 1, False),
+                         (base.flash + WIDEN_CODE_ROOM + extra, True)):
+        cm = te.convert(model, flash=budget)
+        assert ("model_L0_w16[" in cm.sources["model.c"]) == wide
+        assert cm.flash == base.flash + wide * extra
+        report = cm.memory_report(measure_tflm=False)
+        assert report.tinyengine.widened_bytes == wide * extra
+    assert "_w16[" not in te.convert(model, flash=1 << 26, optimize="size").sources["model.c"]
+
+
 def test_conv_widening_skips_what_gains_nothing():
-    """Layers of fewer than 64 input channels ("e" form), strided or padded ones keep int8."""
+    """Pointwise layers of fewer than 64 input channels ("e" form), inputs not in whole 8s,
+    column dilation, windows too large for two on the stack keep int8."""
     for p in (conv_spec(kh=1, kw=1, ic=32, oc=16, h=4, w=4),
-              conv_spec(kh=1, kw=1, ic=64, oc=16, h=6, w=6, sh=2, sw=2),
-              conv_spec(kh=3, kw=3, ic=64, oc=16, h=4, w=4)):
+              conv_spec(ic=12, oc=16, h=6, w=6),
+              conv_spec(ic=16, oc=8, dw=2, h=8, w=8),
+              conv_spec(ic=128, oc=8, h=4, w=4)):
         model = conv_model(p)
         assert te.convert(model, flash=1 << 26).flash == te.convert(model).flash
 
@@ -782,7 +816,8 @@ def test_other_optimization_levels(opt, flags):
     """The asm statements leave the compiler enough registers where r7 is the frame pointer
     (-O0, -fno-omit-frame-pointer) and stay exact whatever it allocates."""
     widened = fc_model((2, 130), 130, 12, np.random.default_rng(6), per_channel=False)
-    wide_convs = [conv_model(PW_CASES[n]) for n in ("ic72_turn_and_step", "ic128_oc256_tables")]
+    wide_convs = [conv_model(PW_CASES[n]) for n in ("ic72_turn_and_step", "ic128_oc256_tables",
+                                                     "k3_ic64_2px_zp127")]
     whole_plane = dw_model(DW_CASES["kws_rows_of_5"])
     for model in (whole_plane, conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), conv_model(CONV_CASES["pw_p_oc256_tables"]),

@@ -473,7 +473,7 @@ def _dot_missing(L: _Layer, pb: int, ob: int, ch: str, check: str) -> str:
           for (int ky = 0; ky < {L.kh}; ++ky)
             for (int kx = 0; kx < {L.kw}; ++kx) {{
               if (ky >= {ky_lo} && ky < {ky_hi} && kx >= {kx_lo} && kx < {kx_hi}) continue;
-              const int8_t *wt = {L.W} + ({ch}) * {L.k} + (ky * {L.kw} + kx) * {L.icf};
+              const {"int16_t" if L.wide else "int8_t"} *wt = {L.W} + ({ch}) * {L.k} + (ky * {L.kw} + kx) * {L.icf};
               for (int oo = 0; oo < {ob}; ++oo) {{
                 int32_t s = 0;
                 for (int c = 0; c < {L.icf}; ++c) s += wt[oo * {L.k} + c];

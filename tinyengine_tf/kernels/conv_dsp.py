@@ -26,6 +26,12 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   (11 instructions per 2 words), every channel's q, h, r once per call where they fit on the stack,
   and pixels P does not divide end in a tile of their own where that pays for its code
   (_p_tail).
+- widened "p" form (only where convert(flash=...) leaves room for the filter as int16: the
+  Flash planner, api._widen_in_flash, picks the layers): 3 pixels (2 where 3 windows would not
+  fit the stack) x 1 channel, a step of 8 inputs one LDM of the filter and one per pixel of its
+  expanded window, 0.67 instructions per MAC in the loop. Pointwise layers of 64 channels and
+  up (VWW's 0.96 -> 0.73-0.87) and windowed ones over 8k channels, any stride and padding
+  (ResNet's 3x3 layers, 0.97-1.18 -> 0.76-0.95).
 - "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
   expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
   2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop); a
@@ -119,7 +125,7 @@ def _dsp_plan(L: _Layer) -> _DspPlan | None:
     nw = -(-R // 4)
     budget = DSP_STACK_FEW if L.ic <= 3 else DSP_STACK
     if L.wide:
-        return _DspPlan("p", R, nw, 1, PW_PIXELS)
+        return _DspPlan("p", R, nw, 1, _pw_pixels(L))
     ob, pb = min(2, L.oc), min(2, run)
     per_channel = 8 * L.kh * nw + 4           # expanded filter and bias
     per_pixel = 8 * L.kh * nw
@@ -728,69 +734,92 @@ def _p_tail(L: _Layer, pb: int, nw: int, pixels: int) -> int:
 # -- the widened "p" form: int16 filters (where the Flash planner gives them room) -------------
 #
 # With the filter stored as int16 pairs, a channel's 8 inputs are 4 words read by one LDM, and a
-# pixel's expanded 8 by another: per 8 input channels and PW_PIXELS = 3 pixels, 4 LDM and 12
-# SMLAD for 24 MACs (0.67 per MAC in the loop, against 0.875 for the int8 filter at P = 6). The
+# pixel's expanded 8 by another: per 8 inputs and 3 pixels, 4 LDM and 12 SMLAD for 24 MACs
+# (0.67 per MAC in the loop, against 0.875 for the int8 filter at P = 6; 2 pixels, 0.69). The
 # LDM blocks are named registers (LDM loads ascending ones; r7 is the frame pointer at -O0),
-# which leaves the 3 accumulators and 2 pointers 5 of the other 6 (and the loop over turns of
-# PW_UNROLL steps the sixth, at -O2). Pixels are expanded as pairs of
-# neighbouring channels (x0, x1), (x2, x3), ... to match the filter's natural order, the 8
-# channels of step t of pixel q at xx[(t * 3 + q) * 4]: one pointer walks a tile's steps.
+# which leaves the accumulators and 2 pointers 5 of the other 6 (and the loop over turns of
+# PW_UNROLL steps the sixth, at -O2). Each pixel's window is expanded (as x + 128, the dot
+# form's bias) in pairs of neighbouring inputs (x0, x1), (x2, x3), ... to match the filter's
+# [o][ky][kx][c] order, step t of pixel q at xx[(t * P + q) * 4]: one pointer walks a tile's
+# steps. Pointwise layers expand one run per pixel; others (3x3 and the like, any stride) kh
+# runs of the in-image columns, the taps outside the image written as the zero point's pairs
+# (TFLM skips them: x = zp against the folded bias). 3 pixels where their windows fit the stack
+# (2 * 3 * K bytes), else 2.
 
-PW_PIXELS = 3
-# 8-channel steps per loop turn: the loop's 2-3 instructions a turn are 2% of 8 steps (VWW's
+# 8-input steps per loop turn: the loop's 2-3 instructions a turn are 2% of 8 steps (VWW's
 # 128-channel layers: 2 turns; 64 channels: no loop), 4% of 4, for 4 steps more of code (~240 B).
 PW_UNROLL = 8
-PW_MIN_IC = 64        # below, the "e" form (8-32 channels) already does as well
+PW_MIN_IC = 64        # pointwise layers below: the "e" form (8-32 channels) already does as well
 PW_X = ("r0", "r1", "r2", "r3")
 PW_W = ("r8", "r9", "r10", "r11")
+# Instructions per tile and channel outside the steps (bias, requantization of the P outputs,
+# their stores, spills), read from VWW's and ResNet's generated code.
+PW_CHANNEL = 46
+
+
+def _pw_pixels(L: _Layer) -> int:
+    return next((p for p in (3, 2) if 2 * p * L.k <= DSP_STACK), 0)
 
 
 def wide_fits(L: _Layer) -> bool:
     """Whether the widened "p" form applies (the Flash planner widens nothing else)."""
     pixels = L.n * L.win.oh * L.win.ow
-    return (L.flat and L.groups == 1 and L.ic % 8 == 0 and L.ic >= PW_MIN_IC
-            and pixels >= PW_PIXELS and 2 * PW_PIXELS * L.ic <= DSP_STACK)
+    pb = _pw_pixels(L)
+    return (L.groups == 1 and L.win.dw == 1 and L.ic % 8 == 0 and pb > 0 and pixels >= pb
+            and (L.ic >= PW_MIN_IC or not L.flat))
 
 
 def _pw_cost(L: _Layer, pixels: int) -> int:
-    pairs = L.ic // 8
-    loops, _ = _pw_steps(L.ic // 4)
-    return -(-pixels // PW_PIXELS) * (L.oc * (16 * pairs + 3 * loops + 35)
-                                      + PW_PIXELS * 15 * pairs)
+    pb = _pw_pixels(L)
+    pairs = L.k // 8
+    loops, _ = _pw_steps(L.k // 4)
+    run = L.kw * L.ic
+    expand = pb * L.kh * (15 * run // 8 + (6 if L.flat else 30))
+    return -(-pixels // pb) * (L.oc * ((4 + 4 * pb) * pairs + 3 * loops + PW_CHANNEL) + expand)
+
+
+# The int8 filters' forms of windowed layers per MAC, for the planner's estimate: ResNet's
+# 16-channel 3x3 layers ("r") 0.97-1.05, its wider ones ("w", "x") 1.10-1.18.
+PW_NOW_NARROW, PW_NOW_WIDER = 1.0, 1.1
 
 
 def wide_saving(L: _Layer) -> int:
     """Instructions per inference the widened form saves, estimated against the int8 filter's
-    "p" form (or the "x" form's 2 x 2 tiles where "p" would not be taken)."""
-    nw = L.ic // 4
+    "p" form (or the "x" form's 2 x 2 tiles where "p" would not be taken) on pointwise layers,
+    from the measured figures (PW_NOW_*) on the others."""
+    nw = L.k // 4
     pixels = L.n * L.win.oh * L.win.ow
-    now = -(-pixels // 2) * -(-L.oc // 2) * (16 * nw + 40)
-    for P in range(3, min(P_MAX, pixels) + 1):
-        if P * 8 * nw <= DSP_STACK:
-            now = min(now, _p_cost(L, nw, pixels, P))
+    if L.flat:
+        now = -(-pixels // 2) * -(-L.oc // 2) * (16 * nw + 40)
+        for P in range(3, min(P_MAX, pixels) + 1):
+            if P * 8 * nw <= DSP_STACK:
+                now = min(now, _p_cost(L, nw, pixels, P))
+    else:
+        now = int(pixels * L.oc * L.k * (PW_NOW_NARROW if L.ic <= 16 else PW_NOW_WIDER))
     return now - _pw_cost(L, pixels)
 
 
 def _pw_steps(nw: int) -> tuple[int, int]:
-    """(loop turns of PW_UNROLL steps, steps written out past them) of a run of nw words."""
+    """(loop turns of PW_UNROLL steps, steps written out past them) of nw words a window."""
     pairs = nw // 2
     loops = pairs // PW_UNROLL if pairs > PW_UNROLL else 0
     return loops, pairs - loops * PW_UNROLL
 
 
-def _pw_step() -> list:
-    """The asm of one 8-channel step of one channel against the tile's 3 expanded pixels."""
+def _pw_step(pb: int) -> list:
+    """The asm of one 8-input step of one channel against the tile's pb expanded pixels."""
     step = [f"ldm %[d]!, {{{', '.join(PW_W)}}}"]
-    for j in range(PW_PIXELS):
+    for j in range(pb):
         step.append(f"ldm %[e]!, {{{', '.join(PW_X)}}}")
         step += [f"smlad %[a{j}], {w}, {x}, %[a{j}]" for w, x in zip(PW_W, PW_X)]
     return step
 
 
-def _pw_expand(two: bool) -> str:
-    """Pixel q's n_ic bytes at xp + q * n_ic as (x + 128) pairs of neighbouring channels
-    (doubled where two), 8 a step: the byte mask splits a word into channels 0/2 and 1/3 (and
-    doubles them, by its shifts), PKHBT and PKHTB pair them up 0/1 and 2/3."""
+def _pw_expand(two: bool, pb: int) -> str:
+    """The bytes [s, se) (a whole number of 8, at least 8) as (x + 128) pairs of neighbouring
+    inputs (doubled where two) at d, 8 a step, leaving d past them: the byte mask splits a word
+    into bytes 0/2 and 1/3 (and doubles them, by its shifts), PKHBT and PKHTB pair them up 0/1
+    and 2/3."""
     lo, hi = (", lsl #1", ", lsr #7") if two else ("", ", lsr #8")
     mask = "0x01FE01FEu" if two else "0x00FF00FFu"
     sep = "\\n\\t"
@@ -800,21 +829,54 @@ def _pw_expand(two: bool) -> str:
              "pkhbt %[t3], %[t2], %[t0], lsl #16", "pkhtb %[t0], %[t0], %[t2], asr #16",
              f"and %[t2], %[m], %[t1]{lo}", f"and %[t1], %[m], %[t1]{hi}",
              "pkhbt %[t4], %[t2], %[t1], lsl #16", "pkhtb %[t1], %[t1], %[t2], asr #16",
-             "strd %[t4], %[t1], [%[d], #8]", f"strd %[t3], %[t0], [%[d]], #{16 * PW_PIXELS}",
+             "strd %[t4], %[t1], [%[d], #8]", f"strd %[t3], %[t0], [%[d]], #{16 * pb}",
              "cmp %[s], %[se]", "bne 1b"]
-    return f"""const int8_t *s = xp + q * n_ic;
-      int32_t *d = xx + 4 * q;
+    return f"""{{
+        uint32_t t0, t1, t2, t3, t4;
+        __asm__ volatile("{sep.join(lines)}"
+                         : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2),
+                           [t3] "=&r"(t3), [t4] "=&r"(t4)
+                         : [se] "r"(se), [m] "r"({mask}) : "cc", "memory");
+      }}"""
+
+
+def _pw_window(L: _Layer, pb: int, two: bool) -> str:
+    """Pixel px's window into xx (d at its first step): kh runs of kw * n_ic inputs, each the
+    in-image columns expanded and the others (and rows outside the image) the zero point's
+    pairs."""
+    if L.flat:
+        return f"""const int8_t *s = in0 + px * n_ic;
       const int8_t *const se = s + n_ic;
-      uint32_t t0, t1, t2, t3, t4;
-      __asm__ volatile("{sep.join(lines)}"
-                       : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2),
-                         [t3] "=&r"(t3), [t4] "=&r"(t4)
-                       : [se] "r"(se), [m] "r"({mask}) : "cc", "memory");"""
+      {_pw_expand(two, pb)}"""
+    fill = f"""for (int i = 0; i < {{n}}; ++i) {{{{
+            d[0] = zw; d[1] = zw; d[2] = zw; d[3] = zw;
+            d += {4 * pb};
+          }}}}"""
+    return f"""const int b = px / (n_oh * n_ow), r_ = px - b * (n_oh * n_ow);
+      const int oy = r_ / n_ow, ox = r_ - oy * n_ow;
+      const int iy0 = oy * s_h - p_t, ix0 = ox * s_w - p_l;
+      const int kx_lo = ix0 < 0 ? -ix0 : 0;
+      const int kx_hi = n_iw - ix0 < k_w ? n_iw - ix0 : k_w;
+      for (int ky = 0; ky < k_h; ++ky) {{
+        const int iy = iy0 + ky * d_h;
+        if (iy < 0 || iy >= n_ih || kx_hi <= kx_lo) {{
+          {fill.format(n="k_w * n_ic / 8")}
+          continue;
+        }}
+        {fill.format(n="kx_lo * n_ic / 8")}
+        {{
+          const int8_t *s = in0 + ((b * n_ih + iy) * n_iw + ix0 + kx_lo) * n_ic;
+          const int8_t *const se = s + (kx_hi - kx_lo) * n_ic;
+          {_pw_expand(two, pb)}
+        }}
+        {fill.format(n="(k_w - kx_hi) * n_ic / 8")}
+      }}"""
 
 
-def _pw_tile(nw: int, two: bool, vals, setup: str, bias: str) -> str:
-    """One tile of the widened form: pixels p..p+2 expanded, then every channel against them."""
-    pb = PW_PIXELS
+def _pw_tile(L: _Layer, pb: int, two: bool, vals, setup: str, bias: str) -> str:
+    """One tile of the widened form: pixels p..p+pb-1 expanded, then every channel against
+    them."""
+    nw = L.k // 4
     stores = ["int8_t *y = yo;"]
     for j in range(0, pb, 2):
         stores.append(f"y[0] = {vals(j)};")
@@ -829,7 +891,7 @@ def _pw_tile(nw: int, two: bool, vals, setup: str, bias: str) -> str:
     clobbers = ", ".join(f'"{r}"' for r in PW_X + PW_W)
 
     def asm(steps: int) -> str:
-        return f"""__asm__("{sep.join(_pw_step() * steps)}"
+        return f"""__asm__("{sep.join(_pw_step(pb) * steps)}"
                 : {outs} : : {clobbers}, "cc", "memory");"""
     # The loop over turns is C: its counter takes the one register the asm leaves (an asm
     # loop would need a sixth for its end; read from the stack, it cannot be at -O0).
@@ -837,15 +899,16 @@ def _pw_tile(nw: int, two: bool, vals, setup: str, bias: str) -> str:
     macs = ""
     if loops:
         macs += f"""
-        for (int t = n_ic / {8 * PW_UNROLL}; t > 0; --t)
+        for (int t = n_k / {8 * PW_UNROLL}; t > 0; --t)
           {asm(PW_UNROLL)}"""
     if rest:
         macs += f"""
         {asm(rest)}"""
-    return f"""const int8_t *xp = in0 + p * n_ic;
-    int8_t *yq = out0 + p * n_oc;
+    return f"""int8_t *yq = out0 + p * n_oc;
     for (int q = 0; q < {pb}; ++q) {{
-      {_pw_expand(two)}
+      const int px = p + q;
+      int32_t *d = xx + 4 * q;
+      {_pw_window(L, pb, two)}
     }}
     /* The filters are read in order: the asm leaves ds at the next one. */
     const int16_t *ds = wt;
@@ -921,7 +984,7 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
         setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
         def vals(j):
             return f"(int8_t){L.rq.expr(f'a{j}', '', per_channel, two)}"
-        if per_channel and _p_records(L, pb, nw):
+        if per_channel and _p_records(L, pb, L.k // 4):
             # Every channel's q, h, r once per call (the tiles' channels read them back):
             # per tile and channel, the two tables' pointers (spilled across the asm) and the
             # rounding constant cost some 10 instructions, the record 5.
@@ -940,7 +1003,7 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
     pixels = L.n * L.win.oh * L.win.ow
     r = 0 if L.wide else _p_tail(L, pb, nw, pixels)
     if L.wide:
-        tile = _pw_tile(nw, two, vals, setup, bias)
+        tile = _pw_tile(L, pb, two, vals, setup, bias)
     else:
         tile = _p_tile(pb, nw, two, vals, setup, bias, lo_, hi_)
     if r:
@@ -967,12 +1030,23 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
     params = [("const int8_t *", "in0", "in0"), ("int8_t *", "out0", "out0"),
               ("const int16_t *" if L.wide else "const int8_t *", "wt", L.W),
               ("const int32_t *", "bs", L.B), *_rq_params(L),
-              ("int", "n_px", str(L.n * L.win.oh * L.win.ow)), ("int", "n_ic", str(L.k)),
+              ("int", "n_px", str(L.n * L.win.oh * L.win.ow)), ("int", "n_ic", str(L.ic)),
               ("int", "n_oc", str(L.oc))]
-    bounds = (("XX_WORDS", 2 * pb * nw),)
+    if L.wide:
+        params.append(("int", "n_k", str(L.k)))
+    if L.wide and not L.flat:
+        w = L.win
+        z = (L.zp + 128) * (2 if two else 1)
+        params += [("int", n, str(v)) for n, v in (
+            ("n_ih", L.ih), ("n_iw", L.iw), ("n_oh", w.oh), ("n_ow", w.ow), ("k_h", L.kh),
+            ("k_w", L.kw), ("s_h", w.sh), ("s_w", w.sw), ("p_t", w.pt), ("p_l", w.pl),
+            ("d_h", w.dh))]
+        params.append(("int32_t", "zw", str(z | (z << 16))))
+    bounds = (("XX_WORDS", pb * L.k // 2),)
     if rx_decl:
         bounds += (("RX_WORDS", E_RQ_WORDS * L.oc),)
-    return Shareable(f"p{pb}{'w' if L.wide else ''}", body, tuple(params), bounds, "TE_DSP")
+    form = f"p{pb}" + ("" if not L.wide else "w" if L.flat else "q")
+    return Shareable(form, body, tuple(params), bounds, "TE_DSP")
 
 
 # -- "e" form: both operands expanded, 2 pixels x 2 channels ----------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import tinyengine_tf as te
-from reference import check_footprints, int8_inputs, sample_shape, tflm_run
+from reference import (assert_sanitized_matches_tflm, check_footprints, int8_inputs,
+                       sample_shape, tflm_run)
 from test_kernels_conv import conv_model, spec as conv_spec
 from test_kernels_depthwise import BAND_CASES, compile_with_band, dw_model, spec as dw_spec
 from test_kernels_fully_connected import fc_model
@@ -673,6 +674,16 @@ def test_conv_widened_runs_fewer_instructions():
                                  act="RELU"))
     narrow, wide = (te.convert(model, flash=f).profile(TARGET).layers[0] for f in (None, 1 << 26))
     assert wide.per_mac < 0.85 * narrow.per_mac, (wide.per_mac, narrow.per_mac)
+
+
+def test_conv_widened_sanitized_build_matches_tflm():
+    """The portable loops over the int16 filters, under ASan and UBSan on the host."""
+    for name in ("k3_ic32_s2_zp7", "ic72_turn_and_step"):
+        model = conv_model(PW_CASES[name])
+        cm = te.convert(model, flash=1 << 26)
+        assert "model_L0_w16[" in cm.sources["model.c"]
+        x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 8, seed=3)
+        assert_sanitized_matches_tflm(cm, model, x)
 
 
 def test_flash_budget_widens_conv_filters_with_room_only():

@@ -38,7 +38,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels import conv_residual, dsp, int16x8
-from tinyengine_tf.kernels.conv_dsp import dsp_body, wide_saving, wide_fits
+from tinyengine_tf.kernels.conv_dsp import dsp_body, wide_fits, wide_saving
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.base import WIDE_WEIGHTS as WIDE
 from tinyengine_tf.kernels.base import FIX_QUANTIZE

@@ -127,6 +127,26 @@ def test_fused_blocks_on_cortex_m4_dsp_path():
         np.testing.assert_array_equal(cm.run(xs, target="cortex-m4"), tflm_run(model, xs))
 
 
+def test_widened_projection_matches_tflm():
+    """With Flash to spare the projection's filter (96 inputs) is stored as int16 and its chunk
+    function takes the widened form: the DSP firmware, the host (portable) and a sanitized
+    build all equal TFLM; the footprints count the widened bytes."""
+    from reference import check_footprints
+    for spec in (dict(c=8, e=96, h=6, w=6, seed=7),
+                 dict(c=16, e=64, h=6, w=8, order=1, add_act="RELU6", per_channel=False, seed=8)):
+        model = block(**spec)
+        narrow, cm = te.convert(model), te.convert(model, flash=1 << 26)
+        proj = next(op for op in cm.graph.ops if "residual" in op.options)
+        assert f"_L{cm.graph.ops.index(proj)}_w16[" in cm.sources["model.c"], spec
+        assert cm.flash > narrow.flash
+        check_footprints(cm)
+        xs = model_inputs(cm, 8, seed=4)
+        want = tflm_run(model, xs)
+        np.testing.assert_array_equal(cm.run(xs, target="cortex-m4"), want)
+        np.testing.assert_array_equal(cm.run(xs), want)
+        assert_sanitized_matches_tflm(cm, model, xs)
+
+
 def test_x_plus_conv_of_x_gets_its_own_output_buffer():
     # The conv reads pixel p's input for every output channel: the sum must not overwrite it.
     rng = np.random.default_rng(4)

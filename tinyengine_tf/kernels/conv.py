@@ -209,11 +209,17 @@ def widens(L: _Layer) -> bool:
     return L.dot and wide_fits(L)
 
 
-def _shape_layer(op: Op, g) -> _Layer | None:
-    """The _Layer fields shapes decide (no arrays), for the Flash planner; None where the
-    layer is not a plain int8 convolution this module emits."""
-    if op.kind != "CONV_2D" or conv_residual.handles(op) or int16x8.handles(op, g):
+def _shape_layer(op: Op, g) -> tuple[_Layer, int] | None:
+    """(the _Layer fields shapes decide, no arrays; calls per inference), for the Flash
+    planner; None where the layer is not an int8 convolution this module emits. A 1x1 conv with
+    a folded residual ADD runs as a conv over chunks of pixels (conv_residual.py)."""
+    if op.kind != "CONV_2D" or int16x8.handles(op, g):
         return None
+    calls = 1
+    if conv_residual.handles(op):
+        chunk = conv_residual.chunk_pixels(op, g)
+        calls = int(np.prod(g.t(op.inputs[0]).shape[:3])) // chunk
+        op, g = conv_residual._conv_part(op, g, chunk)
     x, w, y = g.t(op.inputs[0]), g.t(op.inputs[1]), g.t(op.outputs[0])
     if (not w.is_const or x.dtype != "int8" or w.dtype != "int8" or y.dtype != "int8"
             or len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4):
@@ -225,24 +231,25 @@ def _shape_layer(op: Op, g) -> _Layer | None:
     win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
     L = _Layer(n, ih, iw, ic, oc, kh, kw, icf, 1, win, x.zp, dot=False)
     L.dot = L.run >= DOT_MIN_RUN
-    return L
+    return L, calls
 
 
 def widening(op: Op, g) -> tuple[int, int] | None:
     """(extra Flash bytes, instructions saved per inference, estimated) of storing this layer's
     filter as int16, or None where no form reads it so."""
-    L = _shape_layer(op, g)
-    if L is None or not widens(L):
+    shaped = _shape_layer(op, g)
+    if shaped is None or not widens(shaped[0]):
         return None
-    return L.oc * L.k, wide_saving(L)
+    L, calls = shaped
+    return L.oc * L.k, calls * wide_saving(L)
 
 
 def widened_bytes(op: Op, g) -> int:
     """The Flash this layer's int16 filter takes beyond its int8 one (0 where not widened)."""
     if not op.options.get(WIDE):
         return 0
-    L = _shape_layer(op, g)
-    return L.oc * L.k if L is not None and widens(L) else 0
+    shaped = _shape_layer(op, g)
+    return shaped[0].oc * shaped[0].k if shaped is not None and widens(shaped[0]) else 0
 
 
 def _epilogue(ctx, op, w, y, q, shift, lo, hi, bounds):

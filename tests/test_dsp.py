@@ -647,6 +647,10 @@ PW_CASES = {
     "k3_ic64_2px_zp127": conv_spec(ic=64, oc=24, h=6, w=5, xzp=127, yzp=-128, act="RELU6",
                                    ys=0.03),
     "k5x3_ic24_s1x2": conv_spec(kh=5, kw=3, ic=24, oc=10, h=7, w=9, sw=2, xzp=-60),
+    # records of q, h, r without the bias (ResNet's 64-channel layer: with it, they would not
+    # fit beside its two windows)
+    "k3_ic64_oc64_records_no_bias": conv_spec(ic=64, oc=64, h=4, w=4, xzp=-128, yzp=-128,
+                                              act="RELU"),
 }
 PW_MARKS = ("ldm %[d]!, {r8, r9, r10, r11}", "const int16_t *ds = wt;")
 
@@ -662,6 +666,8 @@ def test_conv_widened_pointwise(name):
     assert "model_L0_w16[" in cm.sources["model.c"]
     p = PW_CASES[name]
     assert te.convert(model).flash + p["kh"] * p["kw"] * p["ic"] * p["oc"] == cm.flash
+    # the bias read from the requantization records wherever they hold it too
+    assert ("int32_t bias = rx[4 * o];" in src) == ("rx[4 * o] = " in src), name
     pixels = "ldm %[e]!, {r0, r1, r2, r3}"
     per_step = dsp_source(cm).split("ldm %[d]!")[1].count(pixels)
     assert per_step == (2 if 6 * p["kh"] * p["kw"] * p["ic"] > 3072 else 3), name

@@ -640,10 +640,14 @@ def _p_cost(L: _Layer, nw: int, pixels: int, P: int) -> int:
     return -(-pixels // P) * (L.oc * ((3 + 3 * P) * nw + 6 * P + 35) + 7 * P * nw)
 
 
-def _p_records(L: _Layer, pb: int, nw: int) -> bool:
-    """Whether every channel's requantization record fits on the stack beside the expanded
-    pixels (VWW's 256-channel layers keep reading the tables)."""
-    return 4 * E_RQ_WORDS * L.oc + 8 * pb * nw <= DSP_STACK
+def _p_records(L: _Layer, pb: int, nw: int) -> int:
+    """Words of every channel's requantization record where they fit on the stack beside the
+    expanded pixels, else 0 (VWW's 256-channel layers keep reading the tables): q, h, r, and
+    for the widened form the bias first where that fits too."""
+    for words in ((E_RQ_WORDS + 1, E_RQ_WORDS) if L.wide else (E_RQ_WORDS,)):
+        if 4 * words * L.oc + 8 * pb * nw <= DSP_STACK:
+            return words
+    return 0
 
 
 def _p_loop(P: int, nw: int) -> list:
@@ -980,26 +984,36 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
         ("(int32_t)__uxtb16(v)", "te_ux13(v)")
     per_channel = L.tables[0] is not None
     build = rx_decl = ""
+    nr = 0
     if L.rq.ok:
         setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
         def vals(j):
             return f"(int8_t){L.rq.expr(f'a{j}', '', per_channel, two)}"
-        if per_channel and _p_records(L, pb, L.k // 4):
+        nr = _p_records(L, pb, L.k // 4) if per_channel else 0
+        if nr:
             # Every channel's q, h, r once per call (the tiles' channels read them back):
             # per tile and channel, the two tables' pointers (spilled across the asm) and the
             # rounding constant cost some 10 instructions, the record 5.
+            # The widened form keeps the bias in the record too (one pointer across its asm).
+            b0 = nr - E_RQ_WORDS
+            bias_in = (f"rx[{nr} * o] = {'(int32_t)((uint32_t)bs[o] << 1)' if two else 'bs[o]'}; "
+                       if b0 else "")
+            def at(k: int) -> str:
+                return f"{nr} * o + {k}" if k else f"{nr} * o"
             build = f"""for (int o = 0; o < n_oc; ++o) {{
     {setup}
-    rx[{E_RQ_WORDS} * o] = q; rx[{E_RQ_WORDS} * o + 1] = h; rx[{E_RQ_WORDS} * o + 2] = r;
+    {bias_in}rx[{at(b0)}] = q; rx[{at(b0 + 1)}] = h; rx[{at(b0 + 2)}] = r;
   }}"""
             rx_decl = "\n  int32_t rx[RX_WORDS];"
-            setup = (f"const int32_t *rq = rx + {E_RQ_WORDS} * o; const int32_t q = rq[0], "
+            setup = (f"const int32_t *rq = rx + {at(b0)}; const int32_t q = rq[0], "
                      "h = rq[1]; const int r = rq[2];")
     else:
         setup = ""
         def vals(j):
             return L.epi(f"a{j}", "o")
     bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
+    if rx_decl and nr > E_RQ_WORDS:
+        bias = f"rx[{nr} * o]"
     pixels = L.n * L.win.oh * L.win.ow
     r = 0 if L.wide else _p_tail(L, pb, nw, pixels)
     if L.wide:
@@ -1044,7 +1058,7 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
         params.append(("int32_t", "zw", str(z | (z << 16))))
     bounds = (("XX_WORDS", pb * L.k // 2),)
     if rx_decl:
-        bounds += (("RX_WORDS", E_RQ_WORDS * L.oc),)
+        bounds += (("RX_WORDS", nr * L.oc),)
     form = f"p{pb}" + ("" if not L.wide else "w" if L.flat else "q")
     return Shareable(form, body, tuple(params), bounds, "TE_DSP")
 

@@ -30,8 +30,8 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   Flash planner, api._widen_in_flash, picks the layers): 3 pixels (2 where 3 windows would not
   fit the stack) x 1 channel, a step of 8 inputs one LDM of the filter and one per pixel of its
   expanded window, 0.67 instructions per MAC in the loop. Pointwise layers of 64 channels and
-  up (VWW's 0.96 -> 0.73-0.87) and windowed ones over 8k channels, any stride and padding
-  (ResNet's 3x3 layers, 0.97-1.18 -> 0.76-0.95).
+  up (VWW's 0.96 -> 0.73-0.85) and windowed ones over 8k channels, any stride and padding
+  (ResNet's 3x3 layers, 0.97-1.18 -> 0.76-0.94).
 - "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
   expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
   2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop); a
@@ -758,7 +758,7 @@ PW_X = ("r0", "r1", "r2", "r3")
 PW_W = ("r8", "r9", "r10", "r11")
 # Instructions per tile and channel outside the steps (bias, requantization of the P outputs,
 # their stores, spills), read from VWW's and ResNet's generated code.
-PW_CHANNEL = 46
+PW_CHANNEL = 40
 
 
 def _pw_pixels(L: _Layer) -> int:

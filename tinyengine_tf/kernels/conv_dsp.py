@@ -678,6 +678,17 @@ def _p_loop(P: int, nw: int) -> list:
     return lines
 
 
+def _split_words(two: bool) -> tuple:
+    """(lo, hi shift operands, byte mask, the loop's first lines) of the expansion loops: a step
+    loads 2 words and flips them to x + 128; AND with the mask (shifted) then moves a word's
+    bytes 0/2 (lo) or 1/3 (hi) into halves, doubled where two."""
+    lo, hi = (", lsl #1", ", lsr #7") if two else ("", ", lsr #8")
+    mask = "0x01FE01FEu" if two else "0x00FF00FFu"
+    head = ["1:", "ldrd %[t0], %[t1], [%[s]], #8",
+            "eor %[t0], %[t0], #0x80808080", "eor %[t1], %[t1], #0x80808080"]
+    return lo, hi, mask, head
+
+
 def _p_expand(pb: int, nw: int, two: bool, lo_: str, hi_: str) -> str:
     """Pixel q's n_ic bytes at xp + q * n_ic as (x + 128) pairs (doubled where two) at word
     step s of the interleaved xx. Runs of whole word pairs take an asm loop of 11 instructions
@@ -692,11 +703,9 @@ def _p_expand(pb: int, nw: int, two: bool, lo_: str, hi_: str) -> str:
         dx[1] = {hi_};
         dx += {2 * pb};
       }}"""
-    lo, hi = (", lsl #1", ", lsr #7") if two else ("", ", lsr #8")
-    mask = "0x01FE01FEu" if two else "0x00FF00FFu"
+    lo, hi, mask, head = _split_words(two)
     sep = "\\n\\t"
-    lines = ["1:", "ldrd %[t0], %[t1], [%[s]], #8",
-             "eor %[t0], %[t0], #0x80808080", "eor %[t1], %[t1], #0x80808080",
+    lines = head + [
              f"and %[t2], %[m], %[t0]{lo}", f"and %[t0], %[m], %[t0]{hi}",
              f"strd %[t2], %[t0], [%[d]], #{16 * pb}",
              f"and %[t2], %[m], %[t1]{lo}", f"and %[t1], %[m], %[t1]{hi}",
@@ -824,11 +833,9 @@ def _pw_expand(two: bool, pb: int) -> str:
     inputs (doubled where two) at d, 8 a step, leaving d past them: the byte mask splits a word
     into bytes 0/2 and 1/3 (and doubles them, by its shifts), PKHBT and PKHTB pair them up 0/1
     and 2/3."""
-    lo, hi = (", lsl #1", ", lsr #7") if two else ("", ", lsr #8")
-    mask = "0x01FE01FEu" if two else "0x00FF00FFu"
+    lo, hi, mask, head = _split_words(two)
     sep = "\\n\\t"
-    lines = ["1:", "ldrd %[t0], %[t1], [%[s]], #8",
-             "eor %[t0], %[t0], #0x80808080", "eor %[t1], %[t1], #0x80808080",
+    lines = head + [
              f"and %[t2], %[m], %[t0]{lo}", f"and %[t0], %[m], %[t0]{hi}",
              "pkhbt %[t3], %[t2], %[t0], lsl #16", "pkhtb %[t0], %[t0], %[t2], asr #16",
              f"and %[t2], %[m], %[t1]{lo}", f"and %[t1], %[m], %[t1]{hi}",
@@ -877,10 +884,9 @@ def _pw_window(L: _Layer, pb: int, two: bool) -> str:
       }}"""
 
 
-def _pw_tile(L: _Layer, pb: int, two: bool, vals, setup: str, bias: str) -> str:
-    """One tile of the widened form: pixels p..p+pb-1 expanded, then every channel against
-    them."""
-    nw = L.k // 4
+def _p_stores(pb: int, vals) -> str:
+    """The tile's pb outputs of channel o, pixels n_oc apart: two stores per pointer step (the
+    second at + n_oc, a register offset)."""
     stores = ["int8_t *y = yo;"]
     for j in range(0, pb, 2):
         stores.append(f"y[0] = {vals(j)};")
@@ -888,7 +894,14 @@ def _pw_tile(L: _Layer, pb: int, two: bool, vals, setup: str, bias: str) -> str:
             stores.append(f"y[n_oc] = {vals(j + 1)};")
         if j + 2 < pb:
             stores.append("y += 2 * n_oc;")
-    stores = "\n      ".join(stores)
+    return "\n      ".join(stores)
+
+
+def _pw_tile(L: _Layer, pb: int, two: bool, vals, setup: str, bias: str) -> str:
+    """One tile of the widened form: pixels p..p+pb-1 expanded, then every channel against
+    them."""
+    nw = L.k // 4
+    stores = _p_stores(pb, vals)
     sep = "\\n\\t"
     accs = [f"a{j}" for j in range(pb)]
     outs = ", ".join([f'[{a}] "+r"({a})' for a in accs] + ['[d] "+r"(ds)', '[e] "+r"(es)'])
@@ -931,16 +944,9 @@ def _pw_tile(L: _Layer, pb: int, two: bool, vals, setup: str, bias: str) -> str:
 def _p_tile(pb: int, nw: int, two: bool, vals, setup: str, bias: str, lo_: str, hi_: str) -> str:
     """One tile: pixels p..p+pb-1 expanded, then every channel against them. vals(j, pb): the
     C value of accumulator a<j>."""
-    # Two stores per pointer step (the second at + n_oc, a register offset). The empty asm
-    # keeps gcc from deriving one pointer per pixel from o, which it holds on the stack.
-    stores = ["int8_t *y = yo;"]
-    for j in range(0, pb, 2):
-        stores.append(f"y[0] = {vals(j)};")
-        if j + 1 < pb:
-            stores.append(f"y[n_oc] = {vals(j + 1)};")
-        if j + 2 < pb:
-            stores.append("y += 2 * n_oc;")
-    stores = "\n      ".join(stores)
+    # The empty asm keeps gcc from deriving one pointer per pixel from o, which it holds on the
+    # stack.
+    stores = _p_stores(pb, vals)
     sep = "\\n\\t"
     lines = _p_loop(pb, nw)
     accs = [f"a{j}" for j in range(pb)]

@@ -788,7 +788,7 @@ def _pw_cost(L: _Layer, pixels: int) -> int:
     loops, _ = _pw_steps(L.k // 4)
     run = L.kw * L.ic
     expand = pb * L.kh * (15 * run // 8 + (6 if L.flat else 30))
-    return -(-pixels // pb) * (L.oc * ((4 + 4 * pb) * pairs + 3 * loops + PW_CHANNEL) + expand)
+    return -(-pixels // pb) * (L.oc * ((1 + 5 * pb) * pairs + 3 * loops + PW_CHANNEL) + expand)
 
 
 # The int8 filters' forms of windowed layers per MAC, for the planner's estimate: ResNet's

@@ -167,7 +167,6 @@ def _layer(op: Op, ctx: EmitContext) -> _Layer:
                                   f"per output channel ({oc}), along an axis of that size",
                               FIX_QUANTIZE)
     groups = ic // icf
-    win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
 
     bias = np.zeros(oc, np.int64)
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
@@ -181,8 +180,7 @@ def _layer(op: Op, ctx: EmitContext) -> _Layer:
         raise ctx.unsupported(op, f"a {kh}x{kw}x{icf} window with these biases can overflow the "
                                   "int32 accumulator", "Use fewer input channels per output")
 
-    L = _Layer(n, ih, iw, ic, oc, kh, kw, icf, groups, win, x.zp, dot=False)
-    L.dot = L.run >= DOT_MIN_RUN
+    L = _geometry(op, x, w, y)
     ocpg = oc // groups
     q, shift = quant.channel_multipliers(x.s, w.scale, y.s, oc)
     lo, hi = quant.activation_range(op.options.get("fused_activation_function"), y.s, y.zp)
@@ -224,14 +222,18 @@ def _shape_layer(op: Op, g) -> tuple[_Layer, int] | None:
     if (not w.is_const or x.dtype != "int8" or w.dtype != "int8" or y.dtype != "int8"
             or len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4):
         return None
+    return _geometry(op, x, w, y), calls
+
+
+def _geometry(op: Op, x, w, y) -> _Layer:
+    """The _Layer of input x, filter w and output y (4-D, checked by the caller) before its
+    arrays: sizes, window, zero point, the form."""
     n, ih, iw, ic = x.shape
     oc, kh, kw, icf = w.shape
-    if icf != ic:
-        return None
     win = Window.from_op(op, ih, iw, kh, kw, y.shape[1], y.shape[2])
-    L = _Layer(n, ih, iw, ic, oc, kh, kw, icf, 1, win, x.zp, dot=False)
+    L = _Layer(n, ih, iw, ic, oc, kh, kw, icf, ic // icf, win, x.zp, dot=False)
     L.dot = L.run >= DOT_MIN_RUN
-    return L, calls
+    return L
 
 
 def widening(op: Op, g) -> tuple[int, int] | None:

@@ -621,6 +621,12 @@ def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
     VWW's layers), and 7 per pixel word for the expansion."""
     if not (L.flat and L.dot and L.ic % 4 == 0 and pixels >= 4):
         return 0
+    return _p_best(L, nw, pixels, against_w)[0]
+
+
+def _p_best(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> tuple[int, int]:
+    """(pixels per "p"-form tile, 0 where none beats the other form; the estimated instructions
+    per call of the form taken) for _p_pixels and the Flash planner."""
     steps = nw
     if against_w:
         best_cost = -(-pixels // DSP_WIDE) * -(-L.oc // 2) * (23 * steps + 60)
@@ -633,7 +639,7 @@ def _p_pixels(L: _Layer, nw: int, pixels: int, against_w: bool = False) -> int:
         cost = _p_cost(L, nw, pixels, P)
         if cost < best_cost:
             best, best_cost = P, cost
-    return best
+    return best, best_cost
 
 
 def _p_cost(L: _Layer, nw: int, pixels: int, P: int) -> int:
@@ -800,13 +806,9 @@ def wide_saving(L: _Layer) -> int:
     """Instructions per inference the widened form saves, estimated against the int8 filter's
     "p" form (or the "x" form's 2 x 2 tiles where "p" would not be taken) on pointwise layers,
     from the measured figures (PW_NOW_*) on the others."""
-    nw = L.k // 4
     pixels = L.n * L.win.oh * L.win.ow
     if L.flat:
-        now = -(-pixels // 2) * -(-L.oc // 2) * (16 * nw + 40)
-        for P in range(3, min(P_MAX, pixels) + 1):
-            if P * 8 * nw <= DSP_STACK:
-                now = min(now, _p_cost(L, nw, pixels, P))
+        now = _p_best(L, L.k // 4, pixels)[1]
     else:
         now = int(pixels * L.oc * L.k * (PW_NOW_NARROW if L.ic <= 16 else PW_NOW_WIDER))
     return now - _pw_cost(L, pixels)
@@ -991,6 +993,7 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
     per_channel = L.tables[0] is not None
     build = rx_decl = ""
     nr = 0
+    bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
     if L.rq.ok:
         setup = L.rq.setup("", "o", "mult", "shift") if per_channel else ""
         def vals(j):
@@ -1002,8 +1005,7 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
             # rounding constant cost some 10 instructions, the record 5.
             # The widened form keeps the bias in the record too (one pointer across its asm).
             b0 = nr - E_RQ_WORDS
-            bias_in = (f"rx[{nr} * o] = {'(int32_t)((uint32_t)bs[o] << 1)' if two else 'bs[o]'}; "
-                       if b0 else "")
+            bias_in = f"rx[{nr} * o] = {bias}; " if b0 else ""
             def at(k: int) -> str:
                 return f"{nr} * o + {k}" if k else f"{nr} * o"
             build = f"""for (int o = 0; o < n_oc; ++o) {{
@@ -1017,8 +1019,7 @@ def _dsp_p_form(L: _Layer, P: _DspPlan) -> Shareable:
         setup = ""
         def vals(j):
             return L.epi(f"a{j}", "o")
-    bias = "(int32_t)((uint32_t)bs[o] << 1)" if two else "bs[o]"
-    if rx_decl and nr > E_RQ_WORDS:
+    if nr > E_RQ_WORDS:
         bias = f"rx[{nr} * o]"
     pixels = L.n * L.win.oh * L.win.ow
     r = 0 if L.wide else _p_tail(L, pb, nw, pixels)
@@ -1240,8 +1241,7 @@ def _dsp_e_form(L: _Layer, P: _DspPlan) -> str | Shareable:
     }}
   }}"""
     params = [("const int8_t *", "in0", "in0"), ("int8_t *", "out0", "out0"),
-              ("const int16_t *" if L.wide else "const int8_t *", "wt", L.W),
-              ("const int32_t *", "bs", L.B), *_rq_params(L),
+              ("const int8_t *", "wt", L.W), ("const int32_t *", "bs", L.B), *_rq_params(L),
               ("int", "n_px", str(total)), ("int", "n_oc", str(L.oc)), ("int", "n_co", str(P.co)),
               ("int", "n_eb", str(eb))]
     bounds = (("WX_WORDS", P.co * pcw), ("BX_WORDS", P.co), ("XX_WORDS", eb * pcw))

@@ -479,7 +479,7 @@ CONV_CASES = {
     # first layers: 3 input channels, borders on the right and bottom (or all around)
     "k3_ic3_s2_vww": conv_spec(ic=3, oc=8, h=17, w=17, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic3_s1_same": conv_spec(ic=3, oc=5, h=9, w=8),
-    # rows of 3-pixel tiles ended by 2-pixel ones (conv_dsp._narrow_plan): one narrow tile at
+    # rows of 3-pixel tiles ended by 2-pixel ones (conv_dsp_wxd._narrow_plan): one narrow tile at
     # stride 2 (MobileNetV1's first layer has two), two without borders (channel pairs outside)
     "k3_ic3_s2_mixed_one_narrow": conv_spec(ic=3, oc=10, h=64, w=64, sh=2, sw=2, xzp=-128,
                                             yzp=-128, act="RELU"),
@@ -489,7 +489,7 @@ CONV_CASES = {
     "k3_ic2_overlapping_word": conv_spec(ic=2, oc=4, h=6, w=6, xzp=-128),    # runs of 6 bytes
     "k10x4_s2_kws": conv_spec(kh=10, kw=4, sh=2, sw=2, h=49, w=10, ic=1, oc=16, act="RELU",
                               xzp=83, yzp=-128),
-    # "o" form (conv_dsp._dsp_o_form): one input channel at stride 2 across, the padded image
+    # "o" form (conv_dsp_o._dsp_o_form): one input channel at stride 2 across, the padded image
     # expanded once; an odd kw (zero weight padding the last pair), overlapping tiles of 5
     "o_k3_s2_odd_kw_ow7": conv_spec(kh=3, kw=3, sh=2, sw=2, h=12, w=14, ic=1, oc=5, xzp=-128),
     # three tap pairs (4-pixel tiles), stride 1 down, per-tensor, batches, unread rows and columns
@@ -510,7 +510,7 @@ CONV_CASES = {
     "k3_ic64_x_interleaved": conv_spec(ic=64, oc=64, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic62_x_interleaved_overlap": conv_spec(ic=62, oc=7, h=5, w=4, xzp=3),   # runs of 186 B
     "k3_ic63_x_interleaved_tail_byte": conv_spec(ic=63, oc=9, h=4, w=5, per_channel=False),
-    # "r" form (conv_dsp._dsp_r_form): input rows and filters expanded (more in R_CASES)
+    # "r" form (conv_dsp_r._dsp_r_form): input rows and filters expanded (more in R_CASES)
     "k3_ic8_r_dilated_rows_batch2": conv_spec(ic=8, oc=12, dh=2, h=10, w=11, batch=2,
                                               per_channel=False, xzp=127),
     "k3_ic24_r_explicit_pad": conv_spec(ic=24, oc=18, h=9, w=10, pad_extra=(2, 0, 1, 1), xzp=9),
@@ -529,7 +529,7 @@ CONV_CASES = {
     "relu6_narrow": conv_spec(act="RELU6", ys=0.03, yzp=-100),
     "left_shift": conv_spec(ys=0.0004, xs=0.5, yzp=0),                     # portable requantization
     "tiny_multiplier": conv_spec(ys=30.0, yzp=127),                         # zp not folded
-    # "p" form (conv_dsp._dsp_p_form): P pixels x 1 channel, the last tile overlapping
+    # "p" form (conv_dsp_p._dsp_p_form): P pixels x 1 channel, the last tile overlapping
     "pw_p6_ic128": conv_spec(kh=1, kw=1, ic=128, oc=128, h=6, w=6, xzp=-128, yzp=-128, act="RELU"),
     "pw_p5_overlap_per_tensor": conv_spec(kh=1, kw=1, ic=128, oc=96, h=3, w=3, per_channel=False),
     "pw_p_ic36_step_remainder": conv_spec(kh=1, kw=1, ic=36, oc=64, h=1, w=5, xzp=127),
@@ -538,10 +538,10 @@ CONV_CASES = {
     # 10 words a run: pixels expanded by the asm loop, word steps 4 a turn and 2 past them
     "pw_p_ic40_unroll4": conv_spec(kh=1, kw=1, ic=40, oc=48, h=3, w=4, xzp=5, yzp=-7),
     # 256 channels' requantization records would not fit beside the pixels: the tables read;
-    # 9 pixels: a tile of 5, then one of 4 (conv_dsp._p_tail)
+    # 9 pixels: a tile of 5, then one of 4 (conv_dsp_p._p_tail)
     "pw_p_oc256_tables": conv_spec(kh=1, kw=1, ic=128, oc=256, h=3, w=3, xzp=-128, yzp=-128,
                                    act="RELU"),
-    # "e" form (conv_dsp._dsp_e_form): both sides expanded, 2 x 2 tiles in blocks of pixels
+    # "e" form (conv_dsp_e._dsp_e_form): both sides expanded, 2 x 2 tiles in blocks of pixels
     "pw_e_ic32_chunks_overlap": conv_spec(kh=1, kw=1, ic=32, oc=46, h=5, w=7, xzp=-128, yzp=-128,
                                           act="RELU"),                   # chunks of 16: 0, 16, 30
     "pw_e_ic24_two_pixels": conv_spec(kh=1, kw=1, ic=24, oc=5, h=1, w=2, xzp=100),
@@ -592,8 +592,8 @@ R_CASES = {
 
 @pytest.mark.parametrize("name", list(R_CASES))
 def test_conv_r_form(name, monkeypatch):
-    from tinyengine_tf.kernels import conv_dsp
-    monkeypatch.setattr(conv_dsp, "R_MAX", 100.0)
+    from tinyengine_tf.kernels import conv_dsp_r
+    monkeypatch.setattr(conv_dsp_r, "R_MAX", 100.0)
     cm = check(conv_model(R_CASES[name]))
     assert FORMS["r"] in dsp_source(cm)
 
@@ -613,8 +613,8 @@ P_TAIL_CASES = {
 
 @pytest.mark.parametrize("name", list(P_TAIL_CASES))
 def test_conv_p_tail(name, monkeypatch):
-    from tinyengine_tf.kernels import conv_dsp
-    monkeypatch.setattr(conv_dsp, "P_TAIL_PER_BYTE", 0)
+    from tinyengine_tf.kernels import conv_dsp_p
+    monkeypatch.setattr(conv_dsp_p, "P_TAIL_PER_BYTE", 0)
     cm = check(conv_model(P_TAIL_CASES[name]))
     src = dsp_source(cm)
     assert FORMS["p"] in src and FORMS["p_tail"] in src

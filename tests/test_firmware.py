@@ -217,7 +217,7 @@ def _worst_stack(cm, opt: str, dsp: bool) -> tuple:
 @pytest.mark.parametrize("opt", ["-O2", "-O0"])
 @pytest.mark.parametrize("name", SHARED_MODEL_NAMES)
 def test_firmware_stack_holds_the_deepest_layer(shared_models, name, opt):
-    """The conv forms' expanded operands live on the stack (conv_dsp.DSP_STACK per layer): the
+    """The conv forms' expanded operands live on the stack (conv_dsp_base.DSP_STACK per layer): the
     deepest path, with an exception frame's 32 B, fits the firmware's stack (ResNet at -O2:
     3,232 B of 4,096)."""
     from tinyengine_tf.firmware import STACK_BYTES

@@ -70,7 +70,7 @@ WIDEN_CODE_ROOM = 48 * 1024
 
 def _widen_in_flash(graph, gen, flash: int, name: str, input_in_arena: bool):
     """(graph, generated) with the FULLY_CONNECTED and CONV_2D filters that the Flash budget has
-    room for widened to int16 (kernels/fc_tiled.py's "w16" form, conv_dsp.py's widened "p"
+    room for widened to int16 (kernels/fc_tiled.py's "w16" form, conv_dsp_p.py's widened "p"
     form: fewer instructions for twice the filter bytes), most instructions saved per extra byte
     first, while the constants (cm.flash, what the budget is checked against) stay within it
     less WIDEN_CODE_ROOM: the budget counts constants only, and widening must not eat the room
@@ -186,7 +186,7 @@ def convert(model, representative_dataset=None, *, name: str = "model", sram: in
     arena holds no input and the model never writes to the caller's buffer.
     flash: a budget for the constants (cm.flash); with optimize="speed", the room it leaves
     stores FULLY_CONNECTED and CONV_2D filters widened to int16 (kernels/fc_tiled.py,
-    kernels/conv_dsp.py: fewer instructions for twice their bytes), most instructions saved per
+    kernels/conv_dsp_p.py: fewer instructions for twice their bytes), most instructions saved per
     byte first, leaving WIDEN_CODE_ROOM (48 KiB) of it to the code. None widens nothing.
     optimize: "speed" (default) specializes every layer's code for its shape; "size" has the
     model's convolutions and in-place depthwise convolutions call one shared kernel per family

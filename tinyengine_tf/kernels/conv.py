@@ -25,7 +25,8 @@ the common case zp == -128. Weights, bias and multipliers are the same arrays in
 their order and the bias values differ), so Flash depends on shapes alone.
 
 On Cortex-M cores with the DSP extension the layer body has another form under ``#if TE_DSP``
-(conv_dsp.py, a module of its own so that each path reads on its own): two MACs per SMLAD
+(conv_dsp.py chooses among its forms, each in a module of its own, conv_dsp_*.py, so that each
+path and form reads on its own): two MACs per SMLAD
 instruction over the same arrays, about 1.0-1.8 instructions per MAC instead of 8-14 for the
 portable loops under arm-none-eabi-gcc -O2.
 """
@@ -38,7 +39,8 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Op
 from tinyengine_tf.kernels import conv_residual, dsp, int16x8
-from tinyengine_tf.kernels.conv_dsp import dsp_body, wide_fits, wide_saving
+from tinyengine_tf.kernels.conv_dsp import dsp_body
+from tinyengine_tf.kernels.conv_dsp_p import wide_fits, wide_saving
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
 from tinyengine_tf.kernels.base import WIDE_WEIGHTS as WIDE
 from tinyengine_tf.kernels.base import FIX_QUANTIZE
@@ -203,7 +205,7 @@ def _layer(op: Op, ctx: EmitContext) -> _Layer:
 
 
 def widens(L: _Layer) -> bool:
-    """Whether the layer's filter can be stored as int16 (conv_dsp's widened "p" form reads it)."""
+    """Whether the layer's filter can be stored as int16 (conv_dsp_p's widened "p" form reads it)."""
     return L.dot and wide_fits(L)
 
 

@@ -479,10 +479,8 @@ CONV_CASES = {
     # first layers: 3 input channels, borders on the right and bottom (or all around)
     "k3_ic3_s2_vww": conv_spec(ic=3, oc=8, h=17, w=17, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic3_s1_same": conv_spec(ic=3, oc=5, h=9, w=8),
-    # rows of 3-pixel tiles ended by 2-pixel ones (conv_dsp_wxd._narrow_plan): one narrow tile at
-    # stride 2 (MobileNetV1's first layer has two), two without borders (channel pairs outside)
-    "k3_ic3_s2_mixed_one_narrow": conv_spec(ic=3, oc=10, h=64, w=64, sh=2, sw=2, xzp=-128,
-                                            yzp=-128, act="RELU"),
+    # rows of 3-pixel tiles ended by 2-pixel ones (conv_dsp_wxd._narrow_plan): two without
+    # borders (channel pairs outside; at stride 2 the "o" form's row variant takes such layers)
     "k3_ic3_valid_mixed_two_narrow": conv_spec(ic=3, oc=8, h=42, w=42, pad="VALID", xzp=-128,
                                                act="RELU6", ys=0.03, yzp=-100),
     "k3_ic5_overlapping_word": conv_spec(ic=5, oc=6, h=7, w=7),              # runs of 15 bytes
@@ -501,6 +499,23 @@ CONV_CASES = {
     "o_left_shift": conv_spec(kh=3, kw=4, sh=2, sw=2, h=9, w=10, ic=1, oc=4, ys=0.0004, xs=0.5,
                               yzp=0),                                 # portable requantization
     "o_image_too_big": conv_spec(kh=3, kw=3, sh=2, sw=2, h=40, w=40, ic=1, oc=4),   # portable
+    # its row variant (conv_dsp_o._dsp_o_rows): three input channels at stride 2 across (VWW's
+    # first layer is k3_ic3_s2_vww), kernel rows expanded into row slots; another zero point
+    # than -128, batches, a last column no window reads
+    "o3_valid_batch2_unread_column": conv_spec(ic=3, oc=6, sh=2, sw=2, h=10, w=12, batch=2,
+                                               pad="VALID", per_channel=False, xzp=9),
+    # MobileNetV1's first layer in small: 32 x 32 outputs, tiles of 4
+    "o3_s2_mobilenet_v1_first": conv_spec(ic=3, oc=10, h=64, w=64, sh=2, sw=2, xzp=-128,
+                                          yzp=-128, act="RELU"),
+    # stride 1 down (two of three rows reused), rows of whole 8-byte turns, a narrow clamp
+    "o3_s1x2_rows_reused": conv_spec(ic=3, oc=5, sh=1, sw=2, h=8, w=16, xzp=-128, act="RELU6",
+                                     ys=0.03, yzp=-100),
+    # stride 6 down past a 5-row kernel (rows skipped), one tile of 3 pixels a row
+    "o3_k5x3_s6x2_rows_skipped": conv_spec(kh=5, kw=3, sh=6, sw=2, h=20, w=6, ic=3, oc=4,
+                                           xzp=-60),
+    # a folded explicit pad (an odd first half-word), the portable requantization
+    "o3_explicit_pad_left_shift": conv_spec(ic=3, oc=4, sh=2, sw=2, h=9, w=11,
+                                            pad_extra=(2, 0, 1, 1), ys=0.0004, xs=0.5, yzp=0),
     # 3x3 and up
     "k3_ic16": conv_spec(ic=16, oc=16, h=8, w=8, xzp=-128, act="RELU"),
     "k3_ic16_s2_oc9": conv_spec(ic=16, oc=9, h=9, w=10, sh=2, sw=2),
@@ -565,6 +580,8 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
          "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = ",
          "o": "int16_t *const xh", "o_odd_kw": "2 * t + 1 < ", "o_single_x": "ldr %[x0], [%[d]",
+         "o_rows": "int32_t fx_all[", "o_rows_zp": "ssub16 %[t2], %[t2], %[zz]",
+         "o_rows_lead": "(int16_t)(src[0] - ", "o_rows_tail": "; ++k) ((int16_t *)slot)[",
          "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;",
          "p_expand2": "%[t0], lsl #1", "p_expand1": "and %[t2], %[m], %[t0]\\n",
          "p_expand_c": "dx += ", "p_unroll8": "ldr %[t], [%[d]], #32",
@@ -682,6 +699,21 @@ def test_conv_widened_runs_fewer_instructions():
     assert wide.per_mac < 0.85 * narrow.per_mac, (wide.per_mac, narrow.per_mac)
 
 
+def test_conv_o_rows_runs_fewer_instructions(monkeypatch):
+    """The "o" form's row variant against the "w" form it replaced on an RGB first layer at
+    stride 2 (VWW's, at a quarter of its input: 1.35 against 1.54 instructions per MAC there)."""
+    from tinyengine_tf.kernels import conv_dsp_o
+    model = conv_model(conv_spec(ic=3, oc=8, h=48, w=48, sh=2, sw=2, xzp=-128, yzp=-128,
+                                 act="RELU"))
+    rows = te.convert(model)
+    assert FORMS["o_rows"] in dsp_source(rows)
+    monkeypatch.setattr(conv_dsp_o, "_o_row_plan", lambda L: None)
+    w_form = te.convert(model)
+    assert FORMS["w"] in dsp_source(w_form)
+    new, old = (cm.profile(TARGET).layers[0] for cm in (rows, w_form))
+    assert new.per_mac < 0.9 * old.per_mac, (new.per_mac, old.per_mac)
+
+
 def test_conv_widened_sanitized_build_matches_tflm():
     """The portable loops over the int16 filters, under ASan and UBSan on the host."""
     for name in ("k3_ic32_s2_zp7", "ic72_turn_and_step"):
@@ -734,8 +766,7 @@ def test_mixed_rows_reach_both_loop_orders():
     """The 2-pixel tiles that end rows, with the pixel tiles outside the channel pairs (border
     patches) and inside them."""
     outer = set()
-    for name in ("k3_ic3_3px_tiles_border", "k3_ic3_s2_mixed_one_narrow",
-                 "k3_ic3_valid_mixed_two_narrow"):
+    for name in ("k3_ic3_3px_tiles_border", "k3_ic3_valid_mixed_two_narrow"):
         src = dsp_source(te.convert(conv_model(CONV_CASES[name])))
         assert " + i_p * 2;" in src, name
         outer.add(src.count("for (int i_o = 0;") > 1)
@@ -842,6 +873,7 @@ def test_other_optimization_levels(opt, flags):
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
                   conv_model(CONV_CASES["o_k5_s1x2_valid_batch2"]),
+                  conv_model(CONV_CASES["o3_valid_batch2_unread_column"]),
                   conv_model(CONV_CASES["k3_ic3_3px_tiles_border"]),
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,

@@ -1,5 +1,7 @@
 """The CONV_2D "o" form: one input channel at stride 2 across (KWS's first layer), the padded
-image expanded once per call. conv_dsp.py has the overview and chooses the form."""
+image expanded once per call, and its row variant for three (the RGB first layers of VWW and the
+MobileNets), kernel rows expanded as output rows need them. conv_dsp.py has the overview and
+chooses the form."""
 
 from __future__ import annotations
 
@@ -7,13 +9,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinyengine_tf.kernels import dsp
-from tinyengine_tf.kernels.conv_dsp_base import DSP_STACK_FEW, _weight_index
+from tinyengine_tf.kernels.conv_dsp_base import DSP_STACK, DSP_STACK_FEW, _weight_index
 
 if TYPE_CHECKING:                      # conv.py imports these modules: annotations only
     from tinyengine_tf.kernels.conv import _Layer
 
 
-# -- "o" form: one input channel, stride 2 across (KWS's first layer) ---------------------------
+# -- "o" form: one or three input channels, stride 2 across (the first layers) ------------------
 #
 # With one input channel a kernel row is kw bytes, and the other forms sign-extend each input
 # word once per tile (a third of the loop) and patch every border tile (rows of 5 outputs all
@@ -23,25 +25,49 @@ if TYPE_CHECKING:                      # conv.py imports these modules: annotati
 # zero weight). One channel's expanded filter row (m words) then serves the whole tile:
 # (m + P + m - 1) / 2 LDRD and P * m SMLAD per row, 14 instructions for KWS's 20 MACs, with no
 # extends and no patches; the accumulators start from the plain bias (x - zp needs no folding).
+#
+# The row variant takes the first layers over RGB images at an even stride across (VWW's and
+# the MobileNets': 3 channels at stride 2), whose image would not fit the stack. Pixel p's kernel
+# row of kw * ic taps (contiguous in NHWC) starts at word s p of an expanded row, s = ic * sw / 2,
+# and spans m = ceil(kw ic / 2) words, the half-word past an odd row's taps against a zero weight.
+# The kh input rows of an output row are expanded into kh row slots (input row iy in slot
+# (iy + pt) % kh, so the rows two output rows share at stride < kh are expanded once), every
+# channel's filter once per call; a tile of P pixels x 1 channel then takes (s (P - 1) + m) / 2
+# LDRD and P m SMLAD per kernel row: 30 instructions for 36 MACs on VWW's 3 x 3 x 3 rows at
+# P = 4, against 51 for 54 in the "w" form's 3 x 2 tiles, whose border tiles patch besides.
 
 O_MAX_REGS = 7        # P accumulators + m filter words (+ 2 input words and 2 pointers)
 O_MAX_PIXELS = 5
+# Row variant: P + m of the 13 registers an asm statement may take (r7 is the frame pointer at
+# -O0), with the 2 input words and 2 pointers.
+O_ROW_REGS = 9
 
 
 @dataclass
 class _OPlan:
-    m: int            # tap pairs per kernel row
+    m: int            # words per kernel row of taps (tap pairs)
     P: int            # pixels per tile
-    PH: int           # rows of the padded image
-    PW: int           # int16 columns of the padded image (even: rows are whole words)
+    PH: int           # rows of the padded image (row variant: the kh row slots)
+    PW: int           # int16 columns of a padded row (even: rows are whole words)
+    s: int = 1        # words from one pixel's taps to the next one's
+    rows: bool = False    # the row variant
 
 
 def _o_plan(L: _Layer) -> _OPlan | None:
     w = L.win
     # (A one-channel layer's kernel rows are far shorter than the dot form's runs: the stored
     # bias is never folded here.)
-    if L.ic != 1 or L.groups != 1 or w.sw != 2 or w.dw != 1 or w.dh != 1 or L.dot:
+    if L.groups != 1 or w.dw != 1 or w.dh != 1 or L.dot:
         return None
+    if L.ic == 1 and w.sw == 2:
+        return _o_whole_plan(L)
+    if L.ic == 3 and w.sw % 2 == 0:
+        return _o_row_plan(L)
+    return None
+
+
+def _o_whole_plan(L: _Layer) -> _OPlan | None:
+    w = L.win
     m = -(-L.kw // 2)
     P = min(w.ow, O_MAX_PIXELS, O_MAX_REGS - m)
     if P < 2:
@@ -54,33 +80,57 @@ def _o_plan(L: _Layer) -> _OPlan | None:
     return _OPlan(m, P, PH, PW)
 
 
-def _o_row(R: _OPlan, ky: int, row_words: int) -> str:
+def _o_row_plan(L: _Layer) -> _OPlan | None:
+    w = L.win
+    s = L.ic * w.sw // 2
+    m = -(-(L.kw * L.ic) // 2)
+    P = min(w.ow, O_MAX_PIXELS, O_ROW_REGS - m)
+    # (Negative padding is left to the other forms.)
+    if P < 2 or w.pl < 0 or w.pt < 0:
+        return None
+    row_words = _o_row_words(L)
+    if (4 * (L.kh * row_words + L.oc * L.kh * m) > DSP_STACK or 4 * (s * (P - 1) + m) > 1020
+            or 4 * L.kh * m > 1020):
+        return None
+    return _OPlan(m, P, L.kh, 2 * row_words, s, True)
+
+
+def _o_row_words(L: _Layer) -> int:
+    """Words of a row variant's expanded row: up to the last pixel's m words."""
+    return L.ic * L.win.sw // 2 * (L.win.ow - 1) + -(-(L.kw * L.ic) // 2)
+
+
+def _o_row(R: _OPlan, ky: int, row_words: int, ptr: str = "xr") -> str:
     """One kernel row of a tile: the filter's m words, then the input words two at a time, each
-    multiplied into every accumulator of a pixel that reads it."""
-    m, P = R.m, R.P
+    multiplied into every accumulator of a pixel that reads it. The row's words are at ptr
+    (the row variant: one pointer per kernel row), else ky rows of row_words past it."""
+    m, P, s = R.m, R.P, R.s
+    base = 0 if R.rows else ky * row_words
     ins = []
     for t in range(0, m, 2):
         off = 4 * (ky * m + t)
         ins.append(f"ldrd %[w{t}], %[w{t + 1}], [%[e], #{off}]" if t + 1 < m
                    else f"ldr %[w{t}], [%[e], #{off}]")
-    words = P + m - 1
+    words = s * (P - 1) + m
     for j in range(0, words, 2):
-        off = 4 * (ky * row_words + j)
+        off = 4 * (base + j)
         pair = j + 1 < words
         ins.append(f"ldrd %[x0], %[x1], [%[d], #{off}]" if pair else f"ldr %[x0], [%[d], #{off}]")
         for jj, reg in ((j, "x0"), (j + 1, "x1")) if pair else ((j, "x0"),):
             for px in range(P):
-                if 0 <= jj - px < m:
-                    ins.append(f"smlad %[a{px}], %[{reg}], %[w{jj - px}], %[a{px}]")
+                if 0 <= jj - s * px < m:
+                    ins.append(f"smlad %[a{px}], %[{reg}], %[w{jj - s * px}], %[a{px}]")
     outs = ", ".join([f'[a{px}] "+r"(a{px})' for px in range(P)] +
                      [f'[w{t}] "=&r"(r_w{t})' for t in range(m)] +
                      ['[x0] "=&r"(r_x0)', '[x1] "=&r"(r_x1)'])
     decl = ", ".join([f"r_w{t}" for t in range(m)] + ["r_x0", "r_x1"])
     return (f'{{ int32_t {decl}; __asm__("' + "\\n\\t".join(ins) + f'" : {outs} : '
-            f'[d] "r"(xr), [e] "r"(fx) : "memory"); (void)r_x1; }}')
+            f'[d] "r"({ptr}), [e] "r"(fx) : "memory"); (void)r_x1; }}')
 
 
 def _dsp_o_form(L: _Layer, R: _OPlan) -> str:
+    if R.rows:
+        return _dsp_o_rows(L, R)
     w = L.win
     rq = L.rq
     two = rq.doubled
@@ -129,6 +179,134 @@ def _dsp_o_form(L: _Layer, R: _OPlan) -> str:
           {accs}
           {macs}
           int8_t *yp = out0 + ((b * {w.oh} + oy) * {w.ow} + ox) * {L.oc} + o;
+          {stores}
+        }}
+      }}
+    }}
+  }}"""
+
+
+def _o_filters(L: _Layer, R: _OPlan, two: bool, index: str) -> str:
+    """The statements that pack filter o's kernel rows into fx[index]: tap pairs as int16 pairs
+    (doubled where two), the pair past an odd row's last tap against zero."""
+    taps = L.kw * L.ic
+    dbl = "2 * " if two else ""
+    second = f"{dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t + 1')}]"
+    if taps % 2:
+        second = f"2 * t + 1 < {taps} ? {second} : 0"
+    return f"""for (int ky = 0; ky < {L.kh}; ++ky) {{
+        for (int t = 0; t < {R.m}; ++t) {{
+          const int32_t v0 = {dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t')}];
+          const int32_t v1 = {second};
+          fx[{index}] = te_pack16(v0, v1);
+        }}
+      }}"""
+
+
+def _o_expand_row(L: _Layer) -> str:
+    """Input row iy's in-image bytes at src as int16 x - zp, in order, from half-word pl * ic of
+    the row slot: 8 bytes a turn in asm (two LDR: rows need not be word-aligned) from a whole
+    word on, a first byte at an odd half-word and the last bytes in C."""
+    # The columns any window reads (a VALID layer's last ones may be unread).
+    n = min(L.iw, (2 * _o_row_words(L) - L.win.pl * L.ic) // L.ic) * L.ic
+    h0 = L.win.pl * L.ic
+    lead = h0 % 2
+    turns = (n - lead) // 8
+    if L.zp == -128:       # x + 128 is x with its top bit flipped, zero-extended
+        def ext(r):
+            return [f"eor %[{r}], %[{r}], #0x80808080", f"uxtb16 %[t2], %[{r}]",
+                    f"uxtb16 %[{r}], %[{r}], ror #8"]
+        zz_in, zz_decl = "", ""
+    else:
+        def ext(r):
+            return [f"sxtb16 %[t2], %[{r}]", f"sxtb16 %[{r}], %[{r}], ror #8",
+                    f"ssub16 %[t2], %[t2], %[zz]", f"ssub16 %[{r}], %[{r}], %[zz]"]
+        zz_in = ', [zz] "r"(zz)'
+        zz_decl = f"const int32_t zz = te_pack16({L.zp}, {L.zp});\n          "
+    lines = ["1:", "ldr %[t0], [%[s]], #8", "ldr %[t1], [%[s], #-4]"]
+    for r, store in (("t0", "strd %[t3], %[t2], [%[d]], #16"),
+                     ("t1", "strd %[t3], %[t2], [%[d], #-8]")):
+        lines += ext(r)
+        # (b0, b2) in t2 and (b1, b3) in r: (b0, b1) and (b2, b3), the taps' order.
+        lines += [f"pkhbt %[t3], %[t2], %[{r}], lsl #16", f"pkhtb %[t2], %[{r}], %[t2], asr #16",
+                  store]
+    lines += ["cmp %[s], %[end]", "bne 1b"]
+    asm = "\\n\\t".join(lines)
+    code = []
+    if lead:
+        code.append(f"((int16_t *)slot)[{h0}] = (int16_t)(src[0] - {L.zp});")
+    if turns:
+        code.append(f"""{{
+          {zz_decl}const int8_t *s = src + {lead};
+          int32_t *d = slot + {(h0 + lead) // 2};
+          const int8_t *const end = s + {8 * turns};
+          uint32_t t0, t1, t2, t3;
+          __asm__ volatile("{asm}"
+                           : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1),
+                             [t2] "=&r"(t2), [t3] "=&r"(t3)
+                           : [end] "r"(end){zz_in} : "cc", "memory");
+        }}""")
+    done = lead + 8 * turns
+    if done < n:
+        code.append(f"for (int k = {done}; k < {n}; ++k) "
+                    f"((int16_t *)slot)[{h0} + k] = (int16_t)(src[k] - {L.zp});")
+    return "\n        ".join(code)
+
+
+def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
+    w = L.win
+    rq = L.rq
+    two = rq.doubled
+    per_channel = L.tables[0] is not None
+    row_words = R.PW // 2
+    fw = L.kh * R.m                                # filter words per channel
+    accs = "int32_t " + ", ".join(f"a{px} = bias" for px in range(R.P)) + ";"
+    rows = "\n          ".join(
+        f"const int32_t *const row{ky} = xw + (top + {w.pt + ky}) % {L.kh} * {row_words};"
+        for ky in range(L.kh))
+    macs = "\n            ".join(
+        f"{{ const int32_t *const x{ky} = row{ky} + ox * {R.s};\n              {_o_row(R, ky, row_words, f'x{ky}')} }}"
+        for ky in range(L.kh))
+    setup = rq.setup("0", "o", *L.tables) if rq.ok else ""
+    stores = []
+    for px in range(R.P):
+        val = (f"(int8_t){rq.expr(f'a{px}', '0', per_channel, two)}" if rq.ok
+               else L.epi(f"a{px}", "o"))
+        stores.append(f"yp[{px * L.oc}] = {val};")
+    stores = "\n            ".join(stores)
+    return f"""
+  int32_t xw[{L.kh * row_words}];
+  int32_t fx_all[{L.oc * fw}];
+  te_dsp_fill4((int8_t *)xw, 0, {L.kh * row_words});
+  for (int o = 0; o < {L.oc}; ++o) {{
+    int32_t *const fx = fx_all + o * {fw};
+    {_o_filters(L, R, two, f"ky * {R.m} + t")}
+  }}
+  for (int b = 0; b < {L.n}; ++b) {{
+    int next = -{w.pt};               /* the first input row not yet in its slot */
+    for (int oy = 0; oy < {w.oh}; ++oy) {{
+      const int top = oy * {w.sh} - {w.pt};
+      for (int iy = next > top ? next : top; iy < top + {L.kh}; ++iy) {{
+        int32_t *const slot = xw + (iy + {w.pt}) % {L.kh} * {row_words};
+        if (iy < 0 || iy >= {L.ih}) {{
+          te_dsp_fill4((int8_t *)slot, 0, {row_words});
+          continue;
+        }}
+        const int8_t *const src = in0 + (b * {L.ih} + iy) * {L.iw * L.ic};
+        {_o_expand_row(L)}
+      }}
+      next = top + {L.kh};
+      {rows}
+      int8_t *const yr = out0 + (b * {w.oh} + oy) * {w.ow * L.oc};
+      for (int o = 0; o < {L.oc}; ++o) {{
+        const int32_t *const fx = fx_all + o * {fw};
+        const int32_t bias = (int32_t)((uint32_t){L.B}[o]{' << 1' if two else ''});
+        {setup}
+        for (int i_p = 0; i_p < {-(-w.ow // R.P)}; ++i_p) {{
+          {dsp.tile_start("ox", "i_p", w.ow, R.P)}
+          {accs}
+          {macs}
+          int8_t *const yp = yr + ox * {L.oc} + o;
           {stores}
         }}
       }}

@@ -563,6 +563,14 @@ CONV_CASES = {
     "pw_e_ic8_blocks_overlap": conv_spec(kh=1, kw=1, ic=8, oc=6, h=7, w=7, per_channel=False,
                                          act="RELU6", ys=0.03, yzp=-100),   # 49 px, blocks of 32
     "pw_e_ic28_dot_free_order": conv_spec(kh=1, kw=1, ic=28, oc=12, h=4, w=5, xzp=-128),
+    # "s" form (conv_dsp_s._dsp_s_form): 8 input channels, one channel's filter in registers
+    # against blocks of pixels; blocks of 32 the last overlapping, the sign term (no RELU) with
+    # per-tensor literals, blocks of 8 over batches, an odd channel count
+    "pw_s_ic8_relu_blocks_overlap": conv_spec(kh=1, kw=1, ic=8, oc=16, h=12, w=12, xzp=-128,
+                                              yzp=-128, act="RELU"),
+    "pw_s_ic8_sign_per_tensor": conv_spec(kh=1, kw=1, ic=8, oc=24, h=5, w=8, per_channel=False,
+                                          xzp=37, yzp=3),
+    "pw_s_ic8_block8_batch2_oc97": conv_spec(kh=1, kw=1, ic=8, oc=97, h=2, w=3, batch=2, xzp=-5),
     # strided pixels (ResNet's projections), each expanded from its own position; batches
     "pw_e_s2_batch2": conv_spec(kh=1, kw=1, ic=16, oc=10, sh=2, sw=2, h=7, w=9, batch=2, xzp=-17),
     "pw_e_s2_ic32_rows_x3": conv_spec(kh=1, kw=1, ic=32, oc=20, sh=2, sw=3, h=9, w=10,
@@ -580,7 +588,7 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "tail_byte": "smlabt %[", "overlap_w": "? 4 * s :", "overlap_x": "u) & 0x",
          "p": "ldrd %[x0], %[x1]", "e": "xk = xx + k", "rows_unrolled": "const int8_t *du = ",
          "o": "int16_t *const xh", "o_odd_kw": "2 * t + 1 < ", "o_single_x": "ldr %[x0], [%[d]",
-         "o_rows": "int32_t fx_all[", "o_rows_zp": "ssub16 %[t2], %[t2], %[zz]",
+         "s": "int32_t xbuf[", "o_rows": "int32_t fx_all[", "o_rows_zp": "ssub16 %[t2], %[t2], %[zz]",
          "o_rows_lead": "(int16_t)(src[0] - ", "o_rows_tail": "; ++k) ((int16_t *)slot)[",
          "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;",
          "p_expand2": "%[t0], lsl #1", "p_expand1": "and %[t2], %[m], %[t0]\\n",
@@ -874,6 +882,8 @@ def test_other_optimization_levels(opt, flags):
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
                   conv_model(CONV_CASES["o_k5_s1x2_valid_batch2"]),
                   conv_model(CONV_CASES["o3_valid_batch2_unread_column"]),
+                  conv_model(CONV_CASES["pw_s_ic8_relu_blocks_overlap"]),
+                  conv_model(CONV_CASES["pw_s_ic8_sign_per_tensor"]),
                   conv_model(CONV_CASES["k3_ic3_3px_tiles_border"]),
                   pool_model("AVERAGE_POOL_2D", POOL_CASES["3x3_s2_same_c67_relu"]),
                   fc_model((2, 300), 300, 40, np.random.default_rng(4), per_channel=True,

@@ -35,7 +35,7 @@ DSP_ROW_UNROLL = 10
 
 @dataclass
 class _DspPlan:
-    form: str         # "w", "x", "d", "p", "e" or "r"
+    form: str         # "w", "x", "d", "p", "e", "r" or "s"
     R: int            # bytes per kernel-row run
     nw: int           # words per run (the last one overlapping when R % 4)
     ob: int           # output channels per tile
@@ -91,6 +91,8 @@ def _dsp_border(L: _Layer) -> tuple[int, int, int, int] | None:
 def _dsp_accs(P: _DspPlan, bias) -> str:
     return "int32_t " + ", ".join(f"a{px}{ch} = {bias(ch)}" for px in range(P.pb)
                                   for ch in range(P.ob)) + ";"
+
+
 E_RQ_WORDS = 3        # per channel: q, h and r of the requantization ("p" and "e" forms)
 
 

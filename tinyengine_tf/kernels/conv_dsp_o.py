@@ -220,7 +220,7 @@ def _o_expand_row(L: _Layer) -> str:
     else:
         def ext(r):
             return [f"sxtb16 %[t2], %[{r}]", f"sxtb16 %[{r}], %[{r}], ror #8",
-                    f"ssub16 %[t2], %[t2], %[zz]", f"ssub16 %[{r}], %[{r}], %[zz]"]
+                    "ssub16 %[t2], %[t2], %[zz]", f"ssub16 %[{r}], %[{r}], %[zz]"]
         zz_in = ', [zz] "r"(zz)'
         zz_decl = f"const int32_t zz = te_pack16({L.zp}, {L.zp});\n          "
     lines = ["1:", "ldr %[t0], [%[s]], #8", "ldr %[t1], [%[s], #-4]"]

@@ -474,14 +474,15 @@ CONV_CASES = {
     "pw_ic512_far_offsets": conv_spec(kh=1, kw=1, ic=512, oc=4, h=2, w=2),   # C word steps
     # 400 pixels, 32 channels: the "e" form (3-pixel "w" tiles before it; see k3_ic3_3px_tiles_border)
     "pw_3px_tiles": conv_spec(kh=1, kw=1, ic=32, oc=32, h=20, w=20, xzp=-128, yzp=-128, act="RELU"),
-    "k3_ic3_3px_tiles_border": conv_spec(ic=3, oc=10, h=40, w=40),
+    # (an odd output width: even ones at stride 1 are the "o" form's, o3_s1_*)
+    "k3_ic3_3px_tiles_border": conv_spec(ic=3, oc=10, h=40, w=41),
     "pw_batch3": conv_spec(kh=1, kw=1, ic=16, oc=24, h=3, w=5, batch=3),
     # first layers: 3 input channels, borders on the right and bottom (or all around)
     "k3_ic3_s2_vww": conv_spec(ic=3, oc=8, h=17, w=17, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
     "k3_ic3_s1_same": conv_spec(ic=3, oc=5, h=9, w=8),
     # rows of 3-pixel tiles ended by 2-pixel ones (conv_dsp_wxd._narrow_plan): two without
     # borders (channel pairs outside; at stride 2 the "o" form's row variant takes such layers)
-    "k3_ic3_valid_mixed_two_narrow": conv_spec(ic=3, oc=8, h=42, w=42, pad="VALID", xzp=-128,
+    "k3_ic3_valid_mixed_two_narrow": conv_spec(ic=3, oc=8, h=42, w=43, pad="VALID", xzp=-128,
                                                act="RELU6", ys=0.03, yzp=-100),
     "k3_ic5_overlapping_word": conv_spec(ic=5, oc=6, h=7, w=7),              # runs of 15 bytes
     "k3_ic2_overlapping_word": conv_spec(ic=2, oc=4, h=6, w=6, xzp=-128),    # runs of 6 bytes
@@ -504,6 +505,12 @@ CONV_CASES = {
     # than -128, batches, a last column no window reads
     "o3_valid_batch2_unread_column": conv_spec(ic=3, oc=6, sh=2, sw=2, h=10, w=12, batch=2,
                                                pad="VALID", per_channel=False, xzp=9),
+    # at stride 1 (ResNet's first layer, 32 x 32 SAME here), odd pixels read the copy of the
+    # row a half-word on; VALID with another zero point (k3_ic3_s1_same too)
+    "o3_s1_shifted_copy_resnet": conv_spec(ic=3, oc=16, h=32, w=32, xzp=-128, yzp=-128,
+                                           act="RELU"),
+    "o3_s1_shifted_valid_zp": conv_spec(ic=3, oc=6, h=7, w=10, pad="VALID", per_channel=False,
+                                        xzp=9),
     # MobileNetV1's first layer in small: 32 x 32 outputs, tiles of 4
     "o3_s2_mobilenet_v1_first": conv_spec(ic=3, oc=10, h=64, w=64, sh=2, sw=2, xzp=-128,
                                           yzp=-128, act="RELU"),
@@ -590,6 +597,7 @@ FORMS = {"w": "bias0 = bx[j + 0];", "x": "2 * s_] = ", "x_il": "d[4 * s_] = ", "
          "o": "int16_t *const xh", "o_odd_kw": "2 * t + 1 < ", "o_single_x": "ldr %[x0], [%[d]",
          "s": "int32_t xbuf[", "o_rows": "int32_t fx_all[", "o_rows_zp": "ssub16 %[t2], %[t2], %[zz]",
          "o_rows_lead": "(int16_t)(src[0] - ", "o_rows_tail": "; ++k) ((int16_t *)slot)[",
+         "o_rows_shifted": "sh[k] = a[k] >> 16",
          "o_single_w": "ldr %[w", "mixed_rows": " + i_p * 2;",
          "p_expand2": "%[t0], lsl #1", "p_expand1": "and %[t2], %[m], %[t0]\\n",
          "p_expand_c": "dx += ", "p_unroll8": "ldr %[t], [%[d]], #32",
@@ -882,6 +890,7 @@ def test_other_optimization_levels(opt, flags):
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
                   conv_model(CONV_CASES["o_k5_s1x2_valid_batch2"]),
                   conv_model(CONV_CASES["o3_valid_batch2_unread_column"]),
+                  conv_model(CONV_CASES["o3_s1_shifted_copy_resnet"]),
                   conv_model(CONV_CASES["pw_s_ic8_relu_blocks_overlap"]),
                   conv_model(CONV_CASES["pw_s_ic8_sign_per_tensor"]),
                   conv_model(CONV_CASES["k3_ic3_3px_tiles_border"]),

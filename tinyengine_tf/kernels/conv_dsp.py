@@ -49,9 +49,9 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   word offset (ResNet's 3x3 16-channel layers: 0.97-1.05 instructions per MAC against 1.15-1.2).
 - "o" form (one input channel, stride 2 across: KWS's first layer): the padded image expanded
   once per call into int16 x - zp, tiles of up to 5 pixels x 1 channel sharing each kernel
-  row's input words (see _dsp_o_form). Its row variant takes three input channels at an even
-  stride across (the RGB first layers: VWW's 1.54 -> 1.35 instructions per MAC, MobileNetV2's
-  1.54 -> 1.30), expanding the kernel rows of one output row at a time.
+  row's input words (see _dsp_o_form). Its row variant takes three input channels (the RGB
+  first layers: VWW's 1.54 -> 1.35 instructions per MAC, MobileNetV2's 1.54 -> 1.30, ResNet's
+  at stride 1 1.54 -> 1.37), expanding the kernel rows of one output row at a time.
 
 The "p" form and the flat "e" form read their pixel and channel counts (and chunk and block
 sizes) as parameters, their asm depending only on the tile and the words per filter run: they

@@ -1,7 +1,7 @@
 """The CONV_2D "o" form: one input channel at stride 2 across (KWS's first layer), the padded
-image expanded once per call, and its row variant for three (the RGB first layers of VWW and the
-MobileNets), kernel rows expanded as output rows need them. conv_dsp.py has the overview and
-chooses the form."""
+image expanded once per call, and its row variant for three (the RGB first layers of VWW, ResNet
+and the MobileNets), kernel rows expanded as output rows need them. conv_dsp.py has the overview
+and chooses the form."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:                      # conv.py imports these modules: annotati
     from tinyengine_tf.kernels.conv import _Layer
 
 
-# -- "o" form: one or three input channels, stride 2 across (the first layers) ------------------
+# -- "o" form: one or three input channels (the first layers) -------------------------------
 #
 # With one input channel a kernel row is kw bytes, and the other forms sign-extend each input
 # word once per tile (a third of the loop) and patch every border tile (rows of 5 outputs all
@@ -35,6 +35,9 @@ if TYPE_CHECKING:                      # conv.py imports these modules: annotati
 # channel's filter once per call; a tile of P pixels x 1 channel then takes (s (P - 1) + m) / 2
 # LDRD and P m SMLAD per kernel row: 30 instructions for 36 MACs on VWW's 3 x 3 x 3 rows at
 # P = 4, against 51 for 54 in the "w" form's 3 x 2 tiles, whose border tiles patch besides.
+# At stride 1 (ResNet's first layer) odd pixels start mid-word: each slot also holds its row
+# shifted by a half-word, which they read at the same word offsets (tiles start at even pixels:
+# an even output width), 31 instructions a kernel row.
 
 O_MAX_REGS = 7        # P accumulators + m filter words (+ 2 input words and 2 pointers)
 O_MAX_PIXELS = 5
@@ -49,8 +52,18 @@ class _OPlan:
     P: int            # pixels per tile
     PH: int           # rows of the padded image (row variant: the kh row slots)
     PW: int           # int16 columns of a padded row (even: rows are whole words)
-    s: int = 1        # words from one pixel's taps to the next one's
+    hs: int = 2       # half-words from one pixel's taps to the next one's
     rows: bool = False    # the row variant
+
+    @property
+    def shifted(self) -> bool:
+        """Odd pixels start mid-word: each row slot holds the row again a half-word on."""
+        return self.hs % 2 == 1
+
+    def starts(self) -> list:
+        """(copy, word) where each pixel of a tile starting at an even half-word reads its taps:
+        copy 1 is the row shifted by a half-word (B[h] = A[h + 1])."""
+        return [((self.hs * px) % 2, self.hs * px // 2) for px in range(self.P)]
 
 
 def _o_plan(L: _Layer) -> _OPlan | None:
@@ -61,7 +74,9 @@ def _o_plan(L: _Layer) -> _OPlan | None:
         return None
     if L.ic == 1 and w.sw == 2:
         return _o_whole_plan(L)
-    if L.ic == 3 and w.sw % 2 == 0:
+    # At stride 1 every other pixel starts mid-word (the shifted copy), so tiles start at even
+    # pixels: an even output width.
+    if L.ic == 3 and (w.sw % 2 == 0 or (w.sw == 1 and w.ow % 2 == 0)):
         return _o_row_plan(L)
     return None
 
@@ -82,44 +97,58 @@ def _o_whole_plan(L: _Layer) -> _OPlan | None:
 
 def _o_row_plan(L: _Layer) -> _OPlan | None:
     w = L.win
-    s = L.ic * w.sw // 2
+    hs = L.ic * w.sw
     m = -(-(L.kw * L.ic) // 2)
     P = min(w.ow, O_MAX_PIXELS, O_ROW_REGS - m)
+    if hs % 2:
+        P -= P % 2                         # tiles of an even count start at even pixels
     # (Negative padding is left to the other forms.)
     if P < 2 or w.pl < 0 or w.pt < 0:
         return None
+    R = _OPlan(m, P, L.kh, 0, hs, True)
     row_words = _o_row_words(L)
-    if (4 * (L.kh * row_words + L.oc * L.kh * m) > DSP_STACK or 4 * (s * (P - 1) + m) > 1020
+    R.PW = 2 * row_words
+    slot = row_words * (2 if R.shifted else 1)
+    last = (row_words if R.shifted else 0) + max(wd for _, wd in R.starts()) + m
+    if (4 * (L.kh * slot + L.oc * L.kh * m) > DSP_STACK or 4 * last > 1020
             or 4 * L.kh * m > 1020):
         return None
-    return _OPlan(m, P, L.kh, 2 * row_words, s, True)
+    return R
 
 
 def _o_row_words(L: _Layer) -> int:
     """Words of a row variant's expanded row: up to the last pixel's m words."""
-    return L.ic * L.win.sw // 2 * (L.win.ow - 1) + -(-(L.kw * L.ic) // 2)
+    return L.ic * L.win.sw * (L.win.ow - 1) // 2 + -(-(L.kw * L.ic) // 2)
 
 
 def _o_row(R: _OPlan, ky: int, row_words: int, ptr: str = "xr") -> str:
     """One kernel row of a tile: the filter's m words, then the input words two at a time, each
     multiplied into every accumulator of a pixel that reads it. The row's words are at ptr
     (the row variant: one pointer per kernel row), else ky rows of row_words past it."""
-    m, P, s = R.m, R.P, R.s
+    m, P = R.m, R.P
     base = 0 if R.rows else ky * row_words
     ins = []
     for t in range(0, m, 2):
         off = 4 * (ky * m + t)
         ins.append(f"ldrd %[w{t}], %[w{t + 1}], [%[e], #{off}]" if t + 1 < m
                    else f"ldr %[w{t}], [%[e], #{off}]")
-    words = s * (P - 1) + m
-    for j in range(0, words, 2):
-        off = 4 * (base + j)
-        pair = j + 1 < words
-        ins.append(f"ldrd %[x0], %[x1], [%[d], #{off}]" if pair else f"ldr %[x0], [%[d], #{off}]")
-        for jj, reg in ((j, "x0"), (j + 1, "x1")) if pair else ((j, "x0"),):
-            for px in range(P):
-                if 0 <= jj - s * px < m:
-                    ins.append(f"smlad %[a{px}], %[{reg}], %[w{jj - s * px}], %[a{px}]")
+    starts = R.starts()
+    for copy in (0, 1):
+        pix = [px for px in range(P) if starts[px][0] == copy]
+        if not pix:
+            continue
+        first = min(starts[px][1] for px in pix)
+        words = max(starts[px][1] for px in pix) + m
+        for j in range(first, words, 2):
+            off = 4 * (base + copy * row_words + j)
+            pair = j + 1 < words
+            ins.append(f"ldrd %[x0], %[x1], [%[d], #{off}]" if pair
+                       else f"ldr %[x0], [%[d], #{off}]")
+            for jj, reg in ((j, "x0"), (j + 1, "x1")) if pair else ((j, "x0"),):
+                for px in pix:
+                    t = jj - starts[px][1]
+                    if 0 <= t < m:
+                        ins.append(f"smlad %[a{px}], %[{reg}], %[w{t}], %[a{px}]")
     outs = ", ".join([f'[a{px}] "+r"(a{px})' for px in range(P)] +
                      [f'[w{t}] "=&r"(r_w{t})' for t in range(m)] +
                      ['[x0] "=&r"(r_x0)', '[x1] "=&r"(r_x1)'])
@@ -259,14 +288,25 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
     two = rq.doubled
     per_channel = L.tables[0] is not None
     row_words = R.PW // 2
+    slot_words = row_words * (2 if R.shifted else 1)
     fw = L.kh * R.m                                # filter words per channel
     accs = "int32_t " + ", ".join(f"a{px} = bias" for px in range(R.P)) + ";"
     rows = "\n          ".join(
-        f"const int32_t *const row{ky} = xw + (top + {w.pt + ky}) % {L.kh} * {row_words};"
+        f"const int32_t *const row{ky} = xw + (top + {w.pt + ky}) % {L.kh} * {slot_words};"
         for ky in range(L.kh))
+    start = f"ox * {R.hs // 2}" if R.hs % 2 == 0 else f"(ox * {R.hs} >> 1)"
     macs = "\n            ".join(
-        f"{{ const int32_t *const x{ky} = row{ky} + ox * {R.s};\n              {_o_row(R, ky, row_words, f'x{ky}')} }}"
+        f"{{ const int32_t *const x{ky} = row{ky} + {start};\n              {_o_row(R, ky, row_words, f'x{ky}')} }}"
         for ky in range(L.kh))
+    shifted = ""
+    if R.shifted:
+        shifted = f"""
+        {{
+          const uint32_t *const a = (const uint32_t *)slot;
+          uint32_t *const sh = (uint32_t *)slot + {row_words};
+          for (int k = 0; k < {row_words - 1}; ++k) sh[k] = a[k] >> 16 | a[k + 1] << 16;
+          sh[{row_words - 1}] = a[{row_words - 1}] >> 16;
+        }}"""
     setup = rq.setup("0", "o", *L.tables) if rq.ok else ""
     stores = []
     for px in range(R.P):
@@ -275,9 +315,9 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
         stores.append(f"yp[{px * L.oc}] = {val};")
     stores = "\n            ".join(stores)
     return f"""
-  int32_t xw[{L.kh * row_words}];
+  int32_t xw[{L.kh * slot_words}];
   int32_t fx_all[{L.oc * fw}];
-  te_dsp_fill4((int8_t *)xw, 0, {L.kh * row_words});
+  te_dsp_fill4((int8_t *)xw, 0, {L.kh * slot_words});
   for (int o = 0; o < {L.oc}; ++o) {{
     int32_t *const fx = fx_all + o * {fw};
     {_o_filters(L, R, two, f"ky * {R.m} + t")}
@@ -287,13 +327,13 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
     for (int oy = 0; oy < {w.oh}; ++oy) {{
       const int top = oy * {w.sh} - {w.pt};
       for (int iy = next > top ? next : top; iy < top + {L.kh}; ++iy) {{
-        int32_t *const slot = xw + (iy + {w.pt}) % {L.kh} * {row_words};
+        int32_t *const slot = xw + (iy + {w.pt}) % {L.kh} * {slot_words};
         if (iy < 0 || iy >= {L.ih}) {{
-          te_dsp_fill4((int8_t *)slot, 0, {row_words});
+          te_dsp_fill4((int8_t *)slot, 0, {slot_words});
           continue;
         }}
         const int8_t *const src = in0 + (b * {L.ih} + iy) * {L.iw * L.ic};
-        {_o_expand_row(L)}
+        {_o_expand_row(L)}{shifted}
       }}
       next = top + {L.kh};
       {rows}

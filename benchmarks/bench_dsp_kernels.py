@@ -52,7 +52,11 @@ NOTES = [
     "(ResNet's 64-channel layer 1.34 -> 1.10); the expanded operands may take 3 KiB of stack "
     "(2 KiB for 1-3 input channels; tests/test_firmware.py checks the deepest call path fits the "
     "4 KiB stack). The \"o\" form for one input channel at stride 2 (KWS's first conv, 1.91 -> "
-    "0.92): the padded image expanded once to int16 x - zp, tiles of 5 pixels sharing words.",
+    "0.92): the padded image expanded once to int16 x - zp, tiles of 5 pixels sharing words; "
+    "its row variant for the RGB first convs (VWW's 1.70 -> 1.35, ResNet's at stride 1 1.76 -> "
+    "1.37): the kernel rows of one output row expanded into row slots, 4-pixel tiles. The \"s\" "
+    "form for flat 1x1 convs of 8 input channels (VWW's second conv 1.91 -> 1.49): one channel's "
+    "filter, bias and multipliers in registers against a stream of expanded pixels.",
     "- AVERAGE_POOL_2D: four channels per word summed in 16-bit lanes (SXTAB16, up to 256 taps), "
     "TFLM's rounded division as a multiply-high (KWS's pool 50,273 -> 8,153). ADD/SUB of 512 "
     "elements or more: two 256-entry tables of the rescaled inputs built on the stack with "
@@ -66,9 +70,10 @@ NOTES = [
     "sizes whose \"p\" or flat \"e\" form asm is the same call one shared function with their "
     "sizes as arguments (VWW: CONV_2D functions 7,640 -> 5,510 B); the softmax's exp and "
     "reciprocal call one out-of-line fixed-point product (about 550 B less on the CNNs).",
-    "- Not reached: 1.1 instructions per MAC on VWW (1.24); depthwise at or below 2.0 per MAC "
+    "- Not reached: 1.1 instructions per MAC on VWW here (1.18; 1.06 where convert(flash=1 MiB) "
+    "widens its filters, benchmarks/results_cmsis_nn.md); depthwise at or below 2.0 per MAC "
     "everywhere (stride 1: 1.93 on VWW's 48x48 and 24x24 layers, 1.98 at 12x12, 2.085 at 6x6, "
-    "2.77 at 3x3, 2.008 on KWS; stride 2: 3.06-3.65); code beyond weights at 10 kB (VWW 13.9 kB).",
+    "2.77 at 3x3, 2.008 on KWS; stride 2: 3.06-3.65); code beyond weights at 10 kB (VWW 14.7 kB).",
 ]
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tinyengine_tf.kernels import dsp
+
 if TYPE_CHECKING:                      # conv.py imports these modules: annotations only
     from tinyengine_tf.kernels.conv import _Layer
 
@@ -152,3 +154,21 @@ def _dsp_expand_filters(L: _Layer, P: _DspPlan, W=None, B=None, oc=None, co=None
       }}
       bx[j] = (int32_t)(((uint32_t){B}[o]{' << 1' if two else ''}) + (uint32_t)({fold} * sum));
     }}"""
+
+
+def _row_span(L: _Layer, cols: int, ind: str) -> str:
+    """Kernel row ky's input row iy and the columns lo..hi of the window's cols it finds in the
+    image (none past the top or bottom): the statements, lines after the first indented by ind."""
+    return (f"const int iy = iy0 + ky * {L.win.dh};\n{ind}int lo = 0, hi = 0;\n"
+            f"{ind}if (iy >= 0 && iy < {L.ih}) {{\n{ind}  lo = ix0 < 0 ? -ix0 : 0;\n"
+            f"{ind}  hi = {L.iw} - ix0 < {cols} ? {L.iw} - ix0 : {cols};\n"
+            f"{ind}  if (hi < lo) hi = lo;\n{ind}}}")
+
+
+def _pair_head(P: _DspPlan, pcw: int, setup: str, ind: str) -> str:
+    """The start of a chunk's channel pair j, j + 1 ("e" and "r" forms): its channel o, its
+    expanded filters w0 and biases, and its requantization set-up (lines after the first
+    indented by ind)."""
+    return (f"{dsp.tile_start('j', 'i_o', P.co, P.ob)}\n{ind}const int o = c0 + j;\n"
+            f"{ind}const int32_t *w0 = wx + j * {pcw};\n"
+            f"{ind}const int32_t bias0 = bx[j], bias1 = bx[j + 1];\n{ind}{setup}")

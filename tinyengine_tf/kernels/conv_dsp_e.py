@@ -10,7 +10,7 @@ from tinyengine_tf.kernels import dsp
 from tinyengine_tf.kernels.base import Shareable
 from tinyengine_tf.kernels.conv_dsp_base import (DSP_STACK, E_RQ_WORDS, _DspPlan, _dsp_accs,
                                                  _dsp_border, _dsp_expand_filters, _dsp_outputs,
-                                                 _rq_params)
+                                                 _pair_head, _rq_params)
 
 if TYPE_CHECKING:                      # conv.py imports these modules: annotations only
     from tinyengine_tf.kernels.conv import _Layer
@@ -236,11 +236,7 @@ def _dsp_e_strided(L: _Layer, P: _DspPlan) -> str:
       {dsp.tile_start("p0", "i_b", total, eb)}
       {_e_block_expand(L, P, eb)}
       for (int i_o = 0; i_o < {npairs}; ++i_o) {{
-        {dsp.tile_start("j", "i_o", P.co, P.ob)}
-        const int o = c0 + j;
-        const int32_t *w0 = wx + j * {pcw};
-        const int32_t bias0 = bx[j], bias1 = bx[j + 1];
-        {setup}
+        {_pair_head(P, pcw, setup, '        ')}
         for (int k = 0; k < {eb // 2}; ++k) {{
           const int32_t *xk = xx + k * {2 * pcw};
           int8_t *yp = out0 + (p0 + 2 * k) * {L.oc} + o;

@@ -157,13 +157,24 @@ def _o_row(R: _OPlan, ky: int, row_words: int, ptr: str = "xr") -> str:
             f'[d] "r"({ptr}), [e] "r"(fx) : "memory"); (void)r_x1; }}')
 
 
+def _o_outputs(L: _Layer, R: _OPlan, sep: str) -> tuple[str, str]:
+    """(channel o's requantization set-up, the stores of a tile's accumulators a0..)."""
+    rq = L.rq
+    per_channel = L.tables[0] is not None
+    stores = []
+    for px in range(R.P):
+        val = (f"(int8_t){rq.expr(f'a{px}', '0', per_channel, rq.doubled)}" if rq.ok
+               else L.epi(f"a{px}", "o"))
+        stores.append(f"yp[{px * L.oc}] = {val};")
+    return (rq.setup("0", "o", *L.tables) if rq.ok else ""), sep.join(stores)
+
+
 def _dsp_o_form(L: _Layer, R: _OPlan) -> str:
     if R.rows:
         return _dsp_o_rows(L, R)
     w = L.win
     rq = L.rq
     two = rq.doubled
-    per_channel = L.tables[0] is not None
     row_words = R.PW // 2
     rows = min(L.ih, R.PH - w.pt)                  # input rows and columns the windows reach
     cols = min(L.iw, R.PW - w.pl)
@@ -173,13 +184,7 @@ def _dsp_o_form(L: _Layer, R: _OPlan) -> str:
               if L.kw % 2 else f"{dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t + 1')}]")
     accs = "int32_t " + ", ".join(f"a{px} = bias" for px in range(R.P)) + ";"
     macs = "\n            ".join(_o_row(R, ky, row_words) for ky in range(L.kh))
-    setup = rq.setup("0", "o", *L.tables) if rq.ok else ""
-    stores = []
-    for px in range(R.P):
-        val = (f"(int8_t){rq.expr(f'a{px}', '0', per_channel, two)}" if rq.ok
-               else L.epi(f"a{px}", "o"))
-        stores.append(f"yp[{px * L.oc}] = {val};")
-    stores = "\n          ".join(stores)
+    setup, stores = _o_outputs(L, R, "\n          ")
     return f"""
   int32_t xw[{R.PH * R.PW // 2}];
   int16_t *const xh = (int16_t *)xw;
@@ -286,7 +291,6 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
     w = L.win
     rq = L.rq
     two = rq.doubled
-    per_channel = L.tables[0] is not None
     row_words = R.PW // 2
     slot_words = row_words * (2 if R.shifted else 1)
     fw = L.kh * R.m                                # filter words per channel
@@ -307,13 +311,7 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
           for (int k = 0; k < {row_words - 1}; ++k) sh[k] = a[k] >> 16 | a[k + 1] << 16;
           sh[{row_words - 1}] = a[{row_words - 1}] >> 16;
         }}"""
-    setup = rq.setup("0", "o", *L.tables) if rq.ok else ""
-    stores = []
-    for px in range(R.P):
-        val = (f"(int8_t){rq.expr(f'a{px}', '0', per_channel, two)}" if rq.ok
-               else L.epi(f"a{px}", "o"))
-        stores.append(f"yp[{px * L.oc}] = {val};")
-    stores = "\n            ".join(stores)
+    setup, stores = _o_outputs(L, R, "\n            ")
     return f"""
   int32_t xw[{L.kh * slot_words}];
   int32_t fx_all[{L.oc * fw}];

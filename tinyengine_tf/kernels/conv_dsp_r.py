@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tinyengine_tf.kernels import dsp
 from tinyengine_tf.kernels.conv_dsp_base import (_DspPlan, _dsp_accs, _dsp_expand_filters,
-                                                 _dsp_outputs)
+                                                 _dsp_outputs, _pair_head, _row_span)
 from tinyengine_tf.kernels.conv_dsp_e import _e_macs, _expand_pairs_asm
 
 if TYPE_CHECKING:                      # conv.py imports these modules: annotations only
@@ -73,7 +73,6 @@ def _r_plan(L: _Layer, nw: int, budget: int) -> tuple[int, int] | None:
 
 def _r_rows(L: _Layer, P: _DspPlan) -> str:
     """The block's kernel rows expanded into xr, row ky at xr + ky * (2 cols ic / 4) words."""
-    w = L.win
     cols = _r_cols(L, P.pb)
     rw = 2 * cols * L.ic // 4               # int32 words per expanded row
     zp = L.zp
@@ -81,13 +80,7 @@ def _r_rows(L: _Layer, P: _DspPlan) -> str:
     cw = L.ic // 4                            # input words per pixel
     return f"""for (int ky = 0; ky < {L.kh}; ++ky) {{
           int32_t *d = xr + ky * {rw};
-          const int iy = iy0 + ky * {w.dh};
-          int lo = 0, hi = 0;
-          if (iy >= 0 && iy < {L.ih}) {{
-            lo = ix0 < 0 ? -ix0 : 0;
-            hi = {L.iw} - ix0 < {cols} ? {L.iw} - ix0 : {cols};
-            if (hi < lo) hi = lo;
-          }}
+          {_row_span(L, cols, '          ')}
           for (int t = 0; t < 2 * {cw} * lo; ++t) d[t] = (int32_t)0x{zpp:08x}u;
           for (int t = 2 * {cw} * hi; t < {rw}; ++t) d[t] = (int32_t)0x{zpp:08x}u;
           if (hi > lo) {{
@@ -125,11 +118,7 @@ def _dsp_r_form(L: _Layer, P: _DspPlan) -> str:
           const int ix0 = ox0 * {w.sw} - {w.pl};
           {_r_rows(L, P)}
           for (int i_o = 0; i_o < {npairs}; ++i_o) {{
-            {dsp.tile_start("j", "i_o", P.co, P.ob)}
-            const int o = c0 + j;
-            const int32_t *w0 = wx + j * {pcw};
-            const int32_t bias0 = bx[j], bias1 = bx[j + 1];
-            {setup}
+            {_pair_head(P, pcw, setup, '            ')}
             for (int q = 0; q < {B}; q += 2) {{
               int8_t *yp = out0 + ((b * {w.oh} + oy) * {w.ow} + ox0 + q) * {L.oc} + o;
               {_dsp_accs(P2, lambda ch: f"bias{ch}")}

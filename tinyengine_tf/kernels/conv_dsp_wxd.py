@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from tinyengine_tf.kernels import dsp
 from tinyengine_tf.kernels.conv_dsp_base import (DSP_FULL_UNROLL, DSP_LONG_UNROLL, DSP_ROW_UNROLL,
                                                  DSP_UNROLL, _DspPlan, _dsp_accs, _dsp_border,
-                                                 _dsp_expand_filters, _dsp_outputs)
+                                                 _dsp_expand_filters, _dsp_outputs, _row_span)
 
 if TYPE_CHECKING:                      # conv.py imports these modules: annotations only
     from tinyengine_tf.kernels.conv import _Layer
@@ -298,13 +298,7 @@ def _dsp_source(L: _Layer, P: _DspPlan) -> str:
               if ({' || '.join(tests)}) {{
                 int8_t *pt = patch;
                 for (int ky = 0; ky < {L.kh}; ++ky, pt += {wp}) {{
-                  const int iy = iy0 + ky * {w.dh};
-                  int lo = 0, hi = 0;
-                  if (iy >= 0 && iy < {L.ih}) {{
-                    lo = ix0 < 0 ? -ix0 : 0;
-                    hi = {L.iw} - ix0 < {cols} ? {L.iw} - ix0 : {cols};
-                    if (hi < lo) hi = lo;
-                  }}
+                  {_row_span(L, cols, '                  ')}
                   if (lo > 0) {fill("pt", f"lo * {L.ic}")}
                   if (hi > lo) {{
                     const int8_t *src = in0 + ((b * {L.ih} + iy) * {L.iw} + ix0 + lo) * {L.ic};

@@ -35,8 +35,9 @@ expanded once into int16 pairs on the stack and read back as two words per 4 val
   expanded window, 0.67 instructions per MAC in the loop. Pointwise layers of 64 channels and
   up (VWW's 0.96 -> 0.73-0.85) and windowed ones over 8k channels, any stride and padding
   (ResNet's 3x3 layers, 0.97-1.18 -> 0.76-0.94).
-- "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used): both sides
-  expanded, the filters once per call as in "w", a block of pixels once per chunk of channels;
+- "e" form (unpadded 1x1 layers of 8-32 input channels, where "w" would be used; 8 where "s"
+  does not apply): both sides expanded, the filters once per call as in "w", a block of pixels
+  once per chunk of channels;
   2 x 2 tiles of 4 LDRD and 8 SMLAD per word step (0.75 instructions per MAC in the loop); a
   per-channel layer's q, h, r are computed once per chunk of channels (_e_rq).
 - "s" form (flat 1x1 layers of 8 input channels whose outputs saturate at the int8 range, where

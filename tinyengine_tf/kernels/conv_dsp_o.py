@@ -105,20 +105,14 @@ def _o_row_plan(L: _Layer) -> _OPlan | None:
     # (Negative padding is left to the other forms.)
     if P < 2 or w.pl < 0 or w.pt < 0:
         return None
-    R = _OPlan(m, P, L.kh, 0, hs, True)
-    row_words = _o_row_words(L)
-    R.PW = 2 * row_words
+    row_words = hs * (w.ow - 1) // 2 + m       # up to the last pixel's m words
+    R = _OPlan(m, P, L.kh, 2 * row_words, hs, True)
     slot = row_words * (2 if R.shifted else 1)
     last = (row_words if R.shifted else 0) + max(wd for _, wd in R.starts()) + m
     if (4 * (L.kh * slot + L.oc * L.kh * m) > DSP_STACK or 4 * last > 1020
             or 4 * L.kh * m > 1020):
         return None
     return R
-
-
-def _o_row_words(L: _Layer) -> int:
-    """Words of a row variant's expanded row: up to the last pixel's m words."""
-    return L.ic * L.win.sw * (L.win.ow - 1) // 2 + -(-(L.kw * L.ic) // 2)
 
 
 def _o_row(R: _OPlan, ky: int, row_words: int, ptr: str = "xr") -> str:
@@ -179,9 +173,6 @@ def _dsp_o_form(L: _Layer, R: _OPlan) -> str:
     rows = min(L.ih, R.PH - w.pt)                  # input rows and columns the windows reach
     cols = min(L.iw, R.PW - w.pl)
     r0, c0 = max(0, -w.pt), max(0, -w.pl)          # negative padding: rows and columns unread
-    dbl = "2 * " if two else ""
-    second = (f"2 * t + 1 < {L.kw} ? {dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t + 1')}] : 0"
-              if L.kw % 2 else f"{dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t + 1')}]")
     accs = "int32_t " + ", ".join(f"a{px} = bias" for px in range(R.P)) + ";"
     macs = "\n            ".join(_o_row(R, ky, row_words) for ky in range(L.kh))
     setup, stores = _o_outputs(L, R, "\n          ")
@@ -197,13 +188,7 @@ def _dsp_o_form(L: _Layer, R: _OPlan) -> str:
       for (int c = {c0}; c < {cols}; ++c) dst[c] = (int16_t)(src[c] - {L.zp});
     }}
     for (int o = 0; o < {L.oc}; ++o) {{
-      for (int ky = 0; ky < {L.kh}; ++ky) {{
-        for (int t = 0; t < {R.m}; ++t) {{
-          const int32_t v0 = {dbl}(int32_t){L.W}[{_weight_index(L, 'o', 'ky', '2 * t')}];
-          const int32_t v1 = {second};
-          fx[ky * {R.m} + t] = te_pack16(v0, v1);
-        }}
-      }}
+      {_o_filters(L, R, two, f"ky * {R.m} + t")}
       const int32_t bias = (int32_t)((uint32_t){L.B}[o]{' << 1' if two else ''});
       {setup}
       for (int oy = 0; oy < {w.oh}; ++oy) {{
@@ -237,12 +222,12 @@ def _o_filters(L: _Layer, R: _OPlan, two: bool, index: str) -> str:
       }}"""
 
 
-def _o_expand_row(L: _Layer) -> str:
+def _o_expand_row(L: _Layer, R: _OPlan) -> str:
     """Input row iy's in-image bytes at src as int16 x - zp, in order, from half-word pl * ic of
     the row slot: 8 bytes a turn in asm (two LDR: rows need not be word-aligned) from a whole
     word on, a first byte at an odd half-word and the last bytes in C."""
     # The columns any window reads (a VALID layer's last ones may be unread).
-    n = min(L.iw, (2 * _o_row_words(L) - L.win.pl * L.ic) // L.ic) * L.ic
+    n = min(L.iw, (R.PW - L.win.pl * L.ic) // L.ic) * L.ic
     h0 = L.win.pl * L.ic
     lead = h0 % 2
     turns = (n - lead) // 8
@@ -331,7 +316,7 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
           continue;
         }}
         const int8_t *const src = in0 + (b * {L.ih} + iy) * {L.iw * L.ic};
-        {_o_expand_row(L)}{shifted}
+        {_o_expand_row(L, R)}{shifted}
       }}
       next = top + {L.kh};
       {rows}

@@ -5,6 +5,8 @@ constant arrays and the memory plan of the default mode; the argument is validat
 output is unchanged."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from reference import (SHARED_MODEL_NAMES, assert_sanitized_matches_tflm, int8_i
                        sample_shape, tflm_run)
 from test_dsp import CONV_CASES, DW_CASES, FC_CASES, run_m4
 from test_kernels_conv import conv_model
-from test_kernels_depthwise import compile_with_band, dw_model
+from test_kernels_depthwise import compile_with_band, dw_model, spec as dw_spec
 from test_kernels_fully_connected import fc_model
 from tinyengine_tf.kernels.depthwise_band import BAND_OPTION
 
@@ -174,3 +176,50 @@ def test_size_mode_kept_where_the_plan_shrinks_scratch():
     plain_convs = sum(op.kind == "CONV_2D" and "residual" not in op.options for op in cm.graph.ops)
     assert plain_convs >= 1 and shared_calls(cm)["te_c_conv"] == plain_convs
     assert cm.sources[f"{cm.prefix}.c"] != speed.sources[f"{speed.prefix}.c"]
+
+
+# te_c_dw's asm steps (3x3, stride 1 or 2 across, outputs that saturate at the int8 range):
+# the shapes where a step's loads or its overlapping last step meet the plane's edges.
+STEP_CASES = {
+    # SAME, even input, stride 2: the plane is 2 ow + 1 wide, the last word ends on its last byte
+    "s2_plane_2ow_plus_1": dw_spec(c=3, h=8, w=8, sh=2, sw=2, xzp=-128, yzp=-128, act="RELU"),
+    "s2_odd_row_overlap": dw_spec(c=5, h=9, w=13, sh=2, sw=2),               # ow 7
+    "s2_valid_two_outputs": dw_spec(c=2, h=5, w=5, sh=2, sw=2, pad="VALID"),  # ow 2, one step
+    "s1_down2_across1": dw_spec(c=4, h=11, w=9, sh=2, sw=1),
+    "s1_c260_register_strides": dw_spec(c=260, h=4, w=5),
+    "s1_sign_term_extremes": dw_spec(c=6, h=6, w=7, xzp=127, yzp=-100, wmin=-128),
+    # RELU6 clamped below 127: the plain C loop (no steps)
+    "relu6_clamped": dw_spec(c=3, h=6, w=6, act="RELU6", ys=0.05, yzp=-128),
+}
+
+
+def _dw_record(cm) -> list:
+    """The te_rq_p fields (zp, lo, hi, fast) of the model's te_dw_p descriptors."""
+    src = cm.sources[f"{cm.prefix}.c"]
+    return [[int(v) for v in m.split(",")]
+            for m in re.findall(r"static const te_dw_p \w+ = \{.*\{([^{}]*)\}\};", src)]
+
+
+@pytest.mark.parametrize("name", list(STEP_CASES))
+def test_depthwise_steps(name):
+    p = STEP_CASES[name]
+    cm, _ = check_size_mode(dw_model(p), band=0)
+    (rq,) = _dw_record(cm)
+    assert rq[3] == (1 if name == "relu6_clamped" else 2), rq
+
+
+def test_depthwise_steps_run_fewer_instructions(monkeypatch):
+    """The asm steps against te_c_dw's C loop on the same layer, both bit-exact (check_size_mode)."""
+    from tinyengine_tf.kernels import compact
+    model = dw_model(STEP_CASES["s2_plane_2ow_plus_1"] | dict(c=8, h=16, w=16))
+    steps, _ = check_size_mode(model, band=0)
+    fast = compact._requant
+
+    def c_loop(*a, **k):
+        bias, q, shift, f = fast(*a, **k)
+        return bias, q, shift, min(f, 1)
+    monkeypatch.setattr(compact, "_requant", c_loop)
+    loop, _ = check_size_mode(model, band=0)
+    assert _dw_record(steps)[0][3] == 2 and _dw_record(loop)[0][3] == 1
+    n_steps, n_loop = (m.profile("cortex-m4").invoke_instructions for m in (steps, loop))
+    assert n_steps * 2 < n_loop, (n_steps, n_loop)

@@ -5,7 +5,9 @@
  * of being literals in an unrolled specialization, so the code is paid once per model rather
  * than once per layer. Arithmetic is TFLite Micro's (te_mbqm for every output, every tap that
  * falls inside the input, int32 sums), so each function equals TFLM on any target; under TE_DSP
- * the dot products run two MACs per SMLAD. Header-only, C99, no heap, no recursion. */
+ * the dot products run two MACs per SMLAD, and 3x3 depthwise layers at stride 1 or 2 across
+ * run asm steps that take the plane pitch and the channel stride in registers (te_c_dw3_steps).
+ * Header-only, C99, no heap, no recursion. */
 #ifndef TE_COMPACT_H
 #define TE_COMPACT_H
 #include "te_runtime.h"
@@ -52,7 +54,9 @@ typedef struct {
 } te_dw_p;
 
 /* TFLM's requantization. fast (the generator checked dsp.Requant's preconditions: |acc| < 2^30,
- * 1 <= -s <= 31) lets the DSP path use te_dsp_rq, a few instructions, instead of te_mbqm. */
+ * 1 <= -s <= 31) lets the DSP path use te_dsp_rq, a few instructions, instead of te_mbqm;
+ * fast == 2 also says that the zero point folds into the rounding term and the clamp is the
+ * int8 range (te_c_dw's asm steps). */
 TE_SHARED int8_t te_c_requant(int32_t acc, int32_t q, int s, const te_rq_p *r) {
     int32_t v;
 #if TE_DSP
@@ -137,6 +141,92 @@ TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
     }
 }
 
+#if TE_DSP
+/* Channel c's rows into the plane (rows pw apart from d): ih rows of iw bytes, nc apart in the
+ * input and one row after the other there. Four LDRBs at register offsets (any channel count)
+ * packed into one word store: 11 instructions a word, against 3-4 a byte in C. */
+TE_INLINE void te_c_gather(int8_t *d, const int8_t *s, int ih, int iw, int pw, int nc) {
+    const int nc3 = 3 * nc, words = iw >> 2, rest = iw & 3;
+    for (int iy = 0; iy < ih; ++iy, d += pw) {
+        int8_t *dd = d;
+        if (words) {
+            int m = words;
+            uint32_t t0, t1, t2, t3;
+            __asm__ volatile("1:\n\tldrb %[t0], [%[s]]\n\tldrb %[t1], [%[s], %[c]]\n\t"
+                             "ldrb %[t2], [%[s], %[c], lsl #1]\n\tldrb %[t3], [%[s], %[c3]]\n\t"
+                             "add %[s], %[s], %[c], lsl #2\n\torr %[t0], %[t0], %[t1], lsl #8\n\t"
+                             "orr %[t0], %[t0], %[t2], lsl #16\n\torr %[t0], %[t0], %[t3], lsl #24\n\t"
+                             "str %[t0], [%[d]], #4\n\tsubs %[m], %[m], #1\n\tbne 1b"
+                             : [s] "+r"(s), [d] "+r"(dd), [m] "+r"(m), [t0] "=&r"(t0),
+                               [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3)
+                             : [c] "r"(nc), [c3] "r"(nc3) : "cc", "memory");
+        }
+        for (int k = 0; k < rest; ++k, s += nc) dd[k] = *s;
+    }
+}
+
+/* One kernel row of the 1x2 tile: plane word at ADDR (bytes x0..x3), as (x0, x2) and (x1, x3)
+ * against the row's (2 w0, 2 w2) and 2 w1 at k + OFF: outputs at x0 and x1. */
+#define TE_C_DW3_ROW(OFF, ADDR) \
+    "ldrd %[wa], %[wb], [%[k], #" #OFF "]\n\tldr %[t], " ADDR "\n\tsxtb16 %[u], %[t]\n\t" \
+    "sxtb16 %[t], %[t], ror #8\n\tsmlad %[a0], %[u], %[wa], %[a0]\n\t" \
+    "smlabb %[a0], %[t], %[wb], %[a0]\n\tsmlad %[a1], %[t], %[wa], %[a1]\n\t" \
+    "smlatb %[a1], %[u], %[wb], %[a1]\n\t"
+
+/* The same for one output at stride 2. a0: (x0, x2) and x1 of the word at ADDR. a1 (window
+ * x2..x4) reads the word from x1, one byte before its window, so that no load passes the
+ * plane's end: (x2, x4) from its odd bytes, x3 from its even ones. */
+#define TE_C_DW3_EVEN(OFF, ADDR) \
+    "ldrd %[wa], %[wb], [%[k], #" #OFF "]\n\tldr %[t], " ADDR "\n\tsxtb16 %[u], %[t]\n\t" \
+    "sxtb16 %[t], %[t], ror #8\n\tsmlad %[a0], %[u], %[wa], %[a0]\n\t" \
+    "smlabb %[a0], %[t], %[wb], %[a0]\n\t"
+#define TE_C_DW3_ODD(OFF, ADDR) \
+    "ldrd %[wa], %[wb], [%[k], #" #OFF "]\n\tldr %[t], " ADDR "\n\tsxtb16 %[u], %[t]\n\t" \
+    "sxtb16 %[t], %[t], ror #8\n\tsmlad %[a1], %[t], %[wa], %[a1]\n\t" \
+    "smlatb %[a1], %[u], %[wb], %[a1]\n\t"
+
+/* te_dsp_rq2 with the zero point folded into h (r->fast == 2), saturated to int8. */
+#define TE_C_DW3_RQ(A) \
+    "smmlar %[u], %[" A "], %[wa], %[wb]\n\tadd %[" A "], %[u], %[" A "], asr #31\n\t" \
+    "asr %[" A "], %[" A "], %[t]\n\tssat %[" A "], #8, %[" A "]\n\t"
+
+/* A 3x3 output row of one channel, two outputs a step: n steps from the window at plane
+ * position w (the loads pre-increment the pointer), outputs nc apart from y. Stride 1: one
+ * word of each kernel row serves both outputs; stride 2: a word each (the kernel rows loaded
+ * again). k: the channel's record, (2 w0, 2 w2) and 2 w1 of each kernel row, 2 bias, q, h, r.
+ * The plane pitch and the channel stride are registers, so one copy serves every layer. */
+TE_INLINE void te_c_dw3_steps(const int8_t *w, int8_t *y, const int32_t *k, int n, int pw, int nc,
+                              int sw) {
+    const int8_t *p = w - 1 - sw, *const e = p + 2 * sw * n;
+    int32_t a0, a1, t, u, wa, wb;
+    if (sw == 1) {
+        __asm__ volatile("1:\n\tldr %[a0], [%[k], #24]\n\tmov %[a1], %[a0]\n\t"
+                         TE_C_DW3_ROW(0, "[%[p], #2]!") TE_C_DW3_ROW(8, "[%[p], %[P]]")
+                         TE_C_DW3_ROW(16, "[%[p], %[P], lsl #1]")
+                         "ldrd %[wa], %[wb], [%[k], #28]\n\tldr %[t], [%[k], #36]\n\t"
+                         TE_C_DW3_RQ("a0") TE_C_DW3_RQ("a1")
+                         "strb %[a0], [%[y]]\n\tstrb %[a1], [%[y], %[c]]\n\t"
+                         "add %[y], %[y], %[c], lsl #1\n\tcmp %[p], %[e]\n\tbne 1b"
+                         : [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(t), [u] "=&r"(u),
+                           [wa] "=&r"(wa), [wb] "=&r"(wb), [p] "+r"(p), [y] "+r"(y)
+                         : [k] "r"(k), [P] "r"(pw), [c] "r"(nc), [e] "r"(e) : "cc", "memory");
+    } else {
+        __asm__ volatile("1:\n\tldr %[a0], [%[k], #24]\n\tmov %[a1], %[a0]\n\t"
+                         TE_C_DW3_EVEN(0, "[%[p], #3]!") TE_C_DW3_EVEN(8, "[%[p], %[P]]")
+                         TE_C_DW3_EVEN(16, "[%[p], %[P], lsl #1]")
+                         TE_C_DW3_ODD(0, "[%[p], #1]!") TE_C_DW3_ODD(8, "[%[p], %[P]]")
+                         TE_C_DW3_ODD(16, "[%[p], %[P], lsl #1]")
+                         "ldrd %[wa], %[wb], [%[k], #28]\n\tldr %[t], [%[k], #36]\n\t"
+                         TE_C_DW3_RQ("a0") TE_C_DW3_RQ("a1")
+                         "strb %[a0], [%[y]]\n\tstrb %[a1], [%[y], %[c]]\n\t"
+                         "add %[y], %[y], %[c], lsl #1\n\tcmp %[p], %[e]\n\tbne 1b"
+                         : [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(t), [u] "=&r"(u),
+                           [wa] "=&r"(wa), [wb] "=&r"(wb), [p] "+r"(p), [y] "+r"(y)
+                         : [k] "r"(k), [P] "r"(pw), [c] "r"(nc), [e] "r"(e) : "cc", "memory");
+    }
+}
+#endif
+
 /* Channel by channel: the input channel is gathered into the plane (whose ring holds the
  * zero point, written once per call), then the output channel is computed from the plane and
  * written to its slots. Output (y, x, c) sits in a slot of channel c, already gathered, so the
@@ -144,40 +234,56 @@ TE_SHARED void te_c_conv(const te_conv_p *p, const int8_t *x, int8_t *y) {
 TE_SHARED void te_c_dw(const te_dw_p *p, const int8_t *x, int8_t *y, int8_t *plane) {
     const int nc = p->c, iw = p->iw, pw = p->pw, kh = p->kh, kw = p->kw, ow = p->ow;
     const te_rq_p *const rq = &p->rq;
-    for (int i = 0; i < p->ph * pw; ++i) plane[i] = p->izp;
+#if TE_DSP
+    /* 3x3, stride 1 or 2 across, outputs saturating at the int8 range: the asm steps. */
+    const int sw = p->sw, steps = rq->fast == 2 && kh == 3 && kw == 3 && sw <= 2 && ow >= 2;
+#endif
+    /* Locals: p-> after an int8 store would be read again (the store may alias it). */
+    const int8_t izp = p->izp;
+    const int plane_bytes = p->ph * pw;
+    for (int i = 0; i < plane_bytes; ++i) plane[i] = izp;
     for (int c = 0; c < nc; ++c) {
+#if TE_DSP
+        te_c_gather(plane + p->pt * pw + p->pl, x + c, p->ih, iw, pw, nc);
+#else
         for (int iy = 0; iy < p->ih; ++iy) {
             int8_t *dst = plane + (iy + p->pt) * pw + p->pl;
             const int8_t *src = x + iy * iw * nc + c;
             for (int ix = 0; ix < iw; ++ix) dst[ix] = src[ix * nc];
         }
+#endif
         const int8_t *wc = p->w + c * kh * kw;
         const int32_t b = p->bias[c], q = p->mult[p->shift ? c : 0];
         const int s = p->shift ? p->shift[c] : p->s;
+#if TE_DSP
+        if (steps) {
+            const int r = -s;
+            int32_t k[10];
+            for (int ky = 0; ky < 3; ++ky) {
+                k[2 * ky] = te_pack16(2 * wc[3 * ky], 2 * wc[3 * ky + 2]);
+                k[2 * ky + 1] = 2 * wc[3 * ky + 1];
+            }
+            k[6] = (int32_t)((uint32_t)b << 1);
+            k[7] = q;
+            k[8] = (int32_t)((uint32_t)(2 * rq->zp + 1) << (r - 1));
+            k[9] = r;
+            for (int oy = 0; oy < p->oh; ++oy) {
+                const int8_t *const row = plane + oy * p->sh * pw;
+                int8_t *const yc = y + oy * ow * nc + c;
+                /* An odd row takes its last step again over its last two outputs (the same
+                 * values written twice). One call site: one copy of the asm. */
+                for (int j = 0; j <= (ow & 1); ++j) {
+                    const int at = j ? ow - 2 : 0;
+                    te_c_dw3_steps(row + at * sw, yc + at * nc, k, j ? 1 : ow >> 1, pw, nc, sw);
+                }
+            }
+            continue;
+        }
+#endif
         for (int oy = 0; oy < p->oh; ++oy) {
             const int8_t *prow = plane + oy * p->sh * pw;
             int8_t *yc = y + oy * ow * nc + c;
             int ox = 0;
-#if TE_DSP
-            /* Three taps a row, stride 1: one word of the plane row serves two outputs,
-             * bytes (0, 2) and (1, 3) against the weight pair (w0, w2), and w1 on the middle
-             * bytes. The word's fourth byte is read only where the second output exists. */
-            if (kw == 3 && p->sw == 1) {
-                for (; ox + 2 <= ow; ox += 2, yc += 2 * nc) {
-                    int32_t e = b, f = b;
-                    for (int ky = 0; ky < kh; ++ky) {
-                        const int8_t *wk = wc + 3 * ky;
-                        const int32_t w02 = te_pack16(wk[0], wk[2]), w1 = wk[1];
-                        const uint32_t v = te_ld32(prow + ky * pw + ox);
-                        const int32_t v02 = te_sx02(v), v13 = te_sx13(v);
-                        e = __smlad(w02, v02, e); e = __smlabb(w1, v13, e);
-                        f = __smlad(w02, v13, f); f = __smlabt(w1, v02, f);
-                    }
-                    yc[0] = te_c_requant(e, q, s, rq);
-                    yc[nc] = te_c_requant(f, q, s, rq);
-                }
-            }
-#endif
             for (; ox < ow; ++ox, yc += nc) {
                 const int8_t *win = prow + ox * p->sw;
                 int32_t acc = b;

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from tinyengine_tf.kernels import dsp
 from tinyengine_tf.kernels.conv_dsp_base import DSP_STACK, DSP_STACK_FEW, _weight_index
+from tinyengine_tf.kernels.conv_dsp_p import _pw_expand
 
 if TYPE_CHECKING:                      # conv.py imports these modules: annotations only
     from tinyengine_tf.kernels.conv import _Layer
@@ -30,7 +31,8 @@ if TYPE_CHECKING:                      # conv.py imports these modules: annotati
 # the MobileNets': 3 channels at stride 2), whose image would not fit the stack. Pixel p's kernel
 # row of kw * ic taps (contiguous in NHWC) starts at word s p of an expanded row, s = ic * sw / 2,
 # and spans m = ceil(kw ic / 2) words, the half-word past an odd row's taps against a zero weight.
-# The kh input rows of an output row are expanded into kh row slots (input row iy in slot
+# The kh input rows of an output row are expanded into kh row slots as x + 128 (the "p" form's
+# expansion loop; padding holds zp + 128, the bias takes -(zp + 128) sum w) (input row iy in slot
 # (iy + pt) % kh, so the rows two output rows share at stride < kh are expanded once), every
 # channel's filter once per call; a tile of P pixels x 1 channel then takes (s (P - 1) + m) / 2
 # LDRD and P m SMLAD per kernel row: 30 instructions for 36 MACs on VWW's 3 x 3 x 3 rows at
@@ -109,7 +111,8 @@ def _o_row_plan(L: _Layer) -> _OPlan | None:
     R = _OPlan(m, P, L.kh, 2 * row_words, hs, True)
     slot = row_words * (2 if R.shifted else 1)
     last = (row_words if R.shifted else 0) + max(wd for _, wd in R.starts()) + m
-    if (4 * (L.kh * slot + L.oc * L.kh * m) > DSP_STACK or 4 * last > 1020
+    folded = L.oc if L.zp != -128 else 0       # the folded biases (_dsp_o_rows)
+    if (4 * (L.kh * slot + L.oc * L.kh * m + folded) > DSP_STACK or 4 * last > 1020
             or 4 * L.kh * m > 1020):
         return None
     return R
@@ -223,52 +226,29 @@ def _o_filters(L: _Layer, R: _OPlan, two: bool, index: str) -> str:
 
 
 def _o_expand_row(L: _Layer, R: _OPlan) -> str:
-    """Input row iy's in-image bytes at src as int16 x - zp, in order, from half-word pl * ic of
-    the row slot: 8 bytes a turn in asm (two LDR: rows need not be word-aligned) from a whole
-    word on, a first byte at an odd half-word and the last bytes in C."""
+    """Input row iy's in-image bytes at src as int16 x + 128, in order, from half-word pl * ic of
+    the row slot: 8 bytes a turn (conv_dsp_p._pw_expand, two LDR: rows need not be
+    word-aligned) from a whole word on, a first byte at an odd half-word and the last bytes in
+    C."""
     # The columns any window reads (a VALID layer's last ones may be unread).
     n = min(L.iw, (R.PW - L.win.pl * L.ic) // L.ic) * L.ic
     h0 = L.win.pl * L.ic
     lead = h0 % 2
     turns = (n - lead) // 8
-    if L.zp == -128:       # x + 128 is x with its top bit flipped, zero-extended
-        def ext(r):
-            return [f"eor %[{r}], %[{r}], #0x80808080", f"uxtb16 %[t2], %[{r}]",
-                    f"uxtb16 %[{r}], %[{r}], ror #8"]
-        zz_in, zz_decl = "", ""
-    else:
-        def ext(r):
-            return [f"sxtb16 %[t2], %[{r}]", f"sxtb16 %[{r}], %[{r}], ror #8",
-                    "ssub16 %[t2], %[t2], %[zz]", f"ssub16 %[{r}], %[{r}], %[zz]"]
-        zz_in = ', [zz] "r"(zz)'
-        zz_decl = f"const int32_t zz = te_pack16({L.zp}, {L.zp});\n          "
-    lines = ["1:", "ldr %[t0], [%[s]], #8", "ldr %[t1], [%[s], #-4]"]
-    for r, store in (("t0", "strd %[t3], %[t2], [%[d]], #16"),
-                     ("t1", "strd %[t3], %[t2], [%[d], #-8]")):
-        lines += ext(r)
-        # (b0, b2) in t2 and (b1, b3) in r: (b0, b1) and (b2, b3), the taps' order.
-        lines += [f"pkhbt %[t3], %[t2], %[{r}], lsl #16", f"pkhtb %[t2], %[{r}], %[t2], asr #16",
-                  store]
-    lines += ["cmp %[s], %[end]", "bne 1b"]
-    asm = "\\n\\t".join(lines)
     code = []
     if lead:
-        code.append(f"((int16_t *)slot)[{h0}] = (int16_t)(src[0] - {L.zp});")
+        code.append(f"((int16_t *)slot)[{h0}] = (int16_t)(src[0] + 128);")
     if turns:
         code.append(f"""{{
-          {zz_decl}const int8_t *s = src + {lead};
+          const int8_t *s = src + {lead};
+          const int8_t *const se = s + {8 * turns};
           int32_t *d = slot + {(h0 + lead) // 2};
-          const int8_t *const end = s + {8 * turns};
-          uint32_t t0, t1, t2, t3;
-          __asm__ volatile("{asm}"
-                           : [s] "+r"(s), [d] "+r"(d), [t0] "=&r"(t0), [t1] "=&r"(t1),
-                             [t2] "=&r"(t2), [t3] "=&r"(t3)
-                           : [end] "r"(end){zz_in} : "cc", "memory");
+          {_pw_expand(False, 1, aligned=False)}
         }}""")
     done = lead + 8 * turns
     if done < n:
         code.append(f"for (int k = {done}; k < {n}; ++k) "
-                    f"((int16_t *)slot)[{h0} + k] = (int16_t)(src[k] - {L.zp});")
+                    f"((int16_t *)slot)[{h0} + k] = (int16_t)(src[k] + 128);")
     return "\n        ".join(code)
 
 
@@ -297,13 +277,24 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
           sh[{row_words - 1}] = a[{row_words - 1}] >> 16;
         }}"""
     setup, stores = _o_outputs(L, R, "\n            ")
+    # Slots hold x + 128: padding is the zero point's zp + 128, and the bias takes
+    # -(zp + 128) sum w (over the packed filter: doubled where two), unless zp is -128.
+    zw = f"0x{(L.zp + 128) * 0x00010001:08x}u"
+    bias = f"(int32_t)((uint32_t){L.B}[o]{' << 1' if two else ''})"
+    fold = ""
+    if L.zp != -128:
+        fold = f"""
+    int32_t sum = 0;
+    for (int t = 0; t < {fw}; ++t) sum = __smlad(fx[t], 0x00010001, sum);
+    bx[o] = (int32_t)((uint32_t){bias} - (uint32_t)({L.zp + 128} * sum));"""
+        bias = "bx[o]"
     return f"""
   int32_t xw[{L.kh * slot_words}];
-  int32_t fx_all[{L.oc * fw}];
-  te_dsp_fill4((int8_t *)xw, 0, {L.kh * slot_words});
+  int32_t fx_all[{L.oc * fw}];{f"{chr(10)}  int32_t bx[{L.oc}];" if fold else ""}
+  te_dsp_fill4((int8_t *)xw, {zw}, {L.kh * slot_words});
   for (int o = 0; o < {L.oc}; ++o) {{
     int32_t *const fx = fx_all + o * {fw};
-    {_o_filters(L, R, two, f"ky * {R.m} + t")}
+    {_o_filters(L, R, two, f"ky * {R.m} + t")}{fold}
   }}
   for (int b = 0; b < {L.n}; ++b) {{
     int next = -{w.pt};               /* the first input row not yet in its slot */
@@ -312,7 +303,7 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
       for (int iy = next > top ? next : top; iy < top + {L.kh}; ++iy) {{
         int32_t *const slot = xw + (iy + {w.pt}) % {L.kh} * {slot_words};
         if (iy < 0 || iy >= {L.ih}) {{
-          te_dsp_fill4((int8_t *)slot, 0, {slot_words});
+          te_dsp_fill4((int8_t *)slot, {zw}, {slot_words});
           continue;
         }}
         const int8_t *const src = in0 + (b * {L.ih} + iy) * {L.iw * L.ic};
@@ -323,7 +314,7 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
       int8_t *const yr = out0 + (b * {w.oh} + oy) * {w.ow * L.oc};
       for (int o = 0; o < {L.oc}; ++o) {{
         const int32_t *const fx = fx_all + o * {fw};
-        const int32_t bias = (int32_t)((uint32_t){L.B}[o]{' << 1' if two else ''});
+        const int32_t bias = {bias};
         {setup}
         for (int i_p = 0; i_p < {-(-w.ow // R.P)}; ++i_p) {{
           {dsp.tile_start("ox", "i_p", w.ow, R.P)}

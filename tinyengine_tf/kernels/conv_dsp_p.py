@@ -109,14 +109,16 @@ def _p_loop(P: int, nw: int) -> list:
     return lines
 
 
-def _split_words(two: bool) -> tuple:
+def _split_words(two: bool, aligned: bool = True) -> tuple:
     """(lo, hi shift operands, byte mask, the loop's first lines) of the expansion loops: a step
-    loads 2 words and flips them to x + 128; AND with the mask (shifted) then moves a word's
-    bytes 0/2 (lo) or 1/3 (hi) into halves, doubled where two."""
+    loads 2 words (one LDRD, or two LDR where the source need not be word-aligned) and flips
+    them to x + 128; AND with the mask (shifted) then moves a word's bytes 0/2 (lo) or 1/3 (hi)
+    into halves, doubled where two."""
     lo, hi = (", lsl #1", ", lsr #7") if two else ("", ", lsr #8")
     mask = "0x01FE01FEu" if two else "0x00FF00FFu"
-    head = ["1:", "ldrd %[t0], %[t1], [%[s]], #8",
-            "eor %[t0], %[t0], #0x80808080", "eor %[t1], %[t1], #0x80808080"]
+    load = (["ldrd %[t0], %[t1], [%[s]], #8"] if aligned
+            else ["ldr %[t0], [%[s]], #8", "ldr %[t1], [%[s], #-4]"])
+    head = ["1:", *load, "eor %[t0], %[t0], #0x80808080", "eor %[t1], %[t1], #0x80808080"]
     return lo, hi, mask, head
 
 
@@ -247,12 +249,12 @@ def _pw_step(pb: int) -> list:
     return step
 
 
-def _pw_expand(two: bool, pb: int) -> str:
+def _pw_expand(two: bool, pb: int, aligned: bool = True) -> str:
     """The bytes [s, se) (a whole number of 8, at least 8) as (x + 128) pairs of neighbouring
-    inputs (doubled where two) at d, 8 a step, leaving d past them: the byte mask splits a word
-    into bytes 0/2 and 1/3 (and doubles them, by its shifts), PKHBT and PKHTB pair them up 0/1
-    and 2/3."""
-    lo, hi, mask, head = _split_words(two)
+    inputs (doubled where two) at d, 8 a step, pb * 4 words apart, leaving d past them: the byte
+    mask splits a word into bytes 0/2 and 1/3 (and doubles them, by its shifts), PKHBT and PKHTB
+    pair them up 0/1 and 2/3. aligned=False: s need not be word-aligned (the "o" form's rows)."""
+    lo, hi, mask, head = _split_words(two, aligned)
     sep = "\\n\\t"
     lines = head + [
              f"and %[t2], %[m], %[t0]{lo}", f"and %[t0], %[m], %[t0]{hi}",

@@ -9,7 +9,7 @@ arrays. The requantization is TFLM's te_mbqm, or te_dsp_rq on the DSP path where
 says it is exact for the layer (after the rewrites of bias, multiplier and shift the specialized
 kernels make too); where the zero point also folds into its rounding term and the clamp is the
 int8 range (fast == 2), te_c_dw runs 3x3 layers at stride 1 or 2 across in asm steps of two
-outputs (VWW's depthwise layers: 9.3 -> 2.7-7.5 instructions per MAC, 504 B more code). The layer function that remains is a single call, so per-layer profiles are
+outputs (VWW's depthwise layers: 9.3 -> 3.7 instructions per MAC, 504 B more code). The layer function that remains is a single call, so per-layer profiles are
 unchanged in form.
 
 What stays the same in both modes, so the NAS cost model and the memory plan hold for either:

@@ -883,9 +883,10 @@ def test_other_optimization_levels(opt, flags):
     wide_convs = [conv_model(PW_CASES[n]) for n in ("ic72_turn_and_step", "ic128_oc256_tables",
                                                      "k3_ic64_2px_zp127")]
     whole_plane = dw_model(DW_CASES["kws_rows_of_5"])
+    dw_s2 = dw_model(DW_CASES["k3_s2_same"])
     for model in (whole_plane, conv_model(CONV_CASES["pw_3px_tiles"]), conv_model(CONV_CASES["k3_ic3_s2_vww"]),
                   conv_model(CONV_CASES["pw_p6_ic128"]), conv_model(CONV_CASES["pw_p_oc256_tables"]),
-                  dw_model(DW_CASES["k3_s2_same"]),
+                  dw_s2,
                   dw_model(DW_CASES["k7_s1_c2"]), conv_model(CONV_CASES["k3_ic16"]),
                   conv_model(CONV_CASES["pw_e_s2_batch2"]), conv_model(CONV_CASES["k10x4_s2_kws"]),
                   conv_model(CONV_CASES["o_k5_s1x2_valid_batch2"]),
@@ -909,6 +910,9 @@ def test_other_optimization_levels(opt, flags):
         if model is whole_plane:
             # KWS's whole-plane row tile takes 13 registers (the output pointer among them).
             cms.append(compile_with_band(model, 0))
+        if model in (whole_plane, dw_s2):
+            # optimize="size": te_c_dw's asm steps at stride 1 and 2 (12 registers)
+            cms.append(compile_with_band(model, 0, "size"))
         for cm in cms:
             x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=9)
             got = run_m4(cm, x, True, opt=opt, extra_flags=flags)

@@ -190,6 +190,17 @@ TE_INLINE void te_c_gather(int8_t *d, const int8_t *s, int ih, int iw, int pw, i
     "smmlar %[u], %[" A "], %[wa], %[wb]\n\tadd %[" A "], %[u], %[" A "], asr #31\n\t" \
     "asr %[" A "], %[" A "], %[t]\n\tssat %[" A "], #8, %[" A "]\n\t"
 
+/* The step loop around MACS (a0 and a1 from the bias on): requantize, store, next step. */
+#define TE_C_DW3_STEPS(MACS) \
+    __asm__ volatile("1:\n\tldr %[a0], [%[k], #24]\n\tmov %[a1], %[a0]\n\t" MACS \
+                     "ldrd %[wa], %[wb], [%[k], #28]\n\tldr %[t], [%[k], #36]\n\t" \
+                     TE_C_DW3_RQ("a0") TE_C_DW3_RQ("a1") \
+                     "strb %[a0], [%[y]]\n\tstrb %[a1], [%[y], %[c]]\n\t" \
+                     "add %[y], %[y], %[c], lsl #1\n\tcmp %[p], %[e]\n\tbne 1b" \
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(t), [u] "=&r"(u), \
+                       [wa] "=&r"(wa), [wb] "=&r"(wb), [p] "+r"(p), [y] "+r"(y) \
+                     : [k] "r"(k), [P] "r"(pw), [c] "r"(nc), [e] "r"(e) : "cc", "memory")
+
 /* A 3x3 output row of one channel, two outputs a step: n steps from the window at plane
  * position w (the loads pre-increment the pointer), outputs nc apart from y. Stride 1: one
  * word of each kernel row serves both outputs; stride 2: a word each (the kernel rows loaded
@@ -200,29 +211,13 @@ TE_INLINE void te_c_dw3_steps(const int8_t *w, int8_t *y, const int32_t *k, int 
     const int8_t *p = w - 1 - sw, *const e = p + 2 * sw * n;
     int32_t a0, a1, t, u, wa, wb;
     if (sw == 1) {
-        __asm__ volatile("1:\n\tldr %[a0], [%[k], #24]\n\tmov %[a1], %[a0]\n\t"
-                         TE_C_DW3_ROW(0, "[%[p], #2]!") TE_C_DW3_ROW(8, "[%[p], %[P]]")
-                         TE_C_DW3_ROW(16, "[%[p], %[P], lsl #1]")
-                         "ldrd %[wa], %[wb], [%[k], #28]\n\tldr %[t], [%[k], #36]\n\t"
-                         TE_C_DW3_RQ("a0") TE_C_DW3_RQ("a1")
-                         "strb %[a0], [%[y]]\n\tstrb %[a1], [%[y], %[c]]\n\t"
-                         "add %[y], %[y], %[c], lsl #1\n\tcmp %[p], %[e]\n\tbne 1b"
-                         : [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(t), [u] "=&r"(u),
-                           [wa] "=&r"(wa), [wb] "=&r"(wb), [p] "+r"(p), [y] "+r"(y)
-                         : [k] "r"(k), [P] "r"(pw), [c] "r"(nc), [e] "r"(e) : "cc", "memory");
+        TE_C_DW3_STEPS(TE_C_DW3_ROW(0, "[%[p], #2]!") TE_C_DW3_ROW(8, "[%[p], %[P]]")
+                       TE_C_DW3_ROW(16, "[%[p], %[P], lsl #1]"));
     } else {
-        __asm__ volatile("1:\n\tldr %[a0], [%[k], #24]\n\tmov %[a1], %[a0]\n\t"
-                         TE_C_DW3_EVEN(0, "[%[p], #3]!") TE_C_DW3_EVEN(8, "[%[p], %[P]]")
-                         TE_C_DW3_EVEN(16, "[%[p], %[P], lsl #1]")
-                         TE_C_DW3_ODD(0, "[%[p], #1]!") TE_C_DW3_ODD(8, "[%[p], %[P]]")
-                         TE_C_DW3_ODD(16, "[%[p], %[P], lsl #1]")
-                         "ldrd %[wa], %[wb], [%[k], #28]\n\tldr %[t], [%[k], #36]\n\t"
-                         TE_C_DW3_RQ("a0") TE_C_DW3_RQ("a1")
-                         "strb %[a0], [%[y]]\n\tstrb %[a1], [%[y], %[c]]\n\t"
-                         "add %[y], %[y], %[c], lsl #1\n\tcmp %[p], %[e]\n\tbne 1b"
-                         : [a0] "=&r"(a0), [a1] "=&r"(a1), [t] "=&r"(t), [u] "=&r"(u),
-                           [wa] "=&r"(wa), [wb] "=&r"(wb), [p] "+r"(p), [y] "+r"(y)
-                         : [k] "r"(k), [P] "r"(pw), [c] "r"(nc), [e] "r"(e) : "cc", "memory");
+        TE_C_DW3_STEPS(TE_C_DW3_EVEN(0, "[%[p], #3]!") TE_C_DW3_EVEN(8, "[%[p], %[P]]")
+                       TE_C_DW3_EVEN(16, "[%[p], %[P], lsl #1]")
+                       TE_C_DW3_ODD(0, "[%[p], #1]!") TE_C_DW3_ODD(8, "[%[p], %[P]]")
+                       TE_C_DW3_ODD(16, "[%[p], %[P], lsl #1]"));
     }
 }
 #endif

@@ -188,6 +188,7 @@ STEP_CASES = {
     "s1_down2_across1": dw_spec(c=4, h=11, w=9, sh=2, sw=1),
     "s1_c260_register_strides": dw_spec(c=260, h=4, w=5),
     "s1_sign_term_extremes": dw_spec(c=6, h=6, w=7, xzp=127, yzp=-100, wmin=-128),
+    "s2_output_zero_point_0": dw_spec(c=4, h=7, w=8, sh=2, sw=2, yzp=0),
     # RELU6 clamped below 127: the plain C loop (no steps)
     "relu6_clamped": dw_spec(c=3, h=6, w=6, act="RELU6", ys=0.05, yzp=-128),
 }

@@ -55,8 +55,8 @@ typedef struct {
 
 /* TFLM's requantization. fast (the generator checked dsp.Requant's preconditions: |acc| < 2^30,
  * 1 <= -s <= 31) lets the DSP path use te_dsp_rq, a few instructions, instead of te_mbqm;
- * fast == 2 also says that the zero point folds into the rounding term and the clamp is the
- * int8 range (te_c_dw's asm steps). */
+ * fast == 2 also says that te_dsp_rq2's value with the zero point in h needs only SSAT to int8
+ * (te_c_dw's asm steps). */
 TE_SHARED int8_t te_c_requant(int32_t acc, int32_t q, int s, const te_rq_p *r) {
     int32_t v;
 #if TE_DSP
@@ -165,27 +165,29 @@ TE_INLINE void te_c_gather(int8_t *d, const int8_t *s, int ih, int iw, int pw, i
     }
 }
 
-/* One kernel row of the 1x2 tile: plane word at ADDR (bytes x0..x3), as (x0, x2) and (x1, x3)
- * against the row's (2 w0, 2 w2) and 2 w1 at k + OFF: outputs at x0 and x1. */
-#define TE_C_DW3_ROW(OFF, ADDR) \
+/* Kernel row words at k + OFF, (2 w0, 2 w2) and 2 w1, and the plane word at ADDR split into
+ * its even bytes u = (x0, x2) and odd bytes t = (x1, x3). */
+#define TE_C_DW3_LOAD(OFF, ADDR) \
     "ldrd %[wa], %[wb], [%[k], #" #OFF "]\n\tldr %[t], " ADDR "\n\tsxtb16 %[u], %[t]\n\t" \
-    "sxtb16 %[t], %[t], ror #8\n\tsmlad %[a0], %[u], %[wa], %[a0]\n\t" \
+    "sxtb16 %[t], %[t], ror #8\n\t"
+
+/* One kernel row of the stride-1 step: the word from x0 serves the outputs at x0 and x1. */
+#define TE_C_DW3_ROW(OFF, ADDR) \
+    TE_C_DW3_LOAD(OFF, ADDR) "smlad %[a0], %[u], %[wa], %[a0]\n\t" \
     "smlabb %[a0], %[t], %[wb], %[a0]\n\tsmlad %[a1], %[t], %[wa], %[a1]\n\t" \
     "smlatb %[a1], %[u], %[wb], %[a1]\n\t"
 
-/* The same for one output at stride 2. a0: (x0, x2) and x1 of the word at ADDR. a1 (window
+/* The same at stride 2, a word per output. a0: (x0, x2) and x1 of the word at ADDR. a1 (window
  * x2..x4) reads the word from x1, one byte before its window, so that no load passes the
  * plane's end: (x2, x4) from its odd bytes, x3 from its even ones. */
 #define TE_C_DW3_EVEN(OFF, ADDR) \
-    "ldrd %[wa], %[wb], [%[k], #" #OFF "]\n\tldr %[t], " ADDR "\n\tsxtb16 %[u], %[t]\n\t" \
-    "sxtb16 %[t], %[t], ror #8\n\tsmlad %[a0], %[u], %[wa], %[a0]\n\t" \
+    TE_C_DW3_LOAD(OFF, ADDR) "smlad %[a0], %[u], %[wa], %[a0]\n\t" \
     "smlabb %[a0], %[t], %[wb], %[a0]\n\t"
 #define TE_C_DW3_ODD(OFF, ADDR) \
-    "ldrd %[wa], %[wb], [%[k], #" #OFF "]\n\tldr %[t], " ADDR "\n\tsxtb16 %[u], %[t]\n\t" \
-    "sxtb16 %[t], %[t], ror #8\n\tsmlad %[a1], %[t], %[wa], %[a1]\n\t" \
+    TE_C_DW3_LOAD(OFF, ADDR) "smlad %[a1], %[t], %[wa], %[a1]\n\t" \
     "smlatb %[a1], %[u], %[wb], %[a1]\n\t"
 
-/* te_dsp_rq2 with the zero point folded into h (r->fast == 2), saturated to int8. */
+/* te_dsp_rq2 with the zero point in h (r->fast == 2), saturated to int8. */
 #define TE_C_DW3_RQ(A) \
     "smmlar %[u], %[" A "], %[wa], %[wb]\n\tadd %[" A "], %[u], %[" A "], asr #31\n\t" \
     "asr %[" A "], %[" A "], %[t]\n\tssat %[" A "], #8, %[" A "]\n\t"
@@ -230,7 +232,7 @@ TE_SHARED void te_c_dw(const te_dw_p *p, const int8_t *x, int8_t *y, int8_t *pla
     const int nc = p->c, iw = p->iw, pw = p->pw, kh = p->kh, kw = p->kw, ow = p->ow;
     const te_rq_p *const rq = &p->rq;
 #if TE_DSP
-    /* 3x3, stride 1 or 2 across, outputs saturating at the int8 range: the asm steps. */
+    /* 3x3, stride 1 or 2 across, outputs that only saturate at the int8 range: the asm steps. */
     const int sw = p->sw, steps = rq->fast == 2 && kh == 3 && kw == 3 && sw <= 2 && ow >= 2;
 #endif
     /* Locals: p-> after an int8 store would be read again (the store may alias it). */
@@ -278,8 +280,7 @@ TE_SHARED void te_c_dw(const te_dw_p *p, const int8_t *x, int8_t *y, int8_t *pla
         for (int oy = 0; oy < p->oh; ++oy) {
             const int8_t *prow = plane + oy * p->sh * pw;
             int8_t *yc = y + oy * ow * nc + c;
-            int ox = 0;
-            for (; ox < ow; ++ox, yc += nc) {
+            for (int ox = 0; ox < ow; ++ox, yc += nc) {
                 const int8_t *win = prow + ox * p->sw;
                 int32_t acc = b;
                 for (int ky = 0; ky < kh; ++ky) {

@@ -7,10 +7,10 @@ every in-place DEPTHWISE_CONV_2D of the model calls one function of its family, 
 te_c_dw, with the layer's parameters in a const descriptor (about 40 bytes a layer) next to its
 arrays. The requantization is TFLM's te_mbqm, or te_dsp_rq on the DSP path where dsp.Requant
 says it is exact for the layer (after the rewrites of bias, multiplier and shift the specialized
-kernels make too); where the zero point also folds into its rounding term and the clamp is the
-int8 range (fast == 2), te_c_dw runs 3x3 layers at stride 1 or 2 across in asm steps of two
-outputs (VWW's depthwise layers: 9.3 -> 3.7 instructions per MAC, 504 B more code). The layer function that remains is a single call, so per-layer profiles are
-unchanged in form.
+kernels make too); where the short form's value needs only a saturation to int8 (fast == 2),
+te_c_dw runs 3x3 layers at stride 1 or 2 across in asm steps of two outputs (VWW's depthwise
+layers: 9.3 -> 3.7 instructions per MAC, 504 B more code). The layer function that remains is a
+single call, so per-layer profiles are unchanged in form.
 
 What stays the same in both modes, so the NAS cost model and the memory plan hold for either:
 the constant arrays (the same hints and sizes as the specialized kernel declares; the depthwise
@@ -91,9 +91,9 @@ def _requant(bias, abs_sums, q, shift, x, y, lo, hi, per_channel):
     te_dsp_rq (a few instructions) instead of te_mbqm."""
     bias, q, shift = dsp.constant_channels(bias, abs_sums, q, shift, y.zp, lo, hi, per_channel)
     rq = dsp.Requant(q, shift, y.zp, lo, hi, dsp.acc_bounds(bias, abs_sums, x.zp))
-    fast = int(rq.ok and not rq.wide)
-    if fast and rq.fold and (lo, hi) == (-128, 127):
-        fast = 2    # te_c_dw's asm steps: doubled sums, zero point in the rounding term, SSAT
+    fast = int(rq.doubled)
+    if fast and rq.finish("v") == "__ssat(v, 8)":
+        fast = 2    # te_c_dw's asm steps: doubled sums, the zero point in h, then SSAT
     return bias, q, rq.shift, fast
 
 

@@ -111,11 +111,16 @@ def _o_row_plan(L: _Layer) -> _OPlan | None:
     R = _OPlan(m, P, L.kh, 2 * row_words, hs, True)
     slot = row_words * (2 if R.shifted else 1)
     last = (row_words if R.shifted else 0) + max(wd for _, wd in R.starts()) + m
-    folded = L.oc if L.zp != -128 else 0       # the folded biases (_dsp_o_rows)
+    folded = L.oc if _o_folds(L) else 0        # the folded biases (_dsp_o_rows)
     if (4 * (L.kh * slot + L.oc * L.kh * m + folded) > DSP_STACK or 4 * last > 1020
             or 4 * L.kh * m > 1020):
         return None
     return R
+
+
+def _o_folds(L: _Layer) -> bool:
+    """Whether the row variant's bias takes -(zp + 128) sum w: its slots hold x + 128."""
+    return L.zp != -128
 
 
 def _o_row(R: _OPlan, ky: int, row_words: int, ptr: str = "xr") -> str:
@@ -282,7 +287,7 @@ def _dsp_o_rows(L: _Layer, R: _OPlan) -> str:
     zw = f"0x{(L.zp + 128) * 0x00010001:08x}u"
     bias = f"(int32_t)((uint32_t){L.B}[o]{' << 1' if two else ''})"
     fold = ""
-    if L.zp != -128:
+    if _o_folds(L):
         fold = f"""
     int32_t sum = 0;
     for (int t = 0; t < {fw}; ++t) sum = __smlad(fx[t], 0x00010001, sum);

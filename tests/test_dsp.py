@@ -269,6 +269,11 @@ def test_depthwise_cases_reach_every_tile_shape():
     assert seen >= {"1x2", "1x3", "1x4", "1x5", "1x6", "2x1", "2x2", "2x3", "3x1", "4x1", "C"}, seen
 
 
+# A per-tensor layer's q, h and r are literals in its channel records (depthwise._records_call).
+PER_TENSOR_RECORDS = re.compile(r"wv\[\d+\] = \(int32_t\)-?\d+; wv\[\d+\] = \(int32_t\)-?\d+; "
+                                r"wv\[\d+\] = \(int32_t\)\d+;")
+
+
 def test_depthwise_cases_reach_every_asm_requantization():
     """The cases above run the asm tiles' requantization tail in both forms (with the sign term,
     and without it where the clamp is at or above the zero point), per channel and per tensor
@@ -281,7 +286,7 @@ def test_depthwise_cases_reach_every_asm_requantization():
             seen.add("sign")
         if "smmlar %[a0], %[a0]" in src:
             seen.add("pos")
-        if re.search(r"wv\[\d+\] = \{[^}]*\(int32_t\)-?\d+, \(int32_t\)-?\d+, \(int32_t\)\d+\}", src):
+        if PER_TENSOR_RECORDS.search(src):
             seen.add("per-tensor")
         if re.search(r"asm tile \d+x\d+ \*/", src):
             seen.add("C")
@@ -309,9 +314,7 @@ def test_depthwise_cases_reach_every_row_tile():
                      "rows a tile" if ny != "1" else "tiles a row")
             seen.add("post-incremented" if "[%[y]], #" in asm else "offsets")
             seen.add("sign" if "asr #31" in asm else "pos")
-            seen.add("per-tensor" if re.search(r"wv\[\d+\] = \{[^}]*\(int32_t\)-?\d+, "
-                                               r"\(int32_t\)-?\d+, \(int32_t\)\d+\}", src)
-                     else "per-channel")
+            seen.add("per-tensor" if PER_TENSOR_RECORDS.search(src) else "per-channel")
             if ny != "1":
                 assert re.search(r"pp \+= \d+;\s*yo \+= \d+;", src), src
     assert seen == {"one tile a row", "tiles a row", "rows a tile", "post-incremented",
@@ -1076,6 +1079,67 @@ def test_layers_of_other_sizes_share_a_form(name):
         for l in layers:
             by_macs.setdefault(l.macs, set()).add(l.instructions)
         assert len({min(v) for v in by_macs.values()}) == len(by_macs) > 1
+
+
+def _depthwise_chain(specs, seed: int = 3) -> bytes:
+    """3x3 depthwise layers, (input size, channels, stride) each, a 1x1 conv before each
+    change of channel count."""
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder()
+    h, c = specs[0][0], specs[0][1]
+    cur = b.tensor((1, h, h, c), scale=0.05, zp=-128)
+    x = cur
+
+    def layer(kind, shape, qdim, opts_name, **opts):
+        nonlocal cur
+        oc = shape[0] if kind == "CONV_2D" else shape[3]
+        fs = rng.uniform(0.002, 0.02, oc)
+        w = b.tensor(shape, scale=fs, zp=[0] * oc, data=rng.integers(-127, 128, shape), qdim=qdim)
+        bias = b.tensor((oc,), dtype="int32", scale=bias_scale(0.05, fs), zp=[0] * oc,
+                        data=rng.integers(-3000, 3000, oc))
+        y = b.tensor((1, h, h, oc), scale=0.05, zp=-128)
+        b.op(kind, [cur, w, bias], [y], opts_name, padding="SAME", fusedActivationFunction="RELU",
+             **opts)
+        cur = y
+    for size, channels, stride in specs:
+        if channels != c:
+            layer("CONV_2D", (channels, 1, 1, c), 0, "Conv2DOptions", strideH=1, strideW=1)
+            c = channels
+        h = -(-size // stride)
+        layer("DEPTHWISE_CONV_2D", (1, 3, 3, c), 3, "DepthwiseConv2DOptions", strideH=stride,
+              strideW=stride, dilationHFactor=1, dilationWFactor=1, depthMultiplier=1)
+    return b.build([x], [cur])
+
+
+def test_depthwise_layers_of_other_sizes_share_their_records_helper():
+    """3x3 depthwise layers of four sizes and both strides, two tile forms, fill each channel's
+    weight and requantization records with one out-of-line helper (codegen._emit_helpers): one
+    definition, no inline copy left; equal to TFLM on the DSP and portable firmware and the host
+    (ASan + UBSan too); the helper's instructions charged to the layer calling it, not to
+    library calls, and the layers' totals still the whole inference."""
+    from reference import assert_sanitized_matches_tflm
+    model = _depthwise_chain([(12, 8, 1), (12, 16, 1), (12, 16, 2), (6, 24, 1)])
+    cm = check(model)
+    assert cm._gen.helpers == {"model_H0_depthwise_conv_2d": 4}
+    src = cm.sources["model.c"]
+    assert src.count("static TE_HELPER void model_H0_depthwise_conv_2d(") == 1
+    assert src.count("model_H0_depthwise_conv_2d(wv, wc, bf, ") == 4
+    assert "const int32_t wv[" not in src
+    assert {"2x2 rq, steps", "1x6 rq, row"} <= set(re.findall(r"asm tile (\S+ rq, \w+)", src))
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 4, seed=2)
+    assert_sanitized_matches_tflm(cm, model, x)
+    prof = cm.profile(TARGET)
+    assert prof.invoke_instructions == sum(l.instructions for l in prof.layers) + prof.glue
+    dws = [l for l in prof.layers if l.kind == "DEPTHWISE_CONV_2D"]
+    assert len(dws) == 4 and all(l.library == 0 and l.instructions > l.macs for l in dws)
+
+
+def test_a_helper_one_layer_calls_is_left_to_inline():
+    """A model with one depthwise layer keeps its records helper plain static (gcc inlines it)."""
+    cm = te.convert(_depthwise_chain([(10, 8, 1)]))
+    assert cm._gen.helpers == {"model_H0_depthwise_conv_2d": 1}
+    src = cm.sources["model.c"]
+    assert "static void model_H0_depthwise_conv_2d(" in src and "TE_HELPER void" not in src
 
 
 def test_vww_pointwise_layers_share_functions(shared_models):

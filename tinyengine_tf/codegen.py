@@ -20,8 +20,8 @@ from tinyengine_tf import kernels  # noqa: F401  (registers every kernel module)
 from tinyengine_tf.errors import UnsupportedOpError
 from tinyengine_tf.ir import C_TYPES, Graph
 from tinyengine_tf.kernels import compact
-from tinyengine_tf.kernels.base import (KERNELS, VIEW_OPS, EmitContext, LayerCode, ctype_bytes,
-                                        supported_ops)
+from tinyengine_tf.kernels.base import (HELPER_TOKEN, HELPERS, KERNELS, VIEW_OPS, EmitContext,
+                                        LayerCode, ctype_bytes, supported_ops)
 from tinyengine_tf.kernels.state import (StateLayout, check_state_use, init_image, mutable_input,
                                          reset_statements, state_layout)
 from tinyengine_tf import band_plan
@@ -42,6 +42,8 @@ class Generated:
     # function name -> positions of the layers whose functions call it (_shareable_groups):
     # each call is charged to its caller's layer
     shareable: dict = None
+    # helper function name -> how many functions call it (_emit_helpers); charged like those
+    helpers: dict = None
 
 
 def c_identifier(name: str) -> str:
@@ -176,6 +178,7 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True,
         call = f"{fname}({', '.join(args)})"
         calls.append(f"  if ({call}) return {pos + 1};" if code.fails else f"  {call};")
 
+    functions, helpers = _emit_helpers(functions, prefix)
     text_bodies = "\n".join(functions + calls)   # shared functions get their arrays in calls
     # Symbols are C identifiers: one scan of the text finds every one a body names.
     names = set(re.findall(r"\w+", text_bodies))
@@ -194,7 +197,27 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True,
     layer_fn = {pos: shared[pos][::2] if pos in shared else (f"{prefix}_L{pos}_{op.kind.lower()}", [])
                 for pos, (op, code) in enumerate(layers) if code is not None}
     return Generated(sources, plan, flash, layers, prefix, state, members, layer_fn,
-                     {f: ps for f, (_, ps) in common.items()})
+                     {f: ps for f, (_, ps) in common.items()}, helpers)
+
+
+def _emit_helpers(functions: list, prefix: str) -> tuple[list, dict]:
+    """(functions with the helpers they call (kernels/base.py's Helper) defined ahead of them,
+    each once, and their tokens replaced by the helpers' names; {helper name: functions that
+    call it}). A helper that several functions call stays out of line (TE_HELPER: one copy,
+    never cloned per caller); one that a single function calls is plain static, which gcc
+    inlines."""
+    order = list(dict.fromkeys(t for f in functions for t in HELPER_TOKEN.findall(f)))
+    names, defs, users = {}, [], {}
+    for n, token in enumerate(order):
+        h = HELPERS[token]
+        names[token] = f"{prefix}_H{n}_{h.family.lower()}"
+        users[names[token]] = sum(token in f for f in functions)
+        attr = "static TE_HELPER" if users[names[token]] > 1 else "static"
+        text = f"{attr} void {names[token]}({h.params}) {{{h.body}\n}}\n"
+        defs.append(f"#if {h.guard}\n{text}#endif\n" if h.guard else text)
+    def rename(text: str) -> str:
+        return HELPER_TOKEN.sub(lambda m: names[m.group(0)], text)
+    return [rename(d) for d in defs] + [rename(f) for f in functions], users
 
 
 def _shareable_groups(layers: list, prefix: str) -> tuple[list, dict]:
@@ -400,6 +423,14 @@ def _model_c(graph, plan, prefix, consts, functions, calls, headers, state=None)
 #else
 #define TE_ALIGN16
 #define TE_LAYER
+#endif
+/* A helper several layers call: one copy, never cloned per caller (codegen._emit_helpers). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TE_HELPER __attribute__((noinline, noipa))
+#elif defined(__GNUC__)
+#define TE_HELPER __attribute__((noinline))
+#else
+#define TE_HELPER
 #endif
 
 /* int32_t storage keeps word accesses to scratch well-defined; bytes alias it freely. */

@@ -124,8 +124,9 @@ def profile_from_trace(cm, trace, target: str = "cortex-m4", dsp: bool = True) -
     invoke = f"{cm.prefix}_invoke"
     charged = attribute(trace.blocks, owners, invoke)
     # Functions that layers of different sizes call from their own (codegen._shareable_groups)
-    # are their code too, not library calls: charged, like those, to the calling layer.
-    common = set(getattr(cm._gen, "shareable", None) or ())
+    # and the helpers they call (codegen._emit_helpers) are their code too, not library calls:
+    # charged, like those, to the calling layer.
+    common = set(getattr(cm._gen, "shareable", None) or ()) | set(getattr(cm._gen, "helpers", None) or ())
     in_common = attribute([(f, n if f in common else 0) for f, n in trace.blocks], owners, invoke)
     share, share_own = {}, {}
     for fname, members in shared.items():

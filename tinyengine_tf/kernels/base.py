@@ -28,6 +28,8 @@ footprint=fn)``; a test checks it against the emitted code. Without one, the foo
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -109,6 +111,32 @@ class Shareable:
 
     def call(self, fname: str) -> str:
         return f"\n  {fname}({', '.join(v for _, _, v in self.params)});"
+
+
+@dataclass(frozen=True)
+class Helper:
+    """A static C function that layers call from their bodies, one copy for every layer whose
+    call names the same text: the part of a kernel that specialization leaves equal across
+    layers of different sizes (a depthwise channel's weight and requantization records), whose
+    copies would cost Flash for nothing. Kernels write `helper(...)`'s token where the call
+    goes; codegen emits each distinct helper once, named <prefix>_H<n>_<family>, out of line
+    where several layer functions call it (inline where one does)."""
+    family: str       # the op kind it belongs to (its name groups it with the layers in size tables)
+    params: str       # the C parameter list
+    body: str
+    guard: str = ""   # a preprocessor condition around it (the branch of the layer body it serves)
+
+
+HELPERS: dict[str, Helper] = {}
+HELPER_TOKEN = re.compile(r"\bTE_HELPER_[0-9a-f]{12}\b")
+
+
+def helper(family: str, params: str, body: str, guard: str = "") -> str:
+    """The token a layer body calls the helper by (content-addressed: equal helpers, one token)."""
+    h = Helper(family, params, body, guard)
+    token = "TE_HELPER_" + hashlib.sha1(repr(h).encode()).hexdigest()[:12]
+    HELPERS[token] = h
+    return token
 
 
 def kernel(*kinds: str, footprint: Callable | None = None):

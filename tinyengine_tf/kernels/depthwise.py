@@ -52,7 +52,7 @@ import numpy as np
 from tinyengine_tf import quant
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels import depthwise_band, dsp, int16x8
-from tinyengine_tf.kernels.base import EmitContext, LayerCode, kernel
+from tinyengine_tf.kernels.base import EmitContext, LayerCode, helper, kernel
 from tinyengine_tf.kernels.base import FIX_QUANTIZE
 from tinyengine_tf.kernels.geometry import Window, output_regions, requant
 
@@ -1006,14 +1006,11 @@ def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
         # The weight registers, in the order the tile's asm loads them (some more than once),
         # then the requantization's q, h, r where the asm applies it.
         wv = list(tile.loads)
-        rsetup = ""
         if tile.tail:
-            rsetup = rq.setup("", "c", *tables)
-            wv += [f"(int32_t){v}" for v in rq.tail_values(per_channel)]
-            if tile.bf_mem:
-                wv.append("bf")
-        setup = (plan.setup(lay.taps, two) + (f"\n        {rsetup}" if rsetup else "")
-                 + f"\n        const int32_t wv[{len(wv)}] = {{{', '.join(wv)}}};")
+            setup = _records_call(lay, plan, rq, tables, wv)
+        else:
+            setup = (plan.setup(lay.taps, two)
+                     + f"\n        const int32_t wv[{len(wv)}] = {{{', '.join(wv)}}};")
         macs = f"/* asm tile {ny}x{nx}{' rq' if tile.tail else ''} */\n            {tile.code}"
         if tile.tail:
             outs = [(r, j) for r in range(ny) for j in range(nx)]
@@ -1037,6 +1034,29 @@ def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
             f"{{ const int32_t acc = a{r * nx + j}; yo[({r * win.ow} + ox + {j}) * {c_n}] = (int8_t){epilogue}; }}"
             for r, j in outs)
     return ny, nx, setup, macs, rsetup, store
+
+
+def _records_call(lay: Layout, plan: _WeightPlan, rq, tables, loads: list) -> str:
+    """The declaration of wv, a channel's records in the order the tile's asm loads them (its
+    weight registers, then q, h, r and the folded bias, which the asm may read from memory), and
+    the call of the helper that fills it. The helper's text depends on the kernel shape, the
+    tile's load order and the requantization's form, not on the layer's sizes: VWW's 3x3 layers
+    fill theirs with one function (some 110 bytes a layer of code otherwise, for a call of
+    about 10 instructions a channel)."""
+    per_channel = tables[0] is not None
+    values = loads + [f"(int32_t){v}" for v in rq.tail_values(per_channel)] + ["bf"]
+    params = ["int32_t *wv", "const int8_t *wc", "int32_t bf"]
+    args = ["wv", "wc", "bf"]
+    if per_channel:
+        params += ["const int32_t *mt", "const int8_t *sh", "int c"]
+        args += [tables[0], tables[1], "c"]
+    rsetup = rq.setup("", "c", "mt", "sh") if per_channel else ""
+    stores = " ".join(f"wv[{i}] = {v};" for i, v in enumerate(values))
+    weights = plan.setup(lay.taps, rq.doubled).replace("\n          ", "\n  ")
+    body = (f"\n  {weights}" + (f"\n  {rsetup}" if rsetup else "")
+            + f"\n  {stores}")
+    token = helper("DEPTHWISE_CONV_2D", ", ".join(params), body, "TE_DSP")
+    return f"int32_t wv[{len(values)}];\n        {token}({', '.join(args)});"
 
 
 def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp: int) -> str:

@@ -61,7 +61,7 @@ def where_bytes(cm, fw) -> dict:
         if len(parts) != 4:
             continue
         size, kind, name = int(parts[1], 16), parts[2], parts[3].split(".")[0]
-        m = re.match(rf"{cm.prefix}_[LS]\d+_(\w+)$", name)
+        m = re.match(rf"{cm.prefix}_[LSH]\d+_(\w+)$", name)   # H: helpers of that family
         if kind in "rR":
             if re.match(rf"{cm.prefix}_L\d+_(w|bias|bias_folded|mult|shift|in\d+)$", name):
                 continue                                   # the model's constant arrays

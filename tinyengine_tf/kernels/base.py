@@ -18,7 +18,9 @@ Shapes, strides, zero points and multipliers are known at generation time: bake 
 code as literals or ``const`` arrays (``ctx.const``) so the C compiler specializes every loop.
 Where one code shape serves layers of many sizes (a DSP form whose asm depends only on its tile),
 a kernel may also return that block as a ``Shareable`` (its sizes read from named parameters):
-codegen then has every layer with an equal block call one function for it.
+codegen then has every layer with an equal block call one function for it. Smaller pieces
+equal across layers of any size (a depthwise channel's records) go in a ``helper``: the body
+calls its token, and codegen defines each distinct helper once.
 
 Which constant arrays a kernel emits, and their sizes, must depend only on shapes, options and
 quantization granularity (per-tensor vs per-channel), never on the values: the NAS cost model

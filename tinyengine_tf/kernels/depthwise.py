@@ -29,7 +29,9 @@ tile loop, and gcc reloaded them from the stack every tile). Plane words sign-ex
 weight pairs) and single taps (SMLAxy); the words of a tile are chosen to cover its taps in the
 fewest instructions (_cover_min) and output rows of a tile share the plane rows their windows
 overlap on. The channel's weight registers are reloaded from a small stack array as the tile
-needs them (LDRD, two at a time), so up to 6 accumulators fit with the pointers. Results are stored
+needs them (LDRD, two at a time), so up to 6 accumulators fit with the pointers; one helper per
+model fills that array for every layer whose tiles load it in the same order (_records_call).
+Results are stored
 straight to the output, so the plane's zero-point ring is filled once per call. Where the tiles
 cover the output exactly, each tile's asm also clamps and stores its outputs and steps the plane
 and output pointers (_row_tile_code), which leaves the C loops only their counters. Each channel's

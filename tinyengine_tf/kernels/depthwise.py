@@ -475,7 +475,7 @@ class _WeightPlan:
     perm: list        # perm[p]: the tap stored at byte p of a channel
     where: dict       # tap -> (register, half "b"/"t"); a pair's first tap names its register
 
-    def setup(self, taps: int, two: bool) -> str:
+    def setup(self, taps: int, two: bool, ind: str = "\n          ") -> str:
         words = taps // 4
         code = []
         for m in range(words):
@@ -485,7 +485,7 @@ class _WeightPlan:
                         f"const int32_t wr{2 * m} = {lo}, wr{2 * m + 1} = {hi};")
         for p in range(4 * words, taps):
             code.append(f"const int32_t wb{p} = {'2 * ' if two else ''}wc[{p}];")
-        return "\n          ".join(code)
+        return ind.join(code)
 
 
 def _weight_plan(lay: Layout) -> _WeightPlan:
@@ -1054,9 +1054,8 @@ def _records_call(lay: Layout, plan: _WeightPlan, rq, tables, loads: list) -> st
         args += [tables[0], tables[1], "c"]
     rsetup = rq.setup("", "c", "mt", "sh") if per_channel else ""
     stores = " ".join(f"wv[{i}] = {v};" for i, v in enumerate(values))
-    weights = plan.setup(lay.taps, rq.doubled).replace("\n          ", "\n  ")
-    body = (f"\n  {weights}" + (f"\n  {rsetup}" if rsetup else "")
-            + f"\n  {stores}")
+    body = (f"\n  {plan.setup(lay.taps, rq.doubled, ind=chr(10) + '  ')}"
+            + (f"\n  {rsetup}" if rsetup else "") + f"\n  {stores}")
     token = helper("DEPTHWISE_CONV_2D", ", ".join(params), body, "TE_DSP")
     return f"int32_t wv[{len(values)}];\n        {token}({', '.join(args)});"
 

@@ -39,7 +39,9 @@ NOTES = [
     "and step their pointers in the asm. Plane rows are gathered by asm loops (8- or 16-byte "
     "steps; rows up to 24 bytes written out, up to 8 bytes several rows a step). Stride-2 layers stay above 3 instructions per MAC: gathering a channel's plane "
     "costs about 2 instructions per input byte, 4 input bytes per output; small planes (6x6, 3x3, "
-    "KWS's 25x5) pay about 46 instructions per channel in setup (weights, rounding constants).",
+    "KWS's 25x5) pay about 46 instructions per channel in setup (weights, rounding constants), "
+    "of which convert(flash=...) saves about 38 where it has room for the records precomputed "
+    "(about 40 bytes a channel: VWW's 6x6 layers under 2.0 per MAC, results_cmsis_nn.md).",
     "- Pointwise convolutions: the \"p\" form, tiles of 3-6 pixels x 1 channel (0.875-1.0 "
     "instructions per MAC in the loop), where its estimate beats the 2x2 \"x\" or 3x2 \"w\" "
     "tiles; the \"e\" form for unpadded 1x1 convs of 8-32 input channels (strided too): filters "

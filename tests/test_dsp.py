@@ -1142,6 +1142,83 @@ def test_a_helper_one_layer_calls_is_left_to_inline():
     assert "static void model_H0_depthwise_conv_2d(" in src and "TE_HELPER void" not in src
 
 
+# Cases whose tiles read per-channel records: per channel and per tensor, 3x3 to 7x7 (loose
+# weight bytes), both strides, the bias in a register and from the records, KWS's row tiles.
+RECORD_CASES = ["k3_s1_vww", "k3_s2_same", "k5_s1", "k7_s2", "per_tensor_relu6",
+                "k3_s1_rows_overlap", "kws_rows_of_5", "out3x3_c16"]
+
+
+def _record_words(src: str) -> int:
+    """The length of the records array the run-time fill declares (int32_t wv[N])."""
+    return int(re.search(r"int32_t wv\[(\d+)\];", src).group(1))
+
+
+@pytest.mark.parametrize("name", RECORD_CASES)
+def test_depthwise_stored_records(name):
+    """With Flash to spare the in-place layer's per-channel records are a constant array
+    instead of being filled at run time (depthwise._StoredRecords): no fill helper left; DSP,
+    portable and host builds equal TFLM; cm.flash grows by the records' bytes exactly, and the
+    memory report counts them as the budget's room."""
+    model = dw_model(DW_CASES[name])
+    base = te.convert(model)
+    assert "_H0_depthwise_conv_2d(wv, " in base.sources["model.c"], name
+    words = _record_words(base.sources["model.c"])
+    cm = check(model, cm=te.convert(model, flash=1 << 26))
+    src = cm.sources["model.c"]
+    assert "model_L0_records[" in src and "_H0_" not in src and not cm._gen.helpers, name
+    oc = DW_CASES[name]["c"]
+    assert cm.flash == base.flash + 4 * words * oc, name
+    assert cm.memory_report(measure_tflm=False).tinyengine.widened_bytes == 4 * words * oc
+
+
+def test_depthwise_stored_records_in_bands_and_sanitized():
+    """The band form reads stored records too (DSP, portable and host equal TFLM), and the
+    portable loops beside them are clean under ASan and UBSan on the host."""
+    from converters.tflite_reader import read_tflite
+    from tinyengine_tf.codegen import generate
+    from tinyengine_tf.compiled import CompiledModel
+    from tinyengine_tf.kernels import depthwise, depthwise_band
+    from tinyengine_tf.kernels.base import WIDE_WEIGHTS, EmitContext
+    from tinyengine_tf.passes import run_passes
+    for name in ("k3_s1_same", "k5_s2_same", "mobilenet_like"):
+        p, band = BAND_CASES[name]
+        m = dw_model(p)
+        source = read_tflite(m, name="model")
+        g = run_passes(source)
+        for op in g.ops:
+            if op.kind == "DEPTHWISE_CONV_2D":
+                rows = band
+                if band == "min":
+                    lay = depthwise.layout(op, g, EmitContext(g, "t"))
+                    rows = depthwise_band.band_choices(lay)[0][0]
+                op.options.update({depthwise_band.BAND_OPTION: rows, WIDE_WEIGHTS: True})
+        cm = check(m, cm=CompiledModel(g, generate(g, "model"), m, source))
+        src = dsp_source(cm)
+        assert "for (int y0 = 0;" in src and "_records + c * " in src, name
+    model = dw_model(DW_CASES["k7_s2"])
+    cm = te.convert(model, flash=1 << 26)
+    x = int8_inputs(sample_shape(cm.graph.t(cm.graph.inputs[0]).shape), 8, seed=5)
+    assert_sanitized_matches_tflm(cm, model, x)
+
+
+def test_depthwise_stored_records_run_fewer_instructions():
+    """Stored records save the fill's instructions, about depthwise.RECORD_FILL a channel, and
+    take Flash only where the budget leaves room beside the code's."""
+    from tinyengine_tf.api import WIDEN_CODE_ROOM
+    model = dw_model(dw_spec(c=64, h=6, w=6, xzp=-128, yzp=-128, act="RELU"))
+    base = te.convert(model)
+    extra = 4 * _record_words(base.sources["model.c"]) * 64
+    for budget, stored in ((base.flash + WIDEN_CODE_ROOM + extra - 1, False),
+                           (base.flash + WIDEN_CODE_ROOM + extra, True)):
+        cm = te.convert(model, flash=budget)
+        assert ("_records[" in cm.sources["model.c"]) == stored
+        assert cm.flash == base.flash + stored * extra
+    narrow, wide = (c.profile(TARGET).layers[0] for c in (base, cm))
+    saved = narrow.instructions - wide.instructions
+    assert 20 * 64 < saved < 60 * 64, saved
+    assert "_records[" not in te.convert(model, flash=1 << 26, optimize="size").sources["model.c"]
+
+
 def test_vww_pointwise_layers_share_functions(shared_models):
     """VWW's 13 pointwise layers run three shared DSP functions and two of their own (the "e"
     layers of 8 and 16 input channels): with the first layer's, six conv functions hold MAC

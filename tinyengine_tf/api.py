@@ -71,19 +71,21 @@ WIDEN_CODE_ROOM = 48 * 1024
 def _widen_in_flash(graph, gen, flash: int, name: str, input_in_arena: bool):
     """(graph, generated) with the FULLY_CONNECTED and CONV_2D filters that the Flash budget has
     room for widened to int16 (kernels/fc_tiled.py's "w16" form, conv_dsp_p.py's widened "p"
-    form: fewer instructions for twice the filter bytes), most instructions saved per extra byte
-    first, while the constants (cm.flash, what the budget is checked against) stay within it
+    form: fewer instructions for twice the filter bytes) and the in-place DEPTHWISE_CONV_2D
+    layers' per-channel DSP records stored instead of filled at run time (kernels/depthwise.py),
+    most instructions saved per extra byte first, while the constants (cm.flash, what the budget is checked against) stay within it
     less WIDEN_CODE_ROOM: the budget counts constants only, and widening must not eat the room
     the code will need at link time.
     Unchanged where nothing fits."""
     import dataclasses
 
     from tinyengine_tf.codegen import generate
-    from tinyengine_tf.kernels import conv, fully_connected
+    from tinyengine_tf.kernels import conv, depthwise, fully_connected
     from tinyengine_tf.kernels.base import WIDE_WEIGHTS
 
     room = flash - gen.flash_bytes - WIDEN_CODE_ROOM
-    widening = {"FULLY_CONNECTED": fully_connected.widening, "CONV_2D": conv.widening}
+    widening = {"FULLY_CONNECTED": fully_connected.widening, "CONV_2D": conv.widening,
+                "DEPTHWISE_CONV_2D": depthwise.widening}
     gains = [(pos, g) for pos, op in enumerate(graph.ops)
              if op.kind in widening and (g := widening[op.kind](op, graph))]
     gains.sort(key=lambda pg: (-pg[1][1] / max(pg[1][0], 1), pg[0]))

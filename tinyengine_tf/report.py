@@ -33,7 +33,8 @@ class TinyEngineMemory:
     lower_bound: int
     peak_step: int
     state_bytes: int = 0              # persistent state (LSTM/SVDF/variables), outside the arena
-    widened_bytes: int = 0            # of flash: filters stored as int16 (convert(flash=...))
+    widened_bytes: int = 0            # of flash: filters stored as int16 and depthwise records
+                                      # stored precomputed (convert(flash=...))
 
 
 @dataclass
@@ -128,7 +129,7 @@ class MemoryReport:
                     "in the arena tail (persistent buffers)" if tf else "n/a")]
                   if te.state_bytes else []),
                 ("Flash: model constants", f"{te.flash:,}", f"{tf.model_bytes:,} (flatbuffer)" if tf else "n/a"),
-                *([("of which int16-widened filters (the flash budget's room)",
+                *([("of which widened filters and stored records (the flash budget's room)",
                     f"+{te.widened_bytes:,}", "")] if te.widened_bytes else []),
                 ("Flash: runtime code", "generated per model (see firmware build)",
                  f"~{tf.framework_bytes:,} framework + kernels" if tf else "n/a")]
@@ -315,11 +316,12 @@ def build_report(cm, measure_tflm: bool = True) -> MemoryReport:
     plan: Plan = cm.plan
     live = plan.live_bytes()
     peak_step = int(np.argmax(live)) if live else 0
-    from tinyengine_tf.kernels import conv, fully_connected
+    from tinyengine_tf.kernels import conv, depthwise, fully_connected
     te = TinyEngineMemory(plan.arena_size, cm.flash, plan.lower_bound, peak_step,
                           getattr(cm, "state_bytes", 0),
                           sum(fully_connected.widened_bytes(op, cm.graph)
-                              + conv.widened_bytes(op, cm.graph) for op in cm.graph.ops))
+                              + conv.widened_bytes(op, cm.graph)
+                              + depthwise.widened_bytes(op, cm.graph) for op in cm.graph.ops))
     src = cm.source_graph
     tb = tflm_lifetimes(src)
     tflm_live = [sum(s for _, s, f, l in tb if f <= k <= l) for k in range(len(src.ops))]

@@ -30,7 +30,9 @@ weight pairs) and single taps (SMLAxy); the words of a tile are chosen to cover 
 fewest instructions (_cover_min) and output rows of a tile share the plane rows their windows
 overlap on. The channel's weight registers are reloaded from a small stack array as the tile
 needs them (LDRD, two at a time), so up to 6 accumulators fit with the pointers; one helper per
-model fills that array for every layer whose tiles load it in the same order (_records_call).
+model fills that array for every layer whose tiles load it in the same order (_records_call);
+where convert(flash=...) leaves room, the records are computed here and stored as a constant
+array instead (_StoredRecords: about 40 bytes of Flash a channel for RECORD_FILL instructions).
 Results are stored
 straight to the output, so the plane's zero-point ring is filled once per call. Where the tiles
 cover the output exactly, each tile's asm also clamps and stores its outputs and steps the plane
@@ -52,10 +54,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyengine_tf import quant
+from tinyengine_tf.errors import TinyEngineError
 from tinyengine_tf.ir import Graph, Op
 from tinyengine_tf.kernels import depthwise_band, dsp, int16x8
 from tinyengine_tf.kernels.base import EmitContext, LayerCode, helper, kernel
 from tinyengine_tf.kernels.base import FIX_QUANTIZE
+from tinyengine_tf.kernels.base import WIDE_WEIGHTS as WIDE
 from tinyengine_tf.kernels.geometry import Window, output_regions, requant
 
 INT32_MAX = 2**31 - 1
@@ -165,7 +169,45 @@ def footprint(op: Op, g: Graph) -> tuple:
     lay = layout(op, g, EmitContext(g, "footprint"))
     size = {"int8_t": 1, "int32_t": 4}
     flash = sum(count * size[ctype] for count, ctype in lay.arrays().values())
-    return flash, lay.scratch_bytes, lay.in_place
+    return flash + widened_bytes(op, g), lay.scratch_bytes, lay.in_place
+
+
+# Instructions a channel's records cost when filled at run time (the helper's stores and
+# arithmetic, its call and the arguments): fitted to QEMU counts on VWW's and KWS's layers.
+RECORD_FILL = 38
+
+
+def widening(op: Op, g: Graph) -> tuple[int, int] | None:
+    """(extra Flash bytes, instructions saved per inference, estimated) of storing this
+    layer's per-channel DSP records (the doubled weight pairs, q, h, r and folded bias its
+    tiles read) as a constant instead of filling them channel by channel at run time, or None
+    where its tiles read no records."""
+    if op.kind != "DEPTHWISE_CONV_2D" or int16x8.handles(op, g):
+        return None
+    extra = _records_bytes(op, g)
+    if not extra:
+        return None
+    return extra, RECORD_FILL * int(g.t(op.inputs[1]).shape[3])
+
+
+def widened_bytes(op: Op, g: Graph) -> int:
+    """The Flash this layer's stored records take (0 where it fills them at run time)."""
+    return _records_bytes(op, g) if op.options.get(WIDE) else 0
+
+
+def _records_bytes(op: Op, g: Graph) -> int:
+    # Whether the tiles read records depends on the requantization's values and the tile
+    # search: the layer is emitted to find out (only for layers convert(flash=...) weighs).
+    x = g.t(op.inputs[0])
+    if x.dtype != "int8" or g.t(op.inputs[1]).data is None:
+        return 0
+    ctx = EmitContext(g, "records")
+    ctx.layer = "L"
+    try:
+        depthwise_conv_2d(op, g, ctx, stored_records=True)
+    except TinyEngineError:     # a layer the kernel refuses: its real emission reports it
+        return 0
+    return sum(v.size * 4 for sym, _, v in ctx.constants if sym.endswith("_records"))
 
 
 def _bias(op: Op, ctx: EmitContext, oc: int) -> np.ndarray:
@@ -210,7 +252,13 @@ def _offset_term(value: str, in_off: int) -> str:
 
 
 @kernel("DEPTHWISE_CONV_2D", footprint=footprint)
-def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
+def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext,
+                      stored_records: bool | None = None) -> LayerCode:
+    """stored_records (default: the op's WIDE_WEIGHTS option, which convert(flash=...) sets
+    where the Flash budget has room): the DSP tiles' per-channel records are a constant array
+    instead of being filled channel by channel at run time."""
+    if stored_records is None:
+        stored_records = bool(op.options.get(WIDE))
     if int16x8.handles(op, g):
         return int16x8.depthwise_conv_2d(op, g, ctx)
     lay = layout(op, g, ctx)
@@ -254,14 +302,19 @@ def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext) -> LayerCode:
     first = len(ctx.constants)
     epilogue = requant(ctx, "acc", index, q[order], rq.shift, lay.per_channel, y.zp, lo, hi)
     tables = dsp.table_symbols(ctx, first)
+    records = (_StoredRecords(ctx, weight_data, folded[order], rq) if lay.in_place and stored_records
+               else None)
     if lay.in_place and lay.band:
-        body = (f"\n#if TE_DSP{depthwise_band.dsp_body(lay, syms, rq, tables, epilogue, x.zp)}"
-                f"\n#else{depthwise_band.portable_body(lay, syms, epilogue, x.zp, _weight_plan(lay))}"
+        dsp_body = depthwise_band.dsp_body(lay, syms, rq, tables, epilogue, x.zp, records)
+        body = (f"\n#if TE_DSP{dsp_body}"
+                f"\n#else{_records_unused(records)}"
+                f"{depthwise_band.portable_body(lay, syms, epilogue, x.zp, _weight_plan(lay))}"
                 "\n#endif")
         return LayerCode(body=body, scratch_bytes=lay.scratch_bytes, in_place=True,
                          headers=("te_dsp.h",))
     if lay.in_place:
-        body = (f"\n#if TE_DSP{_dsp_in_place_body(lay, syms, rq, tables, epilogue, x.zp)}\n#else"
+        dsp_body = _dsp_in_place_body(lay, syms, rq, tables, epilogue, x.zp, records)
+        body = (f"\n#if TE_DSP{dsp_body}\n#else{_records_unused(records)}"
                 f"{_in_place_body(lay, syms, epilogue, x.zp)}\n#endif")
         return LayerCode(body=body, scratch_bytes=lay.scratch_bytes, in_place=True,
                          headers=("te_dsp.h",))
@@ -994,9 +1047,10 @@ def _row_tile_code(tile: _AsmTile, ny: int, nx: int, ow: int, step: int, stride:
     return _asm_statement(lines, ny * nx, True)
 
 
-def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
+def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str, records=None) -> tuple:
     """(ny, nx, weight set-up, tile MACs, requantization set-up, stores) of the DSP branch: the
-    same for the whole plane and for bands (depthwise_band)."""
+    same for the whole plane and for bands (depthwise_band). records: a _StoredRecords, for
+    tiles that read records to take them from a constant array."""
     win, c_n = lay.win, lay.ic
     # A doubled layer packs 2 w (int16 holds it), so its accumulators hold 2 * acc.
     two = rq.doubled
@@ -1009,7 +1063,8 @@ def _dsp_tile_parts(lay: Layout, rq, tables, epilogue: str) -> tuple:
         # then the requantization's q, h, r where the asm applies it.
         wv = list(tile.loads)
         if tile.tail:
-            setup = _records_call(lay, plan, rq, tables, wv)
+            setup = (records.declare(plan, wv, not tile.bf_mem) if records is not None
+                     else _records_call(lay, plan, rq, tables, wv))
         else:
             setup = (plan.setup(lay.taps, two)
                      + f"\n        const int32_t wv[{len(wv)}] = {{{', '.join(wv)}}};")
@@ -1060,11 +1115,68 @@ def _records_call(lay: Layout, plan: _WeightPlan, rq, tables, loads: list) -> st
     return f"int32_t wv[{len(values)}];\n        {token}({', '.join(args)});"
 
 
-def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp: int) -> str:
+class _StoredRecords:
+    """A layer's records (what _records_call's helper fills: the tile's weight registers in its
+    load order, q, h, r, the folded bias) computed here for every channel and stored as one
+    constant array, which convert(flash=...) chooses where the Flash budget has room: no fill
+    at run time, about RECORD_FILL instructions a channel less."""
+
+    def __init__(self, ctx: EmitContext, weights, folded, rq):
+        self.ctx, self.weights, self.folded, self.rq = ctx, np.asarray(weights, np.int64), folded, rq
+        self.symbol = None
+
+    def declare(self, plan: _WeightPlan, loads: list, bf_operand: bool) -> str:
+        """wv, channel c's records; bf_operand: the tile takes the folded bias as an operand."""
+        rq, oc = self.rq, len(self.folded)
+        wc = self.weights.reshape(oc, -1)
+        taps = wc.shape[1]
+        regs = {}
+        for m in range(taps // 4):      # te_sx02 / te_sx13 of word m, doubled: _WeightPlan.setup
+            regs[f"wr{2 * m}"] = _pack16(2 * wc[:, 4 * m], 2 * wc[:, 4 * m + 2])
+            regs[f"wr{2 * m + 1}"] = _pack16(2 * wc[:, 4 * m + 1], 2 * wc[:, 4 * m + 3])
+        for p in range(4 * (taps // 4), taps):
+            regs[f"wb{p}"] = 2 * wc[:, p]
+        q = np.broadcast_to(rq.q, (oc,)).astype(np.int64)
+        r = np.broadcast_to(-rq.shift, (oc,)).astype(np.int64)
+        h = np.array([rq._h(int(v)) for v in r], np.int64)
+        columns = [regs[name] for name in loads] + [q, h, r, 2 * np.asarray(self.folded, np.int64)]
+        table = np.stack(columns, axis=1)
+        table = ((table + 2**31) % 2**32) - 2**31       # int32 as the C stores wrap them
+        self.symbol = self.ctx.const("records", table.ravel(), "int32_t")
+        n = table.shape[1]
+        return (f"const int32_t *const wv = {self.symbol} + c * {n};"
+                + (f" const int32_t bf = wv[{n - 1}];" if bf_operand else ""))
+
+
+def _pack16(lo, hi):
+    """Two int16 halves in one int32 (lo in bits 0-15), as SMLAD reads them."""
+    return (np.asarray(lo, np.int64) & 0xFFFF) | (np.asarray(hi, np.int64) << 16)
+
+
+def _channel_values(lay: Layout, syms: dict, two: bool, records, tables,
+                    ind: str = "\n        ") -> str:
+    """The declarations of channel c's weights and folded bias; where the tiles take their
+    records from a stored array, which holds all of them, the arrays only the portable branch
+    reads marked used instead (-Wunused-const-variable)."""
+    if records is not None and records.symbol:
+        unused = [syms["w"], syms["bias_folded"], *(t for t in tables if t is not None)]
+        return ind + " ".join(f"(void){u};" for u in unused)
+    bf = f"(int32_t)((uint32_t){syms['bias_folded']}[c] << 1)" if two else f"{syms['bias_folded']}[c]"
+    return f"{ind}const int8_t *wc = {syms['w']} + c * {lay.taps};{ind}const int32_t bf = {bf};"
+
+
+def _records_unused(records) -> str:
+    # The portable branch reads the weights and tables instead: the records must still count
+    # as used there, or -Wunused-const-variable fails the build.
+    return f"\n  (void){records.symbol};" if records is not None and records.symbol else ""
+
+
+def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp: int,
+                       records=None) -> str:
     win, c_n = lay.win, lay.ic
     ph, pw = lay.plane
     two = rq.doubled
-    ny, nx, setup, macs, rsetup, store = _dsp_tile_parts(lay, rq, tables, epilogue)
+    ny, nx, setup, macs, rsetup, store = _dsp_tile_parts(lay, rq, tables, epilogue, records)
     ring = (ph, pw) != (lay.ih, lay.iw)
     zp4 = (x_zp & 0xFF) * 0x01010101
     fill = ""
@@ -1136,9 +1248,7 @@ def _dsp_in_place_body(lay: Layout, syms: dict, rq, tables, epilogue: str, x_zp:
     int8_t *yb = out0 + b * {win.oh * win.ow * c_n};
     for (int c = 0; c < {c_n}; ++c) {{
       {gather}
-      {{
-        const int8_t *wc = {syms['w']} + c * {lay.taps};
-        const int32_t bf = {"(int32_t)((uint32_t)" + syms['bias_folded'] + "[c] << 1)" if two else syms['bias_folded'] + "[c]"};
+      {{{_channel_values(lay, syms, two, records, tables)}
         {setup}
         {rsetup}
         {tiles}

@@ -144,13 +144,13 @@ def _fill_dsp(dst: str, n: int, x_zp: int) -> str:
     return " ".join(code)
 
 
-def dsp_body(lay, syms: dict, rq, tables, epilogue: str, x_zp: int) -> str:
+def dsp_body(lay, syms: dict, rq, tables, epilogue: str, x_zp: int, records=None) -> str:
     """The DSP branch of the band form: the whole-plane branch's tiles over each band."""
     from tinyengine_tf.kernels import depthwise as D
     win, c_n = lay.win, lay.ic
     pw = lay.plane[1]
     two = rq.doubled
-    ny, nx, setup, macs, rsetup, store = D._dsp_tile_parts(lay, rq, tables, epilogue)
+    ny, nx, setup, macs, rsetup, store = D._dsp_tile_parts(lay, rq, tables, epilogue, records)
     npairs = -(-win.ow // nx)
     tile_y = ("const int oy = i_y * {ny} < nb - {ny} ? i_y * {ny} : nb - {ny};".format(ny=ny)
               if ny > 1 else "const int oy = i_y;")
@@ -168,16 +168,13 @@ def dsp_body(lay, syms: dict, rq, tables, epilogue: str, x_zp: int) -> str:
     gather = D._dsp_gather(lay.iw, c_n)
     move = _copy_dsp(keep_rows(win, lay.band) * pw, f"scratch + {lay.band * win.sh * pw}")
     loop = _band_loop(lay, move, _fill_dsp("d", pw, x_zp), gather, compute)
-    bf = (f"(int32_t)((uint32_t){syms['bias_folded']}[c] << 1)" if two
-          else f"{syms['bias_folded']}[c]")
     return f"""
   {_fill_dsp("scratch", lay.scratch_bytes, x_zp)}
   for (int b = 0; b < {lay.n}; ++b) {{
     const int8_t *xb = in0 + b * {lay.ih * lay.iw * c_n};
     int8_t *yb = out0 + b * {win.oh * win.ow * c_n};
     for (int c = 0; c < {c_n}; ++c) {{
-      const int8_t *wc = {syms['w']} + c * {lay.taps};
-      const int32_t bf = {bf};
+      {D._channel_values(lay, syms, two, records, tables, chr(10) + "      ").lstrip()}
       {setup}
       {rsetup}
       {loop}

@@ -6,8 +6,8 @@ layer, instructions per MAC, code beyond the weights, arena + scratch.
         [--cache /tmp/tinyengine_cmsis_models]
 
 For every model: ours is cm.build_firmware("cortex-m4") of te.convert(..., flash=1 MiB), the
-Flash it links into (FULLY_CONNECTED and convolution filters widened to int16 where it leaves
-room); the CMSIS-NN
+Flash it links into (FULLY_CONNECTED and convolution filters widened to int16, depthwise
+records stored precomputed, where it leaves room); the CMSIS-NN
 side is the same source model called layer by layer through the CMSIS-NN functions TFLite Micro's
 cmsis_nn kernels call, with the parameters TFLM's Prepare computes (tinyengine_tf/cmsis_nn.py),
 CMSIS-NN built from the given checkout. Both: arm-none-eabi-gcc -O2 -mcpu=cortex-m4 -mthumb -mfloat-abi=soft, DSP on,
@@ -207,7 +207,9 @@ def main(argv=None):
             "leaves room, FULLY_CONNECTED filters and the pointwise and windowed convolutions' "
             "filters are stored widened to int16 (fewer instructions for twice their bytes, in "
             "ours' Flash column; AD01's ten layers, the CNNs' 64-channel-and-up 1x1 layers and "
-            "ResNet's 3x3 ones: `api._widen_in_flash`). "
+            "ResNet's 3x3 ones: `api._widen_in_flash`), and the in-place depthwise layers' "
+            "per-channel records (doubled weights, requantization constants) are stored "
+            "precomputed instead of filled at run time (about 40 bytes a channel). "
             "CMSIS-NN: the same source "
             "model called layer by layer, no interpreter, through the CMSIS-NN functions TFLite "
             "Micro's `kernels/cmsis_nn` call (`arm_convolve_wrapper_s8`, "

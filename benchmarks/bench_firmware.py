@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import tinyengine_tf as te  # noqa: E402
+from tinyengine_tf import firmware  # noqa: E402
 from tinyengine_tf.compiled import _NP, _sample_shape  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "models"
@@ -65,7 +66,7 @@ def measure(name: str, samples: int) -> dict:
         fw = cm.build_firmware(TARGET, sram=SRAM, flash=FLASH, dsp=dsp)
         prof = cm.profile(TARGET, dsp=dsp, sram=SRAM, flash=FLASH)
         row[key] = {"instructions": prof.invoke_instructions, "macs": prof.macs,
-                    "per_mac": prof.per_mac, "code": fw.flash_bytes - cm.flash,
+                    "per_mac": prof.per_mac, "code": firmware.code_beyond_weights(fw, cm),
                     "flash": fw.flash_bytes, "sram": fw.sram_bytes, "profile": prof,
                     "library": sum(layer.library for layer in prof.layers)}
     return row

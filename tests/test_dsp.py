@@ -1219,6 +1219,27 @@ def test_depthwise_stored_records_run_fewer_instructions():
     assert "_records[" not in te.convert(model, flash=1 << 26, optimize="size").sources["model.c"]
 
 
+def test_code_beyond_weights_counts_the_arrays_each_image_links():
+    """With stored records the DSP image links the records and not the weights and tables the
+    portable branch reads, and the portable image the other way round: code beyond weights
+    subtracts what each image holds (counted here from the symbol table), not cm.flash."""
+    import subprocess
+    from tinyengine_tf import firmware
+    cm = te.convert(dw_model(DW_CASES["k3_s1_vww"]), flash=1 << 26)
+    declared = set(re.findall(r"static const \w+ (\w+)\[", cm.sources["model.c"]))
+    linked = {}
+    for dsp in (True, False):
+        fw = firmware.build_firmware(cm, dsp=dsp)
+        nm = subprocess.run(["arm-none-eabi-nm", "-S", str(fw.elf)], capture_output=True,
+                            text=True, check=True).stdout
+        sizes = {p[3]: int(p[1], 16) for p in map(str.split, nm.splitlines()) if len(p) == 4}
+        linked[dsp] = {sym for sym in declared if sym in sizes}
+        assert firmware.code_beyond_weights(fw, cm) == fw.flash_bytes - sum(
+            sizes[sym] for sym in linked[dsp])
+    assert linked[True] == {"model_L0_records"}
+    assert "model_L0_records" not in linked[False] and "model_L0_w" in linked[False]
+
+
 def test_vww_pointwise_layers_share_functions(shared_models):
     """VWW's 13 pointwise layers run three shared DSP functions and two of their own (the "e"
     layers of 8 and 16 input channels): with the first layer's, six conv functions hold MAC

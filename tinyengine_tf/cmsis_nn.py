@@ -565,8 +565,10 @@ def compare(cm, cmsis_dir=None, x=None, target: str = "cortex-m4", reference=Non
     prof = cm.profile(target, x=x)
     rows, _, total = profile(build, g, x)
     # Code beyond weights as the firmware benchmark and CMSIS-NN's NOTICE count it: Flash minus
-    # the side's constant arrays (ours: cm.flash; CMSIS-NN: weights, biases, multipliers, shifts).
-    ours = Side("tinyengine-tf", prof.invoke_instructions, prof.macs, fw.flash_bytes - cm.flash,
+    # the side's constant arrays (ours: those of cm.flash the image links; CMSIS-NN: weights,
+    # biases, multipliers, shifts).
+    ours = Side("tinyengine-tf", prof.invoke_instructions, prof.macs,
+                firmware.code_beyond_weights(fw, cm),
                 fw.flash_bytes, weights, cm.peak_sram, 0,
                 [(l.step, l.op_index, l.kind, l.instructions, l.library, l.macs) for l in prof.layers])
     theirs = Side("CMSIS-NN", total, sum(r.macs for r in rows),

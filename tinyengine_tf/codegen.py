@@ -44,6 +44,9 @@ class Generated:
     shareable: dict = None
     # helper function name -> how many functions call it (_emit_helpers); charged like those
     helpers: dict = None
+    # constant array symbol -> ("dsp" or "portable", bytes): read by that branch only, so a
+    # build of the other does not link it (firmware.code_beyond_weights)
+    branch_only: dict = None
 
 
 def c_identifier(name: str) -> str:
@@ -197,7 +200,9 @@ def generate(graph: Graph, name: str = "model", input_in_arena: bool = True,
     layer_fn = {pos: shared[pos][::2] if pos in shared else (f"{prefix}_L{pos}_{op.kind.lower()}", [])
                 for pos, (op, code) in enumerate(layers) if code is not None}
     return Generated(sources, plan, flash, layers, prefix, state, members, layer_fn,
-                     {f: ps for f, (_, ps) in common.items()}, helpers)
+                     {f: ps for f, (_, ps) in common.items()}, helpers,
+                     {s: (ctx.branch_only[s], int(np.asarray(v).size) * ctype_bytes(c))
+                      for s, c, v in used if s in ctx.branch_only})
 
 
 def _emit_helpers(functions: list, prefix: str) -> tuple[list, dict]:

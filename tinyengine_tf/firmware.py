@@ -61,6 +61,7 @@ class Firmware:
     budget_sram: int = 0
     budget_flash: int = 0
     float_abi: str = "soft"
+    dsp: bool = True          # built with the DSP branches (not -DTE_NO_DSP)
 
     def __repr__(self):
         return (f"<Firmware {self.target}: Flash {self.flash_bytes:,} / {self.budget_flash:,} B, "
@@ -179,6 +180,18 @@ def cpu_flags(t: Target, float_abi: str = "soft") -> list:
     return [*flags, "-mfloat-abi=hard", f"-mfpu={HARD_FPU[t.name]}"]
 
 
+def code_beyond_weights(fw: Firmware, cm) -> int:
+    """The image's Flash less the model's constant arrays it holds: vectors, code, read-only
+    tables that are not model constants (size mode's layer descriptors). cm.flash counts every
+    array the generated C declares; an array only the other branch reads (with stored depthwise
+    records, convert(flash=...): the records on the DSP side, the weights and tables on the
+    portable side) is not linked."""
+    other = "portable" if fw.dsp else "dsp"
+    branch = getattr(cm._gen, "branch_only", None) or {}
+    unlinked = sum(n for sym, (side, n) in branch.items() if side == other)
+    return fw.flash_bytes - (cm.flash - unlinked)
+
+
 def firmware_sources() -> dict:
     """The start-up file and the semihosting header every firmware image links."""
     fw_dir = resources.files("tinyengine_tf").joinpath("c/firmware")
@@ -236,6 +249,7 @@ def build_firmware(cm, target_name: str = "cortex-m4", sram: int = 320 * 1024,
     what = (f" (arena {cm.peak_sram:,} B, constants {cm.flash:,} B, stack {STACK_BYTES:,} B)")
     fw = link(sources, t, flags, sram, flash, name=cm.name, what=what)
     fw.float_abi = float_abi
+    fw.dsp = dsp
     return fw
 
 

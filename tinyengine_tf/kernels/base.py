@@ -163,6 +163,7 @@ class EmitContext:
         self.flash_bytes = 0
         self.layer = ""                # set by codegen: the current layer's symbol stem
         self.optimize = "speed"        # convert(optimize=...): "size" selects kernels/compact.py
+        self.branch_only: dict = {}    # symbol -> "dsp" / "portable": the one branch reading it
 
     def const(self, hint: str, values, ctype: str) -> str:
         """A file-scope ``static const`` array named after the layer and the hint."""

@@ -1160,6 +1160,8 @@ def _channel_values(lay: Layout, syms: dict, two: bool, records, tables,
     reads marked used instead (-Wunused-const-variable)."""
     if records is not None and records.symbol:
         unused = [syms["w"], syms["bias_folded"], *(t for t in tables if t is not None)]
+        records.ctx.branch_only.update({u: "portable" for u in unused})
+        records.ctx.branch_only[records.symbol] = "dsp"
         return ind + " ".join(f"(void){u};" for u in unused)
     bf = f"(int32_t)((uint32_t){syms['bias_folded']}[c] << 1)" if two else f"{syms['bias_folded']}[c]"
     return f"{ind}const int8_t *wc = {syms['w']} + c * {lay.taps};{ind}const int32_t bf = {bf};"

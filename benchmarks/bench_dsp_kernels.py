@@ -72,10 +72,12 @@ NOTES = [
     "sizes whose \"p\" or flat \"e\" form asm is the same call one shared function with their "
     "sizes as arguments (VWW: CONV_2D functions 7,640 -> 5,510 B); the softmax's exp and "
     "reciprocal call one out-of-line fixed-point product (about 550 B less on the CNNs).",
-    "- Not reached: 1.1 instructions per MAC on VWW here (1.18; 1.06 where convert(flash=1 MiB) "
-    "widens its filters, benchmarks/results_cmsis_nn.md); depthwise at or below 2.0 per MAC "
-    "everywhere (stride 1: 1.93 on VWW's 48x48 and 24x24 layers, 1.98 at 12x12, 2.085 at 6x6, "
-    "2.77 at 3x3, 2.008 on KWS; stride 2: 3.06-3.65); code beyond weights at 10 kB (VWW 14.7 kB).",
+    "- Not reached: 1.1 instructions per MAC on VWW here (1.18; 1.05 where convert(flash=1 MiB) "
+    "widens its filters and stores the depthwise records, benchmarks/results_cmsis_nn.md); "
+    "depthwise at or below 2.0 per MAC everywhere (here stride 1: 1.93 on VWW's 48x48 and 24x24 "
+    "layers, 1.98 at 12x12, 2.11 at 6x6, 2.89 at 3x3, 2.01 on KWS; with flash=1 MiB 1.92-1.98 on "
+    "every plane of 6x6 and up and KWS, 2.38 at 3x3; stride 2: 3.07-3.78, with flash= "
+    "3.04-3.28); code beyond weights at 10 kB (VWW 14.1 kB, 13.0 kB with flash=1 MiB).",
 ]
 
 

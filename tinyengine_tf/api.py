@@ -188,8 +188,9 @@ def convert(model, representative_dataset=None, *, name: str = "model", sram: in
     arena holds no input and the model never writes to the caller's buffer.
     flash: a budget for the constants (cm.flash); with optimize="speed", the room it leaves
     stores FULLY_CONNECTED and CONV_2D filters widened to int16 (kernels/fc_tiled.py,
-    kernels/conv_dsp_p.py: fewer instructions for twice their bytes), most instructions saved per
-    byte first, leaving WIDEN_CODE_ROOM (48 KiB) of it to the code. None widens nothing.
+    kernels/conv_dsp_p.py: fewer instructions for twice their bytes) and the in-place depthwise
+    layers' per-channel DSP records precomputed (kernels/depthwise.py), most instructions saved
+    per byte first, leaving WIDEN_CODE_ROOM (48 KiB) of it to the code. None widens nothing.
     optimize: "speed" (default) specializes every layer's code for its shape; "size" has the
     model's convolutions and in-place depthwise convolutions call one shared kernel per family
     with a small table of each layer's parameters (kernels/compact.py): less code beyond the

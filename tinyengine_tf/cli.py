@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"fail unless the arena fits this SRAM budget; {_SIZE_HELP}")
     p.add_argument("--flash", type=parse_size, metavar="BYTES",
                    help=f"fail unless the constants fit this Flash budget (room left under it "
-                        f"stores FULLY_CONNECTED and convolution filters as int16, for speed); {_SIZE_HELP}")
+                        f"stores FULLY_CONNECTED and convolution filters as int16 and depthwise "
+                        f"records precomputed, for speed); {_SIZE_HELP}")
     p.add_argument("--patches", type=parse_patches, default=None, metavar="auto|none|S,R,C",
                    help="run the first ops patch by patch: auto (least peak SRAM within "
                         "--max-mac-overhead), none (default), or split op index, rows, cols")

@@ -1174,25 +1174,11 @@ def test_depthwise_stored_records(name):
 def test_depthwise_stored_records_in_bands_and_sanitized():
     """The band form reads stored records too (DSP, portable and host equal TFLM), and the
     portable loops beside them are clean under ASan and UBSan on the host."""
-    from converters.tflite_reader import read_tflite
-    from tinyengine_tf.codegen import generate
-    from tinyengine_tf.compiled import CompiledModel
-    from tinyengine_tf.kernels import depthwise, depthwise_band
-    from tinyengine_tf.kernels.base import WIDE_WEIGHTS, EmitContext
-    from tinyengine_tf.passes import run_passes
+    from tinyengine_tf.kernels.base import WIDE_WEIGHTS
     for name in ("k3_s1_same", "k5_s2_same", "mobilenet_like"):
         p, band = BAND_CASES[name]
         m = dw_model(p)
-        source = read_tflite(m, name="model")
-        g = run_passes(source)
-        for op in g.ops:
-            if op.kind == "DEPTHWISE_CONV_2D":
-                rows = band
-                if band == "min":
-                    lay = depthwise.layout(op, g, EmitContext(g, "t"))
-                    rows = depthwise_band.band_choices(lay)[0][0]
-                op.options.update({depthwise_band.BAND_OPTION: rows, WIDE_WEIGHTS: True})
-        cm = check(m, cm=CompiledModel(g, generate(g, "model"), m, source))
+        cm = check(m, cm=compile_with_band(m, band, options={WIDE_WEIGHTS: True}))
         src = dsp_source(cm)
         assert "for (int y0 = 0;" in src and "_records + c * " in src, name
     model = dw_model(DW_CASES["k7_s2"])

@@ -335,9 +335,10 @@ def test_refuses_int16_activations_with_int8_output():
 # ---------------------------------------------------------------------------------------------
 # Bands (kernels/depthwise_band.py): the in-place layer holding a band of plane rows as scratch.
 
-def compile_with_band(m: bytes, band, optimize: str = "speed") -> "te.CompiledModel":
+def compile_with_band(m: bytes, band, optimize: str = "speed",
+                      options: dict | None = None) -> "te.CompiledModel":
     """The model compiled with every depthwise layer's band forced: rows, 0 (the whole plane) or
-    "min" (its shortest allowed band)."""
+    "min" (its shortest allowed band); options: more op options for those layers."""
     from converters.tflite_reader import read_tflite
     from tinyengine_tf.codegen import generate
     from tinyengine_tf.compiled import CompiledModel
@@ -350,6 +351,7 @@ def compile_with_band(m: bytes, band, optimize: str = "speed") -> "te.CompiledMo
             if band == "min":
                 rows = depthwise_band.band_choices(depthwise.layout(op, g, EmitContext(g, "t")))[0][0]
             op.options[depthwise_band.BAND_OPTION] = rows
+            op.options.update(options or {})
     return CompiledModel(g, generate(g, "model", optimize=optimize), m, source)
 
 

@@ -306,6 +306,7 @@ def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext,
                else None)
     if lay.in_place and lay.band:
         dsp_body = depthwise_band.dsp_body(lay, syms, rq, tables, epilogue, x.zp, records)
+        _mark_branches(ctx, records, syms, tables)
         body = (f"\n#if TE_DSP{dsp_body}"
                 f"\n#else{_records_unused(records)}"
                 f"{depthwise_band.portable_body(lay, syms, epilogue, x.zp, _weight_plan(lay))}"
@@ -314,6 +315,7 @@ def depthwise_conv_2d(op: Op, g: Graph, ctx: EmitContext,
                          headers=("te_dsp.h",))
     if lay.in_place:
         dsp_body = _dsp_in_place_body(lay, syms, rq, tables, epilogue, x.zp, records)
+        _mark_branches(ctx, records, syms, tables)
         body = (f"\n#if TE_DSP{dsp_body}\n#else{_records_unused(records)}"
                 f"{_in_place_body(lay, syms, epilogue, x.zp)}\n#endif")
         return LayerCode(body=body, scratch_bytes=lay.scratch_bytes, in_place=True,
@@ -1138,7 +1140,7 @@ class _StoredRecords:
             regs[f"wb{p}"] = 2 * wc[:, p]
         q = np.broadcast_to(rq.q, (oc,)).astype(np.int64)
         r = np.broadcast_to(-rq.shift, (oc,)).astype(np.int64)
-        h = np.array([rq._h(int(v)) for v in r], np.int64)
+        h = np.array([rq.rounding(int(v)) for v in r], np.int64)
         columns = [regs[name] for name in loads] + [q, h, r, 2 * np.asarray(self.folded, np.int64)]
         table = np.stack(columns, axis=1)
         table = ((table + 2**31) % 2**32) - 2**31       # int32 as the C stores wrap them
@@ -1159,12 +1161,22 @@ def _channel_values(lay: Layout, syms: dict, two: bool, records, tables,
     records from a stored array, which holds all of them, the arrays only the portable branch
     reads marked used instead (-Wunused-const-variable)."""
     if records is not None and records.symbol:
-        unused = [syms["w"], syms["bias_folded"], *(t for t in tables if t is not None)]
-        records.ctx.branch_only.update({u: "portable" for u in unused})
-        records.ctx.branch_only[records.symbol] = "dsp"
-        return ind + " ".join(f"(void){u};" for u in unused)
+        return ind + " ".join(f"(void){u};" for u in _portable_only(syms, tables))
     bf = f"(int32_t)((uint32_t){syms['bias_folded']}[c] << 1)" if two else f"{syms['bias_folded']}[c]"
     return f"{ind}const int8_t *wc = {syms['w']} + c * {lay.taps};{ind}const int32_t bf = {bf};"
+
+
+def _portable_only(syms: dict, tables) -> list:
+    """The arrays of a layer with stored records that only its portable branch reads."""
+    return [syms["w"], syms["bias_folded"], *(t for t in tables if t is not None)]
+
+
+def _mark_branches(ctx: EmitContext, records, syms: dict, tables):
+    """Which branch alone reads which array, for a layer whose tiles took stored records: a
+    build of the other branch does not link it (firmware.code_beyond_weights)."""
+    if records is not None and records.symbol:
+        ctx.branch_only.update({u: "portable" for u in _portable_only(syms, tables)})
+        ctx.branch_only[records.symbol] = "dsp"
 
 
 def _records_unused(records) -> str:

@@ -89,7 +89,7 @@ class Requant:
             h = [(2 * zp + 1) << (v - 1) for v in r] if self.ok else [0]
             self.fold = bool(self.ok and all(abs(hv) + int(b) + 1 < 2**31 for hv, b in zip(h, bounds)))
 
-    def _h(self, r: int) -> int:
+    def rounding(self, r: int) -> int:
         """The rounding constant for a literal shift r."""
         unit = 1 << (r - 2) if self.wide else 1 << (r - 1)
         return unit * (2 * self.zp + 1) if self.fold else unit
@@ -114,7 +114,7 @@ class Requant:
             q, h, r = f"q{tag}", f"h{tag}", f"r{tag}"
         else:
             rr = int(-self.shift[0])
-            q, h, r = str(int(self.q[0])), str(self._h(rr)), str(rr)
+            q, h, r = str(int(self.q[0])), str(self.rounding(rr)), str(rr)
         fn = "te_dsp_rq_wide" if self.wide else ("te_dsp_rq2" if doubled else "te_dsp_rq")
         if self.positive:
             fn += "_pos"
@@ -130,7 +130,7 @@ class Requant:
         if per_channel:
             return "q", "h", "r"
         rr = int(-self.shift[0])
-        return str(int(self.q[0])), str(self._h(rr)), str(rr)
+        return str(int(self.q[0])), str(self.rounding(rr)), str(rr)
 
     def finish(self, v: str) -> str:
         """te_dsp_rq*'s value v (a C expression) to the int8 output: zero point and clamp."""

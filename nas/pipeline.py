@@ -169,7 +169,8 @@ class SearchResult:
                 b = next(r for r in done if r["trial_id"] == self.best_trial)
                 ax.scatter([b["macs"] / 1e6], [b["accuracy"]], marker="*", s=180, c="tab:red",
                            label=f"best ({b['accuracy']:.3f})", zorder=5)
-            ax.legend(fontsize=8, loc="lower right")
+            # "best" keeps the legend off the points (a fixed corner hid a trial)
+            ax.legend(fontsize=8, loc="best")
             sram = np.array([r["peak_sram"] for r in done]) / 1024
             flash = np.array([r["flash"] for r in done]) / 1024
             bx.scatter(flash, sram, c=acc, cmap="viridis", s=22)
